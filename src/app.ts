@@ -1,10 +1,143 @@
-// Wiring: config -> backends -> cache -> server. (Filled in by the serve work.)
+/** Wiring: config -> backends -> cache -> server. Nothing else lives here. */
+import { mkdir } from "node:fs/promises";
+import { Cache } from "./cache/cache.ts";
+import { loadSigningKey } from "./cache/signing-key.ts";
 import type { Config } from "./config/options.ts";
+import type { MetadataStore } from "./db/metadata-store.ts";
+import { openMetadataStore } from "./db/open.ts";
+import { parsePublicKey } from "./nix/signature.ts";
+import { createApp } from "./server/app.ts";
+import { LocalBlobStore } from "./storage/local.ts";
+import { createLogger, type Logger } from "./telemetry/logger.ts";
+import { netrcAuthorization, parseNetrc, type Netrc } from "./upstream/netrc.ts";
+import { UpstreamPool } from "./upstream/pool.ts";
+import { Upstream } from "./upstream/upstream.ts";
+import { version } from "./version.ts";
 
-export async function serve(_config: Config): Promise<void> {
-  throw new Error("serve: not wired yet");
+export interface RunningNcps {
+  url: string;
+  port: number;
+  cache: Cache;
+  publicKey: string;
+  stop(): Promise<void>;
 }
 
-export async function migrate(_config: Config, _opts: { dryRun: boolean; statusOnly: boolean }): Promise<void> {
-  throw new Error("migrate: not wired yet");
+/** A startup problem the user can fix: printed as one line, no stack trace. */
+export class StartupError extends Error {
+  override name = "StartupError";
+}
+
+function parseServerAddr(addr: string): { hostname: string; port: number } {
+  const m = /^(.*):(\d+)$/.exec(addr);
+  if (!m) throw new StartupError(`invalid --server-addr ${JSON.stringify(addr)}: expected host:port or :port`);
+  const host = m[1]!.replace(/^\[(.*)\]$/, "$1");
+  return { hostname: host === "" ? "0.0.0.0" : host, port: Number(m[2]) };
+}
+
+async function readNetrc(path: string | undefined, logger: Logger): Promise<Netrc> {
+  if (!path) return new Map();
+  const file = Bun.file(path);
+  if (!(await file.exists())) {
+    logger.debug("netrc file not found", { path });
+    return new Map();
+  }
+  return parseNetrc(await file.text());
+}
+
+async function ensureDir(path: string, what: string) {
+  try {
+    await mkdir(path, { recursive: true });
+  } catch (err) {
+    throw new StartupError(`cannot create ${what} ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+}
+
+/** Start ncps and return once it listens. */
+export async function startNcps(config: Config, logger: Logger = createLogger(config.logLevel)): Promise<RunningNcps> {
+  const { hostname, port } = parseServerAddr(config.serverAddr);
+  await ensureDir(config.cacheStorageLocal, "storage directory");
+  await ensureDir(config.cacheTempPath, "temp directory");
+  const store = new LocalBlobStore(config.cacheStorageLocal);
+  await store.check();
+  const trustedKeys = config.cacheUpstreamPublicKeys.map((k) => parsePublicKey(k));
+  const netrc = await readNetrc(config.netrcFile, logger);
+
+  let db: MetadataStore | null = null;
+  try {
+    db = await openMetadataStore(config.cacheDatabaseUrl, { migrate: true });
+    const upstreams = config.cacheUpstreamUrls.map(
+      (url, i) =>
+        new Upstream(url, i, {
+          headerTimeoutMs: config.cacheUpstreamDialerTimeout + config.cacheUpstreamResponseHeaderTimeout,
+          authorization: netrcAuthorization(netrc, new URL(url)),
+          logger,
+        }),
+    );
+    const pool = new UpstreamPool(upstreams, { trustedKeys, negativeTtlMs: config.cacheUpstreamNegativeTtl, logger });
+    void pool.refreshPriorities();
+    const signingKey = await loadSigningKey(db, { path: config.cacheSecretKeyPath, hostname: config.cacheHostname });
+    const cache = new Cache({
+      db,
+      store,
+      pool,
+      signingKey,
+      signNarInfo: config.cacheSignNarinfo,
+      tempDir: config.cacheTempPath,
+      priority: config.cachePriority,
+      logger,
+    });
+    const app = createApp({ cache, hostname: config.cacheHostname, logger });
+    let server: ReturnType<typeof Bun.serve>;
+    try {
+      server = Bun.serve({ hostname, port, fetch: (req) => app.handle(req), idleTimeout: 120 });
+    } catch (err) {
+      throw new StartupError(`cannot listen on ${config.serverAddr}: ${(err as Error).message}`);
+    }
+    const url = `http://${hostname === "0.0.0.0" ? "127.0.0.1" : hostname}:${server.port}`;
+    logger.info("ncps listening", { url, version, publicKey: cache.publicKey, upstreams: config.cacheUpstreamUrls, database: db.dialect });
+    const openDb = db;
+    return {
+      url,
+      port: server.port!,
+      cache,
+      publicKey: cache.publicKey,
+      stop: async () => {
+        await server.stop(true);
+        await cache.close();
+        await openDb.close();
+      },
+    };
+  } catch (err) {
+    await db?.close().catch(() => {});
+    throw err;
+  }
+}
+
+/** `ncps serve`: run until SIGINT/SIGTERM, then stop cleanly. */
+export async function serve(config: Config): Promise<void> {
+  const logger = createLogger(config.logLevel);
+  const running = await startNcps(config, logger);
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      logger.info("shutting down", { signal });
+      void running.stop().finally(resolve);
+    };
+    process.once("SIGINT", () => stop("SIGINT"));
+    process.once("SIGTERM", () => stop("SIGTERM"));
+  });
+}
+
+export async function migrate(config: Config, opts: { dryRun: boolean; statusOnly: boolean }): Promise<void> {
+  const db = await openMetadataStore(config.cacheDatabaseUrl, { migrate: false });
+  try {
+    if (opts.statusOnly) {
+      for (const m of await db.migrationStatus()) console.log(`${m.applied ? "applied" : "pending"}  ${m.name}`);
+      return;
+    }
+    const applied = await db.migrate({ dryRun: opts.dryRun });
+    if (applied.length === 0) console.log("database is up to date");
+    for (const name of applied) console.log(`${opts.dryRun ? "would apply" : "applied"}  ${name}`);
+  } finally {
+    await db.close();
+  }
 }

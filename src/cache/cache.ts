@@ -1,0 +1,188 @@
+/** The cache domain: narinfo and NAR lookups, the upstream miss paths, ingest and signing.
+ * Knows nothing about HTTP frameworks; src/server turns its answers into responses. */
+import { join } from "node:path";
+import type { MetadataStore, NarInfoRecord } from "../db/metadata-store.ts";
+import { serializeCacheInfo } from "../nix/cache-info.ts";
+import { parseCompression } from "../nix/compression.ts";
+import { canonicalHash } from "../nix/hash.ts";
+import { ncpsNarKey, type NcpsNarRequest } from "../nix/nar-url.ts";
+import type { NarDigest } from "../nix/nar-verifier.ts";
+import { serializeNarInfo, type NarInfo } from "../nix/narinfo.ts";
+import { formatPublicKey, signNarInfo, toPublicKey, type SecretKey } from "../nix/signature.ts";
+import type { BlobBody, BlobStore, ByteRange } from "../storage/blob-store.ts";
+import type { Logger } from "../telemetry/logger.ts";
+import type { UpstreamPool } from "../upstream/pool.ts";
+import type { Upstream } from "../upstream/upstream.ts";
+import { AccessTimes } from "./access-times.ts";
+import { NarDownload } from "./nar-download.ts";
+import { SingleFlight } from "./single-flight.ts";
+
+export interface CacheOptions {
+  db: MetadataStore;
+  store: BlobStore;
+  pool: UpstreamPool;
+  signingKey: SecretKey;
+  /** sign narinfos with signingKey (on by default) */
+  signNarInfo: boolean;
+  /** where in-flight downloads are written */
+  tempDir: string;
+  /** nix-cache-info Priority */
+  priority: number;
+  logger: Logger;
+}
+
+/** A NAR ready to be served: `open` reads it (or a range of it). `size` is null only for a
+ * download in flight whose length the narinfo does not declare. */
+export interface NarSource {
+  size: number | null;
+  open(range?: ByteRange): Promise<BlobBody | { body: ReadableStream<Uint8Array>; length: number | null; size: number | null }>;
+}
+
+export class Cache {
+  private readonly downloads = new Map<string, NarDownload>();
+  private readonly narInfoMisses = new SingleFlight<string, string | null>();
+  private readonly accessTimes: AccessTimes;
+  private downloadSeq = 0;
+  readonly publicKey: string;
+  readonly cacheInfo: string;
+
+  constructor(private readonly opts: CacheOptions) {
+    this.accessTimes = new AccessTimes(opts.db, opts.logger);
+    this.publicKey = formatPublicKey(toPublicKey(opts.signingKey));
+    this.cacheInfo = serializeCacheInfo({ storeDir: "/nix/store", wantMassQuery: true, priority: opts.priority, extra: [] });
+  }
+
+  /** The narinfo text for a store path hash part (already validated), or null when no one has it. */
+  async narInfo(hash: string): Promise<string | null> {
+    const text = await this.opts.db.getNarInfoText(hash);
+    if (text !== null) {
+      this.accessTimes.record(hash);
+      return text;
+    }
+    return this.narInfoMisses.run(hash, () => this.fetchNarInfo(hash));
+  }
+
+  private async fetchNarInfo(hash: string): Promise<string | null> {
+    const found = await this.opts.pool.lookupNarInfo(hash);
+    if (!found) return null;
+    const record = this.servedRecord(hash, found.upstream, found.narinfo);
+    if (!(await this.opts.db.insertNarInfoIfAbsent(record))) {
+      return this.opts.db.getNarInfoText(hash); // another replica got there first: serve its copy
+    }
+    this.opts.logger.info("narinfo cached", { hash, upstream: found.upstream.url, storePath: record.storePath });
+    return record.text;
+  }
+
+  /** Rewrite an upstream narinfo into the one ncps serves: our NAR URL, our signature. */
+  private servedRecord(hash: string, upstream: Upstream, upstreamNarInfo: NarInfo): NarInfoRecord {
+    const compression = parseCompression(upstreamNarInfo.compression);
+    const narKey = ncpsNarKey(upstreamNarInfo.fileHash ?? upstreamNarInfo.narHash, compression);
+    let served: NarInfo = { ...upstreamNarInfo, url: narKey, compression };
+    if (this.opts.signNarInfo) served = signNarInfo(served, this.opts.signingKey);
+    return {
+      hash,
+      storePath: served.storePath,
+      text: serializeNarInfo(served),
+      narKey,
+      upstream: upstream.url,
+      upstreamNarUrl: upstream.resolve(upstreamNarInfo.url),
+      compression,
+      fileHash: served.fileHash ? canonicalHash(served.fileHash) : null,
+      fileSize: served.fileSize ?? null,
+      narHash: canonicalHash(served.narHash),
+      narSize: served.narSize,
+      references: served.references ?? [],
+      createdAt: Date.now(),
+    };
+  }
+
+  /** A NAR by our key: stored, being downloaded, or fetchable because a narinfo names it.
+   * `startDownload` false (HEAD) never starts a download. Null when none of these. */
+  async nar(req: NcpsNarRequest, opts: { startDownload: boolean }): Promise<NarSource | null> {
+    const { db, store } = this.opts;
+    const stored = await db.getNar(req.key);
+    if (stored) {
+      const stat = await store.stat(req.key);
+      if (stat) return { size: stat.size, open: (range) => this.openStored(req.key, range) };
+      this.opts.logger.warn("NAR recorded but missing from storage; fetching again", { key: req.key });
+      await db.deleteNar(req.key);
+    }
+    const inFlight = this.downloads.get(req.key);
+    if (inFlight && !inFlight.failed) return this.downloadSource(inFlight);
+
+    const named = await db.narInfosForNar(req.key);
+    const record = named.find((r) => r.upstreamNarUrl !== null && this.opts.pool.upstreams.some((u) => u.url === r.upstream));
+    if (!record) return null;
+    if (!opts.startDownload) {
+      const size = record.fileSize ?? (record.compression === "none" ? record.narSize : null);
+      return { size, open: () => Promise.reject(new Error("HEAD source cannot be opened")) };
+    }
+    return this.downloadSource(this.startDownload(record));
+  }
+
+  private async openStored(key: string, range?: ByteRange): Promise<BlobBody> {
+    const body = await this.opts.store.get(key, range);
+    if (!body) throw new Error(`NAR ${key} vanished from storage`);
+    return body;
+  }
+
+  private downloadSource(download: NarDownload): NarSource {
+    return {
+      size: download.size,
+      open: async (range) => ({
+        body: download.reader(range?.start ?? 0, range?.end),
+        length: range ? range.end - range.start + 1 : download.size,
+        size: download.size,
+      }),
+    };
+  }
+
+  private startDownload(record: NarInfoRecord): NarDownload {
+    const existing = this.downloads.get(record.narKey);
+    if (existing && !existing.failed) return existing;
+    const upstream = this.opts.pool.upstreams.find((u) => u.url === record.upstream)!;
+    const tempPath = join(this.opts.tempDir, `ncps-${process.pid}-${++this.downloadSeq}-${record.narKey.replace(/\//g, "_")}`);
+    const download = new NarDownload(
+      record.narKey,
+      tempPath,
+      {
+        url: record.upstreamNarUrl!,
+        fetch: (url, signal) => upstream.get(url, signal),
+        expect: {
+          compression: parseCompression(record.compression),
+          fileHash: record.fileHash,
+          fileSize: record.fileSize,
+          narHash: record.narHash,
+          narSize: record.narSize,
+        },
+      },
+      async (path, digest) => {
+        await this.commitNar(record.narKey, path, digest);
+        this.downloads.delete(record.narKey); // new requests now go to storage
+      },
+      this.opts.logger,
+    );
+    this.downloads.set(record.narKey, download);
+    void download.done.finally(() => {
+      if (this.downloads.get(record.narKey) === download) this.downloads.delete(record.narKey);
+    });
+    this.opts.logger.info("NAR download started", { key: record.narKey, upstream: record.upstream });
+    return download;
+  }
+
+  private async commitNar(key: string, path: string, digest: NarDigest) {
+    await this.opts.store.putFile(key, path);
+    await this.opts.db.putNar({ key, size: digest.fileSize, fileHash: digest.fileHash, narHash: digest.narHash, createdAt: Date.now() });
+    this.opts.logger.info("NAR stored", { key, size: digest.fileSize });
+  }
+
+  /** Wait for every in-flight download (tests and graceful shutdown). */
+  async drain(): Promise<void> {
+    await Promise.all([...this.downloads.values()].map((d) => d.done));
+  }
+
+  async close(): Promise<void> {
+    await this.drain();
+    await this.accessTimes.close();
+  }
+}

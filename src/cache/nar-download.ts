@@ -1,0 +1,195 @@
+/** One upstream NAR download into a temp file that every client reads while it grows.
+ *
+ * The download runs at the upstream's speed whatever the clients do; each client pulls from
+ * the file at its own pace (memory stays bounded), and a client leaving does not stop it.
+ * Bytes are checked while they arrive. The final byte of a known-length body (or the end of
+ * an unknown-length one) reaches clients only once FileHash/NarHash check out, so a failed
+ * download can never look complete: clients still reading get an error, i.e. an aborted
+ * connection. */
+import { open, rm, type FileHandle } from "node:fs/promises";
+import { NarVerifier, type NarDigest, type NarExpectation } from "../nix/nar-verifier.ts";
+import type { Logger } from "../telemetry/logger.ts";
+
+const READ_CHUNK = 256 * 1024;
+
+export interface DownloadSource {
+  url: string;
+  fetch: (url: string, signal: AbortSignal) => Promise<Response>;
+  expect: NarExpectation;
+}
+
+export class NarDownloadError extends Error {
+  override name = "NarDownloadError";
+}
+
+type State = "running" | "verified" | "failed";
+
+export class NarDownload {
+  /** Settles when the download is verified and committed (or failed). Never rejects unhandled. */
+  readonly done: Promise<void>;
+  /** Declared length of the body, when the narinfo gives it (FileSize, or NarSize uncompressed). */
+  readonly size: number | null;
+  written = 0;
+  private released = 0;
+  private state: State = "running";
+  private error: Error | null = null;
+  private readFd: FileHandle | null = null;
+  private holders = 1; // the download itself, plus one per reader
+  private wakeups: (() => void)[] = [];
+  private readonly abort = new AbortController();
+
+  constructor(
+    readonly key: string,
+    private readonly tempPath: string,
+    private readonly source: DownloadSource,
+    private readonly commit: (tempPath: string, digest: NarDigest) => Promise<void>,
+    private readonly logger: Logger,
+    private readonly stallTimeoutMs = 120_000,
+  ) {
+    const e = source.expect;
+    this.size = e.fileSize ?? (e.compression === "none" ? e.narSize : null);
+    this.done = this.run().catch(() => {});
+  }
+
+  get failed(): boolean {
+    return this.state === "failed";
+  }
+
+  private notify() {
+    const w = this.wakeups;
+    this.wakeups = [];
+    for (const wake of w) wake();
+  }
+
+  private progress(): Promise<void> {
+    return new Promise((resolve) => this.wakeups.push(resolve));
+  }
+
+  private release() {
+    this.holders--;
+    if (this.holders === 0 && this.readFd) {
+      const fd = this.readFd;
+      this.readFd = null;
+      void fd.close().catch(() => {});
+    }
+  }
+
+  private async run(): Promise<void> {
+    const verifier = new NarVerifier(this.source.expect);
+    let writeFd: FileHandle | null = null;
+    let stall: ReturnType<typeof setTimeout> | undefined;
+    const armStall = () => {
+      clearTimeout(stall);
+      stall = setTimeout(() => this.abort.abort(new NarDownloadError(`no data for ${this.stallTimeoutMs} ms`)), this.stallTimeoutMs);
+    };
+    try {
+      writeFd = await open(this.tempPath, "wx");
+      this.readFd = await open(this.tempPath, "r");
+      this.notify();
+      const res = await this.source.fetch(this.source.url, this.abort.signal);
+      if (res.status !== 200 || !res.body) {
+        await res.body?.cancel();
+        throw new NarDownloadError(`upstream answered HTTP ${res.status} for ${this.source.url}`);
+      }
+      const body = res.body.getReader();
+      armStall();
+      for (;;) {
+        const { done, value } = await body.read();
+        if (done) break;
+        armStall();
+        await verifier.write(value);
+        await writeAll(writeFd, value);
+        this.written += value.length;
+        this.released = this.size === null ? this.written : Math.min(this.written, this.size - 1);
+        this.notify();
+      }
+      clearTimeout(stall);
+      const digest = await verifier.end();
+      await writeFd.datasync();
+      await writeFd.close();
+      writeFd = null;
+      this.state = "verified";
+      this.released = this.written;
+      this.notify();
+      await this.commit(this.tempPath, digest);
+    } catch (err) {
+      clearTimeout(stall);
+      verifier.abort();
+      if (this.state === "verified") {
+        // Clients got correct bytes; only storing them failed.
+        this.logger.error("storing verified NAR failed", { key: this.key, error: err });
+      } else {
+        const reason = this.abort.signal.aborted && this.abort.signal.reason instanceof Error ? this.abort.signal.reason : (err as Error);
+        this.error = reason instanceof Error ? reason : new NarDownloadError(String(reason));
+        this.state = "failed";
+        this.notify();
+        this.logger.warn("NAR download failed", { key: this.key, url: this.source.url, error: this.error });
+      }
+      throw err;
+    } finally {
+      clearTimeout(stall);
+      if (writeFd) await writeFd.close().catch(() => {});
+      if (this.state !== "verified") await rm(this.tempPath, { force: true }).catch(() => {});
+      this.release();
+    }
+  }
+
+  /** Bytes [start, end] (inclusive; end defaults to the last) as they become verified-safe. */
+  reader(start = 0, end?: number): ReadableStream<Uint8Array> {
+    if (this.state === "failed" || (this.state === "verified" && !this.readFd)) {
+      return new ReadableStream({ start: (c) => c.error(this.error ?? new NarDownloadError("download no longer running")) });
+    }
+    this.holders++;
+    let pos = start;
+    const limit = end === undefined ? Infinity : end + 1;
+    let open = true;
+    const finish = () => {
+      if (open) {
+        open = false;
+        this.release();
+      }
+    };
+    return new ReadableStream<Uint8Array>(
+      {
+        pull: async (controller) => {
+          for (;;) {
+            if (this.state === "failed") {
+              finish();
+              controller.error(this.error);
+              return;
+            }
+            const fd = this.readFd;
+            const available = Math.min(this.released, limit);
+            if (fd && pos < available) {
+              const buf = new Uint8Array(Math.min(READ_CHUNK, available - pos));
+              const { bytesRead } = await fd.read(buf, 0, buf.length, pos);
+              pos += bytesRead;
+              controller.enqueue(bytesRead === buf.length ? buf : buf.subarray(0, bytesRead));
+              if (pos >= limit) {
+                finish();
+                controller.close();
+              }
+              return;
+            }
+            if (this.state === "verified" && pos >= Math.min(this.written, limit)) {
+              finish();
+              controller.close();
+              return;
+            }
+            await this.progress();
+          }
+        },
+        cancel: finish,
+      },
+      { highWaterMark: 0 },
+    );
+  }
+}
+
+async function writeAll(fd: FileHandle, bytes: Uint8Array) {
+  let offset = 0;
+  while (offset < bytes.length) {
+    const { bytesWritten } = await fd.write(bytes, offset, bytes.length - offset);
+    offset += bytesWritten;
+  }
+}

@@ -1,0 +1,31 @@
+/** ncps's own narinfo signing key: from a file the user names, or generated once and kept in
+ * the database so every replica (and every restart) signs with the same key. */
+import type { MetadataStore } from "../db/metadata-store.ts";
+import { NixFormatError } from "../nix/errors.ts";
+import { formatSecretKey, generateSecretKey, parseSecretKey, type SecretKey } from "../nix/signature.ts";
+
+const CONFIG_KEY = "signing_secret_key";
+
+export class SigningKeyError extends Error {
+  override name = "SigningKeyError";
+}
+
+export async function loadSigningKey(db: MetadataStore, opts: { path?: string; hostname: string }): Promise<SecretKey> {
+  if (opts.path) {
+    const file = Bun.file(opts.path);
+    let text: string;
+    try {
+      text = await file.text();
+    } catch (err) {
+      throw new SigningKeyError(`cannot read secret key ${opts.path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+    try {
+      return parseSecretKey(text);
+    } catch (err) {
+      if (err instanceof NixFormatError) throw new SigningKeyError(`secret key ${opts.path}: ${err.message}`);
+      throw err;
+    }
+  }
+  const stored = await db.setConfigIfAbsent(CONFIG_KEY, formatSecretKey(generateSecretKey(opts.hostname)));
+  return parseSecretKey(stored);
+}
