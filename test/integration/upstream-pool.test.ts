@@ -1,0 +1,144 @@
+/** The upstream pool against real HTTP upstreams serving real signed narinfos. */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { readFileSync } from "node:fs";
+import { parsePublicKey } from "../../src/nix/signature.ts";
+import { silentLogger } from "../../src/telemetry/logger.ts";
+import { UpstreamPool } from "../../src/upstream/pool.ts";
+import { Upstream } from "../../src/upstream/upstream.ts";
+
+const FIXTURES = new URL("../../../shared/fixtures/narinfo/", import.meta.url).pathname;
+const fixture = (hash: string) => readFileSync(`${FIXTURES}${hash}.narinfo`, "utf8");
+const NIXOS_KEY = parsePublicKey("cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=");
+
+const HELLO = "n5glp21rsz314qssw9fbvfswgy3kc68f";
+const OTHER = "3acqrvb06vw0w3s9fa3wci433snbi2bg";
+const ABSENT = "00000000000000000000000000000000";
+
+type Behaviour = "normal" | "hang" | "500" | "tampered";
+
+interface TestUpstream {
+  url: string;
+  hits: Map<string, number>;
+  behaviour: Behaviour;
+  stop(): void;
+}
+
+function startTestUpstream(narinfos: Record<string, string>, priority: number): TestUpstream {
+  const hits = new Map<string, number>();
+  const hung: (() => void)[] = [];
+  const state: TestUpstream = { url: "", hits, behaviour: "normal", stop: () => {} };
+  const server = Bun.serve({
+    port: 0,
+    hostname: "127.0.0.1",
+    fetch: async (req) => {
+      const path = new URL(req.url).pathname.slice(1);
+      hits.set(path, (hits.get(path) ?? 0) + 1);
+      if (path === "nix-cache-info") return new Response(`StoreDir: /nix/store\nWantMassQuery: 1\nPriority: ${priority}\n`);
+      if (state.behaviour === "hang") return new Promise<Response>((resolve) => hung.push(() => resolve(new Response("late", { status: 503 }))));
+      if (state.behaviour === "500") return new Response("boom", { status: 500 });
+      const hash = path.replace(/\.narinfo$/, "");
+      const text = narinfos[hash];
+      if (!text) return new Response("not found", { status: 404 });
+      return new Response(state.behaviour === "tampered" ? text.replace(/NarSize: (\d+)/, (_, n) => `NarSize: ${Number(n) + 1}`) : text);
+    },
+  });
+  state.url = `http://127.0.0.1:${server.port}`;
+  state.stop = () => {
+    for (const h of hung) h();
+    server.stop(true);
+  };
+  return state;
+}
+
+function makePool(upstreams: TestUpstream[], opts: { headerTimeoutMs?: number; negativeTtlMs?: number } = {}) {
+  const list = upstreams.map((u, i) => new Upstream(u.url, i, { headerTimeoutMs: opts.headerTimeoutMs ?? 8000, logger: silentLogger }));
+  return new UpstreamPool(list, { trustedKeys: [NIXOS_KEY], negativeTtlMs: opts.negativeTtlMs ?? 0, hedgeDelayMs: 100, logger: silentLogger });
+}
+
+describe("UpstreamPool", () => {
+  let preferred: TestUpstream;
+  let fallback: TestUpstream;
+  beforeAll(() => {
+    // Configured in the "wrong" order: nix-cache-info priorities must decide.
+    fallback = startTestUpstream({ [HELLO]: fixture(HELLO), [OTHER]: fixture(OTHER) }, 40);
+    preferred = startTestUpstream({ [HELLO]: fixture(HELLO) }, 30);
+  });
+  afterAll(() => {
+    preferred.stop();
+    fallback.stop();
+  });
+  const reset = () => {
+    preferred.behaviour = "normal";
+    fallback.behaviour = "normal";
+  };
+
+  test("asks the upstream with the best nix-cache-info priority first", async () => {
+    reset();
+    const pool = makePool([fallback, preferred]);
+    await pool.refreshPriorities();
+    const found = await pool.lookupNarInfo(HELLO);
+    expect(found?.upstream.url).toBe(preferred.url);
+    expect(found?.narinfo.storePath).toBe(`/nix/store/${HELLO}-hello-2.12.1`);
+  });
+
+  test("a path only the lower-priority upstream has comes from it", async () => {
+    reset();
+    const pool = makePool([fallback, preferred]);
+    await pool.refreshPriorities();
+    const found = await pool.lookupNarInfo(OTHER);
+    expect(found?.upstream.url).toBe(fallback.url);
+  });
+
+  test("a hanging upstream does not hold the answer for its whole timeout", async () => {
+    reset();
+    preferred.behaviour = "hang";
+    const pool = makePool([preferred, fallback], { headerTimeoutMs: 20_000 });
+    const started = Date.now();
+    const found = await pool.lookupNarInfo(HELLO);
+    expect(found?.upstream.url).toBe(fallback.url);
+    expect(Date.now() - started).toBeLessThan(10_000); // far below the 20 s timeout
+  });
+
+  test("a narinfo whose signature does not verify counts as absent there", async () => {
+    reset();
+    preferred.behaviour = "tampered";
+    const pool = makePool([preferred, fallback]);
+    const found = await pool.lookupNarInfo(HELLO);
+    expect(found?.upstream.url).toBe(fallback.url);
+    preferred.behaviour = "normal";
+    fallback.behaviour = "tampered";
+    expect(await makePool([fallback]).lookupNarInfo(HELLO)).toBeNull();
+  });
+
+  test("500 from every upstream is a miss, not an exception", async () => {
+    reset();
+    preferred.behaviour = "500";
+    fallback.behaviour = "500";
+    expect(await makePool([preferred, fallback]).lookupNarInfo(HELLO)).toBeNull();
+  });
+
+  test("misses are remembered for the negative TTL", async () => {
+    reset();
+    const pool = makePool([fallback], { negativeTtlMs: 60_000 });
+    const before = fallback.hits.get(`${ABSENT}.narinfo`) ?? 0;
+    expect(await pool.lookupNarInfo(ABSENT)).toBeNull();
+    expect(await pool.lookupNarInfo(ABSENT)).toBeNull();
+    expect(fallback.hits.get(`${ABSENT}.narinfo`)).toBe(before + 1);
+  });
+
+  test("concurrent lookups of one hash share one upstream request", async () => {
+    reset();
+    const pool = makePool([fallback]);
+    const before = fallback.hits.get(`${OTHER}.narinfo`) ?? 0;
+    const results = await Promise.all(Array.from({ length: 10 }, () => pool.lookupNarInfo(OTHER)));
+    expect(results.every((r) => r?.upstream.url === fallback.url)).toBe(true);
+    expect(fallback.hits.get(`${OTHER}.narinfo`)).toBe(before + 1);
+  });
+
+  test("an unreachable upstream answers misses fast after being marked down", async () => {
+    const dead = { url: "http://127.0.0.1:9", hits: new Map(), behaviour: "normal" as Behaviour, stop() {} };
+    const pool = makePool([dead]);
+    for (let i = 0; i < 4; i++) expect(await pool.lookupNarInfo(HELLO)).toBeNull();
+    expect(pool.upstreams[0]!.available).toBe(false);
+  });
+});
