@@ -88,8 +88,9 @@ export async function createNixEnv(): Promise<NixEnv> {
 
   async function run(args: string[], opts: RunOptions = {}): Promise<RunResult> {
     const n = ++runCount;
-    const callEnv = { ...env, XDG_CACHE_HOME: join(root, "xdg-cache-runs", String(n)) };
-    await mkdir(callEnv.XDG_CACHE_HOME, { recursive: true });
+    const cacheHome = join(root, "xdg-cache-runs", String(n));
+    await mkdir(cacheHome, { recursive: true });
+    const callEnv: Record<string, string> = { ...env, XDG_CACHE_HOME: cacheHome };
     if (opts.extraConf !== undefined) {
       const extraConfDir = join(root, "conf-runs", String(n));
       await mkdir(extraConfDir, { recursive: true });
