@@ -1,0 +1,320 @@
+/** The one table of ncps options. Flags, environment variables, config-file keys, defaults,
+ * `--help` and the README option table all come from `options` below; names follow the Go
+ * ncps (kalbasit/ncps) so its users can switch without renaming anything. */
+import { join } from "node:path";
+
+export type LogLevel = "debug" | "info" | "warn" | "error";
+
+export interface Config {
+  /** The config file that was read, if any. */
+  configFile?: string;
+  logLevel: LogLevel;
+  cacheHostname: string;
+  cacheStorageLocal: string;
+  cacheDatabaseUrl: string;
+  cacheTempPath: string;
+  cacheSecretKeyPath?: string;
+  cacheSignNarinfo: boolean;
+  /** nix-cache-info `Priority` (lower is preferred by Nix; cache.nixos.org says 40). */
+  cachePriority: number;
+  cacheUpstreamUrls: string[];
+  cacheUpstreamPublicKeys: string[];
+  /** Milliseconds. */
+  cacheUpstreamDialerTimeout: number;
+  /** Milliseconds. */
+  cacheUpstreamResponseHeaderTimeout: number;
+  /** Milliseconds an upstream 404 is remembered; 0 disables. */
+  cacheUpstreamNegativeTtl: number;
+  netrcFile?: string;
+  serverAddr: string;
+}
+
+/** "integer" and "duration" (Go syntax, held as milliseconds) are numbers in `Config`. */
+export type OptionType = "string" | "string[]" | "boolean" | "integer" | "duration";
+
+/** What a default may depend on: the environment and the machine, never the real process
+ * directly, so tests can pose as another user or host. */
+export interface DefaultsContext {
+  env: Record<string, string | undefined>;
+  isRoot: boolean;
+  homeDir: string;
+  hostname: string;
+  tmpDir: string;
+  fileExists(path: string): boolean;
+}
+
+type DefaultFn = (ctx: DefaultsContext, resolved: Partial<Config>) => unknown;
+
+export interface OptionSpec {
+  key: keyof Config;
+  /** Long flag name without the dashes. */
+  flag: string;
+  /** Environment variables, the first one is the documented name. */
+  env: string[];
+  /** Dotted path in the config file; absent for `--config` itself. */
+  configKey?: string;
+  type: OptionType;
+  /** Typed value, or computed from the environment and the options resolved before this one
+   * (the table order matters: storage before database URL, upstream URLs before keys). */
+  default?: unknown | DefaultFn;
+  /** How the default reads in --help and the README when it is computed. */
+  defaultText?: string;
+  /** Accepted values, for an enumeration stored as a string. */
+  choices?: readonly string[];
+  /** Other spellings accepted for a choice (the Go ncps's zerolog level names). */
+  choiceAliases?: Readonly<Record<string, string>>;
+  help: string;
+  group: "general" | "cache" | "upstream" | "server";
+  /** Also accepted by `ncps migrate ...` (every command reads every source, but only these
+   * flags are offered there). */
+  shared?: boolean;
+  /** Deprecated spellings, still honoured with a warning. */
+  deprecated?: { flags?: string[]; env?: string[]; configKeys?: string[] };
+}
+
+export const defaultUpstreamUrl = "https://cache.nixos.org";
+export const defaultUpstreamPublicKey = "cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=";
+
+export const logLevels: readonly LogLevel[] = ["debug", "info", "warn", "error"];
+
+/** Where the config file is looked for when neither --config nor NCPS_CONFIG_FILE names one. */
+export function defaultConfigFile(ctx: DefaultsContext): string {
+  const configHome = ctx.env.XDG_CONFIG_HOME || join(ctx.homeDir, ".config");
+  return join(configHome, "ncps", "config.yaml");
+}
+
+const table = [
+  {
+    key: "configFile",
+    flag: "config",
+    env: ["NCPS_CONFIG_FILE"],
+    type: "string",
+    default: (ctx: DefaultsContext) => defaultConfigFile(ctx),
+    defaultText: "$XDG_CONFIG_HOME/ncps/config.yaml, read only if it exists",
+    help: "Config file (.yaml, .yml, .toml or .json)",
+    group: "general",
+    shared: true,
+  },
+  {
+    key: "logLevel",
+    flag: "log-level",
+    env: ["LOG_LEVEL"],
+    configKey: "log.level",
+    type: "string",
+    default: "info",
+    choices: logLevels,
+    choiceAliases: { trace: "debug", warning: "warn", fatal: "error", panic: "error" },
+    help: "Log level: debug, info, warn or error",
+    group: "general",
+    shared: true,
+  },
+  {
+    key: "cacheHostname",
+    flag: "cache-hostname",
+    env: ["CACHE_HOSTNAME"],
+    configKey: "cache.hostname",
+    type: "string",
+    default: (ctx: DefaultsContext) => ctx.hostname,
+    defaultText: "the machine's host name",
+    help: "Host name of this cache; names its signing key",
+    group: "cache",
+  },
+  {
+    key: "cacheStorageLocal",
+    flag: "cache-storage-local",
+    env: ["CACHE_STORAGE_LOCAL"],
+    configKey: "cache.storage.local",
+    type: "string",
+    default: (ctx: DefaultsContext) =>
+      ctx.isRoot
+        ? "/var/lib/ncps"
+        : join(ctx.env.XDG_DATA_HOME || join(ctx.homeDir, ".local", "share"), "ncps"),
+    defaultText: "/var/lib/ncps as root, else $XDG_DATA_HOME/ncps (~/.local/share/ncps)",
+    help: "Directory for the cache's data (NARs, narinfos, the SQLite database)",
+    group: "cache",
+    shared: true,
+    deprecated: { flags: ["cache-data-path"], env: ["CACHE_DATA_PATH"], configKeys: ["cache.data-path"] },
+  },
+  {
+    key: "cacheDatabaseUrl",
+    flag: "cache-database-url",
+    env: ["CACHE_DATABASE_URL"],
+    configKey: "cache.database-url",
+    type: "string",
+    default: (_ctx: DefaultsContext, resolved: Partial<Config>) =>
+      `sqlite:${join(resolved.cacheStorageLocal ?? "", "db", "db.sqlite")}`,
+    defaultText: "sqlite:<cache-storage-local>/db/db.sqlite",
+    help: "Database URL: sqlite:PATH, postgres://... or mysql://...",
+    group: "cache",
+    shared: true,
+  },
+  {
+    key: "cacheTempPath",
+    flag: "cache-temp-path",
+    env: ["CACHE_TEMP_PATH"],
+    configKey: "cache.temp-path",
+    type: "string",
+    default: (ctx: DefaultsContext) => ctx.tmpDir,
+    defaultText: "$TMPDIR or /tmp",
+    help: "Directory for NARs being downloaded",
+    group: "cache",
+  },
+  {
+    key: "cacheSecretKeyPath",
+    flag: "cache-secret-key-path",
+    env: ["CACHE_SECRET_KEY_PATH"],
+    configKey: "cache.secret-key-path",
+    type: "string",
+    defaultText: "none: a key is generated and kept in the database",
+    help: "Nix secret key file used to sign narinfos",
+    group: "cache",
+  },
+  {
+    key: "cacheSignNarinfo",
+    flag: "cache-sign-narinfo",
+    env: ["CACHE_SIGN_NARINFO"],
+    configKey: "cache.sign-narinfo",
+    type: "boolean",
+    default: true,
+    help: "Sign narinfos with this cache's key (else pass upstream signatures through)",
+    group: "cache",
+  },
+  {
+    key: "cachePriority",
+    flag: "cache-priority",
+    env: ["CACHE_PRIORITY"],
+    configKey: "cache.priority",
+    type: "integer",
+    default: 10,
+    help: "Priority announced in /nix-cache-info (lower is preferred; cache.nixos.org is 40)",
+    group: "cache",
+  },
+  {
+    key: "cacheUpstreamUrls",
+    flag: "cache-upstream-url",
+    env: ["CACHE_UPSTREAM_URLS"],
+    configKey: "cache.upstream.urls",
+    type: "string[]",
+    default: [defaultUpstreamUrl],
+    help: "Upstream cache URL (http or https); repeat the flag for several",
+    group: "upstream",
+    deprecated: { flags: ["upstream-cache"], env: ["UPSTREAM_CACHES"], configKeys: ["cache.upstream.caches"] },
+  },
+  {
+    key: "cacheUpstreamPublicKeys",
+    flag: "cache-upstream-public-key",
+    env: ["CACHE_UPSTREAM_PUBLIC_KEYS"],
+    configKey: "cache.upstream.public-keys",
+    type: "string[]",
+    default: (_ctx: DefaultsContext, resolved: Partial<Config>) =>
+      sameList(resolved.cacheUpstreamUrls, [defaultUpstreamUrl]) ? [defaultUpstreamPublicKey] : [],
+    defaultText: `${defaultUpstreamPublicKey} when the upstream list is the default, else none`,
+    help: "Trusted upstream signing key name:base64; repeat the flag for several",
+    group: "upstream",
+    deprecated: { flags: ["upstream-public-key"], env: ["UPSTREAM_PUBLIC_KEYS"] },
+  },
+  {
+    key: "cacheUpstreamDialerTimeout",
+    flag: "cache-upstream-dialer-timeout",
+    env: ["CACHE_UPSTREAM_DIALER_TIMEOUT"],
+    configKey: "cache.upstream.dialer-timeout",
+    type: "duration",
+    default: 3_000,
+    help: "Timeout for connecting to an upstream",
+    group: "upstream",
+    deprecated: { flags: ["upstream-dialer-timeout"], env: ["UPSTREAM_DIALER_TIMEOUT"] },
+  },
+  {
+    key: "cacheUpstreamResponseHeaderTimeout",
+    flag: "cache-upstream-response-header-timeout",
+    env: ["CACHE_UPSTREAM_RESPONSE_HEADER_TIMEOUT"],
+    configKey: "cache.upstream.response-header-timeout",
+    type: "duration",
+    default: 3_000,
+    help: "Timeout for an upstream's response headers",
+    group: "upstream",
+    deprecated: { flags: ["upstream-response-header-timeout"], env: ["UPSTREAM_RESPONSE_HEADER_TIMEOUT"] },
+  },
+  {
+    key: "cacheUpstreamNegativeTtl",
+    // Not in the Go ncps. One minute spares the upstreams the narinfo lookups a fleet repeats
+    // for paths no cache has (local builds), yet a path that appears upstream is seen soon.
+    flag: "cache-upstream-negative-ttl",
+    env: ["CACHE_UPSTREAM_NEGATIVE_TTL"],
+    configKey: "cache.upstream.negative-ttl",
+    type: "duration",
+    default: 60_000,
+    help: "How long an upstream 404 is remembered (0 disables)",
+    group: "upstream",
+  },
+  {
+    key: "netrcFile",
+    flag: "netrc-file",
+    env: ["NETRC_FILE"],
+    configKey: "cache.netrc-file",
+    type: "string",
+    default: (ctx: DefaultsContext) => {
+      const path = join(ctx.homeDir, ".netrc");
+      return ctx.fileExists(path) ? path : undefined;
+    },
+    defaultText: "~/.netrc if it exists",
+    help: "netrc file with upstream credentials",
+    group: "upstream",
+  },
+  {
+    key: "serverAddr",
+    flag: "server-addr",
+    env: ["SERVER_ADDR"],
+    configKey: "server.addr",
+    type: "string",
+    default: ":8501",
+    help: "Address to listen on: host:port or :port",
+    group: "server",
+  },
+] satisfies OptionSpec[];
+
+export const options: readonly OptionSpec[] = table;
+
+function sameList(a: readonly string[] | undefined, b: readonly string[]): boolean {
+  return a !== undefined && a.length === b.length && a.every((item, i) => item === b[i]);
+}
+
+// Every Config field has exactly one row: this fails to compile when one is missing.
+type MissingFromTable = Exclude<keyof Config, (typeof table)[number]["key"]>;
+const everyFieldHasAnOption: [MissingFromTable] extends [never] ? true : MissingFromTable = true;
+void everyFieldHasAnOption;
+
+export function optionByKey(key: keyof Config): OptionSpec {
+  const spec = options.find((o) => o.key === key);
+  if (!spec) throw new Error(`no option for ${key}`);
+  return spec;
+}
+
+/** Options offered as flags by a command. */
+export function optionsFor(command: "serve" | "migrate"): OptionSpec[] {
+  return options.filter((o) => command === "serve" || o.shared === true);
+}
+
+/** Milliseconds as a Go duration string, for help text ("3s", "1m", "1m30s", "500ms"). */
+export function formatDuration(ms: number): string {
+  if (ms === 0) return "0s";
+  if (ms < 1000) return `${ms}ms`;
+  const parts: string[] = [];
+  let rest = ms;
+  for (const [unit, size] of [["h", 3_600_000], ["m", 60_000], ["s", 1000], ["ms", 1]] as const) {
+    const n = Math.floor(rest / size);
+    if (n > 0) parts.push(`${n}${unit}`);
+    rest -= n * size;
+  }
+  return parts.join("");
+}
+
+/** The default as a reader sees it in --help and in the README; "" when there is none. */
+export function describeDefault(spec: OptionSpec): string {
+  if (spec.defaultText !== undefined) return spec.defaultText;
+  const value = spec.default;
+  if (value === undefined) return "";
+  if (spec.type === "duration" && typeof value === "number") return formatDuration(value);
+  if (Array.isArray(value)) return value.join(", ");
+  return String(value);
+}

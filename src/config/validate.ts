@@ -1,0 +1,71 @@
+/** Checks a resolved Config; every problem is one ConfigError line naming the option. */
+import { existsSync } from "node:fs";
+import { ConfigError } from "./errors.ts";
+import { logLevels } from "./options.ts";
+import type { Config, LogLevel } from "./options.ts";
+
+export function validateConfig(config: Config): void {
+  if (!logLevels.includes(config.logLevel as LogLevel)) {
+    throw new ConfigError(`unknown log level "${config.logLevel}" (use ${logLevels.join(", ")})`);
+  }
+  if (config.cacheHostname.trim() === "") throw new ConfigError("--cache-hostname is empty");
+  checkDatabaseUrl(config.cacheDatabaseUrl);
+  if (!Number.isSafeInteger(config.cachePriority) || config.cachePriority < 0) {
+    throw new ConfigError(`--cache-priority must be a whole number >= 0, got ${config.cachePriority}`);
+  }
+  if (config.cacheUpstreamUrls.length === 0) throw new ConfigError("at least one --cache-upstream-url is required");
+  for (const url of config.cacheUpstreamUrls) checkUpstreamUrl(url);
+  for (const key of config.cacheUpstreamPublicKeys) checkPublicKey(key);
+  checkServerAddr(config.serverAddr);
+  if (config.netrcFile !== undefined && !existsSync(config.netrcFile)) {
+    throw new ConfigError(`netrc file not found: ${config.netrcFile}`);
+  }
+}
+
+function checkUpstreamUrl(text: string): void {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new ConfigError(`invalid upstream URL "${text}"`);
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    throw new ConfigError(`unknown upstream URL scheme "${url.protocol}" in "${text}" (use http or https)`);
+  }
+  if (url.hostname === "") throw new ConfigError(`upstream URL "${text}" has no host`);
+}
+
+const databaseSchemes = ["sqlite:", "postgres:", "postgresql:", "mysql:"];
+
+function checkDatabaseUrl(text: string): void {
+  const scheme = /^[A-Za-z][A-Za-z0-9+.-]*:/.exec(text)?.[0].toLowerCase();
+  if (scheme === undefined || !databaseSchemes.includes(scheme)) {
+    throw new ConfigError(
+      `unknown database URL scheme in --cache-database-url "${text}" (use sqlite:PATH, postgres://... or mysql://...)`,
+    );
+  }
+  if (scheme === "sqlite:" && text.slice(scheme.length) === "") {
+    throw new ConfigError(`--cache-database-url "${text}" names no SQLite file`);
+  }
+}
+
+/** A Nix public key: `name:base64` of 32 ed25519 bytes. (src/nix will own the full key type;
+ * this only checks the shape so a typo is caught at startup.) */
+function checkPublicKey(text: string): void {
+  const colon = text.indexOf(":");
+  const name = text.slice(0, colon);
+  const data = text.slice(colon + 1);
+  const bad = (why: string) =>
+    new ConfigError(`invalid upstream public key "${text}": ${why} (expected name:base64 of 32 bytes)`);
+  if (colon <= 0) throw bad("no key name");
+  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(data) || data.length % 4 !== 0) throw bad("not base64");
+  if (Buffer.from(data, "base64").length !== 32) throw bad("not 32 bytes");
+}
+
+function checkServerAddr(text: string): void {
+  const match = /^(?:\[[0-9A-Fa-f:.]+\]|[^:[\]\s]*):(\d{1,5})$/.exec(text);
+  const port = Number(match?.[1]);
+  if (!match || port > 65535) {
+    throw new ConfigError(`invalid --server-addr "${text}" (use host:port or :port)`);
+  }
+}
