@@ -47,7 +47,11 @@ function decodeDigest(text: string, algorithm: HashAlgorithm): Uint8Array {
   const base64Length = Math.ceil(size / 3) * 4;
   if (text.length === size * 2) return decodeHex(text);
   if (text.length === nix32Length) return decodeNix32(text);
-  if (text.length === base64Length) return decodeBase64Strict(text, "hash");
+  if (text.length === base64Length) {
+    // An unpadded 44-char text is valid base64 of 33 bytes: check the decoded size too.
+    const digest = decodeBase64Strict(text, "hash");
+    if (digest.length === size) return digest;
+  }
   throw new NixFormatError(`hash: digest of length ${text.length} is not a ${algorithm} digest`);
 }
 

@@ -72,6 +72,8 @@ describe("hash", () => {
     ["bad base64", "sha256:ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0"],
     ["non-canonical base64 padding bits", "md5:kAFQmDzST7DWlj99KOF/ch=="],
     ["SRI of the wrong size", "sha256-kAFQmDzST7DWlj99KOF/cg=="],
+    // Found by the fuzz test: 44 unpadded base64 chars are 33 bytes, not a sha256 digest.
+    ["unpadded base64 of the base64 length", "sha256:1yf3p87fsqig07crd9sj9wh7i9jpsa03x86a22fqbls7"],
     ["empty", ""],
     ["prefix only", "sha256:"],
   ])("rejects %s", (_why, text) => {
