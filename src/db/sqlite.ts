@@ -1,0 +1,296 @@
+/** MetadataStore on bun:sqlite. Calls are synchronous under the async interface: each method
+ * runs to completion (a write in one IMMEDIATE transaction) before it returns, so in-process
+ * callers never interleave inside a transaction; other processes on the same file wait on
+ * busy_timeout. */
+import { Database, type Statement } from "bun:sqlite";
+import type { MetadataStore, NarInfoRecord, NarRecord } from "./metadata-store.ts";
+import { migrationsFor, type Migration } from "./migrations.ts";
+
+/** The statements the store runs, by name: exported so tests can check their query plans. */
+export const SQLITE_QUERIES = {
+  narInfoText: "SELECT text FROM narinfos WHERE hash = ?",
+  narInfo: "SELECT * FROM narinfos WHERE hash = ?",
+  narInfosForNar: "SELECT * FROM narinfos WHERE nar_key = ? ORDER BY hash",
+  references: "SELECT reference FROM narinfo_references WHERE hash = ? ORDER BY reference",
+  upsertNarInfo: `INSERT INTO narinfos (hash, store_path, text, nar_key, upstream, upstream_nar_url, compression,
+      file_hash, file_size, nar_hash, nar_size, created_at, last_accessed_at)
+    VALUES ($hash, $storePath, $text, $narKey, $upstream, $upstreamNarUrl, $compression,
+      $fileHash, $fileSize, $narHash, $narSize, $createdAt, $createdAt)
+    ON CONFLICT (hash) DO UPDATE SET store_path = excluded.store_path, text = excluded.text,
+      nar_key = excluded.nar_key, upstream = excluded.upstream, upstream_nar_url = excluded.upstream_nar_url,
+      compression = excluded.compression, file_hash = excluded.file_hash, file_size = excluded.file_size,
+      nar_hash = excluded.nar_hash, nar_size = excluded.nar_size, created_at = excluded.created_at,
+      last_accessed_at = max(narinfos.last_accessed_at, excluded.last_accessed_at)`,
+  insertNarInfoIfAbsent: `INSERT INTO narinfos (hash, store_path, text, nar_key, upstream, upstream_nar_url, compression,
+      file_hash, file_size, nar_hash, nar_size, created_at, last_accessed_at)
+    VALUES ($hash, $storePath, $text, $narKey, $upstream, $upstreamNarUrl, $compression,
+      $fileHash, $fileSize, $narHash, $narSize, $createdAt, $createdAt)
+    ON CONFLICT (hash) DO NOTHING`,
+  deleteReferences: "DELETE FROM narinfo_references WHERE hash = ?",
+  insertReference: "INSERT OR IGNORE INTO narinfo_references (hash, reference) VALUES (?, ?)",
+  deleteNarInfo: "DELETE FROM narinfos WHERE hash = ?",
+  nar: "SELECT key, size, file_hash, nar_hash, created_at FROM nars WHERE key = ?",
+  upsertNar: `INSERT INTO nars (key, size, file_hash, nar_hash, created_at, last_accessed_at)
+    VALUES ($key, $size, $fileHash, $narHash, $createdAt, $createdAt)
+    ON CONFLICT (key) DO UPDATE SET size = excluded.size, file_hash = excluded.file_hash,
+      nar_hash = excluded.nar_hash, created_at = excluded.created_at,
+      last_accessed_at = max(nars.last_accessed_at, excluded.last_accessed_at)`,
+  deleteNar: "DELETE FROM nars WHERE key = ?",
+  touchNarInfo: "UPDATE narinfos SET last_accessed_at = max(last_accessed_at, ?) WHERE hash = ?",
+  // the NAR a narinfo names is what LRU eviction frees, so its access time follows
+  touchNarOfNarInfo: `UPDATE nars SET last_accessed_at = max(last_accessed_at, ?)
+    WHERE key = (SELECT nar_key FROM narinfos WHERE hash = ?)`,
+  config: "SELECT value FROM config WHERE key = ?",
+  setConfig: "INSERT INTO config (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+  insertConfigIfAbsent: "INSERT INTO config (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+} as const;
+
+type QueryName = keyof typeof SQLITE_QUERIES;
+
+interface NarInfoRow {
+  hash: string;
+  store_path: string;
+  text: string;
+  nar_key: string;
+  upstream: string | null;
+  upstream_nar_url: string | null;
+  compression: string;
+  file_hash: string | null;
+  file_size: number | null;
+  nar_hash: string;
+  nar_size: number;
+  created_at: number;
+}
+
+interface NarRow {
+  key: string;
+  size: number;
+  file_hash: string | null;
+  nar_hash: string;
+  created_at: number;
+}
+
+export class SqliteMetadataStore implements MetadataStore {
+  readonly dialect = "sqlite" as const;
+  private readonly db: Database;
+  private statements: Record<QueryName, Statement> | null = null;
+  private readonly migrations: Migration[];
+
+  /** Opens (creating if needed) the database file. Does not migrate: call `migrate()`. */
+  constructor(path: string, migrations: Migration[] = migrationsFor("sqlite")) {
+    this.migrations = migrations;
+    this.db = new Database(path, { create: true, readwrite: true, strict: true });
+    try {
+      // busy_timeout first: switching to WAL itself needs the lock another process may hold
+      this.db.run("PRAGMA busy_timeout = 5000");
+      this.db.run("PRAGMA journal_mode = WAL");
+      this.db.run("PRAGMA synchronous = NORMAL");
+      this.db.run("PRAGMA foreign_keys = ON");
+    } catch (err) {
+      this.db.close();
+      throw err;
+    }
+  }
+
+  /** Statements are prepared once, on first use after the schema exists. */
+  private get q(): Record<QueryName, Statement> {
+    if (this.statements) return this.statements;
+    const prepared = {} as Record<QueryName, Statement>;
+    try {
+      for (const name of Object.keys(SQLITE_QUERIES) as QueryName[]) prepared[name] = this.db.prepare(SQLITE_QUERIES[name]);
+    } catch (err) {
+      if (/no such table/.test((err as Error).message)) {
+        throw new Error("the sqlite database schema is missing or out of date: run `ncps migrate`");
+      }
+      throw err;
+    }
+    this.statements = prepared;
+    return prepared;
+  }
+
+  async migrate(opts: { dryRun?: boolean } = {}): Promise<string[]> {
+    const pending = this.pendingMigrations();
+    if (opts.dryRun) return pending.map((m) => m.name);
+    if (pending.length === 0) return [];
+    this.db.run("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT NOT NULL PRIMARY KEY, applied_at INTEGER NOT NULL)");
+    const applied: string[] = [];
+    for (const migration of pending) {
+      // Each in its own IMMEDIATE transaction, re-checked inside it: another process may
+      // have applied it since we looked.
+      const ran = this.db
+        .transaction(() => {
+          const done = this.db.prepare("SELECT 1 FROM schema_migrations WHERE name = ?").get(migration.name);
+          if (done) return false;
+          this.db.run(migration.sql);
+          this.db.prepare("INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)").run(migration.name, Date.now());
+          return true;
+        })
+        .immediate();
+      if (ran) applied.push(migration.name);
+    }
+    this.finalizeStatements(); // the schema changed: prepare again on next use
+    return applied;
+  }
+
+  async migrationStatus(): Promise<{ name: string; applied: boolean }[]> {
+    const applied = this.appliedMigrations();
+    const known = this.migrations.map((m) => ({ name: m.name, applied: applied.has(m.name) }));
+    // applied by a newer ncps: listed so the operator sees them
+    const unknown = [...applied].filter((name) => !this.migrations.some((m) => m.name === name)).sort();
+    return [...known, ...unknown.map((name) => ({ name, applied: true }))];
+  }
+
+  private appliedMigrations(): Set<string> {
+    const table = this.db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'").get();
+    if (!table) return new Set();
+    const rows = this.db.prepare("SELECT name FROM schema_migrations").all() as { name: string }[];
+    return new Set(rows.map((r) => r.name));
+  }
+
+  private pendingMigrations(): Migration[] {
+    const applied = this.appliedMigrations();
+    return this.migrations.filter((m) => !applied.has(m.name)).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
+  async getNarInfoText(hash: string): Promise<string | null> {
+    const row = this.q.narInfoText.get(hash) as { text: string } | null;
+    return row ? row.text : null;
+  }
+
+  async getNarInfo(hash: string): Promise<NarInfoRecord | null> {
+    const q = this.q;
+    // one read transaction: the row and its references from the same snapshot
+    return this.db
+      .transaction(() => {
+        const row = q.narInfo.get(hash) as NarInfoRow | null;
+        return row ? this.toNarInfoRecord(row) : null;
+      })
+      .deferred();
+  }
+
+  async putNarInfo(rec: NarInfoRecord): Promise<void> {
+    const q = this.q;
+    this.db
+      .transaction(() => {
+        q.upsertNarInfo.run(narInfoParams(rec));
+        q.deleteReferences.run(rec.hash);
+        for (const ref of rec.references) q.insertReference.run(rec.hash, ref);
+      })
+      .immediate();
+  }
+
+  async insertNarInfoIfAbsent(rec: NarInfoRecord): Promise<boolean> {
+    const q = this.q;
+    return this.db
+      .transaction(() => {
+        if (q.insertNarInfoIfAbsent.run(narInfoParams(rec)).changes === 0) return false;
+        for (const ref of rec.references) q.insertReference.run(rec.hash, ref);
+        return true;
+      })
+      .immediate();
+  }
+
+  async deleteNarInfo(hash: string): Promise<boolean> {
+    // references go with it (ON DELETE CASCADE)
+    return this.q.deleteNarInfo.run(hash).changes > 0;
+  }
+
+  async narInfosForNar(narKey: string): Promise<NarInfoRecord[]> {
+    const q = this.q;
+    return this.db
+      .transaction(() => (q.narInfosForNar.all(narKey) as NarInfoRow[]).map((row) => this.toNarInfoRecord(row)))
+      .deferred();
+  }
+
+  async getNar(key: string): Promise<NarRecord | null> {
+    const row = this.q.nar.get(key) as NarRow | null;
+    if (!row) return null;
+    return { key: row.key, size: row.size, fileHash: row.file_hash, narHash: row.nar_hash, createdAt: row.created_at };
+  }
+
+  async putNar(rec: NarRecord): Promise<void> {
+    this.q.upsertNar.run({ key: rec.key, size: rec.size, fileHash: rec.fileHash, narHash: rec.narHash, createdAt: rec.createdAt });
+  }
+
+  async deleteNar(key: string): Promise<boolean> {
+    return this.q.deleteNar.run(key).changes > 0;
+  }
+
+  async touch(hashes: string[], at: number): Promise<void> {
+    if (hashes.length === 0) return;
+    const q = this.q;
+    this.db
+      .transaction(() => {
+        for (const hash of hashes) {
+          q.touchNarInfo.run(at, hash);
+          q.touchNarOfNarInfo.run(at, hash);
+        }
+      })
+      .immediate();
+  }
+
+  async getConfig(key: string): Promise<string | null> {
+    const row = this.q.config.get(key) as { value: string } | null;
+    return row ? row.value : null;
+  }
+
+  async setConfig(key: string, value: string): Promise<void> {
+    this.q.setConfig.run(key, value);
+  }
+
+  async setConfigIfAbsent(key: string, value: string): Promise<string> {
+    const q = this.q;
+    return this.db
+      .transaction(() => {
+        q.insertConfigIfAbsent.run(key, value);
+        return (q.config.get(key) as { value: string }).value;
+      })
+      .immediate();
+  }
+
+  async close(): Promise<void> {
+    this.finalizeStatements();
+    this.db.close();
+  }
+
+  private finalizeStatements() {
+    if (this.statements) for (const s of Object.values(this.statements)) s.finalize();
+    this.statements = null;
+  }
+
+  private toNarInfoRecord(row: NarInfoRow): NarInfoRecord {
+    const refs = this.q.references.all(row.hash) as { reference: string }[];
+    return {
+      hash: row.hash,
+      storePath: row.store_path,
+      text: row.text,
+      narKey: row.nar_key,
+      upstream: row.upstream,
+      upstreamNarUrl: row.upstream_nar_url,
+      compression: row.compression,
+      fileHash: row.file_hash,
+      fileSize: row.file_size,
+      narHash: row.nar_hash,
+      narSize: row.nar_size,
+      references: refs.map((r) => r.reference),
+      createdAt: row.created_at,
+    };
+  }
+}
+
+function narInfoParams(rec: NarInfoRecord) {
+  return {
+    hash: rec.hash,
+    storePath: rec.storePath,
+    text: rec.text,
+    narKey: rec.narKey,
+    upstream: rec.upstream,
+    upstreamNarUrl: rec.upstreamNarUrl,
+    compression: rec.compression,
+    fileHash: rec.fileHash,
+    fileSize: rec.fileSize,
+    narHash: rec.narHash,
+    narSize: rec.narSize,
+    createdAt: rec.createdAt,
+  };
+}

@@ -1,0 +1,505 @@
+/** The MetadataStore contract, run against each engine: `describeMetadataStore` takes a
+ * harness factory, so postgres and mysql plug in with a harness of their own. */
+import { Database } from "bun:sqlite";
+import { afterEach, beforeEach, describe, expect, test } from "bun:test";
+import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { MetadataStore, NarInfoRecord, NarRecord } from "../../src/db/metadata-store.ts";
+import { migrationsFor } from "../../src/db/migrations.ts";
+import { DatabaseOpenError, openMetadataStore } from "../../src/db/open.ts";
+import { SQLITE_QUERIES, SqliteMetadataStore } from "../../src/db/sqlite.ts";
+
+/** One empty database per test. */
+interface MetadataStoreHarness {
+  /** a new connection (MetadataStore instance) to this harness's database, not migrated */
+  connect(): Promise<MetadataStore>;
+  /** read last-access times directly (the interface has no getter: only eviction reads them) */
+  lastAccessedAt(table: "narinfos" | "nars", key: string): Promise<number | null>;
+  cleanup(): Promise<void>;
+}
+
+const NIX32 = "0123456789abcdfghijklmnpqrsvwxyz";
+
+/** A store path hash part made from a number, so tests can make as many as they need. */
+function hashOf(n: number): string {
+  let out = "";
+  let x = n * 2654435761 + 12345;
+  for (let i = 0; i < 32; i++) {
+    out += NIX32[x % 32];
+    x = Math.floor(x / 32) + (i + 1) * 7919 + n;
+  }
+  return out;
+}
+
+function narInfo(n: number, overrides: Partial<NarInfoRecord> = {}): NarInfoRecord {
+  const hash = overrides.hash ?? hashOf(n);
+  const references = overrides.references ?? [`${hashOf(n + 1000)}-glibc-2.40`, `${hashOf(n + 2000)}-zlib-1.3`].sort();
+  const narKey = overrides.narKey ?? `nar/${hashOf(n + 3000)}${hashOf(n + 4000).slice(0, 20)}.nar.xz`;
+  const base: NarInfoRecord = {
+    hash,
+    storePath: `/nix/store/${hash}-hello-${n}`,
+    text: [
+      `StorePath: /nix/store/${hash}-hello-${n}`,
+      `URL: ${narKey}`,
+      "Compression: xz",
+      `FileHash: sha256:${hashOf(n + 5000)}0000000000000000000`,
+      "FileSize: 12345",
+      `NarHash: sha256:${hashOf(n + 6000)}0000000000000000000`,
+      "NarSize: 54321",
+      `References: ${references.join(" ")}`,
+      "Sig: cache.example.org-1:c2lnbmF0dXJl",
+      "",
+    ].join("\n"),
+    narKey,
+    upstream: "https://cache.nixos.org",
+    upstreamNarUrl: `https://cache.nixos.org/${narKey}?hash=abc`,
+    compression: "xz",
+    fileHash: `sha256:${hashOf(n + 5000)}0000000000000000000`,
+    fileSize: 12345,
+    narHash: `sha256:${hashOf(n + 6000)}0000000000000000000`,
+    narSize: 54321,
+    references,
+    createdAt: 1_700_000_000_000 + n,
+  };
+  return { ...base, ...overrides };
+}
+
+function nar(key: string, overrides: Partial<NarRecord> = {}): NarRecord {
+  return { key, size: 4_000_000_000, fileHash: "sha256:aaaa", narHash: "sha256:bbbb", createdAt: 1_700_000_000_000, ...overrides };
+}
+
+function describeMetadataStore(name: string, makeHarness: () => Promise<MetadataStoreHarness>) {
+  describe(`MetadataStore contract: ${name}`, () => {
+    let harness: MetadataStoreHarness;
+    let store: MetadataStore;
+    const opened: MetadataStore[] = [];
+
+    async function connect(): Promise<MetadataStore> {
+      const s = await harness.connect();
+      opened.push(s);
+      return s;
+    }
+
+    beforeEach(async () => {
+      harness = await makeHarness();
+      store = await connect();
+      await store.migrate();
+    });
+
+    afterEach(async () => {
+      for (const s of opened.splice(0)) await s.close();
+      await harness.cleanup();
+    });
+
+    test("migrate applies every migration once, and status says so", async () => {
+      const fresh = await makeHarness();
+      const s = await fresh.connect();
+      try {
+        const names = migrationsFor(s.dialect).map((m) => m.name);
+        expect(names.length).toBeGreaterThan(0);
+        expect(await s.migrationStatus()).toEqual(names.map((n) => ({ name: n, applied: false })));
+        expect(await s.migrate({ dryRun: true })).toEqual(names);
+        // a dry run changes nothing
+        expect(await s.migrationStatus()).toEqual(names.map((n) => ({ name: n, applied: false })));
+        expect(await s.migrate()).toEqual(names);
+        expect(await s.migrationStatus()).toEqual(names.map((n) => ({ name: n, applied: true })));
+        expect(await s.migrate()).toEqual([]);
+        expect(await s.migrate({ dryRun: true })).toEqual([]);
+      } finally {
+        await s.close();
+        await fresh.cleanup();
+      }
+    });
+
+    test("a second connection sees the migrations as applied", async () => {
+      const other = await connect();
+      expect(await other.migrate()).toEqual([]);
+      expect((await other.migrationStatus()).every((m) => m.applied)).toBe(true);
+    });
+
+    test("narinfo text and record round-trip exactly", async () => {
+      const rec = narInfo(1, { text: "StorePath: /nix/store/x-ünïcødé\nURL: nar/x.nar\n\n" });
+      expect(await store.getNarInfoText(rec.hash)).toBeNull();
+      expect(await store.getNarInfo(rec.hash)).toBeNull();
+      await store.putNarInfo(rec);
+      expect(await store.getNarInfoText(rec.hash)).toBe(rec.text);
+      expect(await store.getNarInfo(rec.hash)).toEqual(rec);
+      expect(await store.getNarInfoText(hashOf(2))).toBeNull();
+    });
+
+    test("nullable fields (an upload: no upstream, no file hash or size) stay null", async () => {
+      const rec = narInfo(3, { upstream: null, upstreamNarUrl: null, fileHash: null, fileSize: null, compression: "none", references: [] });
+      await store.putNarInfo(rec);
+      expect(await store.getNarInfo(rec.hash)).toEqual(rec);
+    });
+
+    test("references come back sorted, duplicates once", async () => {
+      const a = `${hashOf(50)}-a`;
+      const b = `${hashOf(51)}-b`;
+      const c = `${hashOf(52)}-c`;
+      const rec = narInfo(4, { references: [c, a, b, a] });
+      await store.putNarInfo(rec);
+      expect((await store.getNarInfo(rec.hash))!.references).toEqual([a, b, c].sort());
+    });
+
+    test("sizes beyond 2^32 survive", async () => {
+      const rec = narInfo(5, { fileSize: 5_000_000_000, narSize: 2 ** 52 });
+      await store.putNarInfo(rec);
+      const got = (await store.getNarInfo(rec.hash))!;
+      expect(got.fileSize).toBe(5_000_000_000);
+      expect(got.narSize).toBe(2 ** 52);
+    });
+
+    test("putNarInfo replaces the record and its references", async () => {
+      const first = narInfo(6);
+      await store.putNarInfo(first);
+      const second = narInfo(6, { text: "replaced\n", references: [`${hashOf(77)}-only`], narKey: "nar/other.nar.zst", compression: "zstd" });
+      await store.putNarInfo(second);
+      expect(await store.getNarInfoText(first.hash)).toBe("replaced\n");
+      expect(await store.getNarInfo(first.hash)).toEqual(second);
+    });
+
+    test("insertNarInfoIfAbsent inserts once and leaves an existing record unchanged", async () => {
+      const first = narInfo(7);
+      expect(await store.insertNarInfoIfAbsent(first)).toBe(true);
+      const second = narInfo(7, { text: "second\n", references: [] });
+      expect(await store.insertNarInfoIfAbsent(second)).toBe(false);
+      expect(await store.getNarInfo(first.hash)).toEqual(first);
+    });
+
+    test("deleteNarInfo removes the record and its references", async () => {
+      const rec = narInfo(8);
+      await store.putNarInfo(rec);
+      expect(await store.deleteNarInfo(rec.hash)).toBe(true);
+      expect(await store.deleteNarInfo(rec.hash)).toBe(false);
+      expect(await store.getNarInfoText(rec.hash)).toBeNull();
+      expect(await store.getNarInfo(rec.hash)).toBeNull();
+      // no stale references resurface when the hash comes back
+      const again = narInfo(8, { references: [] });
+      expect(await store.insertNarInfoIfAbsent(again)).toBe(true);
+      expect((await store.getNarInfo(rec.hash))!.references).toEqual([]);
+    });
+
+    test("narInfosForNar finds every narinfo naming a NAR, and only those", async () => {
+      const shared = "nar/1111111111111111111111111111111111111111111111111111.nar.xz";
+      const a = narInfo(10, { narKey: shared });
+      const b = narInfo(11, { narKey: shared });
+      const other = narInfo(12);
+      for (const r of [a, b, other]) await store.putNarInfo(r);
+      const found = await store.narInfosForNar(shared);
+      expect(found.sort((x, y) => (x.hash < y.hash ? -1 : 1))).toEqual([a, b].sort((x, y) => (x.hash < y.hash ? -1 : 1)));
+      expect(await store.narInfosForNar("nar/none.nar")).toEqual([]);
+    });
+
+    test("NAR records: put, get, replace, delete", async () => {
+      const key = "nar/2222.nar.zst";
+      expect(await store.getNar(key)).toBeNull();
+      const rec = nar(key, { fileHash: null });
+      await store.putNar(rec);
+      expect(await store.getNar(key)).toEqual(rec);
+      const replaced = nar(key, { size: 7, fileHash: "sha256:cccc" });
+      await store.putNar(replaced);
+      expect(await store.getNar(key)).toEqual(replaced);
+      expect(await store.deleteNar(key)).toBe(true);
+      expect(await store.deleteNar(key)).toBe(false);
+      expect(await store.getNar(key)).toBeNull();
+    });
+
+    test("touch updates access times of the narinfos and their NARs, in one batch, never backwards", async () => {
+      const a = narInfo(20, { createdAt: 1000 });
+      const b = narInfo(21, { createdAt: 1000 });
+      const untouched = narInfo(22, { createdAt: 1000 });
+      for (const r of [a, b, untouched]) await store.putNarInfo(r);
+      await store.putNar(nar(a.narKey, { createdAt: 1000 }));
+      await store.putNar(nar(untouched.narKey, { createdAt: 1000 }));
+      expect(await harness.lastAccessedAt("narinfos", a.hash)).toBe(1000);
+
+      await store.touch([a.hash, b.hash, hashOf(999)], 5000);
+      expect(await harness.lastAccessedAt("narinfos", a.hash)).toBe(5000);
+      expect(await harness.lastAccessedAt("narinfos", b.hash)).toBe(5000);
+      expect(await harness.lastAccessedAt("nars", a.narKey)).toBe(5000);
+      expect(await harness.lastAccessedAt("narinfos", untouched.hash)).toBe(1000);
+      expect(await harness.lastAccessedAt("nars", untouched.narKey)).toBe(1000);
+
+      // a late batch with an older time does not move it back
+      await store.touch([a.hash], 3000);
+      expect(await harness.lastAccessedAt("narinfos", a.hash)).toBe(5000);
+      await store.touch([], 9000);
+      expect(await harness.lastAccessedAt("narinfos", a.hash)).toBe(5000);
+      // touching does not change what is served
+      expect(await store.getNarInfo(a.hash)).toEqual(a);
+    });
+
+    test("replacing a narinfo keeps its later access time", async () => {
+      const rec = narInfo(23, { createdAt: 1000 });
+      await store.putNarInfo(rec);
+      await store.touch([rec.hash], 8000);
+      await store.putNarInfo({ ...rec, text: "new\n", createdAt: 2000 });
+      expect(await harness.lastAccessedAt("narinfos", rec.hash)).toBe(8000);
+    });
+
+    test("config: get, set, setIfAbsent (first writer wins)", async () => {
+      expect(await store.getConfig("k")).toBeNull();
+      expect(await store.setConfigIfAbsent("k", "first")).toBe("first");
+      expect(await store.setConfigIfAbsent("k", "second")).toBe("first");
+      expect(await store.getConfig("k")).toBe("first");
+      await store.setConfig("k", "third");
+      expect(await store.getConfig("k")).toBe("third");
+      await store.setConfig("other", "");
+      expect(await store.getConfig("other")).toBe("");
+    });
+
+    test("two connections: writes of one are read by the other", async () => {
+      const other = await connect();
+      const rec = narInfo(30);
+      await store.putNarInfo(rec);
+      expect(await other.getNarInfoText(rec.hash)).toBe(rec.text);
+      await other.deleteNarInfo(rec.hash);
+      expect(await store.getNarInfoText(rec.hash)).toBeNull();
+    });
+
+    test("two connections: concurrent upserts of the same path end with one writer's whole record", async () => {
+      const other = await connect();
+      const hash = hashOf(40);
+      const fromA = (i: number) => narInfo(40, { text: `A ${i}\n`, references: [`${hashOf(41)}-a-${i}`] });
+      const fromB = (i: number) => narInfo(40, { text: `B ${i}\n`, references: [`${hashOf(42)}-b-${i}`, `${hashOf(43)}-b-${i}`] });
+      const writes: Promise<void>[] = [];
+      for (let i = 0; i < 50; i++) writes.push(store.putNarInfo(fromA(i)), other.putNarInfo(fromB(i)));
+      await Promise.all(writes);
+      const seenByA = await store.getNarInfo(hash);
+      const seenByB = await other.getNarInfo(hash);
+      expect(seenByA).toEqual(seenByB!);
+      const m = /^([AB]) (\d+)\n$/.exec(seenByA!.text)!;
+      expect(m).not.toBeNull();
+      const expected = m[1] === "A" ? fromA(Number(m[2])) : fromB(Number(m[2]));
+      expect(seenByA).toEqual({ ...expected, references: [...expected.references].sort() });
+    });
+
+    test("two connections: insertNarInfoIfAbsent races have exactly one winner", async () => {
+      const other = await connect();
+      for (let n = 100; n < 120; n++) {
+        const [a, b] = await Promise.all([
+          store.insertNarInfoIfAbsent(narInfo(n, { text: "A\n" })),
+          other.insertNarInfoIfAbsent(narInfo(n, { text: "B\n" })),
+        ]);
+        expect([a, b].filter(Boolean).length).toBe(1);
+        expect(await store.getNarInfoText(hashOf(n))).toBe(a ? "A\n" : "B\n");
+      }
+    });
+
+    test("two connections: setConfigIfAbsent agrees on one value", async () => {
+      const other = await connect();
+      const [a, b] = await Promise.all([store.setConfigIfAbsent("key", "from-a"), other.setConfigIfAbsent("key", "from-b")]);
+      expect(a).toBe(b);
+      expect(await store.getConfig("key")).toBe(a);
+    });
+  });
+}
+
+// ---- sqlite -----------------------------------------------------------------------------
+
+async function sqliteHarness(): Promise<MetadataStoreHarness & { path: string }> {
+  const dir = await mkdtemp(join(tmpdir(), "ncps-sqlite-"));
+  const path = join(dir, "db.sqlite");
+  return {
+    path,
+    connect: async () => new SqliteMetadataStore(path),
+    lastAccessedAt: async (table, key) => {
+      const raw = new Database(path, { readonly: true });
+      try {
+        const keyColumn = table === "narinfos" ? "hash" : "key";
+        const row = raw.prepare(`SELECT last_accessed_at AS at FROM ${table} WHERE ${keyColumn} = ?`).get(key) as { at: number } | null;
+        return row ? row.at : null;
+      } finally {
+        raw.close();
+      }
+    },
+    cleanup: () => rm(dir, { recursive: true, force: true }),
+  };
+}
+
+describeMetadataStore("sqlite", sqliteHarness);
+
+describe("sqlite specifics", () => {
+  let h: Awaited<ReturnType<typeof sqliteHarness>>;
+  let store: SqliteMetadataStore;
+
+  beforeEach(async () => {
+    h = await sqliteHarness();
+    store = new SqliteMetadataStore(h.path);
+    await store.migrate();
+  });
+
+  afterEach(async () => {
+    await store.close();
+    await h.cleanup();
+  });
+
+  function plan(sql: string): string[] {
+    const raw = new Database(h.path, { readonly: true });
+    try {
+      return (raw.prepare(`EXPLAIN QUERY PLAN ${sql}`).all() as { detail: string }[]).map((r) => r.detail);
+    } finally {
+      raw.close();
+    }
+  }
+
+  test("getNarInfoText is one primary-key search, no scan", () => {
+    expect(plan(SQLITE_QUERIES.narInfoText)).toEqual(["SEARCH narinfos USING INDEX sqlite_autoindex_narinfos_1 (hash=?)"]);
+  });
+
+  test("no statement the store runs scans a table", () => {
+    for (const [name, sql] of Object.entries(SQLITE_QUERIES)) {
+      const details = plan(sql);
+      for (const d of details) expect(`${name}: ${d}`).not.toMatch(/: SCAN /);
+    }
+    expect(plan(SQLITE_QUERIES.narInfosForNar).join()).toContain("narinfos_nar_key");
+  });
+
+  test("the LRU order by last access is served by an index", () => {
+    expect(plan("SELECT key FROM nars ORDER BY last_accessed_at LIMIT 100").join()).toContain("nars_last_accessed_at");
+    expect(plan("SELECT hash FROM narinfos ORDER BY last_accessed_at LIMIT 100").join()).toContain("narinfos_last_accessed_at");
+  });
+
+  test("the file is in WAL mode and foreign keys are enforced (references cascade)", async () => {
+    const rec = narInfo(60);
+    await store.putNarInfo(rec);
+    const raw = new Database(h.path, { readonly: true });
+    const count = () => (raw.prepare("SELECT count(*) AS n FROM narinfo_references WHERE hash = ?").get(rec.hash) as { n: number }).n;
+    try {
+      expect((raw.prepare("PRAGMA journal_mode").get() as { journal_mode: string }).journal_mode).toBe("wal");
+      expect(count()).toBe(rec.references.length);
+      await store.deleteNarInfo(rec.hash);
+      expect(count()).toBe(0);
+    } finally {
+      raw.close();
+    }
+  });
+
+  test("two processes writing the same database at once: no busy errors, one winner per insert", async () => {
+    const script = join(h.path, "..", "writer.ts");
+    const sqliteModule = join(import.meta.dir, "../../src/db/sqlite.ts");
+    await writeFile(
+      script,
+      `import { SqliteMetadataStore } from ${JSON.stringify(sqliteModule)};
+import { existsSync } from "node:fs";
+const [path, who, go] = process.argv.slice(2);
+const store = new SqliteMetadataStore(path);
+// start together: wait for the parent's go file
+while (!existsSync(go)) await Bun.sleep(1);
+const wins = [];
+for (let i = 0; i < 300; i++) {
+  const hash = String(i).padStart(32, "0");
+  const rec = { hash, storePath: "/nix/store/" + hash + "-x", text: who + " " + i + "\\n", narKey: "nar/" + i + ".nar",
+    upstream: null, upstreamNarUrl: null, compression: "none", fileHash: null, fileSize: null,
+    narHash: "sha256:x", narSize: i, references: [who + "-ref-" + i], createdAt: i };
+  if (await store.insertNarInfoIfAbsent(rec)) wins.push(i);
+  await store.putNarInfo({ ...rec, hash: "z".repeat(32), text: who + " last " + i + "\\n", references: [who + "-" + i] });
+  await store.touch([hash], 1000 + i);
+}
+await store.close();
+console.log(JSON.stringify(wins));
+`,
+    );
+    const go = join(h.path, "..", "go");
+    const run = (who: string) =>
+      Bun.spawn([process.execPath, script, h.path, who, go], { stdout: "pipe", stderr: "pipe" });
+    const procs = [run("P"), run("Q")];
+    await Bun.sleep(300); // let both load; correctness does not depend on it, only the overlap
+    await writeFile(go, "");
+    const results = await Promise.all(
+      procs.map(async (p) => {
+        const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+        expect(err).toBe("");
+        expect(code).toBe(0);
+        return JSON.parse(out) as number[];
+      }),
+    );
+    const [p, q] = results as [number[], number[]];
+    if (process.env.NCPS_TEST_VERBOSE) console.log(`insert winners: P ${p.length}, Q ${q.length}`);
+    // every hash was inserted by exactly one process
+    expect([...p, ...q].sort((a, b) => a - b)).toEqual(Array.from({ length: 300 }, (_, i) => i));
+    expect(p.filter((i) => q.includes(i))).toEqual([]);
+    for (const i of [0, 150, 299]) {
+      const text = await store.getNarInfoText(String(i).padStart(32, "0"));
+      expect(text).toBe(`${p.includes(i) ? "P" : "Q"} ${i}\n`);
+    }
+    // the record both kept replacing is one writer's whole record
+    const last = (await store.getNarInfo("z".repeat(32)))!;
+    const m = /^([PQ]) last (\d+)\n$/.exec(last.text)!;
+    expect(m).not.toBeNull();
+    expect(last.references).toEqual([`${m[1]}-${m[2]}`]);
+  });
+});
+
+describe("openMetadataStore (sqlite)", () => {
+  let dir: string;
+
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), "ncps-open-"));
+  });
+
+  afterEach(async () => {
+    await chmod(dir, 0o700).catch(() => {});
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  test("creates the parent directories and migrates by default", async () => {
+    const path = join(dir, "a", "b", "db.sqlite");
+    const store = await openMetadataStore(`sqlite:${path}`);
+    try {
+      expect(store.dialect).toBe("sqlite");
+      expect((await store.migrationStatus()).every((m) => m.applied)).toBe(true);
+      await store.setConfig("x", "y");
+      expect(await Bun.file(path).exists()).toBe(true);
+    } finally {
+      await store.close();
+    }
+    // and reopens the same file with the same data
+    const again = await openMetadataStore(`sqlite:///${path.slice(1)}`);
+    try {
+      expect(await again.getConfig("x")).toBe("y");
+    } finally {
+      await again.close();
+    }
+  });
+
+  test("migrate: false leaves the schema alone and queries say to run ncps migrate", async () => {
+    const store = await openMetadataStore(`sqlite:${join(dir, "db.sqlite")}`, { migrate: false });
+    try {
+      expect((await store.migrationStatus()).some((m) => !m.applied)).toBe(true);
+      await expect(store.getNarInfoText(hashOf(1))).rejects.toThrow("run `ncps migrate`");
+      await store.migrate();
+      expect(await store.getNarInfoText(hashOf(1))).toBeNull();
+    } finally {
+      await store.close();
+    }
+  });
+
+  test("a directory that cannot be created gives one clear line", async () => {
+    const blocker = join(dir, "file");
+    await writeFile(blocker, "not a directory");
+    const err = await openMetadataStore(`sqlite:${join(blocker, "sub", "db.sqlite")}`).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(DatabaseOpenError);
+    const message = (err as Error).message;
+    expect(message).toBe(`cannot create the database directory ${join(blocker, "sub")}: ENOTDIR: not a directory`);
+  });
+
+  test("a file that is not a database gives one clear line", async () => {
+    const path = join(dir, "junk.sqlite");
+    await writeFile(path, "x".repeat(4096));
+    const err = await openMetadataStore(`sqlite:${path}`).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(DatabaseOpenError);
+    expect((err as Error).message).toStartWith(`cannot open the sqlite database ${path}: `);
+    expect((err as Error).message).not.toContain("\n");
+  });
+
+  test("postgres and mysql are not supported yet, and the error hides the password", async () => {
+    for (const url of ["postgres://u:hunter2@localhost/db", "mysql://u:hunter2@localhost/db"]) {
+      const err = await openMetadataStore(url).catch((e: unknown) => e);
+      expect((err as Error).message).toContain("not supported yet");
+      expect((err as Error).message).not.toContain("hunter2");
+    }
+  });
+});
