@@ -1,8 +1,7 @@
 #!/usr/bin/env bun
-import { version, commit } from "./version.ts";
+// The ncps binary: everything happens in src/cli/run.ts.
+import { runCli } from "./cli/run.ts";
 
-if (process.argv.includes("--version")) {
-  console.log(`ncps ${version} (${commit})`);
-  process.exit(0);
-}
-console.log(`ncps ${version}: serve is not implemented yet`);
+const status = await runCli(process.argv.slice(2));
+// On success leave the process to end by itself: `serve` keeps it alive while it listens.
+if (status !== 0) process.exit(status);

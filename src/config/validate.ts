@@ -1,5 +1,7 @@
 /** Checks a resolved Config; every problem is one ConfigError line naming the option. */
 import { existsSync } from "node:fs";
+import { NixFormatError } from "../nix/errors.ts";
+import { parsePublicKey } from "../nix/signature.ts";
 import { ConfigError } from "./errors.ts";
 import { logLevels } from "./options.ts";
 import type { Config, LogLevel } from "./options.ts";
@@ -49,17 +51,14 @@ function checkDatabaseUrl(text: string): void {
   }
 }
 
-/** A Nix public key: `name:base64` of 32 ed25519 bytes. (src/nix will own the full key type;
- * this only checks the shape so a typo is caught at startup.) */
 function checkPublicKey(text: string): void {
-  const colon = text.indexOf(":");
-  const name = text.slice(0, colon);
-  const data = text.slice(colon + 1);
-  const bad = (why: string) =>
-    new ConfigError(`invalid upstream public key "${text}": ${why} (expected name:base64 of 32 bytes)`);
-  if (colon <= 0) throw bad("no key name");
-  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(data) || data.length % 4 !== 0) throw bad("not base64");
-  if (Buffer.from(data, "base64").length !== 32) throw bad("not 32 bytes");
+  try {
+    parsePublicKey(text);
+  } catch (err) {
+    if (!(err instanceof NixFormatError)) throw err;
+    const detail = err.message.replace(/^public key: /, "");
+    throw new ConfigError(`invalid upstream public key "${text}" (${detail}); expected name:base64 of 32 bytes`);
+  }
 }
 
 function checkServerAddr(text: string): void {
