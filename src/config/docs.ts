@@ -1,0 +1,85 @@
+/** The README's option section, generated from the option table (see
+ * scripts/gen-options-table.ts; a unit test fails when the README is out of date). */
+import { describeDefault, options } from "./options.ts";
+import type { OptionSpec } from "./options.ts";
+
+export const beginMarker = "<!-- options:begin -->";
+export const endMarker = "<!-- options:end -->";
+
+const typeNames: Record<OptionSpec["type"], string> = {
+  string: "string",
+  "string[]": "list",
+  boolean: "boolean",
+  integer: "integer",
+  duration: "duration",
+};
+
+function cell(text: string): string {
+  return text.replace(/\|/g, "\\|").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+}
+
+function code(text: string): string {
+  return `\`${text}\``;
+}
+
+function row(o: OptionSpec): string {
+  const dep = o.deprecated;
+  const deprecatedNames = [
+    ...(dep?.flags ?? []).map((f) => `--${f}`),
+    ...(dep?.env ?? []),
+    ...(dep?.configKeys ?? []),
+  ].map(code);
+  const description = o.help + (deprecatedNames.length ? `. Deprecated: ${deprecatedNames.join(", ")}` : "");
+  // A plain value reads as code (`:8501`); a computed default is prose.
+  const defaultText = o.defaultText !== undefined ? cell(o.defaultText) : describeDefault(o) && code(describeDefault(o));
+  return `| ${[
+    code(`--${o.flag}`),
+    o.env.map(code).join(", "),
+    o.configKey ? code(o.configKey) : "",
+    o.choices ? o.choices.join(", ") : typeNames[o.type],
+    defaultText,
+    o.shared ? "all" : "serve",
+    cell(description),
+  ].join(" | ")} |`;
+}
+
+/** The whole section between the markers, markers included. */
+export function renderOptionsSection(): string {
+  return [
+    beginMarker,
+    "<!-- Generated from src/config/options.ts by `bun scripts/gen-options-table.ts`; edit there. -->",
+    "",
+    "Every option can be a flag, an environment variable or a key in a config file.",
+    "Precedence: **flag > config file > environment > default**.",
+    "",
+    "- Config file: `--config FILE` or `NCPS_CONFIG_FILE`, else `$XDG_CONFIG_HOME/ncps/config.yaml`",
+    "  when it exists. YAML (`.yaml`, `.yml`), TOML (`.toml`) or JSON (`.json`), with nested keys:",
+    "  `cache.upstream.urls` is `cache: { upstream: { urls: [...] } }`. Unknown keys are ignored",
+    "  with a warning, so a Go ncps config file loads as it is.",
+    "- Lists: repeat the flag (`--cache-upstream-url A --cache-upstream-url B`); a list given as",
+    "  one string (environment, flag or file) is split on commas and spaces",
+    "  (`CACHE_UPSTREAM_URLS=\"A,B\"` or `\"A B\"`).",
+    "- Durations use Go syntax: `500ms`, `3s`, `1m30s`, `1h`.",
+    "- Booleans: `--flag`, `--no-flag`, `--flag=false`; `true`/`false` (also `1`/`0`, `yes`/`no`).",
+    "- An empty value counts as not set.",
+    "- Deprecated names of the Go ncps still work, with a warning. A deprecated name ranks just",
+    "  below the current name of the same source: `--upstream-cache` beats `CACHE_UPSTREAM_URLS`",
+    "  but loses to `--cache-upstream-url`.",
+    "- Commands: `ncps serve` takes every option; `ncps migrate up [--dry-run]` and",
+    "  `ncps migrate status` take those marked *all* (and read the others from file and",
+    "  environment like any command).",
+    "",
+    "| Flag | Environment | Config key | Type | Default | Commands | Description |",
+    "|---|---|---|---|---|---|---|",
+    ...options.map(row),
+    endMarker,
+  ].join("\n");
+}
+
+/** `readme` with its option section replaced; throws when the markers are missing. */
+export function replaceOptionsSection(readme: string, section: string = renderOptionsSection()): string {
+  const begin = readme.indexOf(beginMarker);
+  const end = readme.indexOf(endMarker);
+  if (begin < 0 || end < begin) throw new Error(`README has no ${beginMarker} ... ${endMarker} section`);
+  return readme.slice(0, begin) + section + readme.slice(end + endMarker.length);
+}
