@@ -1,0 +1,244 @@
+/** BlobStore on a local directory. Objects appear by rename only, so readers see nothing or
+ * the whole object; reads are `Bun.file` blobs, which Bun.serve sends with sendfile. */
+import { randomBytes } from "node:crypto";
+import { constants, type Dirent } from "node:fs";
+import { copyFile, lstat, mkdir, open, opendir, rename, rm, stat, unlink } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import type { BlobBody, BlobStat, BlobStore, ByteRange } from "./blob-store.ts";
+
+/** A key that could escape the root or collide with the store's own files. */
+export class InvalidBlobKeyError extends Error {
+  override name = "InvalidBlobKeyError";
+}
+
+/** `putStream` got more than `maxBytes`; nothing was stored. */
+export class BlobTooLargeError extends Error {
+  override name = "BlobTooLargeError";
+  constructor(readonly maxBytes: number) {
+    super(`object is larger than the limit of ${maxBytes} bytes`);
+  }
+}
+
+/** A range that starts past the end of the object (HTTP 416). */
+export class BlobRangeError extends Error {
+  override name = "BlobRangeError";
+  constructor(
+    readonly range: ByteRange,
+    readonly size: number,
+  ) {
+    super(`range ${range.start}-${range.end} is not satisfiable for an object of ${size} bytes`);
+  }
+}
+
+/** Temp files of putStream live here, on the same filesystem as the objects. */
+const TMP_DIR = ".tmp";
+
+export class LocalBlobStore implements BlobStore {
+  readonly kind = "local" as const;
+
+  constructor(readonly rootDir: string) {}
+
+  async check(): Promise<void> {
+    const tmp = join(this.rootDir, TMP_DIR);
+    try {
+      await mkdir(tmp, { recursive: true });
+    } catch (err) {
+      throw new Error(`storage directory ${this.rootDir} cannot be created: ${errorCode(err)}`);
+    }
+    // a real write: access(W_OK) says yes to root on a read-only mount
+    const probe = join(tmp, `check-${randomBytes(6).toString("hex")}`);
+    try {
+      const fh = await open(probe, "wx");
+      await fh.close();
+      await unlink(probe);
+    } catch (err) {
+      throw new Error(`storage directory ${this.rootDir} is not writable: ${errorCode(err)}`);
+    }
+  }
+
+  async stat(key: string): Promise<BlobStat | null> {
+    const st = await statFile(this.pathOf(key));
+    return st ? { size: st.size } : null;
+  }
+
+  /** A range's end past the object is clamped (as HTTP does); a start past it throws BlobRangeError. */
+  async get(key: string, range?: ByteRange): Promise<BlobBody | null> {
+    const path = this.pathOf(key);
+    const st = await statFile(path);
+    if (!st) return null;
+    const size = st.size;
+    const file = Bun.file(path);
+    if (!range) return { body: file, length: size, size };
+    if (!Number.isSafeInteger(range.start) || !Number.isSafeInteger(range.end) || range.start < 0 || range.start > range.end || range.start >= size) {
+      throw new BlobRangeError(range, size);
+    }
+    const end = Math.min(range.end, size - 1);
+    return { body: file.slice(range.start, end + 1), length: end - range.start + 1, size };
+  }
+
+  async putFile(key: string, sourcePath: string): Promise<void> {
+    const dest = this.pathOf(key);
+    await mkdir(dirname(dest), { recursive: true });
+    await syncFile(sourcePath);
+    try {
+      await rename(sourcePath, dest);
+      return;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EXDEV") throw err;
+    }
+    // Another filesystem: copy next to the destination, then rename within it.
+    const temp = join(dirname(dest), `${TMP_DIR}-${randomBytes(8).toString("hex")}`);
+    try {
+      await copyFile(sourcePath, temp, constants.COPYFILE_EXCL);
+      await syncFile(temp);
+      await rename(temp, dest);
+    } catch (err) {
+      await rm(temp, { force: true });
+      throw err;
+    }
+    await unlink(sourcePath);
+  }
+
+  async putStream(key: string, body: ReadableStream<Uint8Array>, maxBytes?: number): Promise<number> {
+    let dest: string;
+    try {
+      dest = this.pathOf(key);
+    } catch (err) {
+      await body.cancel(err).catch(() => {});
+      throw err;
+    }
+    const tmpDir = join(this.rootDir, TMP_DIR);
+    await mkdir(tmpDir, { recursive: true });
+    const temp = join(tmpDir, randomBytes(12).toString("hex"));
+    const reader = body.getReader();
+    const fh = await open(temp, "wx");
+    let written = 0;
+    try {
+      // one chunk in memory at a time: read, write it out, then read the next
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        written += value.byteLength;
+        if (maxBytes !== undefined && written > maxBytes) throw new BlobTooLargeError(maxBytes);
+        let offset = 0;
+        while (offset < value.byteLength) {
+          const { bytesWritten } = await fh.write(value, offset, value.byteLength - offset);
+          offset += bytesWritten;
+        }
+      }
+      await fh.sync();
+      await fh.close();
+      await mkdir(dirname(dest), { recursive: true });
+      await rename(temp, dest);
+      return written;
+    } catch (err) {
+      await fh.close().catch(() => {});
+      await rm(temp, { force: true });
+      // stop the producer when we are the ones giving up (harmless if it already failed)
+      await reader.cancel(err).catch(() => {});
+      throw err;
+    } finally {
+      reader.releaseLock();
+    }
+  }
+
+  async delete(key: string): Promise<boolean> {
+    try {
+      await unlink(this.pathOf(key));
+      return true;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === "ENOENT" || code === "ENOTDIR") return false;
+      throw err;
+    }
+  }
+
+  /** Keys starting with `prefix`, walking only the directories that can hold them; one
+   * directory page at a time, so memory stays small whatever the number of objects. */
+  async *list(prefix: string): AsyncIterable<{ key: string; size: number }> {
+    checkPrefix(prefix);
+    const slash = prefix.lastIndexOf("/");
+    const startDir = slash === -1 ? "" : prefix.slice(0, slash);
+    yield* this.walk(startDir, prefix);
+  }
+
+  private async *walk(relDir: string, prefix: string): AsyncGenerator<{ key: string; size: number }> {
+    let dir;
+    try {
+      dir = await opendir(relDir === "" ? this.rootDir : join(this.rootDir, relDir));
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === "ENOENT" || code === "ENOTDIR") return;
+      throw err;
+    }
+    for await (const entry of dir as AsyncIterable<Dirent>) {
+      // dot names are the store's own (temp files, .tmp): never keys
+      if (entry.name.startsWith(".")) continue;
+      const key = relDir === "" ? entry.name : `${relDir}/${entry.name}`;
+      if (entry.isDirectory()) {
+        // descend only where keys can still match the prefix
+        if (key.startsWith(prefix) || prefix.startsWith(`${key}/`)) yield* this.walk(key, prefix);
+      } else if (entry.isFile() && key.startsWith(prefix)) {
+        const st = await lstat(join(this.rootDir, key)).catch(() => null);
+        if (st?.isFile()) yield { key, size: st.size };
+      }
+    }
+  }
+
+  /** The file of a key; throws InvalidBlobKeyError for anything that is not a plain relative path. */
+  private pathOf(key: string): string {
+    validateKey(key);
+    return join(this.rootDir, key);
+  }
+}
+
+/** Callers validate keys already; this is the last line of defence before the filesystem. */
+function validateKey(key: string): void {
+  if (typeof key !== "string" || key === "") throw new InvalidBlobKeyError("blob key is empty");
+  const why = unsafePathReason(key);
+  if (why) throw new InvalidBlobKeyError(`blob key ${JSON.stringify(key.slice(0, 200))} ${why}`);
+  for (const segment of key.split("/")) {
+    if (segment === "") throw new InvalidBlobKeyError(`blob key ${JSON.stringify(key.slice(0, 200))} has an empty path segment`);
+    if (segment.startsWith(".")) throw new InvalidBlobKeyError(`blob key ${JSON.stringify(key.slice(0, 200))} has a segment starting with "."`);
+  }
+}
+
+function checkPrefix(prefix: string): void {
+  const why = unsafePathReason(prefix);
+  if (why) throw new InvalidBlobKeyError(`blob key prefix ${JSON.stringify(prefix.slice(0, 200))} ${why}`);
+}
+
+function unsafePathReason(path: string): string | null {
+  if (path.startsWith("/")) return "is absolute";
+  if (path.includes("..")) return 'contains ".."';
+  if (path.includes("\\")) return "contains a backslash";
+  if (path.includes("\0")) return "contains a NUL byte";
+  return null;
+}
+
+async function statFile(path: string) {
+  try {
+    const st = await stat(path);
+    return st.isFile() ? st : null;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOENT" || code === "ENOTDIR") return null;
+    throw err;
+  }
+}
+
+/** Flush a file's data before it gets its final name, so a crash cannot leave a recorded
+ * object that is empty or short. */
+async function syncFile(path: string): Promise<void> {
+  const fh = await open(path, "r");
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+function errorCode(err: unknown): string {
+  const e = err as NodeJS.ErrnoException;
+  return e?.code ?? (e instanceof Error ? e.message.split("\n")[0]! : String(err));
+}

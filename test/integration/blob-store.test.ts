@@ -1,0 +1,352 @@
+/** The BlobStore contract, run against each backend: `describeBlobStore` takes a harness
+ * factory, so s3 plugs in with a harness of its own. */
+import { afterEach, beforeEach, describe, expect, test } from "bun:test";
+import { createHash, randomBytes } from "node:crypto";
+import { statSync } from "node:fs";
+import { mkdir, mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import type { BlobStore } from "../../src/storage/blob-store.ts";
+import { BlobRangeError, BlobTooLargeError, InvalidBlobKeyError, LocalBlobStore } from "../../src/storage/local.ts";
+import { testIf } from "../helpers/prereq.ts";
+
+interface BlobStoreHarness {
+  store: BlobStore;
+  /** a local scratch directory for putFile sources */
+  scratchDir: string;
+  /** everything the backend holds, temp and partial objects included: proves nothing is left behind */
+  everything(): Promise<string[]>;
+  cleanup(): Promise<void>;
+}
+
+const MiB = 1024 * 1024;
+
+async function bytesOf(body: Blob | ReadableStream<Uint8Array>): Promise<Uint8Array> {
+  return new Uint8Array(await new Response(body).arrayBuffer());
+}
+
+/** A stream of `chunks` chunks produced on demand; `fill(i)` makes chunk i. */
+function streamOf(chunks: number, fill: (i: number) => Uint8Array, opts: { failAt?: number; onPull?: () => void; yieldEach?: boolean; onCancel?: () => void } = {}) {
+  let i = 0;
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      opts.onPull?.();
+      if (opts.yieldEach) await Bun.sleep(0);
+      if (opts.failAt !== undefined && i === opts.failAt) {
+        controller.error(new Error("upstream connection reset"));
+        return;
+      }
+      if (i === chunks) {
+        controller.close();
+        return;
+      }
+      controller.enqueue(fill(i++));
+    },
+    cancel() {
+      opts.onCancel?.();
+    },
+  }, { highWaterMark: 0 });
+}
+
+function describeBlobStore(name: string, makeHarness: () => Promise<BlobStoreHarness>) {
+  describe(`BlobStore contract: ${name}`, () => {
+    let h: BlobStoreHarness;
+    let store: BlobStore;
+
+    beforeEach(async () => {
+      h = await makeHarness();
+      store = h.store;
+      await store.check();
+    });
+
+    afterEach(async () => {
+      await h.cleanup();
+    });
+
+    test("putStream, stat, get, delete", async () => {
+      const data = randomBytes(10_000);
+      expect(await store.stat("nar/a.nar.xz")).toBeNull();
+      expect(await store.get("nar/a.nar.xz")).toBeNull();
+      expect(await store.putStream("nar/a.nar.xz", new Response(data).body!)).toBe(10_000);
+      expect(await store.stat("nar/a.nar.xz")).toEqual({ size: 10_000 });
+      const got = (await store.get("nar/a.nar.xz"))!;
+      expect(got.length).toBe(10_000);
+      expect(got.size).toBe(10_000);
+      expect(await bytesOf(got.body)).toEqual(new Uint8Array(data));
+      expect(await store.delete("nar/a.nar.xz")).toBe(true);
+      expect(await store.delete("nar/a.nar.xz")).toBe(false);
+      expect(await store.stat("nar/a.nar.xz")).toBeNull();
+      expect(await store.get("nar/a.nar.xz")).toBeNull();
+    });
+
+    test("an empty object is an object", async () => {
+      expect(await store.putStream("log/empty", new Response(new Uint8Array(0)).body!)).toBe(0);
+      expect(await store.stat("log/empty")).toEqual({ size: 0 });
+      expect((await bytesOf((await store.get("log/empty"))!.body)).length).toBe(0);
+    });
+
+    test("putStream replaces an existing object", async () => {
+      await store.putStream("x.narinfo", new Response("old, longer content").body!);
+      await store.putStream("x.narinfo", new Response("new").body!);
+      expect(new TextDecoder().decode(await bytesOf((await store.get("x.narinfo"))!.body))).toBe("new");
+    });
+
+    test("putFile moves the source in and consumes it", async () => {
+      const source = join(h.scratchDir, "download.tmp");
+      const data = randomBytes(123_456);
+      await writeFile(source, data);
+      await store.putFile("nar/deep/er/b.nar", source);
+      expect(await Bun.file(source).exists()).toBe(false);
+      expect(await store.stat("nar/deep/er/b.nar")).toEqual({ size: 123_456 });
+      expect(await bytesOf((await store.get("nar/deep/er/b.nar"))!.body)).toEqual(new Uint8Array(data));
+    });
+
+    test("ranges: first byte, last byte, middle, end past the object, start past the object", async () => {
+      const data = new Uint8Array(randomBytes(1000));
+      await store.putStream("nar/r.nar", new Response(data).body!);
+      const read = async (start: number, end: number) => {
+        const got = (await store.get("nar/r.nar", { start, end }))!;
+        expect(got.size).toBe(1000);
+        const bytes = await bytesOf(got.body);
+        expect(bytes.length).toBe(got.length);
+        return bytes;
+      };
+      expect(await read(0, 0)).toEqual(data.slice(0, 1));
+      expect(await read(999, 999)).toEqual(data.slice(999));
+      expect(await read(100, 199)).toEqual(data.slice(100, 200));
+      expect(await read(0, 999)).toEqual(data);
+      expect(await read(990, 5000)).toEqual(data.slice(990));
+      await expect(store.get("nar/r.nar", { start: 1000, end: 1000 })).rejects.toThrow();
+      await expect(store.get("nar/r.nar", { start: 5, end: 4 })).rejects.toThrow();
+      expect(await store.get("nar/missing.nar", { start: 0, end: 0 })).toBeNull();
+    });
+
+    test("list yields the keys under a prefix, with sizes", async () => {
+      const put = (key: string, size: number) => store.putStream(key, new Response(new Uint8Array(size)).body!);
+      await put("nar/a.nar.xz", 1);
+      await put("nar/b.nar.zst", 2);
+      await put("nar/sub/c.nar", 3);
+      await put("narx/d.nar", 4);
+      await put("log/x", 5);
+      await put("top.narinfo", 6);
+      const list = async (prefix: string) => {
+        const out: { key: string; size: number }[] = [];
+        for await (const item of store.list(prefix)) out.push(item);
+        return out.sort((a, b) => (a.key < b.key ? -1 : 1));
+      };
+      expect(await list("nar/")).toEqual([
+        { key: "nar/a.nar.xz", size: 1 },
+        { key: "nar/b.nar.zst", size: 2 },
+        { key: "nar/sub/c.nar", size: 3 },
+      ]);
+      expect((await list("nar")).map((i) => i.key)).toEqual(["nar/a.nar.xz", "nar/b.nar.zst", "nar/sub/c.nar", "narx/d.nar"]);
+      expect((await list("nar/a")).map((i) => i.key)).toEqual(["nar/a.nar.xz"]);
+      expect((await list("")).map((i) => i.key)).toEqual(["log/x", "nar/a.nar.xz", "nar/b.nar.zst", "nar/sub/c.nar", "narx/d.nar", "top.narinfo"]);
+      expect(await list("none/")).toEqual([]);
+    });
+
+    test("a 300 MB stream is stored exactly, with bounded memory", async () => {
+      const chunks = 300;
+      const hashIn = createHash("sha256");
+      Bun.gc(true);
+      const baseline = process.memoryUsage().rss;
+      let peak = baseline;
+      const body = streamOf(
+        chunks,
+        (i) => {
+          // distinct content per chunk, cheap to make: a repeated 8-byte pattern
+          const chunk = new Uint8Array(MiB);
+          new DataView(chunk.buffer).setFloat64(0, i * 1.000001);
+          for (let off = 8; off < MiB; off *= 2) chunk.copyWithin(off, 0, off);
+          hashIn.update(chunk);
+          return chunk;
+        },
+        { onPull: () => (peak = Math.max(peak, process.memoryUsage().rss)) },
+      );
+      expect(await store.putStream("nar/big.nar", body)).toBe(chunks * MiB);
+      peak = Math.max(peak, process.memoryUsage().rss);
+      if (process.env.NCPS_TEST_VERBOSE) console.log(`rss growth: ${((peak - baseline) / MiB).toFixed(1)} MiB`);
+      expect(peak - baseline).toBeLessThan(150 * MiB);
+      expect(await store.stat("nar/big.nar")).toEqual({ size: chunks * MiB });
+
+      // read it back as a stream, hashing as we go
+      const got = (await store.get("nar/big.nar"))!;
+      expect(got.length).toBe(chunks * MiB);
+      const stream = got.body instanceof Blob ? got.body.stream() : got.body;
+      const hashOut = createHash("sha256");
+      let total = 0;
+      for await (const chunk of stream) {
+        hashOut.update(chunk);
+        total += chunk.byteLength;
+      }
+      expect(total).toBe(chunks * MiB);
+      expect(hashOut.digest("hex")).toBe(hashIn.digest("hex"));
+    });
+
+    test("a source stream that fails midway leaves no object and no temp file", async () => {
+      const body = streamOf(10, () => new Uint8Array(64 * 1024).fill(7), { failAt: 5 });
+      await expect(store.putStream("nar/aborted.nar", body)).rejects.toThrow("upstream connection reset");
+      expect(await store.stat("nar/aborted.nar")).toBeNull();
+      expect(await h.everything()).toEqual([]);
+    });
+
+    test("exceeding maxBytes leaves nothing, stops the source, and is a BlobTooLargeError", async () => {
+      let cancelled = false;
+      const body = streamOf(10, () => new Uint8Array(1000).fill(1), { onCancel: () => (cancelled = true) });
+      const err = await store.putStream("nar/big.nar", body, 5000).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(BlobTooLargeError);
+      expect(cancelled).toBe(true);
+      expect(await store.stat("nar/big.nar")).toBeNull();
+      expect(await h.everything()).toEqual([]);
+      // exactly maxBytes is fine
+      expect(await store.putStream("nar/ok.nar", streamOf(5, () => new Uint8Array(1000)), 5000)).toBe(5000);
+    });
+
+    test("concurrent puts of one key end with one whole object, never a mix", async () => {
+      for (let round = 0; round < 3; round++) {
+        const a = streamOf(64, () => new Uint8Array(64 * 1024).fill(0xaa), { yieldEach: true }); // 4 MiB
+        const b = streamOf(32, () => new Uint8Array(64 * 1024).fill(0xbb), { yieldEach: true }); // 2 MiB
+        await Promise.all([store.putStream("nar/race.nar", a), store.putStream("nar/race.nar", b)]);
+        const bytes = await bytesOf((await store.get("nar/race.nar"))!.body);
+        const first = bytes[0]!;
+        expect([0xaa, 0xbb]).toContain(first);
+        expect(bytes.length).toBe(first === 0xaa ? 4 * MiB : 2 * MiB);
+        expect(bytes.every((x) => x === first)).toBe(true);
+      }
+      expect(await h.everything()).toEqual(["nar/race.nar"]);
+    });
+
+    test("keys that could escape the store are rejected by every method", async () => {
+      const bad = ["../escape", "nar/../../escape", "/etc/passwd", "nar\\..\\escape", "nar/a\0b", "nar//a", "nar/", "/", ""];
+      const source = join(h.scratchDir, "src");
+      for (const key of bad) {
+        await writeFile(source, "x");
+        await expect(store.stat(key)).rejects.toThrow();
+        await expect(store.get(key)).rejects.toThrow();
+        await expect(store.delete(key)).rejects.toThrow();
+        await expect(store.putStream(key, new Response("x").body!)).rejects.toThrow();
+        await expect(store.putFile(key, source)).rejects.toThrow();
+        // the source of a refused putFile is still there
+        expect(await Bun.file(source).exists()).toBe(true);
+      }
+      expect(await h.everything()).toEqual([]);
+    });
+  });
+}
+
+// ---- local ------------------------------------------------------------------------------
+
+/** Every file under `dir`, dot files included, as paths relative to it. */
+async function filesUnder(dir: string, rel = ""): Promise<string[]> {
+  const out: string[] = [];
+  const entries = await readdir(join(dir, rel), { withFileTypes: true }).catch(() => []);
+  for (const e of entries) {
+    const path = rel === "" ? e.name : `${rel}/${e.name}`;
+    if (e.isDirectory()) out.push(...(await filesUnder(dir, path)));
+    else out.push(path);
+  }
+  return out.sort();
+}
+
+async function localHarness(): Promise<BlobStoreHarness & { base: string; root: string }> {
+  const base = await mkdtemp(join(tmpdir(), "ncps-blob-"));
+  const root = join(base, "store");
+  const scratchDir = join(base, "scratch");
+  await mkdir(scratchDir);
+  return {
+    base,
+    root,
+    store: new LocalBlobStore(root),
+    scratchDir,
+    // the whole base: a key that escaped the root would show up as "../..."
+    everything: async () => (await filesUnder(base)).filter((p) => !p.startsWith("scratch/")).map((p) => p.replace(/^store\//, "")),
+    cleanup: () => rm(base, { recursive: true, force: true }),
+  };
+}
+
+describeBlobStore("local", localHarness);
+
+describe("LocalBlobStore specifics", () => {
+  let h: Awaited<ReturnType<typeof localHarness>>;
+  let store: LocalBlobStore;
+
+  beforeEach(async () => {
+    h = await localHarness();
+    store = new LocalBlobStore(h.root);
+    await store.check();
+  });
+
+  afterEach(async () => {
+    await h.cleanup();
+  });
+
+  test("get returns a file Blob (sendfile), also for a range", async () => {
+    await store.putStream("nar/f.nar", new Response("0123456789").body!);
+    const whole = (await store.get("nar/f.nar"))!;
+    expect(whole.body).toBeInstanceOf(Blob);
+    const part = (await store.get("nar/f.nar", { start: 2, end: 4 }))!;
+    expect(part.body).toBeInstanceOf(Blob);
+    expect(await (part.body as Blob).text()).toBe("234");
+    expect(part.length).toBe(3);
+  });
+
+  test("a range starting past the end is a BlobRangeError", async () => {
+    await store.putStream("nar/f.nar", new Response("0123456789").body!);
+    await expect(store.get("nar/f.nar", { start: 10, end: 20 })).rejects.toBeInstanceOf(BlobRangeError);
+  });
+
+  test("keys map to files under the root", async () => {
+    await store.putStream("nar/x.nar.xz", new Response("abc").body!);
+    expect(await Bun.file(join(h.root, "nar", "x.nar.xz")).text()).toBe("abc");
+  });
+
+  test("dot segments are refused (they name the store's own temp files)", async () => {
+    for (const key of [".tmp/x", "nar/.hidden", "nar/./x", "."]) {
+      await expect(store.stat(key)).rejects.toBeInstanceOf(InvalidBlobKeyError);
+    }
+  });
+
+  test("list skips temp files and the .tmp directory", async () => {
+    await store.putStream("nar/a.nar", new Response("a").body!);
+    await writeFile(join(h.root, ".tmp", "stale"), "partial");
+    await writeFile(join(h.root, "nar", ".tmp-0123"), "partial");
+    const keys: string[] = [];
+    for await (const item of store.list("")) keys.push(item.key);
+    expect(keys).toEqual(["nar/a.nar"]);
+  });
+
+  test("check fails with one clear line when the root cannot be created", async () => {
+    const blocker = join(h.base, "file");
+    await writeFile(blocker, "");
+    const bad = new LocalBlobStore(join(blocker, "store"));
+    const err = await bad.check().catch((e: unknown) => e);
+    expect((err as Error).message).toBe(`storage directory ${join(blocker, "store")} cannot be created: ENOTDIR`);
+  });
+
+  const shm = "/dev/shm";
+  const otherFs = (() => {
+    try {
+      return statSync(shm).dev !== statSync(tmpdir()).dev;
+    } catch {
+      return false;
+    }
+  })();
+  testIf(otherFs, `${shm} on a filesystem other than ${tmpdir()} (to cross filesystems)`)(
+    "putFile from another filesystem copies, then renames into place",
+    async () => {
+      const scratch = await mkdtemp(join(shm, "ncps-blob-src-"));
+      try {
+        const source = join(scratch, "download.tmp");
+        const data = randomBytes(2 * MiB + 17);
+        await writeFile(source, data);
+        await store.putFile("nar/cross.nar", source);
+        expect(await Bun.file(source).exists()).toBe(false);
+        expect(await bytesOf((await store.get("nar/cross.nar"))!.body)).toEqual(new Uint8Array(data));
+        expect(await h.everything()).toEqual(["nar/cross.nar"]);
+        expect((await stat(dirname(join(h.root, "nar/cross.nar")))).isDirectory()).toBe(true);
+      } finally {
+        await rm(scratch, { recursive: true, force: true });
+      }
+    },
+  );
+});
