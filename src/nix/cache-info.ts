@@ -20,6 +20,7 @@ export function parseCacheInfo(text: string): CacheInfo {
   const seen = new Set<string>();
   for (const rawLine of text.split("\n")) {
     if (rawLine.trim() === "") continue;
+    if (rawLine.trimEnd().includes("\r")) throw new NixFormatError("nix-cache-info: carriage return inside a line");
     const colon = rawLine.indexOf(":");
     if (colon < 0) {
       throw new NixFormatError(`nix-cache-info: line is not "Key: value": ${JSON.stringify(rawLine.slice(0, 60))}`);

@@ -76,6 +76,8 @@ export function parseNarInfo(text: string): NarInfo {
 
   for (const rawLine of lines) {
     const line = rawLine.endsWith("\r") ? rawLine.slice(0, -1) : rawLine;
+    // A bare "\r" inside a line could not be written back as one line: refuse it here.
+    if (line.includes("\r")) throw new NixFormatError("narinfo: carriage return inside a line");
     const sep = line.indexOf(": ");
     const key = sep > 0 ? line.slice(0, sep) : "";
     if (!KEY.test(key)) {

@@ -22,6 +22,7 @@ describe("nix-cache-info", () => {
     ["a duplicate StoreDir", "StoreDir: /nix/store\nStoreDir: /gnu/store\n", "StoreDir"],
     ["a relative StoreDir", "StoreDir: nix/store\n", "StoreDir"],
     ["an HTML page", "<html><body>Not found</body></html>\n", undefined],
+    ["a carriage return inside a line", "StoreDir: /nix/store\rPriority: 1\n", undefined],
   ])("rejects %s", (_why, text, field) => {
     let error: unknown;
     try {

@@ -149,6 +149,7 @@ describe("narinfo", () => {
     ["empty key", ": xz"],
     ["blank line", ""],
     ["key with a space", "Com pression: xz"],
+    ["a carriage return inside the value", "Compression: x\rz"],
   ])("a line with %s is refused", (_why, bad) => {
     expect(() => parseNarInfo(withLine(ORDINARY, "Compression", bad))).toThrow(NixFormatError);
   });
