@@ -30,6 +30,11 @@ import {
 
 const nixTest = testIf(nixAvailable, "nix and nix-store are not on PATH");
 const BIG_BYTES = 100 * 1024 * 1024;
+// Explicit, because Bun 1.4.4 does not apply bunfig.toml's [test] timeout (5 s default).
+// Generous: these bound a hang, they are not performance assertions.
+const SETUP_TIMEOUT_MS = 180_000;
+const NIX_TEST_TIMEOUT_MS = 90_000;
+const TEST_TIMEOUT_MS = 30_000;
 
 function sha256(data: Uint8Array): string {
   return new Bun.CryptoHasher("sha256").update(data).digest("hex");
@@ -123,7 +128,7 @@ describe("Nix client against caches written by Nix and served by the test upstre
       `harness timings: build 10 paths + 100 MiB ${buildMs.toFixed(0)} ms, publish zstd ${publishMs.toFixed(0)} ms; ` +
         `small closure build + publish xz + none ${smallMs.toFixed(0)} ms`,
     );
-  });
+  }, SETUP_TIMEOUT_MS);
 
   afterAll(async () => {
     await Promise.all(upstreams.map((u) => u.stop()));
@@ -149,7 +154,7 @@ describe("Nix client against caches written by Nix and served by the test upstre
     expect(blob.size).toBe(BIG_BYTES);
     // Distinct seeds give distinct store paths.
     expect(smallClosure.paths.filter((p) => paths.includes(p))).toEqual([]);
-  });
+  }, NIX_TEST_TIMEOUT_MS);
 
   nixTest("publishCache: Nix writes signed narinfos, NARs and nix-cache-info for each compression", async () => {
     for (const [dir, compression, closure] of [
@@ -169,7 +174,7 @@ describe("Nix client against caches written by Nix and served by the test upstre
     const bigInfo = await readFile(join(zstdDir, `${storePathHash(bigClosure.big as string)}.narinfo`), "utf8");
     const url = /^URL: (.+)$/m.exec(bigInfo)?.[1] ?? "missing";
     expect((await stat(join(zstdDir, url))).size).toBeGreaterThan(BIG_BYTES);
-  });
+  }, NIX_TEST_TIMEOUT_MS);
 
   nixTest("substitute (nix copy) from the zstd upstream with the publishing key: all 11 paths, verified", async () => {
     const up = await serve(zstdDir);
@@ -195,7 +200,7 @@ describe("Nix client against caches written by Nix and served by the test upstre
     expect(up.hits("/nix-cache-info")).toBeGreaterThanOrEqual(1);
     for (const p of bigClosure.paths) expect(up.hits(`/${storePathHash(p)}.narinfo`)).toBeGreaterThanOrEqual(1);
     expect(up.hits("/nar/")).toBe(11);
-  });
+  }, NIX_TEST_TIMEOUT_MS);
 
   nixTest("substitute (nix-store --realise) from the xz upstream, and nix copy from the uncompressed one", async () => {
     const xzUp = await serve(xzDir);
@@ -223,7 +228,7 @@ describe("Nix client against caches written by Nix and served by the test upstre
     expect(copied.code).toBe(0);
     await verifyStore(nix, viaCopy, smallClosure.paths, [key.publicKey]);
     expect(noneUp.hits("/nar/")).toBe(smallClosure.paths.length);
-  });
+  }, NIX_TEST_TIMEOUT_MS);
 
   nixTest("a client trusting only another key gets nothing, in both modes; verifyStore says so", async () => {
     const up = await serve(noneDir);
@@ -244,7 +249,7 @@ describe("Nix client against caches written by Nix and served by the test upstre
     const trusting = nix.store("client-none");
     await verifyStore(nix, trusting, smallClosure.paths);
     await expect(verifyStore(nix, trusting, smallClosure.paths, [otherKey.publicKey])).rejects.toThrow(/untrusted/);
-  });
+  }, NIX_TEST_TIMEOUT_MS);
 
   nixTest("Nix fails on a corrupt NAR, a cut NAR and a 500 narinfo, and succeeds once the faults are gone", async () => {
     const up = await serve(noneDir);
@@ -276,7 +281,7 @@ describe("Nix client against caches written by Nix and served by the test upstre
     const ok = await attempt("client-fault-healed");
     expect(ok.code).toBe(0);
     await verifyStore(nix, healthy, smallClosure.paths, [key.publicKey]);
-  });
+  }, NIX_TEST_TIMEOUT_MS);
 });
 
 describe("test upstream: serving and faults, seen by fetch", () => {
@@ -328,7 +333,7 @@ describe("test upstream: serving and faults, seen by fetch", () => {
     expect((await fetch(`${up.url}/nope.narinfo`)).status).toBe(404);
     expect((await fetch(`${up.url}/nar`)).status).toBe(404);
     expect((await fetch(`${up.url}/nar/`, { method: "PUT", body: "x" })).status).toBe(405);
-  });
+  }, TEST_TIMEOUT_MS);
 
   test("answers a Range request with 206 and the slice", async () => {
     const res = await fetch(`${up.url}${narPath}`, { headers: { Range: "bytes=1000-" } });
@@ -337,7 +342,7 @@ describe("test upstream: serving and faults, seen by fetch", () => {
     expect(sha256(new Uint8Array(await res.arrayBuffer()))).toBe(sha256(nar.subarray(1000)));
     const beyond = await fetch(`${up.url}${narPath}`, { headers: { Range: `bytes=${nar.length}-` } });
     expect(beyond.status).toBe(416);
-  });
+  }, TEST_TIMEOUT_MS);
 
   test("counts GETs by path prefix and records every request", async () => {
     const fresh = await startUpstream(dir);
@@ -359,7 +364,7 @@ describe("test upstream: serving and faults, seen by fetch", () => {
     } finally {
       await fresh.stop();
     }
-  });
+  }, TEST_TIMEOUT_MS);
 
   test("refuses path traversal, raw and percent-encoded", async () => {
     for (const target of ["/../secret", "/..%2fsecret", "/nar/..%2f..%2fsecret", "/%2e%2e/secret", "/nar/%2E%2E%2Fsecret"]) {
@@ -367,7 +372,7 @@ describe("test upstream: serving and faults, seen by fetch", () => {
       expect(head).toMatch(/^HTTP\/1\.1 (400|404) /);
       expect(body.toString()).not.toContain("do not serve me");
     }
-  });
+  }, TEST_TIMEOUT_MS);
 
   test("status fault: answers with the status for matching paths only, until removed", async () => {
     up.fault(/\.narinfo$/, { kind: "status", status: 500 });
@@ -376,7 +381,7 @@ describe("test upstream: serving and faults, seen by fetch", () => {
     expect((await fetch(`${up.url}/nix-cache-info`)).status).toBe(200);
     up.fault(/\.narinfo$/, null);
     expect((await fetch(`${up.url}${narinfoPath}`)).status).toBe(200);
-  });
+  }, TEST_TIMEOUT_MS);
 
   test("hang fault: never answers; stop() releases the hung request", async () => {
     const hanging = await startUpstream(dir);
@@ -396,7 +401,7 @@ describe("test upstream: serving and faults, seen by fetch", () => {
     await until(() => hanging.requests.length === 2, "the second request to arrive");
     await hanging.stop();
     expect(await pending).toMatch(/^failed/);
-  });
+  }, TEST_TIMEOUT_MS);
 
   test("delay fault: answers normally, not before the delay", async () => {
     up.fault(narinfoPath, { kind: "delay", ms: 300 });
@@ -406,7 +411,7 @@ describe("test upstream: serving and faults, seen by fetch", () => {
     // A lower bound only: the server cannot answer earlier, however slow the machine.
     expect(performance.now() - started).toBeGreaterThanOrEqual(290);
     up.fault(narinfoPath, null);
-  });
+  }, TEST_TIMEOUT_MS);
 
   test("cut fault: full Content-Length, then the connection breaks after exactly N body bytes", async () => {
     up.fault("/nar/", { kind: "cut", afterBytes: 1000 });
@@ -425,7 +430,7 @@ describe("test upstream: serving and faults, seen by fetch", () => {
       expect(sha256(body)).toBe(sha256(nar.subarray(0, afterBytes)));
     }
     up.fault("/nar/", null);
-  });
+  }, TEST_TIMEOUT_MS);
 
   test("corrupt fault: same length, a few bytes in the middle inverted", async () => {
     up.fault("/nar/", { kind: "corrupt" });
@@ -440,7 +445,7 @@ describe("test upstream: serving and faults, seen by fetch", () => {
     expect(differing[0]).toBeGreaterThanOrEqual(nar.length / 2 - 1);
     up.fault("/nar/", null);
     expect(sha256(new Uint8Array(await (await fetch(`${up.url}${narPath}`)).arrayBuffer()))).toBe(sha256(nar));
-  });
+  }, TEST_TIMEOUT_MS);
 
   test("slow fault: the whole body, intact, no faster than the rate", async () => {
     up.fault("/nar/", { kind: "slow", bytesPerSecond: 500_000 });
@@ -453,7 +458,7 @@ describe("test upstream: serving and faults, seen by fetch", () => {
     // 300 kB at 500 kB/s: at least 600 ms (lower bound only).
     expect(elapsed).toBeGreaterThanOrEqual(550);
     up.fault("/nar/", null);
-  });
+  }, TEST_TIMEOUT_MS);
 
   test("a stopped upstream refuses connections; it can come back on the same port", async () => {
     const again = await startUpstream(dir);
@@ -466,7 +471,7 @@ describe("test upstream: serving and faults, seen by fetch", () => {
     } finally {
       await back.stop();
     }
-  });
+  }, TEST_TIMEOUT_MS);
 
   test("startStoppedPort: nothing listens; startSilentPort: accepts TCP, never answers", async () => {
     const down = await startStoppedPort();
@@ -485,5 +490,5 @@ describe("test upstream: serving and faults, seen by fetch", () => {
     } finally {
       await silent.stop();
     }
-  });
+  }, TEST_TIMEOUT_MS);
 });
