@@ -2,7 +2,7 @@
  * Nix itself accepts narinfos signed by our code (and refuses a tampered signature). */
 import { afterAll, beforeAll, describe, expect } from "bun:test";
 import { randomBytes } from "node:crypto";
-import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { canonicalHash } from "../../src/nix/hash.ts";
@@ -75,6 +75,13 @@ function nixOk(args: string[], stdin?: string): string {
   return result.stdout;
 }
 
+function makeWritable(path: string): void {
+  const stat = lstatSync(path);
+  if (stat.isSymbolicLink()) return;
+  chmodSync(path, stat.mode | 0o200);
+  if (stat.isDirectory()) for (const entry of readdirSync(path)) makeWritable(join(path, entry));
+}
+
 function flipBitInSig(sig: string): string {
   const colon = sig.indexOf(":");
   const bytes = Buffer.from(sig.slice(colon + 1), "base64");
@@ -92,7 +99,7 @@ describe("cross-check with the real Nix", () => {
 
   afterAll(() => {
     if (root === "") return;
-    Bun.spawnSync(["chmod", "-R", "u+w", root]); // store files are read-only
+    makeWritable(root); // store files and directories are read-only
     rmSync(root, { recursive: true, force: true });
   });
 
