@@ -159,6 +159,8 @@ export class LocalBlobStore implements BlobStore {
     checkPrefix(prefix);
     const slash = prefix.lastIndexOf("/");
     const startDir = slash === -1 ? "" : prefix.slice(0, slash);
+    // no key has a dot segment: do not walk into .tmp and the like
+    if (startDir.split("/").some((segment) => segment.startsWith("."))) return;
     yield* this.walk(startDir, prefix);
   }
 

@@ -310,9 +310,14 @@ describe("LocalBlobStore specifics", () => {
     await store.putStream("nar/a.nar", new Response("a").body!);
     await writeFile(join(h.root, ".tmp", "stale"), "partial");
     await writeFile(join(h.root, "nar", ".tmp-0123"), "partial");
-    const keys: string[] = [];
-    for await (const item of store.list("")) keys.push(item.key);
-    expect(keys).toEqual(["nar/a.nar"]);
+    const keys = async (prefix: string) => {
+      const out: string[] = [];
+      for await (const item of store.list(prefix)) out.push(item.key);
+      return out;
+    };
+    expect(await keys("")).toEqual(["nar/a.nar"]);
+    expect(await keys(".tmp/")).toEqual([]);
+    expect(await keys("nar/.tmp")).toEqual([]);
   });
 
   test("check fails with one clear line when the root cannot be created", async () => {
