@@ -64,6 +64,8 @@ interface Candidate {
   /** How the user spelled it: `--flag`, `ENV_VAR` or `file.yaml: dotted.key`. */
   where: string;
   raw: unknown;
+  /** Flags may repeat: a single-value option then takes the last one. */
+  fromFlag?: boolean;
   /** The current spelling, when this one is deprecated. */
   insteadUse?: string;
 }
@@ -91,7 +93,7 @@ function resolveOption(
         : `${c.where} is deprecated (use ${c.insteadUse}) and ignored: ${chosen?.where} is set`,
     );
   }
-  if (chosen) return coerce(spec, chosen.raw, chosen.where);
+  if (chosen) return coerce(spec, chosen);
   return typeof spec.default === "function" ? spec.default(ctx, resolved) : spec.default;
 }
 
@@ -103,9 +105,9 @@ function candidatesFor(
   env: Record<string, string | undefined>,
 ): Candidate[] {
   const flagName = `--${spec.flag}`;
-  const candidates: Candidate[] = [{ where: flagName, raw: args[spec.flag] ?? args[spec.key] }];
+  const candidates: Candidate[] = [{ where: flagName, raw: args[spec.flag] ?? args[spec.key], fromFlag: true }];
   for (const alias of spec.deprecated?.flags ?? []) {
-    candidates.push({ where: `--${alias}`, raw: args[alias], insteadUse: flagName });
+    candidates.push({ where: `--${alias}`, raw: args[alias], insteadUse: flagName, fromFlag: true });
   }
   if (file && spec.configKey) {
     candidates.push({ where: `${file.path}: ${spec.configKey}`, raw: lookup(file.data, spec.configKey) });
@@ -126,11 +128,11 @@ function isEmpty(raw: unknown): boolean {
 
 /** The raw value (a flag's string, an env var, or whatever YAML/TOML/JSON gave) as the
  * option's type. */
-function coerce(spec: OptionSpec, raw: unknown, where: string): unknown {
+function coerce(spec: OptionSpec, { raw, where, fromFlag }: Candidate): unknown {
   const wrongShape = (expected: string) =>
     new ConfigError(`${where}: expected ${expected}, got ${JSON.stringify(raw)}`);
   const scalar = (value: unknown): string => {
-    if (Array.isArray(value)) value = value[value.length - 1]; // a repeated single-value flag: last wins
+    if (Array.isArray(value) && fromFlag) value = value[value.length - 1];
     if (typeof value === "string") return value;
     if (typeof value === "number" || typeof value === "boolean") return String(value);
     throw wrongShape(`a ${spec.type}`);

@@ -1,0 +1,64 @@
+import { describe, expect, test } from "bun:test";
+import { join } from "node:path";
+import { ConfigError } from "../../src/config/load.ts";
+import { testHome } from "./config-helpers.ts";
+
+const { home, load, loadError } = testHome();
+
+/** Each bad input must fail with a ConfigError of one line containing `expected`. */
+const badInputs: [string, Record<string, unknown>, Record<string, string>, string][] = [
+  ["ftp upstream", { "cache-upstream-url": ["ftp://mirror.example"] }, {}, 'unknown upstream URL scheme "ftp:" in "ftp://mirror.example" (use http or https)'],
+  ["file upstream from the environment", {}, { CACHE_UPSTREAM_URLS: "https://ok.example,file:///srv/cache" }, 'unknown upstream URL scheme "file:"'],
+  ["upstream that is no URL", { "cache-upstream-url": ["cache.nixos.org"] }, {}, 'invalid upstream URL "cache.nixos.org"'],
+  ["empty upstream list", { "cache-upstream-url": [","] }, {}, "at least one --cache-upstream-url is required"],
+  ["key without a name", { "cache-upstream-public-key": ["6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY="] }, {}, "invalid upstream public key"],
+  ["key that is not base64", { "cache-upstream-public-key": ["k-1:not*base64"] }, {}, 'invalid upstream public key "k-1:not*base64"'],
+  ["key of the wrong length", { "cache-upstream-public-key": ["k-1:AAAA"] }, {}, "expected name:base64 of 32 bytes"],
+  ["server addr without a colon", { "server-addr": "8501" }, {}, 'invalid --server-addr "8501" (use host:port or :port)'],
+  ["server addr port out of range", {}, { SERVER_ADDR: "localhost:70000" }, 'invalid --server-addr "localhost:70000"'],
+  ["server addr with a bare IPv6 host", { "server-addr": "::1:80" }, {}, "invalid --server-addr"],
+  ["log level", {}, { LOG_LEVEL: "verbose" }, 'unknown log level "verbose" (use debug, info, warn, error)'],
+  ["database scheme", { "cache-database-url": "redis://localhost" }, {}, "unknown database URL scheme in --cache-database-url"],
+  ["sqlite without a path", { "cache-database-url": "sqlite:" }, {}, "names no SQLite file"],
+  ["negative priority", { "cache-priority": "-1" }, {}, "--cache-priority must be a whole number >= 0"],
+  ["priority that is no number", {}, { CACHE_PRIORITY: "high" }, 'CACHE_PRIORITY: invalid integer "high"'],
+  ["boolean that is no boolean", {}, { CACHE_SIGN_NARINFO: "maybe" }, 'CACHE_SIGN_NARINFO: invalid boolean "maybe"'],
+  ["missing netrc file", { "netrc-file": "/nonexistent/netrc" }, {}, "netrc file not found: /nonexistent/netrc"],
+];
+
+describe("each validation error is one ConfigError line", () => {
+  for (const [name, args, env, expected] of badInputs) {
+    test(name, async () => {
+      const err = await loadError(args, env);
+      expect(err).toBeInstanceOf(ConfigError);
+      expect(err.message).toContain(expected);
+      expect(err.message).not.toContain("\n");
+    });
+  }
+});
+
+describe("accepted values", () => {
+  test("server addresses", async () => {
+    for (const addr of [":8501", "0.0.0.0:8501", "localhost:80", "[::1]:8080", "[::]:0"]) {
+      expect((await load({ "server-addr": addr })).config.serverAddr).toBe(addr);
+    }
+  });
+
+  test("database URLs", async () => {
+    for (const url of ["sqlite:/var/lib/ncps/db.sqlite", "postgres://u:p@db/ncps", "postgresql://db/ncps", "mysql://u@db/ncps"]) {
+      expect((await load({ "cache-database-url": url })).config.cacheDatabaseUrl).toBe(url);
+    }
+  });
+
+  test("the Go ncps's zerolog level names map to ours", async () => {
+    expect((await load({}, { LOG_LEVEL: "trace" })).config.logLevel).toBe("debug");
+    expect((await load({}, { LOG_LEVEL: "WARNING" })).config.logLevel).toBe("warn");
+    expect((await load({}, { LOG_LEVEL: "fatal" })).config.logLevel).toBe("error");
+  });
+
+  test("an existing netrc file", async () => {
+    const path = join(home, "netrc-exists");
+    await Bun.write(path, "default login a password b\n");
+    expect((await load({ "netrc-file": path })).config.netrcFile).toBe(path);
+  });
+});
