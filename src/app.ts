@@ -22,9 +22,20 @@ export interface RunningNcps {
   stop(): Promise<void>;
 }
 
-/** A startup problem the user can fix: printed as one line, no stack trace. */
+/** A startup problem the user can fix: the CLI prints it as one line, no stack trace. */
 export class StartupError extends Error {
   override name = "StartupError";
+  readonly userFacing = true;
+}
+
+/** Run one start-up step; its failure becomes a one-line StartupError naming the step. */
+async function startupStep<T>(what: string, fn: () => T | Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (err instanceof StartupError) throw err;
+    throw new StartupError(`${what}: ${(err as Error).message ?? String(err)}`.replace(/\s*\n\s*/g, " "));
+  }
 }
 
 function parseServerAddr(addr: string): { hostname: string; port: number } {
@@ -58,13 +69,13 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
   await ensureDir(config.cacheStorageLocal, "storage directory");
   await ensureDir(config.cacheTempPath, "temp directory");
   const store = new LocalBlobStore(config.cacheStorageLocal);
-  await store.check();
-  const trustedKeys = config.cacheUpstreamPublicKeys.map((k) => parsePublicKey(k));
-  const netrc = await readNetrc(config.netrcFile, logger);
+  await startupStep("storage", () => store.check());
+  const trustedKeys = await startupStep("upstream public key", () => config.cacheUpstreamPublicKeys.map((k) => parsePublicKey(k)));
+  const netrc = await startupStep("netrc file", () => readNetrc(config.netrcFile, logger));
 
   let db: MetadataStore | null = null;
   try {
-    db = await openMetadataStore(config.cacheDatabaseUrl, { migrate: true });
+    db = await startupStep("database", () => openMetadataStore(config.cacheDatabaseUrl, { migrate: true }));
     const upstreams = config.cacheUpstreamUrls.map(
       (url, i) =>
         new Upstream(url, i, {
@@ -75,7 +86,9 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
     );
     const pool = new UpstreamPool(upstreams, { trustedKeys, negativeTtlMs: config.cacheUpstreamNegativeTtl, logger });
     void pool.refreshPriorities();
-    const signingKey = await loadSigningKey(db, { path: config.cacheSecretKeyPath, hostname: config.cacheHostname });
+    const signingKey = await startupStep("signing key", () =>
+      loadSigningKey(db!, { path: config.cacheSecretKeyPath, hostname: config.cacheHostname }),
+    );
     const cache = new Cache({
       db,
       store,
@@ -128,7 +141,7 @@ export async function serve(config: Config): Promise<void> {
 }
 
 export async function migrate(config: Config, opts: { dryRun: boolean; statusOnly: boolean }): Promise<void> {
-  const db = await openMetadataStore(config.cacheDatabaseUrl, { migrate: false });
+  const db = await startupStep("database", () => openMetadataStore(config.cacheDatabaseUrl, { migrate: false }));
   try {
     if (opts.statusOnly) {
       for (const m of await db.migrationStatus()) console.log(`${m.applied ? "applied" : "pending"}  ${m.name}`);

@@ -54,7 +54,7 @@ export class Upstream {
     return new URL(relative, this.base).href;
   }
 
-  private headers(): HeadersInit {
+  private headers(): Record<string, string> {
     return this.opts.authorization ? { authorization: this.opts.authorization } : {};
   }
 

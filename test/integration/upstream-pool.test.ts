@@ -1,14 +1,13 @@
 /** The upstream pool against real HTTP upstreams serving real signed narinfos. */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { readFileSync } from "node:fs";
 import { parsePublicKey } from "../../src/nix/signature.ts";
 import { silentLogger } from "../../src/telemetry/logger.ts";
+import { CACHE_NIXOS_ORG_KEY, readFixture } from "../helpers/fixtures.ts";
 import { UpstreamPool } from "../../src/upstream/pool.ts";
 import { Upstream } from "../../src/upstream/upstream.ts";
 
-const FIXTURES = new URL("../../../shared/fixtures/narinfo/", import.meta.url).pathname;
-const fixture = (hash: string) => readFileSync(`${FIXTURES}${hash}.narinfo`, "utf8");
-const NIXOS_KEY = parsePublicKey("cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=");
+const fixture = readFixture;
+const NIXOS_KEY = parsePublicKey(CACHE_NIXOS_ORG_KEY);
 
 const HELLO = "n5glp21rsz314qssw9fbvfswgy3kc68f";
 const OTHER = "3acqrvb06vw0w3s9fa3wci433snbi2bg";

@@ -2,6 +2,7 @@
  * either parse or throw NixFormatError, never another error. A seeded PRNG makes any
  * failure reproducible: the report names the seed and iteration. Set NCPS_FUZZ_SEED and
  * NCPS_FUZZ_ITERATIONS to explore further. */
+import { FIXTURES_DIR } from "../helpers/fixtures.ts";
 import { expect, test } from "bun:test";
 import { readFileSync, readdirSync } from "node:fs";
 import { parseCacheInfo, serializeCacheInfo, type CacheInfo } from "../../src/nix/cache-info.ts";
@@ -21,7 +22,7 @@ import {
 } from "../../src/nix/signature.ts";
 import { parseStorePath, type StorePathParts } from "../../src/nix/store-path.ts";
 
-const FIXTURES = process.env.NCPS_NARINFO_FIXTURES ?? new URL("../../../shared/fixtures/narinfo/", import.meta.url).pathname;
+const FIXTURES = process.env.NCPS_NARINFO_FIXTURES ?? FIXTURES_DIR;
 const SEED = Number(process.env.NCPS_FUZZ_SEED ?? 0x5eed1234);
 const ITERATIONS = Number(process.env.NCPS_FUZZ_ITERATIONS ?? 20_000);
 

@@ -1,10 +1,11 @@
+import { FIXTURES_DIR } from "../helpers/fixtures.ts";
 import { describe, expect, test } from "bun:test";
 import { readFileSync, readdirSync } from "node:fs";
 import { NixFormatError } from "../../src/nix/errors.ts";
 import { parseNarInfo, serializeNarInfo } from "../../src/nix/narinfo.ts";
 
 // Real narinfos from public caches (see /work/shared/fixtures/README.md).
-const FIXTURES = process.env.NCPS_NARINFO_FIXTURES ?? new URL("../../../shared/fixtures/narinfo/", import.meta.url).pathname;
+const FIXTURES = process.env.NCPS_NARINFO_FIXTURES ?? FIXTURES_DIR;
 const fixtureNames = readdirSync(FIXTURES).filter((f) => f.endsWith(".narinfo")).sort();
 const fixture = (hash: string) => readFileSync(`${FIXTURES}/${hash}.narinfo`, "utf8");
 

@@ -1,3 +1,4 @@
+import { FIXTURES_DIR } from "../helpers/fixtures.ts";
 import { describe, expect, test } from "bun:test";
 import { readFileSync, readdirSync } from "node:fs";
 import { NixFormatError } from "../../src/nix/errors.ts";
@@ -16,7 +17,7 @@ import {
   verifyNarInfo,
 } from "../../src/nix/signature.ts";
 
-const FIXTURES = process.env.NCPS_NARINFO_FIXTURES ?? new URL("../../../shared/fixtures/narinfo/", import.meta.url).pathname;
+const FIXTURES = process.env.NCPS_NARINFO_FIXTURES ?? FIXTURES_DIR;
 const fixtureNames = readdirSync(FIXTURES).filter((f) => f.endsWith(".narinfo")).sort();
 const fixture = (hash: string) => parseNarInfo(readFileSync(`${FIXTURES}/${hash}.narinfo`, "utf8"));
 

@@ -1,0 +1,114 @@
+#!/usr/bin/env bun
+/** Peak RSS of ncps while N clients fetch one uncached NAR of SIZE_MB (default 8 x 200 MB).
+ *
+ *   bun bench/nar-miss-rss.ts [--size-mb 200] [--clients 8] [--rate-mb 0]
+ *
+ * Builds a real NAR with `nix-store --dump` (compression none, so the NAR is served as is),
+ * signs a narinfo for it, serves both from a loopback upstream, starts ncps on loopback with
+ * that upstream, has every client fetch the narinfo and then the NAR at once, checks each
+ * client got the verified bytes, and prints ncps's VmHWM (peak RSS) from /proc. */
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { sha256 } from "../src/nix/hash.ts";
+import { encodeNix32 } from "../src/nix/nix32.ts";
+import { serializeNarInfo } from "../src/nix/narinfo.ts";
+import { formatPublicKey, generateSecretKey, signNarInfo, toPublicKey } from "../src/nix/signature.ts";
+import { startNcpsProcess } from "../test/helpers/ncps.ts";
+
+const { values } = parseArgs({
+  options: { "size-mb": { type: "string", default: "200" }, clients: { type: "string", default: "8" } },
+});
+const sizeMb = Number(values["size-mb"]);
+const clients = Number(values.clients);
+
+const work = await mkdtemp(join(tmpdir(), "ncps-bench-"));
+try {
+  // A real NAR of one big random file.
+  const content = join(work, "content");
+  await Bun.$`mkdir -p ${content} && head -c ${sizeMb * 1024 * 1024} /dev/urandom > ${content}/blob`.quiet();
+  const narPath = join(work, "blob.nar");
+  await Bun.$`nix-store --dump ${content} > ${narPath}`.quiet();
+  const hasher = new Bun.CryptoHasher("sha256");
+  for await (const chunk of Bun.file(narPath).stream()) hasher.update(chunk);
+  const narHash = `sha256:${encodeNix32(hasher.digest())}`;
+  const narSize = Bun.file(narPath).size;
+
+  const storeHash = encodeNix32(sha256(String(Date.now())).digest.subarray(0, 20));
+  const key = generateSecretKey("bench-upstream-1");
+  const narinfo = signNarInfo(
+    {
+      storePath: `/nix/store/${storeHash}-bench-blob`,
+      url: `nar/${narHash.slice(7)}.nar`,
+      compression: "none",
+      fileHash: narHash,
+      fileSize: narSize,
+      narHash,
+      narSize,
+      references: [],
+      sigs: [],
+      extra: [],
+    },
+    key,
+  );
+  const upstreamDir = join(work, "upstream");
+  await Bun.$`mkdir -p ${upstreamDir}/nar && mv ${narPath} ${upstreamDir}/${narinfo.url}`.quiet();
+  await writeFile(join(upstreamDir, `${storeHash}.narinfo`), serializeNarInfo(narinfo));
+  const upstream = Bun.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    fetch: (req) => {
+      const file = Bun.file(join(upstreamDir, new URL(req.url).pathname));
+      return file.size > 0 ? new Response(file) : new Response("not found", { status: 404 });
+    },
+  });
+
+  const ncps = await startNcpsProcess({
+    args: [
+      "--cache-upstream-url",
+      `http://127.0.0.1:${upstream.port}`,
+      "--cache-upstream-public-key",
+      formatPublicKey(toPublicKey(key)),
+    ],
+  });
+  const pid = ncps.proc.pid;
+  const rss = async (field: string) => {
+    const status = await Bun.file(`/proc/${pid}/status`).text();
+    return Number(/^(\w+):\s+(\d+) kB/m.exec(status.split("\n").find((l) => l.startsWith(field)) ?? "")?.[2] ?? 0) / 1024;
+  };
+  const idle = await rss("VmRSS");
+  const started = performance.now();
+  const served = await (await fetch(`${ncps.url}/${storeHash}.narinfo`)).text();
+  const url = /^URL: (.*)$/m.exec(served)![1]!;
+  const results = await Promise.all(
+    Array.from({ length: clients }, async () => {
+      const res = await fetch(`${ncps.url}/${url}`);
+      const h = new Bun.CryptoHasher("sha256");
+      let n = 0;
+      for await (const chunk of res.body!) {
+        h.update(chunk);
+        n += chunk.length;
+      }
+      return { status: res.status, n, hash: `sha256:${encodeNix32(h.digest())}` };
+    }),
+  );
+  const seconds = (performance.now() - started) / 1000;
+  const peak = await rss("VmHWM");
+  await ncps.stop();
+  upstream.stop(true);
+  const ok = results.every((r) => r.status === 200 && r.n === narSize && r.hash === narHash);
+  console.log(
+    JSON.stringify({
+      clients,
+      narMB: +(narSize / 1048576).toFixed(1),
+      allVerified: ok,
+      seconds: +seconds.toFixed(2),
+      idleRssMB: +idle.toFixed(1),
+      peakRssMB: +peak.toFixed(1),
+    }),
+  );
+  if (!ok) process.exit(1);
+} finally {
+  await rm(work, { recursive: true, force: true });
+}
