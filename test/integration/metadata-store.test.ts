@@ -430,7 +430,7 @@ console.log(JSON.stringify(wins));
     const m = /^([PQ]) last (\d+)\n$/.exec(last.text)!;
     expect(m).not.toBeNull();
     expect(last.references).toEqual([`${m[1]}-${m[2]}`]);
-  });
+  }, 60_000); // explicit: bun 1.4.4 ignores the bunfig timeout
 });
 
 describe("openMetadataStore (sqlite)", () => {
