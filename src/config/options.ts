@@ -165,7 +165,7 @@ const table = [
     env: ["CACHE_SECRET_KEY_PATH"],
     configKey: "cache.secret-key-path",
     type: "string",
-    defaultText: "none: a key is generated and kept in the database",
+    defaultText: "a key generated once and kept in the database",
     help: "Nix secret key file used to sign narinfos",
     group: "cache",
   },
