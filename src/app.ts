@@ -6,7 +6,7 @@ import type { Config } from "./config/options.ts";
 import type { MetadataStore } from "./db/metadata-store.ts";
 import { openMetadataStore } from "./db/open.ts";
 import { parsePublicKey } from "./nix/signature.ts";
-import { createApp } from "./server/app.ts";
+import { createFetchHandler } from "./server/app.ts";
 import { LocalBlobStore } from "./storage/local.ts";
 import { createLogger, type Logger } from "./telemetry/logger.ts";
 import { netrcAuthorization, parseNetrc, type Netrc } from "./upstream/netrc.ts";
@@ -99,10 +99,10 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
       priority: config.cachePriority,
       logger,
     });
-    const app = createApp({ cache, hostname: config.cacheHostname, logger });
+    const handle = createFetchHandler({ cache, hostname: config.cacheHostname, logger });
     let server: ReturnType<typeof Bun.serve>;
     try {
-      server = Bun.serve({ hostname, port, fetch: (req) => app.handle(req), idleTimeout: 120 });
+      server = Bun.serve({ hostname, port, fetch: handle, idleTimeout: 120 });
     } catch (err) {
       throw new StartupError(`cannot listen on ${config.serverAddr}: ${(err as Error).message}`);
     }

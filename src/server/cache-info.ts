@@ -7,7 +7,6 @@ export function cacheInfoRoutes(cache: Cache, hostname: string) {
   const info = () => new Response(cache.cacheInfo, { headers: { "content-type": "text/x-nix-cache-info" } });
   return new Elysia()
     .get("/nix-cache-info", info)
-    .head("/nix-cache-info", info)
     .get("/pubkey", () => new Response(cache.publicKey + "\n", { headers: { "content-type": "text/plain" } }))
     .get("/", () => Response.json({ hostname, publicKey: cache.publicKey, version }));
 }

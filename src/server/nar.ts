@@ -6,8 +6,9 @@ import type { Logger } from "../telemetry/logger.ts";
 import { errorResponse, notFound, textResponse } from "./errors.ts";
 import { resolveRange } from "./range.ts";
 
-export function narRoutes(cache: Cache, logger: Logger) {
-  const handle = async (rest: string, request: Request, head: boolean): Promise<Response> => {
+/** Answers GET or HEAD for the path after `/nar/`. */
+export function narHandler(cache: Cache, logger: Logger) {
+  return async (rest: string, request: Request, head: boolean): Promise<Response> => {
     try {
       const req = parseNcpsNarRequest(`nar/${rest}`);
       const source = await cache.nar(req, { startDownload: !head });
@@ -27,7 +28,9 @@ export function narRoutes(cache: Cache, logger: Logger) {
       return errorResponse(err, logger, { path: `nar/${rest}` });
     }
   };
-  return new Elysia()
-    .get("/nar/*", ({ params, request }) => handle(params["*"], request, false))
-    .head("/nar/*", ({ params, request }) => handle(params["*"], request, true));
+}
+
+export function narRoutes(cache: Cache, logger: Logger) {
+  const handle = narHandler(cache, logger);
+  return new Elysia().get("/nar/*", ({ params, request }) => handle(params["*"], request, false));
 }

@@ -7,8 +7,9 @@ import { errorResponse, notFound, textResponse } from "./errors.ts";
 
 const SUFFIX = ".narinfo";
 
-export function narInfoRoutes(cache: Cache, logger: Logger) {
-  const handle = async (name: string, head: boolean): Promise<Response> => {
+/** Answers GET or HEAD for `/<name>` when name is `<hash>.narinfo` (404 otherwise). */
+export function narInfoHandler(cache: Cache, logger: Logger) {
+  return async (name: string, head: boolean): Promise<Response> => {
     if (!name.endsWith(SUFFIX)) return notFound();
     const hash = name.slice(0, -SUFFIX.length);
     if (!isStorePathHash(hash)) return textResponse(400, "invalid narinfo hash: expected 32 nix32 characters");
@@ -24,7 +25,9 @@ export function narInfoRoutes(cache: Cache, logger: Logger) {
       return errorResponse(err, logger, { hash });
     }
   };
-  return new Elysia()
-    .get("/:name", ({ params }) => handle(params.name, false))
-    .head("/:name", ({ params }) => handle(params.name, true));
+}
+
+export function narInfoRoutes(cache: Cache, logger: Logger) {
+  const handle = narInfoHandler(cache, logger);
+  return new Elysia().get("/:name", ({ params }) => handle(params.name, false));
 }
