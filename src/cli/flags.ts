@@ -58,6 +58,8 @@ function valueHintOf(o: OptionSpec): string | undefined {
       return undefined;
     case "duration":
       return "duration";
+    case "size":
+      return "size";
     case "integer":
       return "n";
     default:

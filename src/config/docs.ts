@@ -12,6 +12,7 @@ const typeNames: Record<OptionSpec["type"], string> = {
   boolean: "boolean",
   integer: "integer",
   duration: "duration",
+  size: "size",
 };
 
 function cell(text: string): string {

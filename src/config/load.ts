@@ -7,7 +7,7 @@ import { homedir, hostname, tmpdir } from "node:os";
 import { ConfigError } from "./errors.ts";
 import { defaultConfigFile, optionByKey, options } from "./options.ts";
 import type { Config, DefaultsContext, OptionSpec } from "./options.ts";
-import { parseBoolean, parseDuration, parseInteger, splitList } from "./values.ts";
+import { parseBoolean, parseDuration, parseInteger, splitList, parseSize } from "./values.ts";
 import { validateConfig } from "./validate.ts";
 
 export { ConfigError, isUserFacing } from "./errors.ts";
@@ -160,6 +160,8 @@ function coerce(spec: OptionSpec, { raw, where, fromFlag }: Candidate): unknown 
         // A bare number is refused: seconds or nanoseconds? Go would read nanoseconds.
         if (typeof raw === "number" && raw !== 0) throw wrongShape('a duration string like "3s"');
         return parseDuration(scalar(raw));
+      case "size":
+        return typeof raw === "number" && Number.isSafeInteger(raw) && raw >= 0 ? raw : parseSize(scalar(raw));
     }
   } catch (err) {
     if (err instanceof ConfigError && !err.message.startsWith(where)) {

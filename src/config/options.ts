@@ -27,10 +27,19 @@ export interface Config {
   cacheUpstreamNegativeTtl: number;
   netrcFile?: string;
   serverAddr: string;
+  cacheAllowPutVerb: boolean;
+  cacheAllowDeleteVerb: boolean;
+  /** Bytes. */
+  cacheMaxUploadSize: number;
+  cacheRequireTrustedSignature: boolean;
+  cacheTrustedUploadKeys: string[];
+  cacheGetToken?: string;
+  cachePutToken?: string;
 }
 
-/** "integer" and "duration" (Go syntax, held as milliseconds) are numbers in `Config`. */
-export type OptionType = "string" | "string[]" | "boolean" | "integer" | "duration";
+/** "integer", "duration" (Go syntax, held as milliseconds) and "size" (bytes; "10G",
+ * "512M", "1.5T" or a plain number) are numbers in `Config`. */
+export type OptionType = "string" | "string[]" | "boolean" | "integer" | "duration" | "size";
 
 /** What a default may depend on: the environment and the machine, never the real process
  * directly, so tests can pose as another user or host. */
@@ -271,6 +280,75 @@ const table = [
     help: "Address to listen on: host:port or :port",
     group: "server",
   },
+  {
+    key: "cacheAllowPutVerb",
+    flag: "cache-allow-put-verb",
+    env: ["CACHE_ALLOW_PUT_VERB"],
+    configKey: "cache.allow-put-verb",
+    type: "boolean",
+    default: false,
+    help: "Accept uploads: PUT of narinfos, NARs and build logs (what `nix copy --to` sends)",
+    group: "cache",
+  },
+  {
+    key: "cacheAllowDeleteVerb",
+    flag: "cache-allow-delete-verb",
+    env: ["CACHE_ALLOW_DELETE_VERB"],
+    configKey: "cache.allow-delete-verb",
+    type: "boolean",
+    default: false,
+    help: "Accept DELETE of narinfos and NARs",
+    group: "cache",
+  },
+  {
+    key: "cacheMaxUploadSize",
+    // Not in the Go ncps: without a bound, one client can fill the disk with one request.
+    flag: "cache-max-upload-size",
+    env: ["CACHE_MAX_UPLOAD_SIZE"],
+    configKey: "cache.max-upload-size",
+    type: "size",
+    default: 64 * 2 ** 30,
+    help: "Largest accepted upload body (a NAR or a log); larger ones get 413",
+    group: "cache",
+  },
+  {
+    key: "cacheRequireTrustedSignature",
+    flag: "cache-require-trusted-signature",
+    env: ["CACHE_REQUIRE_TRUSTED_SIGNATURE"],
+    configKey: "cache.require-trusted-signature",
+    type: "boolean",
+    default: false,
+    help: "Refuse (403) an uploaded narinfo without a valid signature by a --cache-trusted-upload-key",
+    group: "cache",
+  },
+  {
+    key: "cacheTrustedUploadKeys",
+    flag: "cache-trusted-upload-key",
+    env: ["CACHE_TRUSTED_UPLOAD_KEYS"],
+    configKey: "cache.trusted-upload-keys",
+    type: "string[]",
+    default: [],
+    help: "Public key (name:base64) whose signature an upload must carry; repeat for several",
+    group: "cache",
+  },
+  {
+    key: "cacheGetToken",
+    flag: "cache-get-token",
+    env: ["CACHE_GET_TOKEN"],
+    configKey: "cache.get-token",
+    type: "string",
+    help: "When set, reads need `Authorization: Bearer <token>` or the token as HTTP Basic password (netrc); /healthz stays open",
+    group: "server",
+  },
+  {
+    key: "cachePutToken",
+    flag: "cache-put-token",
+    env: ["CACHE_PUT_TOKEN"],
+    configKey: "cache.put-token",
+    type: "string",
+    help: "When set, uploads and deletes need this token (Bearer or Basic password)",
+    group: "server",
+  },
 ] satisfies OptionSpec[];
 
 export const options: readonly OptionSpec[] = table;
@@ -295,6 +373,14 @@ export function optionsFor(command: "serve" | "migrate"): OptionSpec[] {
   return options.filter((o) => command === "serve" || o.shared === true);
 }
 
+/** Bytes as the largest whole binary unit ("64G", "512M"), for help text. */
+export function formatSize(bytes: number): string {
+  for (const [unit, size] of [["T", 2 ** 40], ["G", 2 ** 30], ["M", 2 ** 20], ["K", 2 ** 10]] as const) {
+    if (bytes >= size && bytes % size === 0) return `${bytes / size}${unit}`;
+  }
+  return String(bytes);
+}
+
 /** Milliseconds as a Go duration string, for help text ("3s", "1m", "1m30s", "500ms"). */
 export function formatDuration(ms: number): string {
   if (ms === 0) return "0s";
@@ -315,6 +401,7 @@ export function describeDefault(spec: OptionSpec): string {
   const value = spec.default;
   if (value === undefined) return "";
   if (spec.type === "duration" && typeof value === "number") return formatDuration(value);
+  if (spec.type === "size" && typeof value === "number") return formatSize(value);
   if (Array.isArray(value)) return value.join(", ");
   return String(value);
 }

@@ -22,6 +22,11 @@ export function validateConfig(config: Config): void {
   if (config.netrcFile !== undefined && !existsSync(config.netrcFile)) {
     throw new ConfigError(`netrc file not found: ${config.netrcFile}`);
   }
+  for (const key of config.cacheTrustedUploadKeys) checkPublicKey(key);
+  if (config.cacheRequireTrustedSignature && config.cacheTrustedUploadKeys.length === 0) {
+    throw new ConfigError("--cache-require-trusted-signature needs at least one --cache-trusted-upload-key");
+  }
+  if (config.cacheMaxUploadSize <= 0) throw new ConfigError("--cache-max-upload-size must be greater than 0");
 }
 
 function checkUpstreamUrl(text: string): void {

@@ -30,6 +30,19 @@ export function parseInteger(text: string): number {
   return value;
 }
 
+const bytesPerUnit: Record<string, number> = { "": 1, b: 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 };
+
+/** A size in bytes: a plain number, or a number with K, M, G or T (binary units; "KB",
+ * "KiB" and "k" read the same), as the Go ncps writes `--cache-max-size 100G`. */
+export function parseSize(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?$/i.exec(text.trim());
+  const unit = bytesPerUnit[(m?.[2] ?? "").toLowerCase()];
+  if (!m || unit === undefined) throw new ConfigError(`invalid size "${text}" (use bytes or K, M, G, T like 10G)`);
+  const value = Math.floor(Number(m[1]) * unit);
+  if (!Number.isSafeInteger(value)) throw new ConfigError(`size "${text}" is too large`);
+  return value;
+}
+
 const msPerUnit: Record<string, number> = {
   ns: 1e-6, us: 1e-3, "µs": 1e-3, "μs": 1e-3, ms: 1, s: 1_000, m: 60_000, h: 3_600_000,
 };

@@ -11,7 +11,8 @@ const { home, load, loadError, writeTemp } = testHome();
 describe("defaults", () => {
   test("a non-root user with nothing set", async () => {
     const { config, warnings } = await load();
-    expect(config).toEqual({
+    // toMatchObject: later issues add options; each checks its own defaults.
+    expect(config).toMatchObject({
       logLevel: "info",
       cacheHostname: "testhost",
       cacheStorageLocal: join(home, ".local", "share", "ncps"),
@@ -25,7 +26,14 @@ describe("defaults", () => {
       cacheUpstreamResponseHeaderTimeout: 3000,
       cacheUpstreamNegativeTtl: 60_000,
       serverAddr: ":8501",
+      cacheAllowPutVerb: false,
+      cacheAllowDeleteVerb: false,
+      cacheMaxUploadSize: 64 * 2 ** 30,
+      cacheRequireTrustedSignature: false,
+      cacheTrustedUploadKeys: [],
     });
+    expect(config.cacheGetToken).toBeUndefined();
+    expect(config.cachePutToken).toBeUndefined();
     expect(warnings).toEqual([]);
   });
 
@@ -383,6 +391,23 @@ describe("lists", () => {
   test("a single string in a config file is split like the environment", async () => {
     const path = writeTemp("yaml", "cache:\n  upstream:\n    urls: https://a.example, https://b.example\n");
     expect((await load({ config: path })).config.cacheUpstreamUrls).toEqual(urls.slice(0, 2));
+  });
+});
+
+describe("sizes", () => {
+  test("bytes, binary units and the size type's errors", async () => {
+    const { config } = await load({ "cache-max-upload-size": "10G" });
+    expect(config.cacheMaxUploadSize).toBe(10 * 2 ** 30);
+    expect((await load({ "cache-max-upload-size": "1500" })).config.cacheMaxUploadSize).toBe(1500);
+    expect((await load({ "cache-max-upload-size": "512MiB" })).config.cacheMaxUploadSize).toBe(512 * 2 ** 20);
+    expect((await load({ "cache-max-upload-size": "1.5k" })).config.cacheMaxUploadSize).toBe(1536);
+    const err = await loadError({ "cache-max-upload-size": "lots" });
+    expect(err.message).toContain('invalid size "lots"');
+  });
+
+  test("require-trusted-signature without a key refuses to start", async () => {
+    const err = await loadError({ "cache-require-trusted-signature": true });
+    expect(err.message).toBe("--cache-require-trusted-signature needs at least one --cache-trusted-upload-key");
   });
 });
 
