@@ -1,0 +1,168 @@
+#!/usr/bin/env bun
+/** `bun run build [--all]`: compiles ncps into one executable per platform,
+ * dist/ncps-<os>-<arch>, and writes dist/SHA256SUMS for them (the file install.sh checks).
+ *
+ * linux-x64 is always built (Bun has its runtime on this machine); `--all` adds linux-arm64,
+ * whose runtime Bun downloads from the npm registry. Migrations are static text imports
+ * (src/db/migrations.ts), so the bundler embeds them; the xz addon stays a lazy import
+ * (src/nix/compression.ts) and is unpacked to $TMPDIR only when an xz NAR is first read. */
+import { createHash } from "node:crypto";
+import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { basename, join } from "node:path";
+
+const ROOT = import.meta.dir;
+export const DIST = join(ROOT, "dist");
+
+export interface Platform {
+  os: "linux";
+  arch: "x64" | "arm64";
+}
+
+export const allPlatforms: Platform[] = [
+  { os: "linux", arch: "x64" },
+  { os: "linux", arch: "arm64" },
+];
+/** The platform this machine runs: always built, from the runtime Bun already has. */
+export const hostPlatform: Platform = { os: "linux", arch: process.arch === "arm64" ? "arm64" : "x64" };
+
+export function binaryName(p: Platform): string {
+  return `ncps-${p.os}-${p.arch}`;
+}
+
+async function packageVersion(): Promise<string> {
+  const pkg = JSON.parse(await readFile(join(ROOT, "package.json"), "utf8")) as { version: string };
+  return pkg.version;
+}
+
+/** The commit being built; "unknown" outside a git checkout (a source tarball). A tree with
+ * uncommitted changes says so, so a binary never claims a commit it was not built from. */
+function gitCommit(): string {
+  const run = (args: string[]) => Bun.spawnSync(["git", ...args], { cwd: ROOT, stdout: "pipe", stderr: "ignore" });
+  const head = run(["rev-parse", "--short=12", "HEAD"]);
+  if (head.exitCode !== 0) return "unknown";
+  const sha = head.stdout.toString().trim();
+  const dirty = run(["status", "--porcelain", "--untracked-files=no"]).stdout.toString().trim() !== "";
+  return dirty ? `${sha}-dirty` : sha;
+}
+
+/** A copy of the sources with the target's own native addons installed. The project's
+ * node_modules holds only the host's optional packages (@napi-rs/lzma-linux-x64-gnu); a cross
+ * build from it would embed no xz addon at all. Installing with --cpu/--os into a staging
+ * directory fetches the target's packages (pinned by bun.lock) without touching the
+ * node_modules the tests use. */
+async function stageCrossSources(p: Platform): Promise<string> {
+  const stage = await mkdtemp(join(tmpdir(), `ncps-build-${p.arch}-`));
+  for (const entry of ["package.json", "bun.lock", "src", "migrations"]) {
+    await cp(join(ROOT, entry), join(stage, entry), { recursive: true });
+  }
+  const install = Bun.spawnSync(
+    ["bun", "install", "--frozen-lockfile", "--production", "--ignore-scripts", `--os=${p.os}`, `--cpu=${p.arch}`],
+    { cwd: stage, stdout: "pipe", stderr: "pipe" },
+  );
+  if (install.exitCode !== 0) {
+    throw new Error(`installing ${p.os}-${p.arch} packages from the npm registry failed:\n${install.stderr.toString()}`);
+  }
+  return stage;
+}
+
+/** Native addons the bundle loads through a per-platform optional package. */
+const NATIVE_ADDONS = ["@napi-rs/lzma"];
+
+/** A binary without its platform's addon would start, then fail every xz NAR (most of
+ * cache.nixos.org), so a missing one stops the build instead. */
+async function checkNativeAddons(sources: string, p: Platform): Promise<void> {
+  for (const addon of NATIVE_ADDONS) {
+    const pkg = `${addon}-${p.os}-${p.arch}-gnu`;
+    if (!(await Bun.file(join(sources, "node_modules", pkg, "package.json")).exists())) {
+      throw new Error(
+        `${binaryName(p)}: ${pkg} is not installed, so the binary would have no ${addon} native addon ` +
+          `(is the version bun.lock pins for ${addon} published for ${p.os}-${p.arch}?)`,
+      );
+    }
+  }
+}
+
+export async function compile(p: Platform, stamp: { version: string; commit: string }): Promise<string> {
+  const cross = p.arch !== hostPlatform.arch;
+  const sources = cross ? await stageCrossSources(p) : ROOT;
+  try {
+    await checkNativeAddons(sources, p);
+    return await compileFrom(sources, p, stamp);
+  } finally {
+    if (cross) await rm(sources, { recursive: true, force: true });
+  }
+}
+
+async function compileFrom(sources: string, p: Platform, stamp: { version: string; commit: string }): Promise<string> {
+  const outfile = join(DIST, binaryName(p));
+  const result = await Bun.build({
+    entrypoints: [join(sources, "src/main.ts")],
+    target: "bun",
+    format: "esm",
+    minify: true,
+    sourcemap: "none",
+    bytecode: true,
+    define: {
+      NCPS_VERSION: JSON.stringify(stamp.version),
+      NCPS_COMMIT: JSON.stringify(stamp.commit),
+    },
+    compile: {
+      target: `bun-${p.os}-${p.arch}`,
+      outfile,
+      // A service must not change behaviour with the .env or bunfig.toml of its working directory.
+      autoloadDotenv: false,
+      autoloadBunfig: false,
+    },
+  });
+  if (!result.success) {
+    const reasons = result.logs.map((log) => String(log)).join("\n");
+    throw new Error(`building ${binaryName(p)} failed:\n${reasons}`);
+  }
+  return outfile;
+}
+
+/** `sha256sum` format: "<hex>  <name>", one line per file, so `sha256sum -c` reads it too. */
+export async function writeChecksums(files: string[]): Promise<string> {
+  const lines: string[] = [];
+  for (const file of files) {
+    const digest = createHash("sha256").update(await readFile(file)).digest("hex");
+    lines.push(`${digest}  ${basename(file)}`);
+  }
+  const path = join(DIST, "SHA256SUMS");
+  await writeFile(path, `${lines.join("\n")}\n`);
+  return path;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const unknown = argv.filter((a) => a !== "--all");
+  if (unknown.length > 0) {
+    process.stderr.write(`build: unknown argument ${unknown[0]} (usage: bun run build [--all])\n`);
+    return 2;
+  }
+  const platforms = argv.includes("--all") ? allPlatforms : allPlatforms.filter((p) => p.arch === hostPlatform.arch);
+  const stamp = { version: await packageVersion(), commit: gitCommit() };
+  await rm(DIST, { recursive: true, force: true });
+  await mkdir(DIST, { recursive: true });
+  const built: string[] = [];
+  for (const p of platforms) {
+    const started = performance.now();
+    built.push(await compile(p, stamp));
+    const size = Bun.file(built.at(-1)!).size;
+    process.stderr.write(
+      `build: ${binaryName(p)} ${stamp.version} (${stamp.commit}) ${(size / 1e6).toFixed(1)} MB in ${((performance.now() - started) / 1000).toFixed(1)} s\n`,
+    );
+  }
+  await writeChecksums(built);
+  process.stderr.write(`build: wrote ${join("dist", "SHA256SUMS")}\n`);
+  return 0;
+}
+
+if (import.meta.main) {
+  try {
+    process.exitCode = await main(process.argv.slice(2));
+  } catch (err) {
+    process.stderr.write(`build: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exitCode = 1;
+  }
+}
