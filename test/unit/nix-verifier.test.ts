@@ -153,7 +153,8 @@ describe("NarVerifier: mismatches reject with NarVerifyError", () => {
     const withoutFile: NarExpectation = { compression: c, narSize: want.narSize, narHash: want.narHash };
 
     t(`${c}: one flipped byte`, async () => {
-      expect((await failure(verify(want, flipped(file)))).reason).toStartWith("FileHash mismatch");
+      // The decoder may notice first, at the write carrying the bad byte (xz often does).
+      expect((await failure(verify(want, flipped(file)))).reason).toMatch(/^(FileHash mismatch|\w+ stream is corrupt)/);
       // Without FileHash, the decoder or NarHash must still catch it.
       const e = await failure(verify(withoutFile, flipped(file)));
       expect(e.reason).toMatch(c === "none" ? /^NarHash mismatch/ : /^(NarHash mismatch|NarSize|\w+ stream is corrupt)/);
