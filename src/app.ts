@@ -2,6 +2,7 @@
 import { mkdir } from "node:fs/promises";
 import { Cache } from "./cache/cache.ts";
 import { loadSigningKey } from "./cache/signing-key.ts";
+import { Uploads } from "./cache/uploads.ts";
 import type { Config } from "./config/options.ts";
 import type { MetadataStore } from "./db/metadata-store.ts";
 import { openMetadataStore } from "./db/open.ts";
@@ -71,6 +72,7 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
   const store = new LocalBlobStore(config.cacheStorageLocal);
   await startupStep("storage", () => store.check());
   const trustedKeys = await startupStep("upstream public key", () => config.cacheUpstreamPublicKeys.map((k) => parsePublicKey(k)));
+  const trustedUploadKeys = await startupStep("trusted upload key", () => config.cacheTrustedUploadKeys.map((k) => parsePublicKey(k)));
   const netrc = await startupStep("netrc file", () => readNetrc(config.netrcFile, logger));
 
   let db: MetadataStore | null = null;
@@ -99,10 +101,30 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
       priority: config.cachePriority,
       logger,
     });
-    const handle = createFetchHandler({ cache, hostname: config.cacheHostname, logger });
+    const uploads = new Uploads({
+      db,
+      store,
+      pool,
+      signingKey,
+      signNarInfo: config.cacheSignNarinfo,
+      tempDir: config.cacheTempPath,
+      maxUploadBytes: config.cacheMaxUploadSize,
+      trustedUploadKeys: config.cacheRequireTrustedSignature ? trustedUploadKeys : null,
+      logger,
+    });
+    const handle = createFetchHandler({
+      cache,
+      uploads,
+      hostname: config.cacheHostname,
+      policy: { allowPut: config.cacheAllowPutVerb, allowDelete: config.cacheAllowDeleteVerb },
+      auth: { getToken: config.cacheGetToken, putToken: config.cachePutToken },
+      logger,
+    });
     let server: ReturnType<typeof Bun.serve>;
     try {
-      server = Bun.serve({ hostname, port, fetch: handle, idleTimeout: 120 });
+      // Bun refuses bodies over maxRequestBodySize itself (413); ncps checks the same limit.
+      const maxRequestBodySize = Math.max(config.cacheMaxUploadSize, 1024 * 1024) + 1;
+      server = Bun.serve({ hostname, port, fetch: handle, idleTimeout: 120, maxRequestBodySize });
     } catch (err) {
       throw new StartupError(`cannot listen on ${config.serverAddr}: ${(err as Error).message}`);
     }

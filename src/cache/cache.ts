@@ -52,13 +52,15 @@ export class Cache {
     this.cacheInfo = serializeCacheInfo({ storeDir: "/nix/store", wantMassQuery: true, priority: opts.priority, extra: [] });
   }
 
-  /** The narinfo text for a store path hash part (already validated), or null when no one has it. */
-  async narInfo(hash: string): Promise<string | null> {
+  /** The narinfo text for a store path hash part (already validated), or null when no one has
+   * it. `upstream: false` answers from what ncps holds only (the /upload/ prefix). */
+  async narInfo(hash: string, opts: { upstream?: boolean } = {}): Promise<string | null> {
     const text = await this.opts.db.getNarInfoText(hash);
     if (text !== null) {
       this.accessTimes.record(hash);
       return text;
     }
+    if (opts.upstream === false) return null;
     return this.narInfoMisses.run(hash, () => this.fetchNarInfo(hash));
   }
 
@@ -97,8 +99,9 @@ export class Cache {
   }
 
   /** A NAR by our key: stored, being downloaded, or fetchable because a narinfo names it.
-   * `startDownload` false (HEAD) never starts a download. Null when none of these. */
-  async nar(req: NcpsNarRequest, opts: { startDownload: boolean }): Promise<NarSource | null> {
+   * `startDownload` false (HEAD) never starts a download; `upstream: false` considers stored
+   * NARs only. Null when none of these. */
+  async nar(req: NcpsNarRequest, opts: { startDownload: boolean; upstream?: boolean }): Promise<NarSource | null> {
     const { db, store } = this.opts;
     const stored = await db.getNar(req.key);
     if (stored) {
@@ -107,6 +110,7 @@ export class Cache {
       this.opts.logger.warn("NAR recorded but missing from storage; fetching again", { key: req.key });
       await db.deleteNar(req.key);
     }
+    if (opts.upstream === false) return null;
     const inFlight = this.downloads.get(req.key);
     if (inFlight && !inFlight.failed) return this.downloadSource(inFlight);
 

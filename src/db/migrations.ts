@@ -1,6 +1,8 @@
 /** The schema migrations of each dialect, embedded in the binary: every file in
  * migrations/<dialect>/ is imported here statically (a unit test checks none is missing).
  * Forward only, applied in name order. */
+import mysqlInit from "../../migrations/mysql/0001_init.sql" with { type: "text" };
+import postgresInit from "../../migrations/postgres/0001_init.sql" with { type: "text" };
 import sqliteInit from "../../migrations/sqlite/0001_init.sql" with { type: "text" };
 
 export type Dialect = "sqlite" | "postgres" | "mysql";
@@ -13,8 +15,8 @@ export interface Migration {
 
 const MIGRATIONS: Record<Dialect, readonly Migration[]> = {
   sqlite: [{ name: "0001_init", sql: sqliteInit }],
-  postgres: [],
-  mysql: [],
+  postgres: [{ name: "0001_init", sql: postgresInit }],
+  mysql: [{ name: "0001_init", sql: mysqlInit }],
 };
 
 export function migrationsFor(dialect: Dialect): Migration[] {

@@ -1,4 +1,5 @@
-/** GET/HEAD /nar/<hash>.nar[.ext]: from storage (sendfile, Range) or from a download in flight. */
+/** GET/HEAD /nar/<hash>.nar[.ext]: from storage (sendfile, Range) or from a download in flight.
+ * The same under /upload/ answers from storage only. */
 import { Elysia } from "elysia";
 import type { Cache } from "../cache/cache.ts";
 import { parseNcpsNarRequest } from "../nix/nar-url.ts";
@@ -7,11 +8,11 @@ import { errorResponse, notFound, textResponse } from "./errors.ts";
 import { resolveRange } from "./range.ts";
 
 /** Answers GET or HEAD for the path after `/nar/`. */
-export function narHandler(cache: Cache, logger: Logger) {
+export function narHandler(cache: Cache, logger: Logger, opts: { upstream: boolean }) {
   return async (rest: string, request: Request, head: boolean): Promise<Response> => {
     try {
       const req = parseNcpsNarRequest(`nar/${rest}`);
-      const source = await cache.nar(req, { startDownload: !head });
+      const source = await cache.nar(req, { startDownload: !head, upstream: opts.upstream });
       if (!source) return notFound();
       const headers: Record<string, string> = { "content-type": "application/x-nix-nar", "accept-ranges": "bytes" };
       if (head) {
@@ -31,6 +32,9 @@ export function narHandler(cache: Cache, logger: Logger) {
 }
 
 export function narRoutes(cache: Cache, logger: Logger) {
-  const handle = narHandler(cache, logger);
-  return new Elysia().get("/nar/*", ({ params, request }) => handle(params["*"], request, false));
+  const fromAnywhere = narHandler(cache, logger, { upstream: true });
+  const heldOnly = narHandler(cache, logger, { upstream: false });
+  return new Elysia()
+    .get("/nar/*", ({ params, request }) => fromAnywhere(params["*"], request, false))
+    .get("/upload/nar/*", ({ params, request }) => heldOnly(params["*"], request, false));
 }

@@ -1,20 +1,28 @@
-/** GET/HEAD /<hash>.narinfo */
+/** GET/HEAD /<hash>.narinfo (and /upload/<hash>.narinfo, which never asks an upstream). */
 import { Elysia } from "elysia";
 import type { Cache } from "../cache/cache.ts";
+import { NixFormatError } from "../nix/errors.ts";
 import { isStorePathHash } from "../nix/store-path.ts";
 import type { Logger } from "../telemetry/logger.ts";
-import { errorResponse, notFound, textResponse } from "./errors.ts";
+import { errorResponse, notFound } from "./errors.ts";
 
 const SUFFIX = ".narinfo";
 
-/** Answers GET or HEAD for `/<name>` when name is `<hash>.narinfo` (404 otherwise). */
-export function narInfoHandler(cache: Cache, logger: Logger) {
+/** The hash of a `<hash>.narinfo` path segment; null when the name is no narinfo at all. */
+export function narInfoHashOf(name: string): string | null {
+  if (!name.endsWith(SUFFIX)) return null;
+  const hash = name.slice(0, -SUFFIX.length);
+  if (!isStorePathHash(hash)) throw new NixFormatError("invalid narinfo hash: expected 32 nix32 characters", "path");
+  return hash;
+}
+
+/** Answers GET or HEAD for `/<name>`. */
+export function narInfoHandler(cache: Cache, logger: Logger, opts: { upstream: boolean }) {
   return async (name: string, head: boolean): Promise<Response> => {
-    if (!name.endsWith(SUFFIX)) return notFound();
-    const hash = name.slice(0, -SUFFIX.length);
-    if (!isStorePathHash(hash)) return textResponse(400, "invalid narinfo hash: expected 32 nix32 characters");
     try {
-      const text = await cache.narInfo(hash);
+      const hash = narInfoHashOf(name);
+      if (hash === null) return notFound();
+      const text = await cache.narInfo(hash, opts);
       if (text === null) return notFound();
       const headers = {
         "content-type": "text/x-nix-narinfo",
@@ -22,12 +30,15 @@ export function narInfoHandler(cache: Cache, logger: Logger) {
       };
       return new Response(head ? null : text, { headers });
     } catch (err) {
-      return errorResponse(err, logger, { hash });
+      return errorResponse(err, logger, { name });
     }
   };
 }
 
 export function narInfoRoutes(cache: Cache, logger: Logger) {
-  const handle = narInfoHandler(cache, logger);
-  return new Elysia().get("/:name", ({ params }) => handle(params.name, false));
+  const fromAnywhere = narInfoHandler(cache, logger, { upstream: true });
+  const heldOnly = narInfoHandler(cache, logger, { upstream: false });
+  return new Elysia()
+    .get("/:name", ({ params }) => fromAnywhere(params.name, false))
+    .get("/upload/:name", ({ params }) => heldOnly(params.name, false));
 }

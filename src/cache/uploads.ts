@@ -1,0 +1,270 @@
+/** Writes from clients: `nix copy --to` (NAR then narinfo), `nix store copy-log --to`, and
+ * deletes. Every refusal is a Refusal with a one-line reason and leaves storage and database
+ * as they were; only verified objects are recorded. */
+import { open, rm } from "node:fs/promises";
+import { join } from "node:path";
+import type { MetadataStore, NarInfoRecord } from "../db/metadata-store.ts";
+import { parseCompression } from "../nix/compression.ts";
+import { NixFormatError } from "../nix/errors.ts";
+import { canonicalHash } from "../nix/hash.ts";
+import { parseNcpsNarRequest, type NcpsNarRequest } from "../nix/nar-url.ts";
+import { NarVerifyError } from "../nix/nar-verifier.ts";
+import { parseNarInfo, serializeNarInfo, type NarInfo } from "../nix/narinfo.ts";
+import { encodeNix32 } from "../nix/nix32.ts";
+import { signNarInfo, verifyNarInfo, type PublicKey, type SecretKey } from "../nix/signature.ts";
+import { parseStorePath, parseStorePathBaseName } from "../nix/store-path.ts";
+import type { BlobStore } from "../storage/blob-store.ts";
+import type { Logger } from "../telemetry/logger.ts";
+import type { UpstreamPool } from "../upstream/pool.ts";
+import { Refusal } from "./errors.ts";
+import { verifyStoredNar } from "./verify-stored.ts";
+
+export interface UploadOptions {
+  db: MetadataStore;
+  store: BlobStore;
+  pool: UpstreamPool;
+  signingKey: SecretKey;
+  signNarInfo: boolean;
+  tempDir: string;
+  maxUploadBytes: number;
+  /** When set, an uploaded narinfo must carry a valid signature by one of these. */
+  trustedUploadKeys: PublicKey[] | null;
+  logger: Logger;
+}
+
+/** A narinfo is a few hundred bytes; this bounds what a client can make us buffer. */
+const MAX_NARINFO_BYTES = 1024 * 1024;
+
+export type WriteResult = "created" | "unchanged";
+
+export class Uploads {
+  private seq = 0;
+
+  constructor(private readonly opts: UploadOptions) {}
+
+  private checkDeclaredLength(length: number | null, max: number) {
+    if (length !== null && length > max) throw new Refusal("too-large", `body of ${length} bytes exceeds the limit of ${max}`);
+  }
+
+  /** Stream a body to a temp file, hashing it; refuses more than `max` bytes. */
+  private async receive(body: ReadableStream<Uint8Array>, max: number): Promise<{ path: string; size: number; sha256: string }> {
+    const path = join(this.opts.tempDir, `ncps-upload-${process.pid}-${++this.seq}`);
+    const fd = await open(path, "wx");
+    const hasher = new Bun.CryptoHasher("sha256");
+    let size = 0;
+    try {
+      for await (const chunk of body) {
+        size += chunk.length;
+        if (size > max) throw new Refusal("too-large", `body exceeds the limit of ${max} bytes`);
+        hasher.update(chunk);
+        let offset = 0;
+        while (offset < chunk.length) offset += (await fd.write(chunk, offset)).bytesWritten;
+      }
+      await fd.close();
+      return { path, size, sha256: `sha256:${encodeNix32(hasher.digest())}` };
+    } catch (err) {
+      await fd.close().catch(() => {});
+      await rm(path, { force: true });
+      if (err instanceof Refusal) throw err;
+      throw new Refusal("bad-request", `reading the body failed: ${(err as Error).message}`);
+    }
+  }
+
+  /** PUT /nar/<hash>.nar[.ext]: the URL names the FileHash, which the body must match. Stored
+   * now, recorded when the narinfo naming it arrives and verifies. */
+  async putNar(req: NcpsNarRequest, body: ReadableStream<Uint8Array> | null, declaredLength: number | null): Promise<WriteResult> {
+    this.checkDeclaredLength(declaredLength, this.opts.maxUploadBytes);
+    if (!body) throw new Refusal("bad-request", "empty NAR upload");
+    if (await this.opts.store.stat(req.key)) {
+      await body.cancel().catch(() => {});
+      return "unchanged"; // the key is the content hash: same key, same bytes
+    }
+    const received = await this.receive(body, this.opts.maxUploadBytes);
+    try {
+      if (received.sha256 !== `sha256:${req.hashPart}`) {
+        throw new Refusal("bad-request", `NAR body hashes to ${received.sha256}, but its URL names sha256:${req.hashPart}`);
+      }
+      await this.opts.store.putFile(req.key, received.path);
+    } finally {
+      await rm(received.path, { force: true });
+    }
+    this.opts.logger.info("NAR uploaded", { key: req.key, size: received.size });
+    return "created";
+  }
+
+  /** PUT /<hash>.narinfo: validated, its NAR verified, re-signed, recorded. */
+  async putNarInfo(hash: string, body: ReadableStream<Uint8Array> | null, declaredLength: number | null): Promise<WriteResult> {
+    this.checkDeclaredLength(declaredLength, MAX_NARINFO_BYTES);
+    if (!body) throw new Refusal("bad-request", "empty narinfo upload");
+    const text = await readLimited(body, MAX_NARINFO_BYTES);
+    const narinfo = asBadRequest(() => parseNarInfo(text));
+    const { hashPart, baseName } = asBadRequest(() => parseStorePath(narinfo.storePath));
+    if (hashPart !== hash) throw new Refusal("bad-request", `narinfo is for ${narinfo.storePath}, not ${hash}`);
+    const nar = asBadRequest(() => parseNcpsNarRequest(narinfo.url));
+    const compression = asBadRequest(() => parseCompression(narinfo.compression));
+    if (compression !== nar.compression) {
+      throw new Refusal("bad-request", `Compression ${compression} does not match the URL ${narinfo.url}`);
+    }
+    if (this.opts.trustedUploadKeys && !verifyNarInfo(narinfo, this.opts.trustedUploadKeys)) {
+      throw new Refusal("forbidden", "narinfo carries no valid signature by a trusted upload key");
+    }
+    if (narinfo.fileHash !== undefined && asBadRequest(() => canonicalHash(narinfo.fileHash!)) !== `sha256:${nar.hashPart}`) {
+      throw new Refusal("bad-request", `FileHash ${narinfo.fileHash} does not match the URL ${narinfo.url}`);
+    }
+    const stat = await this.opts.store.stat(nar.key);
+    if (!stat) throw new Refusal("bad-request", `${nar.key} has not been uploaded: PUT the NAR first`);
+    if (narinfo.fileSize !== undefined && narinfo.fileSize !== stat.size) {
+      throw new Refusal("bad-request", `FileSize ${narinfo.fileSize} does not match the stored NAR (${stat.size} bytes)`);
+    }
+    const existing = await this.opts.db.getNarInfo(hash);
+    const record = this.uploadedRecord(hash, narinfo, nar.key, compression);
+    if (existing) return this.sameOrConflict(existing, record);
+    await this.checkReferences(narinfo, baseName);
+
+    let digest;
+    try {
+      digest = await verifyStoredNar(this.opts.store, nar.key, {
+        compression,
+        fileSize: stat.size,
+        fileHash: `sha256:${nar.hashPart}`,
+        narSize: narinfo.narSize,
+        narHash: narinfo.narHash,
+      });
+    } catch (err) {
+      if (err instanceof NarVerifyError) throw new Refusal("bad-request", `stored NAR does not match the narinfo: ${err.reason}`);
+      throw err;
+    }
+    await this.opts.db.putNar({ key: nar.key, size: digest.fileSize, fileHash: digest.fileHash, narHash: digest.narHash, createdAt: Date.now() });
+    if (!(await this.opts.db.insertNarInfoIfAbsent(record))) {
+      return this.sameOrConflict((await this.opts.db.getNarInfo(hash))!, record);
+    }
+    this.opts.logger.info("narinfo uploaded", { hash, storePath: narinfo.storePath });
+    return "created";
+  }
+
+  private uploadedRecord(hash: string, narinfo: NarInfo, narKey: string, compression: string): NarInfoRecord {
+    const served = this.opts.signNarInfo ? signNarInfo({ ...narinfo, compression }, this.opts.signingKey) : { ...narinfo, compression };
+    return {
+      hash,
+      storePath: served.storePath,
+      text: serializeNarInfo(served),
+      narKey,
+      upstream: null,
+      upstreamNarUrl: null,
+      compression,
+      fileHash: served.fileHash ? canonicalHash(served.fileHash) : null,
+      fileSize: served.fileSize ?? null,
+      narHash: canonicalHash(served.narHash),
+      narSize: served.narSize,
+      references: served.references ?? [],
+      createdAt: Date.now(),
+    };
+  }
+
+  private sameOrConflict(existing: NarInfoRecord, record: NarInfoRecord): WriteResult {
+    if (existing.text === record.text) return "unchanged";
+    throw new Refusal("conflict", `ncps already holds a different narinfo for ${existing.storePath}`);
+  }
+
+  /** Every reference must be servable: held here, available upstream, or the path itself. */
+  private async checkReferences(narinfo: NarInfo, self: string) {
+    for (const reference of narinfo.references ?? []) {
+      if (reference === self) continue;
+      const { hashPart } = asBadRequest(() => parseStorePathBaseName(reference));
+      if ((await this.opts.db.getNarInfoText(hashPart)) !== null) continue;
+      if ((await this.opts.pool.lookupNarInfo(hashPart)) !== null) continue;
+      throw new Refusal("bad-request", `reference ${reference} is neither in ncps nor in an upstream: upload it first`);
+    }
+  }
+
+  /** DELETE /<hash>.narinfo: the record, and its NAR when no other narinfo names it. */
+  async deleteNarInfo(hash: string): Promise<boolean> {
+    const record = await this.opts.db.getNarInfo(hash);
+    if (!record) return false;
+    await this.opts.db.deleteNarInfo(hash);
+    if ((await this.opts.db.narInfosForNar(record.narKey)).length === 0) await this.removeNar(record.narKey);
+    this.opts.pool.forgetMiss(hash);
+    this.opts.logger.info("narinfo deleted", { hash });
+    return true;
+  }
+
+  /** DELETE /nar/...: the bytes, the record, and every narinfo naming it. */
+  async deleteNar(key: string): Promise<boolean> {
+    const named = await this.opts.db.narInfosForNar(key);
+    for (const n of named) await this.opts.db.deleteNarInfo(n.hash);
+    const removed = await this.removeNar(key);
+    if (removed || named.length > 0) this.opts.logger.info("NAR deleted", { key, narinfos: named.length });
+    return removed || named.length > 0;
+  }
+
+  private async removeNar(key: string): Promise<boolean> {
+    const recorded = await this.opts.db.deleteNar(key);
+    const stored = await this.opts.store.delete(key);
+    return recorded || stored;
+  }
+
+  /** PUT /log/<drv>: a build log, kept as sent. */
+  async putLog(drv: string, body: ReadableStream<Uint8Array> | null, declaredLength: number | null): Promise<WriteResult> {
+    const key = logKey(drv);
+    this.checkDeclaredLength(declaredLength, this.opts.maxUploadBytes);
+    if (!body) throw new Refusal("bad-request", "empty log upload");
+    const received = await this.receive(body, this.opts.maxUploadBytes);
+    try {
+      await this.opts.store.putFile(key, received.path);
+    } finally {
+      await rm(received.path, { force: true });
+    }
+    return "created";
+  }
+
+  /** GET /log/<drv>: stored, else the first upstream that has it. */
+  async getLog(drv: string): Promise<LogBody | null> {
+    const key = logKey(drv);
+    const stored = await this.opts.store.get(key);
+    if (stored) return stored;
+    for (const upstream of this.opts.pool.upstreams) {
+      try {
+        const res = await upstream.get(upstream.resolve(key));
+        if (res.status === 200 && res.body) {
+          const length = Number(res.headers.get("content-length") ?? NaN);
+          return { body: res.body, length: Number.isFinite(length) ? length : null };
+        }
+        await res.body?.cancel();
+      } catch {
+        // next upstream
+      }
+    }
+    return null;
+  }
+}
+
+export interface LogBody {
+  body: Blob | ReadableStream<Uint8Array>;
+  length: number | null;
+}
+
+export function logKey(drv: string): string {
+  if (!drv.endsWith(".drv")) throw new Refusal("bad-request", "a build log is named by its derivation: <hash>-<name>.drv");
+  asBadRequest(() => parseStorePathBaseName(drv));
+  return `log/${drv}`;
+}
+
+function asBadRequest<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    if (err instanceof NixFormatError) throw new Refusal("bad-request", err.message);
+    throw err;
+  }
+}
+
+async function readLimited(body: ReadableStream<Uint8Array>, max: number): Promise<string> {
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of body) {
+    size += chunk.length;
+    if (size > max) throw new Refusal("too-large", `narinfo exceeds ${max} bytes`);
+    chunks.push(chunk);
+  }
+  return new TextDecoder("utf-8", { fatal: false }).decode(Buffer.concat(chunks));
+}

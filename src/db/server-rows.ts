@@ -1,0 +1,101 @@
+/** What the two server engines (postgres, mysql) share: the shape of their rows, how a row
+ * becomes a record, and the retry of a write transaction the server chose to abort. */
+import type { NarInfoRecord, NarRecord } from "./metadata-store.ts";
+
+/** Connection pool size; 0 or absent means the engine's default. */
+export interface PoolSettings {
+  maxOpenConns?: number;
+  maxIdleConns?: number;
+}
+
+/** Defaults as in the Go ncps for PostgreSQL (25 open, 5 idle), used for MySQL too. */
+export function poolSizes(pool: PoolSettings = {}): { maxOpen: number; maxIdle: number } {
+  const maxOpen = pool.maxOpenConns && pool.maxOpenConns > 0 ? pool.maxOpenConns : 25;
+  const maxIdle = pool.maxIdleConns && pool.maxIdleConns > 0 ? pool.maxIdleConns : 5;
+  return { maxOpen, maxIdle: Math.min(maxIdle, maxOpen) };
+}
+
+/** Seconds to wait for a server to accept a connection and log in. */
+export const DEFAULT_CONNECT_TIMEOUT_SECONDS = 5;
+
+export interface NarInfoRow {
+  hash: string;
+  store_path: string;
+  text: string;
+  nar_key: string;
+  upstream: string | null;
+  upstream_nar_url: string | null;
+  compression: string;
+  file_hash: string | null;
+  file_size: number | null;
+  nar_hash: string;
+  nar_size: number;
+  created_at: number;
+}
+
+export interface NarRow {
+  key: string;
+  size: number;
+  file_hash: string | null;
+  nar_hash: string;
+  created_at: number;
+}
+
+export function narInfoFromRow(row: NarInfoRow, references: string[]): NarInfoRecord {
+  return {
+    hash: row.hash,
+    storePath: row.store_path,
+    text: row.text,
+    narKey: row.nar_key,
+    upstream: row.upstream,
+    upstreamNarUrl: row.upstream_nar_url,
+    compression: row.compression,
+    fileHash: row.file_hash,
+    fileSize: row.file_size === null ? null : Number(row.file_size),
+    narHash: row.nar_hash,
+    narSize: Number(row.nar_size),
+    references,
+    createdAt: Number(row.created_at),
+  };
+}
+
+export function narFromRow(row: NarRow): NarRecord {
+  return { key: row.key, size: Number(row.size), fileHash: row.file_hash, narHash: row.nar_hash, createdAt: Number(row.created_at) };
+}
+
+/** References without duplicates, in a fixed order (so concurrent writers lock rows alike). */
+export function uniqueReferences(references: readonly string[]): string[] {
+  return [...new Set(references)].sort();
+}
+
+/** The narinfo columns in insert order, with their values from a record. */
+export function narInfoValues(rec: NarInfoRecord): (string | number | null)[] {
+  return [
+    rec.hash,
+    rec.storePath,
+    rec.text,
+    rec.narKey,
+    rec.upstream,
+    rec.upstreamNarUrl,
+    rec.compression,
+    rec.fileHash,
+    rec.fileSize,
+    rec.narHash,
+    rec.narSize,
+    rec.createdAt,
+    rec.createdAt, // last_accessed_at starts at creation
+  ];
+}
+
+/** Runs `fn` again (a few times) when the server aborted it to break a deadlock between
+ * concurrent writers; each try must be a whole transaction. */
+export async function retryAborted<T>(isAborted: (err: unknown) => boolean, fn: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (attempt >= 5 || !isAborted(err)) throw err;
+      await Bun.sleep(attempt * 5 * Math.random());
+    }
+  }
+}

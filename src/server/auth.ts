@@ -1,0 +1,50 @@
+/** Bearer tokens for reads and writes. Nix clients can only send netrc credentials, which
+ * curl sends as HTTP Basic, so the token is also accepted as the Basic password. */
+import { createHash, timingSafeEqual } from "node:crypto";
+import { textResponse } from "./errors.ts";
+
+export interface AuthOptions {
+  getToken?: string;
+  putToken?: string;
+}
+
+/** Paths a load balancer or orchestrator probes without credentials. */
+const OPEN_PATHS = new Set(["/healthz"]);
+
+function presentedToken(header: string | null): string | null {
+  if (!header) return null;
+  const [scheme, value = ""] = header.trim().split(/\s+/, 2);
+  if (scheme?.toLowerCase() === "bearer") return value;
+  if (scheme?.toLowerCase() === "basic") {
+    const decoded = Buffer.from(value, "base64").toString("utf8");
+    const colon = decoded.indexOf(":");
+    return colon >= 0 ? decoded.slice(colon + 1) : null;
+  }
+  return null;
+}
+
+/** Equal-length digests, so the comparison time says nothing about the token. */
+function sameToken(a: string, b: string): boolean {
+  const digest = (s: string) => createHash("sha256").update(s).digest();
+  return timingSafeEqual(digest(a), digest(b));
+}
+
+/** Returns a 401 response for a request that lacks the token it needs, else null. Writes use
+ * the put token, or the get token when only that one is set. */
+export function createAuthGuard(opts: AuthOptions): (req: Request) => Response | null {
+  const readToken = opts.getToken || undefined;
+  const writeToken = opts.putToken || readToken;
+  if (!readToken && !writeToken) return () => null;
+  return (req) => {
+    const isRead = req.method === "GET" || req.method === "HEAD";
+    const needed = isRead ? readToken : writeToken;
+    if (!needed) return null;
+    if (isRead && OPEN_PATHS.has(new URL(req.url).pathname)) return null;
+    const presented = presentedToken(req.headers.get("authorization"));
+    if (presented !== null && sameToken(presented, needed)) return null;
+    const res = textResponse(401, "authentication required");
+    res.headers.append("www-authenticate", 'Bearer realm="ncps"');
+    res.headers.append("www-authenticate", 'Basic realm="ncps"');
+    return res;
+  };
+}
