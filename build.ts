@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 
 const ROOT = import.meta.dir;
-export const DIST = join(ROOT, "dist");
+const DIST = join(ROOT, "dist");
 
 export interface Platform {
   os: "linux";
@@ -83,19 +83,24 @@ async function checkNativeAddons(sources: string, p: Platform): Promise<void> {
   }
 }
 
-export async function compile(p: Platform, stamp: { version: string; commit: string }): Promise<string> {
+export interface Stamp {
+  version: string;
+  commit: string;
+}
+
+async function compile(p: Platform, stamp: Stamp, outDir: string): Promise<string> {
   const cross = p.arch !== hostPlatform.arch;
   const sources = cross ? await stageCrossSources(p) : ROOT;
   try {
     await checkNativeAddons(sources, p);
-    return await compileFrom(sources, p, stamp);
+    return await compileFrom(sources, p, stamp, outDir);
   } finally {
     if (cross) await rm(sources, { recursive: true, force: true });
   }
 }
 
-async function compileFrom(sources: string, p: Platform, stamp: { version: string; commit: string }): Promise<string> {
-  const outfile = join(DIST, binaryName(p));
+async function compileFrom(sources: string, p: Platform, stamp: Stamp, outDir: string): Promise<string> {
+  const outfile = join(outDir, binaryName(p));
   const result = await Bun.build({
     entrypoints: [join(sources, "src/main.ts")],
     target: "bun",
@@ -123,15 +128,45 @@ async function compileFrom(sources: string, p: Platform, stamp: { version: strin
 }
 
 /** `sha256sum` format: "<hex>  <name>", one line per file, so `sha256sum -c` reads it too. */
-export async function writeChecksums(files: string[]): Promise<string> {
+async function writeChecksums(files: string[], outDir: string): Promise<string> {
   const lines: string[] = [];
   for (const file of files) {
     const digest = createHash("sha256").update(await readFile(file)).digest("hex");
     lines.push(`${digest}  ${basename(file)}`);
   }
-  const path = join(DIST, "SHA256SUMS");
+  const path = join(outDir, "SHA256SUMS");
   await writeFile(path, `${lines.join("\n")}\n`);
   return path;
+}
+
+export interface BuildResult {
+  stamp: Stamp;
+  binaries: string[];
+  checksums: string;
+}
+
+/** Builds `platforms` into `outDir` (emptied first): what `bun run build` does into dist/,
+ * and what the tests do into a temp directory. */
+export async function build(opts: {
+  outDir: string;
+  platforms?: Platform[];
+  log?: (line: string) => void;
+}): Promise<BuildResult> {
+  const platforms = opts.platforms ?? [hostPlatform];
+  const log = opts.log ?? (() => {});
+  const stamp = { version: await packageVersion(), commit: gitCommit() };
+  await rm(opts.outDir, { recursive: true, force: true });
+  await mkdir(opts.outDir, { recursive: true });
+  const binaries: string[] = [];
+  for (const p of platforms) {
+    const started = performance.now();
+    const binary = await compile(p, stamp, opts.outDir);
+    binaries.push(binary);
+    const seconds = (performance.now() - started) / 1000;
+    log(`${binaryName(p)} ${stamp.version} (${stamp.commit}) ${(Bun.file(binary).size / 1e6).toFixed(1)} MB in ${seconds.toFixed(1)} s`);
+  }
+  const checksums = await writeChecksums(binaries, opts.outDir);
+  return { stamp, binaries, checksums };
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -140,21 +175,9 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`build: unknown argument ${unknown[0]} (usage: bun run build [--all])\n`);
     return 2;
   }
-  const platforms = argv.includes("--all") ? allPlatforms : allPlatforms.filter((p) => p.arch === hostPlatform.arch);
-  const stamp = { version: await packageVersion(), commit: gitCommit() };
-  await rm(DIST, { recursive: true, force: true });
-  await mkdir(DIST, { recursive: true });
-  const built: string[] = [];
-  for (const p of platforms) {
-    const started = performance.now();
-    built.push(await compile(p, stamp));
-    const size = Bun.file(built.at(-1)!).size;
-    process.stderr.write(
-      `build: ${binaryName(p)} ${stamp.version} (${stamp.commit}) ${(size / 1e6).toFixed(1)} MB in ${((performance.now() - started) / 1000).toFixed(1)} s\n`,
-    );
-  }
-  await writeChecksums(built);
-  process.stderr.write(`build: wrote ${join("dist", "SHA256SUMS")}\n`);
+  const platforms = argv.includes("--all") ? allPlatforms : [hostPlatform];
+  await build({ outDir: DIST, platforms, log: (line) => process.stderr.write(`build: ${line}\n`) });
+  process.stderr.write("build: wrote dist/SHA256SUMS\n");
   return 0;
 }
 

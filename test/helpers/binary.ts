@@ -1,0 +1,45 @@
+/** The compiled ncps, for tests of the release artefacts (binary, install.sh, systemd unit):
+ * built once per test process by build.ts into a temp directory (never dist/, which a
+ * developer or CI may be using), removed when the process exits. */
+import { rmSync } from "node:fs";
+import { mkdtemp } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { build, type BuildResult } from "../../build.ts";
+import { startNcpsProcess, type NcpsProcess } from "./ncps.ts";
+
+export interface CompiledNcps extends BuildResult {
+  /** The directory holding the binary and SHA256SUMS, laid out like dist/. */
+  dir: string;
+  /** The binary for this machine. */
+  binary: string;
+}
+
+let compiled: Promise<CompiledNcps> | undefined;
+
+export function compiledNcps(): Promise<CompiledNcps> {
+  compiled ??= (async () => {
+    const dir = await mkdtemp(join(tmpdir(), "ncps-dist-"));
+    process.once("exit", () => rmSync(dir, { recursive: true, force: true }));
+    const result = await build({ outDir: dir });
+    return { ...result, dir, binary: result.binaries[0]! };
+  })();
+  return compiled;
+}
+
+/** startNcpsProcess with `command` (a binary, or a wrapper script that ends by exec-ing one)
+ * in place of NCPS_BIN. startNcpsProcess reads NCPS_BIN synchronously, before its first
+ * await when `dataDir` is given, so setting it around the call affects only this start. */
+export function startNcpsBinary(
+  command: string,
+  opts: Parameters<typeof startNcpsProcess>[0] & { dataDir: string },
+): Promise<NcpsProcess> {
+  const saved = process.env.NCPS_BIN;
+  process.env.NCPS_BIN = command;
+  try {
+    return startNcpsProcess(opts);
+  } finally {
+    if (saved === undefined) delete process.env.NCPS_BIN;
+    else process.env.NCPS_BIN = saved;
+  }
+}
