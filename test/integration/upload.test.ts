@@ -1,0 +1,301 @@
+/** Uploads, deletes and tokens over HTTP: every refusal gets the right status and a one-line
+ * reason and leaves storage and database as they were. */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { Database } from "bun:sqlite";
+import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { startNcps, type RunningNcps } from "../../src/app.ts";
+import { loadConfig } from "../../src/config/load.ts";
+import { encodeNix32 } from "../../src/nix/nix32.ts";
+import { serializeNarInfo, type NarInfo } from "../../src/nix/narinfo.ts";
+import { formatPublicKey, generateSecretKey, signNarInfo, toPublicKey } from "../../src/nix/signature.ts";
+import { silentLogger } from "../../src/telemetry/logger.ts";
+import { CACHE_NIXOS_ORG_KEY, readFixture } from "../helpers/fixtures.ts";
+
+/** A minimal valid NAR: a regular file with `contents` (Nix's archive format, written out). */
+function makeNar(contents: string): Uint8Array {
+  const parts: Buffer[] = [];
+  const str = (s: string | Buffer) => {
+    const b = typeof s === "string" ? Buffer.from(s) : s;
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64LE(BigInt(b.length));
+    parts.push(len, b, Buffer.alloc((8 - (b.length % 8)) % 8));
+  };
+  for (const s of ["nix-archive-1", "(", "type", "regular", "contents"]) str(s);
+  str(Buffer.from(contents));
+  str(")");
+  return new Uint8Array(Buffer.concat(parts));
+}
+
+const sha = (b: Uint8Array) => `sha256:${encodeNix32(new Bun.CryptoHasher("sha256").update(b).digest())}`;
+const storeHash = (seed: string) => encodeNix32(new Bun.CryptoHasher("sha1").update(seed).digest()).slice(0, 32);
+const clientKey = generateSecretKey("client-1");
+const strangerKey = generateSecretKey("stranger-1");
+
+interface Upload {
+  hash: string;
+  nar: Uint8Array;
+  narUrl: string;
+  narinfo: NarInfo;
+  text: string;
+}
+
+function makeUpload(name: string, opts: { references?: string[]; key?: typeof clientKey | null } = {}): Upload {
+  const nar = makeNar(`contents of ${name} ${Math.random()}`);
+  const hash = storeHash(name + Math.random());
+  const fileHash = sha(nar);
+  const narUrl = `nar/${fileHash.slice(7)}.nar`;
+  let narinfo: NarInfo = {
+    storePath: `/nix/store/${hash}-${name}`,
+    url: narUrl,
+    compression: "none",
+    fileHash,
+    fileSize: nar.length,
+    narHash: fileHash,
+    narSize: nar.length,
+    references: opts.references ?? [],
+    sigs: [],
+    extra: [],
+  };
+  if (opts.key !== null) narinfo = signNarInfo(narinfo, opts.key ?? clientKey);
+  return { hash, nar, narUrl, narinfo, text: serializeNarInfo(narinfo) };
+}
+
+interface Instance {
+  ncps: RunningNcps;
+  dataDir: string;
+  snapshot(): Promise<string>;
+  req(path: string, init?: RequestInit & { token?: string }): Promise<Response>;
+}
+
+const work = await mkdtemp(join(tmpdir(), "ncps-upload-it-"));
+const instances: Instance[] = [];
+let upstream: ReturnType<typeof Bun.serve>;
+let upstreamHits = 0;
+const FIXTURE = "n5glp21rsz314qssw9fbvfswgy3kc68f";
+
+async function start(name: string, args: Record<string, unknown>): Promise<Instance> {
+  const dataDir = join(work, name);
+  const config = await loadConfig(
+    {
+      "server-addr": "127.0.0.1:0",
+      "cache-hostname": "ncps-test",
+      "cache-storage-local": dataDir,
+      "cache-temp-path": join(dataDir, "tmp"),
+      "cache-upstream-url": [`http://127.0.0.1:${upstream.port}`],
+      "cache-upstream-public-key": [CACHE_NIXOS_ORG_KEY],
+      "cache-upstream-negative-ttl": "0s",
+      ...args,
+    },
+    {},
+  );
+  const ncps = await startNcps(config, silentLogger);
+  const dbFile = join(dataDir, "db", "db.sqlite");
+  const instance: Instance = {
+    ncps,
+    dataDir,
+    async snapshot() {
+      const files = async (dir: string): Promise<string[]> =>
+        (await readdir(join(dataDir, dir), { recursive: true }).catch(() => [] as string[])).map(String).sort();
+      const db = new Database(dbFile, { readonly: true });
+      const rows = ["narinfos", "nars", "narinfo_references"].map((t) => db.query(`SELECT * FROM ${t} ORDER BY 1`).all());
+      db.close();
+      const tmp = (await files("tmp")).filter((f) => f.startsWith("ncps-"));
+      return JSON.stringify({ nar: await files("nar"), log: await files("log"), tmp, rows });
+    },
+    req(path, init = {}) {
+      const headers = new Headers(init.headers);
+      if (init.token) headers.set("authorization", `Bearer ${init.token}`);
+      return fetch(`${ncps.url}/${path}`, { ...init, headers });
+    },
+  };
+  instances.push(instance);
+  return instance;
+}
+
+/** The request is refused with `status` and a one-line reason, and nothing changed. */
+async function expectRefused(i: Instance, status: number, send: () => Promise<Response>): Promise<string> {
+  const before = await i.snapshot();
+  const res = await send();
+  const body = await res.text();
+  expect(res.status).toBe(status);
+  expect(body.trim().split("\n")).toHaveLength(1);
+  await i.ncps.cache.drain();
+  expect(await i.snapshot()).toBe(before);
+  return body.trim();
+}
+
+const put = (i: Instance, path: string, body: BodyInit, token?: string) => i.req(path, { method: "PUT", body, token });
+
+let open: Instance;
+let closed: Instance;
+
+beforeAll(async () => {
+  upstream = Bun.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    fetch(req) {
+      upstreamHits++;
+      const path = new URL(req.url).pathname;
+      return path === `/${FIXTURE}.narinfo` ? new Response(readFixture(FIXTURE)) : new Response("not found", { status: 404 });
+    },
+  });
+  open = await start("open", { "cache-allow-put-verb": true, "cache-allow-delete-verb": true, "cache-max-upload-size": "64K" });
+  closed = await start("closed", {});
+});
+
+afterAll(async () => {
+  for (const i of instances) await i.ncps.stop();
+  upstream.stop(true);
+  await rm(work, { recursive: true, force: true });
+});
+
+describe("uploads", () => {
+  test("PUT and DELETE are refused with 405 unless enabled", async () => {
+    const u = makeUpload("disabled");
+    await expectRefused(closed, 405, () => put(closed, u.narUrl, u.nar));
+    await expectRefused(closed, 405, () => put(closed, `${u.hash}.narinfo`, u.text));
+    await expectRefused(closed, 405, () => closed.req(`${u.hash}.narinfo`, { method: "DELETE" }));
+  });
+
+  test("PUT /nix-cache-info is refused: ncps owns it", async () => {
+    await expectRefused(open, 405, () => put(open, "nix-cache-info", "StoreDir: /elsewhere\n"));
+    expect(await (await open.req("nix-cache-info")).text()).toContain("StoreDir: /nix/store");
+  });
+
+  test("a NAR whose body does not match the hash in its URL is refused", async () => {
+    const u = makeUpload("mismatch");
+    const other = makeUpload("other");
+    const reason = await expectRefused(open, 400, () => put(open, u.narUrl, other.nar));
+    expect(reason).toContain("hashes to");
+  });
+
+  test("a body over --cache-max-upload-size gets 413, declared or streamed", async () => {
+    const big = new Uint8Array(70 * 1024);
+    const url = `nar/${sha(big).slice(7)}.nar`;
+    await expectRefused(open, 413, () => put(open, url, big));
+    const stream = new ReadableStream({
+      start(c) {
+        for (let i = 0; i < 70; i++) c.enqueue(new Uint8Array(1024));
+        c.close();
+      },
+    });
+    await expectRefused(open, 413, () => put(open, url, stream));
+  });
+
+  test("malformed paths and narinfos get 400", async () => {
+    const u = makeUpload("malformed");
+    await expectRefused(open, 400, () => put(open, "nar/not-a-hash.nar", u.nar));
+    await expectRefused(open, 400, () => put(open, "short.narinfo", u.text));
+    await expectRefused(open, 400, () => put(open, `${u.hash}.narinfo`, "StorePath: /nix/store/x\n"));
+    await expectRefused(open, 400, () => put(open, `${storeHash("elsewhere")}.narinfo`, u.text)); // hash of another path
+    const reason = await expectRefused(open, 400, () => put(open, `${u.hash}.narinfo`, u.text)); // NAR never uploaded
+    expect(reason).toContain("PUT the NAR first");
+  });
+
+  test("a narinfo that does not match its uploaded NAR is refused, nothing recorded", async () => {
+    const u = makeUpload("wrong-narhash");
+    expect((await put(open, u.narUrl, u.nar)).status).toBe(201);
+    const lying = serializeNarInfo(signNarInfo({ ...u.narinfo, narHash: sha(new Uint8Array([1])), sigs: [] }, clientKey));
+    const reason = await expectRefused(open, 400, () => put(open, `${u.hash}.narinfo`, lying));
+    expect(reason).toContain("NarHash");
+  });
+
+  test("a reference neither in ncps nor upstream is refused; one upstream has is accepted", async () => {
+    const missingRef = `${storeHash("nowhere")}-nowhere`;
+    const u = makeUpload("dangling", { references: [missingRef] });
+    expect((await put(open, u.narUrl, u.nar)).status).toBe(201);
+    const reason = await expectRefused(open, 400, () => put(open, `${u.hash}.narinfo`, u.text));
+    expect(reason).toContain(missingRef);
+    const ok = makeUpload("upstream-ref", { references: [`${FIXTURE}-hello-2.12.1`] });
+    expect((await put(open, ok.narUrl, ok.nar)).status).toBe(201);
+    expect((await put(open, `${ok.hash}.narinfo`, ok.text)).status).toBe(201);
+  });
+
+  test("upload, identical re-upload (unchanged), different narinfo for the same path (409)", async () => {
+    const u = makeUpload("roundtrip");
+    expect((await put(open, u.narUrl, u.nar)).status).toBe(201);
+    expect((await put(open, `${u.hash}.narinfo`, u.text)).status).toBe(201);
+    const served = await (await open.req(`${u.hash}.narinfo`)).text();
+    expect(served).toContain("Sig: client-1:");
+    expect(served).toContain("Sig: ncps-test:");
+    expect(new Uint8Array(await (await open.req(u.narUrl)).arrayBuffer())).toEqual(u.nar);
+    expect((await put(open, u.narUrl, u.nar)).status).toBe(200);
+    expect((await put(open, `${u.hash}.narinfo`, u.text)).status).toBe(200);
+    const different = serializeNarInfo(signNarInfo({ ...u.narinfo, deriver: "unknown-deriver" }, clientKey));
+    await expectRefused(open, 409, () => put(open, `${u.hash}.narinfo`, different));
+    expect(await (await open.req(`${u.hash}.narinfo`)).text()).toBe(served);
+  });
+
+  test("the /upload/ prefix: PUT works there, GET/HEAD never ask an upstream", async () => {
+    const hitsBefore = upstreamHits;
+    expect((await open.req(`upload/${FIXTURE}.narinfo`)).status).toBe(404);
+    expect((await open.req(`upload/${FIXTURE}.narinfo`, { method: "HEAD" })).status).toBe(404);
+    expect(upstreamHits).toBe(hitsBefore);
+    const u = makeUpload("prefixed");
+    expect((await put(open, `upload/${u.narUrl}`, u.nar)).status).toBe(201);
+    expect((await put(open, `upload/${u.hash}.narinfo`, u.text)).status).toBe(201);
+    expect((await open.req(`upload/${u.hash}.narinfo`)).status).toBe(200);
+    expect((await open.req(`upload/${u.narUrl}`, { method: "HEAD" })).status).toBe(200);
+  });
+
+  test("an untrusted signature gets 403 with --cache-require-trusted-signature", async () => {
+    const strict = await start("strict", {
+      "cache-allow-put-verb": true,
+      "cache-require-trusted-signature": true,
+      "cache-trusted-upload-key": [formatPublicKey(toPublicKey(clientKey))],
+    });
+    for (const key of [strangerKey, null]) {
+      const u = makeUpload("untrusted", { key });
+      expect((await put(strict, u.narUrl, u.nar)).status).toBe(201);
+      await expectRefused(strict, 403, () => put(strict, `${u.hash}.narinfo`, u.text));
+    }
+    const trusted = makeUpload("trusted");
+    expect((await put(strict, trusted.narUrl, trusted.nar)).status).toBe(201);
+    expect((await put(strict, `${trusted.hash}.narinfo`, trusted.text)).status).toBe(201);
+  });
+});
+
+describe("deletes", () => {
+  test("DELETE of a narinfo removes the record and its NAR; DELETE of a NAR removes the narinfos naming it", async () => {
+    const a = makeUpload("delete-a");
+    const b = makeUpload("delete-b");
+    for (const u of [a, b]) {
+      expect((await put(open, u.narUrl, u.nar)).status).toBe(201);
+      expect((await put(open, `${u.hash}.narinfo`, u.text)).status).toBe(201);
+    }
+    expect((await open.req(`${a.hash}.narinfo`, { method: "DELETE" })).status).toBe(204);
+    expect((await open.req(`${a.hash}.narinfo`)).status).toBe(404);
+    expect((await open.req(a.narUrl)).status).toBe(404);
+    expect((await open.req(b.narUrl, { method: "DELETE" })).status).toBe(204);
+    expect((await open.req(`${b.hash}.narinfo`)).status).toBe(404);
+    expect((await open.req(b.narUrl)).status).toBe(404);
+    expect((await open.req(`${b.hash}.narinfo`, { method: "DELETE" })).status).toBe(404);
+  });
+});
+
+describe("tokens", () => {
+  let guarded: Instance;
+  beforeAll(async () => {
+    guarded = await start("guarded", { "cache-allow-put-verb": true, "cache-get-token": "read-secret", "cache-put-token": "write-secret" });
+  });
+
+  test("reads need the get token, as Bearer or as the Basic password; /healthz stays open", async () => {
+    const res = await guarded.req("nix-cache-info");
+    expect(res.status).toBe(401);
+    expect(res.headers.get("www-authenticate")).toContain("Basic");
+    expect((await guarded.req("nix-cache-info", { token: "wrong" })).status).toBe(401);
+    expect((await guarded.req("nix-cache-info", { token: "read-secret" })).status).toBe(200);
+    const basic = "Basic " + Buffer.from("anyone:read-secret").toString("base64");
+    expect((await guarded.req("nix-cache-info", { headers: { authorization: basic } })).status).toBe(200);
+    expect((await guarded.req("healthz")).status).toBe(200);
+  });
+
+  test("writes need the put token; the get token is not enough", async () => {
+    const u = makeUpload("guarded");
+    await expectRefused(guarded, 401, () => put(guarded, u.narUrl, u.nar));
+    await expectRefused(guarded, 401, () => put(guarded, u.narUrl, u.nar, "read-secret"));
+    expect((await put(guarded, u.narUrl, u.nar, "write-secret")).status).toBe(201);
+  });
+});
