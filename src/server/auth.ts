@@ -30,18 +30,21 @@ function sameToken(a: string, b: string): boolean {
 }
 
 /** Returns a 401 response for a request that lacks the token it needs, else null. Writes use
- * the put token, or the get token when only that one is set. */
+ * the put token, or the get token when only that one is set. The put token also reads: a
+ * builder pushing with `nix copy --to` reads nix-cache-info and narinfos first, and netrc
+ * gives it one password per host. */
 export function createAuthGuard(opts: AuthOptions): (req: Request) => Response | null {
   const readToken = opts.getToken || undefined;
   const writeToken = opts.putToken || readToken;
   if (!readToken && !writeToken) return () => null;
   return (req) => {
     const isRead = req.method === "GET" || req.method === "HEAD";
-    const needed = isRead ? readToken : writeToken;
-    if (!needed) return null;
+    const accepted = (isRead ? [readToken, writeToken] : [writeToken]).filter((t): t is string => t !== undefined);
+    if (isRead && !readToken) return null;
+    if (accepted.length === 0) return null;
     if (isRead && OPEN_PATHS.has(new URL(req.url).pathname)) return null;
     const presented = presentedToken(req.headers.get("authorization"));
-    if (presented !== null && sameToken(presented, needed)) return null;
+    if (presented !== null && accepted.some((token) => sameToken(presented, token))) return null;
     const res = textResponse(401, "authentication required");
     res.headers.append("www-authenticate", 'Bearer realm="ncps"');
     res.headers.append("www-authenticate", 'Basic realm="ncps"');

@@ -290,6 +290,8 @@ describe("tokens", () => {
     const basic = "Basic " + Buffer.from("anyone:read-secret").toString("base64");
     expect((await guarded.req("nix-cache-info", { headers: { authorization: basic } })).status).toBe(200);
     expect((await guarded.req("healthz")).status).toBe(200);
+    // the put token reads too: `nix copy --to` reads before it writes, with one netrc password
+    expect((await guarded.req("nix-cache-info", { token: "write-secret" })).status).toBe(200);
   });
 
   test("writes need the put token; the get token is not enough", async () => {
