@@ -31,6 +31,7 @@ describe.skipIf(!nixAvailable && process.env.NCPS_TEST_STRICT !== "1")("ncps ser
   let noneUp: Upstream;
   let zstdPaths: string[];
   let bigPath: string;
+  let stallPath: string; // a second large path, for the stalled-client test
   let xzPaths: string[];
   let nonePaths: string[];
   let ncps: RunningNcps;
@@ -48,11 +49,13 @@ describe.skipIf(!nixAvailable && process.env.NCPS_TEST_STRICT !== "1")("ncps ser
     const big = await buildClosure(nix, store, { count: 10, bigBytes: 64 * 1024 * 1024, seed: "serve-zstd" });
     const small = await buildClosure(nix, store, { count: 3, seed: "serve-xz" });
     const plain = await buildClosure(nix, store, { count: 3, seed: "serve-none" });
+    const stall = await buildClosure(nix, store, { count: 1, bigBytes: 32 * 1024 * 1024, seed: "serve-stall" });
+    stallPath = stall.big!;
     zstdPaths = big.paths;
     bigPath = big.big!;
     xzPaths = small.paths;
     nonePaths = plain.paths;
-    await publishCache(nix, store, zstdPaths, join(work, "zstd"), { compression: "zstd", key });
+    await publishCache(nix, store, [...zstdPaths, ...stall.paths], join(work, "zstd"), { compression: "zstd", key });
     await publishCache(nix, store, xzPaths, join(work, "xz"), { compression: "xz", key });
     await publishCache(nix, store, nonePaths, join(work, "none"), { compression: "none", key });
     zstdUp = await startUpstream(join(work, "zstd"));
@@ -181,6 +184,29 @@ describe.skipIf(!nixAvailable && process.env.NCPS_TEST_STRICT !== "1")("ncps ser
     } finally {
       zstdUp.fault(narPath, null);
     }
+  }, T);
+
+  test("a client that stalls or leaves neither slows nor stops the download", async () => {
+    const ni = await narInfoOf(stallPath);
+    const narPath = await upstreamNarPath(zstdUp, stallPath);
+    zstdUp.fault(narPath, { kind: "slow", bytesPerSecond: 16 * 1024 * 1024 }); // about 2 s in flight
+    try {
+      const leaving = new AbortController();
+      const leaver = await get(ni.url, { signal: leaving.signal });
+      const stalled = await get(ni.url); // never read
+      expect(stalled.status).toBe(200);
+      const reader = leaver.body!.getReader();
+      await reader.read();
+      leaving.abort();
+      const full = new Uint8Array(await (await get(ni.url)).arrayBuffer());
+      expect(sha256Nix32(full)).toBe(canonicalHash(ni.fileHash!));
+      await ncps.cache.drain();
+      expect(await db.getNar(ni.url)).not.toBeNull();
+      await stalled.body?.cancel();
+    } finally {
+      zstdUp.fault(narPath, null);
+    }
+    expect(zstdUp.hits(narPath)).toBe(1);
   }, T);
 
   for (const fault of [
