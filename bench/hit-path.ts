@@ -1,0 +1,127 @@
+#!/usr/bin/env bun
+/** Hot paths side by side with nginx serving the same files (needs `wrk` and `nginx`).
+ *
+ *   bun bench/hit-path.ts [--seconds 5] [--connections 25] [--nar-kb 1024]
+ *
+ * An upstream directory holds one signed narinfo and its NAR. nginx serves that directory
+ * as a static binary cache; ncps proxies it (warmed, so both answer from local disk). wrk
+ * then measures, on loopback, a narinfo hit and a NAR hit against each. 25 connections is
+ * what one Nix client opens (http-connections). Prints one JSON line per measurement. */
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { encodeNix32 } from "../src/nix/nix32.ts";
+import { serializeNarInfo } from "../src/nix/narinfo.ts";
+import { formatPublicKey, generateSecretKey, signNarInfo, toPublicKey } from "../src/nix/signature.ts";
+import { startNcpsProcess } from "../test/helpers/ncps.ts";
+import { freePort } from "../test/helpers/ports.ts";
+
+const { values } = parseArgs({
+  options: {
+    seconds: { type: "string", default: "5" },
+    connections: { type: "string", default: "25" },
+    "nar-kb": { type: "string", default: "1024" },
+  },
+});
+
+const work = await mkdtemp(join(tmpdir(), "ncps-hitbench-"));
+const cacheDir = join(work, "cache");
+await Bun.$`mkdir -p ${cacheDir}/nar`.quiet();
+const nar = crypto.getRandomValues(new Uint8Array(Number(values["nar-kb"]) * 1024));
+const narHash = `sha256:${encodeNix32(new Bun.CryptoHasher("sha256").update(nar).digest())}`;
+const storeHash = encodeNix32(crypto.getRandomValues(new Uint8Array(20)));
+const key = generateSecretKey("bench-upstream-1");
+const narinfo = signNarInfo(
+  {
+    storePath: `/nix/store/${storeHash}-bench`,
+    url: `nar/${narHash.slice(7)}.nar`,
+    compression: "none",
+    fileHash: narHash,
+    fileSize: nar.length,
+    narHash,
+    narSize: nar.length,
+    references: [],
+    sigs: [],
+    extra: [],
+  },
+  key,
+);
+await Bun.write(join(cacheDir, narinfo.url), nar);
+await writeFile(join(cacheDir, `${storeHash}.narinfo`), serializeNarInfo(narinfo));
+await writeFile(join(cacheDir, "nix-cache-info"), "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n");
+
+await Bun.$`chmod -R a+rX ${work}`.quiet(); // nginx workers run as another user
+
+// nginx as a static binary cache, a common "cache" setup and the speed to beat
+const nginxPort = await freePort();
+await writeFile(
+  join(work, "nginx.conf"),
+  `daemon off;
+worker_processes 2;
+pid ${work}/nginx.pid;
+error_log ${work}/nginx-error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  sendfile on; tcp_nopush on; tcp_nodelay on;
+  keepalive_requests 100000;
+  types { text/x-nix-narinfo narinfo; application/x-nix-nar nar; }
+  client_body_temp_path ${work}/nginx-tmp; proxy_temp_path ${work}/nginx-tmp;
+  fastcgi_temp_path ${work}/nginx-tmp; uwsgi_temp_path ${work}/nginx-tmp; scgi_temp_path ${work}/nginx-tmp;
+  server { listen 127.0.0.1:${nginxPort}; root ${cacheDir}; }
+}
+`,
+);
+const nginx = Bun.spawn(["nginx", "-c", join(work, "nginx.conf"), "-e", join(work, "nginx-error.log")], { stderr: "pipe" });
+const nginxUrl = `http://127.0.0.1:${nginxPort}`;
+let nginxUp = false;
+for (let i = 0; i < 50 && !nginxUp; i++) {
+  nginxUp = await fetch(`${nginxUrl}/nix-cache-info`).then((r) => r.ok, () => false);
+  if (nginxUp) break;
+  await Bun.sleep(100);
+}
+if (!nginxUp) throw new Error(`nginx did not start: ${await new Response(nginx.stderr).text()} ${await Bun.file(join(work, "nginx-error.log")).text().catch(() => "")}`);
+
+const ncps = await startNcpsProcess({
+  args: ["--cache-upstream-url", nginxUrl, "--cache-upstream-public-key", formatPublicKey(toPublicKey(key))],
+});
+// warm: narinfo and NAR now live in ncps's own storage
+const served = await (await fetch(`${ncps.url}/${storeHash}.narinfo`)).text();
+if (!served.includes("URL:")) throw new Error(`warming ncps failed: ${served}\n${ncps.logs.join("\n")}`);
+const ncpsNarUrl = /^URL: (.*)$/m.exec(served)![1]!;
+await (await fetch(`${ncps.url}/${ncpsNarUrl}`)).arrayBuffer();
+await Bun.sleep(200);
+
+async function wrk(url: string): Promise<{ rps: number; p50ms: number; p99ms: number; errors: number }> {
+  const script = join(work, "report.lua");
+  await writeFile(
+    script,
+    `done = function(summary, latency, requests)
+  io.write(string.format("JSON {\\"rps\\":%.1f,\\"p50\\":%.3f,\\"p99\\":%.3f,\\"errors\\":%d}\\n",
+    summary.requests / (summary.duration / 1e6), latency:percentile(50) / 1000, latency:percentile(99) / 1000,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.status + summary.errors.timeout))
+end
+`,
+  );
+  const out = await Bun.$`wrk -t 2 -c ${values.connections} -d ${values.seconds}s -s ${script} ${url}`.text();
+  const j = JSON.parse(/^JSON (.*)$/m.exec(out)![1]!);
+  return { rps: j.rps, p50ms: j.p50, p99ms: j.p99, errors: j.errors };
+}
+
+try {
+  const cases = [
+    ["narinfo hit", `${ncps.url}/${storeHash}.narinfo`, `${nginxUrl}/${storeHash}.narinfo`],
+    [`NAR hit (${values["nar-kb"]} KiB)`, `${ncps.url}/${ncpsNarUrl}`, `${nginxUrl}/${narinfo.url}`],
+  ] as const;
+  for (const [name, ncpsUrl, nginxTarget] of cases) {
+    for (const [server, url] of [["ncps", ncpsUrl], ["nginx", nginxTarget]] as const) {
+      console.log(JSON.stringify({ case: name, server, connections: Number(values.connections), ...(await wrk(url)) }));
+    }
+  }
+} finally {
+  await ncps.stop();
+  nginx.kill();
+  await nginx.exited;
+  await rm(work, { recursive: true, force: true });
+}
