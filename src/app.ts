@@ -77,7 +77,7 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
 
   let db: MetadataStore | null = null;
   try {
-    db = await startupStep("database", () => openMetadataStore(config.cacheDatabaseUrl, { migrate: true }));
+    db = await startupStep("database", () => openMetadataStore(config.cacheDatabaseUrl, { migrate: true, pool: { maxOpenConns: config.cacheDatabasePoolMaxOpenConns, maxIdleConns: config.cacheDatabasePoolMaxIdleConns } }));
     const upstreams = config.cacheUpstreamUrls.map(
       (url, i) =>
         new Upstream(url, i, {
@@ -163,7 +163,7 @@ export async function serve(config: Config): Promise<void> {
 }
 
 export async function migrate(config: Config, opts: { dryRun: boolean; statusOnly: boolean }): Promise<void> {
-  const db = await startupStep("database", () => openMetadataStore(config.cacheDatabaseUrl, { migrate: false }));
+  const db = await startupStep("database", () => openMetadataStore(config.cacheDatabaseUrl, { migrate: false, pool: { maxOpenConns: config.cacheDatabasePoolMaxOpenConns, maxIdleConns: config.cacheDatabasePoolMaxIdleConns } }));
   try {
     if (opts.statusOnly) {
       for (const m of await db.migrationStatus()) console.log(`${m.applied ? "applied" : "pending"}  ${m.name}`);

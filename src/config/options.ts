@@ -12,6 +12,9 @@ export interface Config {
   cacheHostname: string;
   cacheStorageLocal: string;
   cacheDatabaseUrl: string;
+  /** 0: the engine's default (25 open, 5 idle for PostgreSQL and MySQL). */
+  cacheDatabasePoolMaxOpenConns: number;
+  cacheDatabasePoolMaxIdleConns: number;
   cacheTempPath: string;
   cacheSecretKeyPath?: string;
   cacheSignNarinfo: boolean;
@@ -154,6 +157,30 @@ const table = [
       `sqlite:${join(resolved.cacheStorageLocal ?? "", "db", "db.sqlite")}`,
     defaultText: "sqlite:<cache-storage-local>/db/db.sqlite",
     help: "Database URL: sqlite:PATH, postgres://... or mysql://...",
+    group: "cache",
+    shared: true,
+  },
+  {
+    key: "cacheDatabasePoolMaxOpenConns",
+    flag: "cache-database-pool-max-open-conns",
+    env: ["CACHE_DATABASE_POOL_MAX_OPEN_CONNS"],
+    configKey: "cache.database.pool.max-open-conns",
+    type: "integer",
+    default: 0,
+    defaultText: "0 (PostgreSQL and MySQL: 25)",
+    help: "Maximum open connections to a PostgreSQL or MySQL database (0: the default)",
+    group: "cache",
+    shared: true,
+  },
+  {
+    key: "cacheDatabasePoolMaxIdleConns",
+    flag: "cache-database-pool-max-idle-conns",
+    env: ["CACHE_DATABASE_POOL_MAX_IDLE_CONNS"],
+    configKey: "cache.database.pool.max-idle-conns",
+    type: "integer",
+    default: 0,
+    defaultText: "0 (PostgreSQL and MySQL: 5)",
+    help: "Maximum idle connections kept in the PostgreSQL or MySQL pool (0: the default)",
     group: "cache",
     shared: true,
   },

@@ -22,3 +22,16 @@ const MIGRATIONS: Record<Dialect, readonly Migration[]> = {
 export function migrationsFor(dialect: Dialect): Migration[] {
   return [...MIGRATIONS[dialect]];
 }
+
+/** Migrations not yet applied, in the order to apply them. */
+export function pendingMigrations(migrations: readonly Migration[], applied: ReadonlySet<string>): Migration[] {
+  return migrations.filter((m) => !applied.has(m.name)).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}
+
+/** Every known migration with its state, then those applied by a newer ncps (listed so the
+ * operator sees them). */
+export function migrationStatusOf(migrations: readonly Migration[], applied: ReadonlySet<string>): { name: string; applied: boolean }[] {
+  const known = migrations.map((m) => ({ name: m.name, applied: applied.has(m.name) }));
+  const unknown = [...applied].filter((name) => !migrations.some((m) => m.name === name)).sort();
+  return [...known, ...unknown.map((name) => ({ name, applied: true }))];
+}

@@ -1,9 +1,14 @@
 /** Open the MetadataStore a `--cache-database-url` names. */
 import { access, constants, mkdir, stat } from "node:fs/promises";
 import { dirname } from "node:path";
-import { parseDatabaseUrl, type SqliteUrl } from "./database-url.ts";
+import { DatabaseUrlError, parseDatabaseUrl, type DatabaseUrl, type ServerUrl, type SqliteUrl } from "./database-url.ts";
 import type { MetadataStore } from "./metadata-store.ts";
+import { MysqlMetadataStore } from "./mysql.ts";
+import { PostgresMetadataStore } from "./postgres.ts";
+import type { PoolSettings } from "./server-rows.ts";
 import { SqliteMetadataStore } from "./sqlite.ts";
+
+export type { PoolSettings } from "./server-rows.ts";
 
 /** A database that cannot be opened for a reason the user can fix; the message is one line. */
 export class DatabaseOpenError extends Error {
@@ -11,9 +16,16 @@ export class DatabaseOpenError extends Error {
 }
 
 /** Opens the store and, unless `migrate: false`, applies pending migrations (so the store is
- * ready to use). `ncps migrate` passes `migrate: false` and drives migrations itself. */
-export async function openMetadataStore(url: string, opts: { migrate?: boolean } = {}): Promise<MetadataStore> {
-  const target = parseDatabaseUrl(url);
+ * ready to use). `ncps migrate` passes `migrate: false` and drives migrations itself. `pool`
+ * sizes the connection pool of postgres and mysql (sqlite has none). */
+export async function openMetadataStore(url: string, opts: { migrate?: boolean; pool?: PoolSettings } = {}): Promise<MetadataStore> {
+  let target: DatabaseUrl;
+  try {
+    target = parseDatabaseUrl(url);
+  } catch (err) {
+    if (err instanceof DatabaseUrlError) throw new DatabaseOpenError(`invalid database URL: ${err.message}`);
+    throw err;
+  }
   let store: MetadataStore;
   switch (target.dialect) {
     case "sqlite":
@@ -21,7 +33,8 @@ export async function openMetadataStore(url: string, opts: { migrate?: boolean }
       break;
     case "postgres":
     case "mysql":
-      throw new DatabaseOpenError(`${target.dialect} databases are not supported yet (${target.redacted}): use a sqlite: URL`);
+      store = await openServer(target, opts.pool ?? {});
+      break;
   }
   if (opts.migrate ?? true) {
     try {
@@ -56,6 +69,42 @@ async function openSqlite(target: SqliteUrl): Promise<SqliteMetadataStore> {
   } catch (err) {
     throw new DatabaseOpenError(`cannot open the sqlite database ${target.path}: ${oneLine(err)}`);
   }
+}
+
+async function openServer(target: ServerUrl, pool: PoolSettings): Promise<MetadataStore> {
+  try {
+    return target.dialect === "postgres" ? await PostgresMetadataStore.open(target, { pool }) : await MysqlMetadataStore.open(target, { pool });
+  } catch (err) {
+    throw new DatabaseOpenError(`cannot connect to the ${target.dialect} database ${target.redacted}: ${connectFailure(err, target)}`);
+  }
+}
+
+/** Why a connection failed, in words, never with the password (driver messages do not hold
+ * it, but the password is masked should one ever echo it). */
+function connectFailure(err: unknown, target: ServerUrl): string {
+  const code = (err as { code?: unknown }).code;
+  const where = target.address.kind === "tcp" ? `${target.address.host}:${target.address.port}` : target.address.socketPath;
+  let reason: string;
+  switch (code) {
+    case "ECONNREFUSED":
+      reason = `connection refused by ${where}`;
+      break;
+    case "ENOTFOUND":
+    case "EAI_AGAIN":
+      reason = `cannot resolve the host name ${target.address.kind === "tcp" ? target.address.host : where}`;
+      break;
+    case "ENOENT":
+      reason = `no socket at ${where}`;
+      break;
+    case "CONNECT_TIMEOUT":
+    case "ETIMEDOUT":
+      reason = `no answer from ${where} in time (connect_timeout)`;
+      break;
+    default:
+      reason = oneLine(err);
+  }
+  const password = target.password;
+  return password ? reason.replaceAll(password, "***") : reason;
 }
 
 function oneLine(err: unknown): string {

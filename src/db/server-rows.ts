@@ -41,7 +41,8 @@ export interface NarRow {
   created_at: number;
 }
 
-export function narInfoFromRow(row: NarInfoRow, references: string[]): NarInfoRecord {
+/** `references` in any order: records list them sorted. */
+export function narInfoFromRow(row: NarInfoRow, references: readonly string[]): NarInfoRecord {
   return {
     hash: row.hash,
     storePath: row.store_path,
@@ -54,7 +55,7 @@ export function narInfoFromRow(row: NarInfoRow, references: string[]): NarInfoRe
     fileSize: row.file_size === null ? null : Number(row.file_size),
     narHash: row.nar_hash,
     narSize: Number(row.nar_size),
-    references,
+    references: [...references].sort(),
     createdAt: Number(row.created_at),
   };
 }

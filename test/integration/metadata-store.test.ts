@@ -7,8 +7,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { MetadataStore, NarInfoRecord, NarRecord } from "../../src/db/metadata-store.ts";
 import { migrationsFor } from "../../src/db/migrations.ts";
+import { parseDatabaseUrl, type ServerUrl } from "../../src/db/database-url.ts";
+import { MYSQL_QUERIES, MysqlMetadataStore } from "../../src/db/mysql.ts";
 import { DatabaseOpenError, openMetadataStore } from "../../src/db/open.ts";
+import { POSTGRES_QUERIES, PostgresMetadataStore } from "../../src/db/postgres.ts";
 import { SQLITE_QUERIES, SqliteMetadataStore } from "../../src/db/sqlite.ts";
+import { createTestDatabase, testServer, withDatabase, type ServerDialect, type TestDatabase } from "../helpers/server-databases.ts";
+import { testIf } from "../helpers/prereq.ts";
 
 /** One empty database per test. */
 interface MetadataStoreHarness {
@@ -116,6 +121,23 @@ function describeMetadataStore(name: string, makeHarness: () => Promise<Metadata
       const other = await connect();
       expect(await other.migrate()).toEqual([]);
       expect((await other.migrationStatus()).every((m) => m.applied)).toBe(true);
+    });
+
+    test("two connections migrating an empty database at once: applied once, neither fails", async () => {
+      const fresh = await makeHarness();
+      const [a, b] = [await fresh.connect(), await fresh.connect()];
+      try {
+        const names = migrationsFor(a.dialect).map((m) => m.name);
+        const [byA, byB] = await Promise.all([a.migrate(), b.migrate()]);
+        expect([...byA, ...byB].sort()).toEqual(names);
+        expect(await a.migrationStatus()).toEqual(names.map((n) => ({ name: n, applied: true })));
+        await a.setConfig("k", "v");
+        expect(await b.getConfig("k")).toBe("v");
+      } finally {
+        await a.close();
+        await b.close();
+        await fresh.cleanup();
+      }
     });
 
     test("narinfo text and record round-trip exactly", async () => {
@@ -495,11 +517,283 @@ describe("openMetadataStore (sqlite)", () => {
     expect((err as Error).message).not.toContain("\n");
   });
 
-  test("postgres and mysql are not supported yet, and the error hides the password", async () => {
-    for (const url of ["postgres://u:hunter2@localhost/db", "mysql://u:hunter2@localhost/db"]) {
+  test("a bad URL gives one clear line without the password", async () => {
+    for (const url of ["postgres://u:hunter2@localhost:99999/db", "mysql://u:hunter2@/db", "oracle://u:hunter2@h/db"]) {
       const err = await openMetadataStore(url).catch((e: unknown) => e);
-      expect((err as Error).message).toContain("not supported yet");
+      expect(err).toBeInstanceOf(DatabaseOpenError);
+      expect((err as Error).message).toStartWith("invalid database URL: ");
       expect((err as Error).message).not.toContain("hunter2");
+      expect((err as Error).message).not.toContain("\n");
+    }
+  });
+});
+
+// ---- postgres and mysql ---------------------------------------------------------------
+
+function openServerStore(dialect: ServerDialect, url: string): Promise<MetadataStore> {
+  const target = parseDatabaseUrl(url) as ServerUrl;
+  return dialect === "postgres" ? PostgresMetadataStore.open(target) : MysqlMetadataStore.open(target);
+}
+
+/** the placeholder of the first parameter, and the quoted `key` column, per dialect */
+const SQL_SPELLING = {
+  postgres: { param: "$1", key: "key" },
+  mysql: { param: "?", key: "`key`" },
+} as const;
+
+function serverHarness(dialect: ServerDialect, serverUrl: string): () => Promise<MetadataStoreHarness> {
+  return async () => {
+    const db = await createTestDatabase(serverUrl);
+    const { param, key } = SQL_SPELLING[dialect];
+    return {
+      connect: () => openServerStore(dialect, db.url),
+      lastAccessedAt: async (table, k) => {
+        const column = table === "narinfos" ? "hash" : key;
+        const [row] = await db.query<{ at: number | string }>(`SELECT last_accessed_at AS at FROM ${table} WHERE ${column} = ${param}`, [k]);
+        return row ? Number(row.at) : null;
+      },
+      cleanup: () => db.drop(),
+    };
+  };
+}
+
+function describeServerSpecifics(dialect: ServerDialect, serverUrl: string) {
+  describe(`${dialect} specifics`, () => {
+    let db: TestDatabase;
+    let store: MetadataStore;
+
+    beforeEach(async () => {
+      db = await createTestDatabase(serverUrl);
+      store = await openServerStore(dialect, db.url);
+      await store.migrate();
+      // a few rows, so the planner has something to choose between
+      for (let n = 0; n < 50; n++) await store.putNarInfo(narInfo(200 + n));
+      if (dialect === "postgres") await db.query("ANALYZE");
+      else await db.query("ANALYZE TABLE narinfos, narinfo_references, nars");
+    });
+
+    afterEach(async () => {
+      await store.close();
+      await db.drop();
+    });
+
+    /** The indexes a query uses (with sequential scans discouraged on postgres, so the answer
+     * says whether an index can serve it at all, whatever the table size). */
+    async function indexesUsed(sql: string, params: unknown[]): Promise<string[]> {
+      if (dialect === "postgres") {
+        await db.query("SET enable_seqscan = off"); // the helper's one connection keeps it
+        return postgresIndexes(db, sql, params);
+      }
+      const rows = await db.query<{ key: string | null; type: string | null }>(`EXPLAIN ${sql}`, params);
+      return rows.map((r) => `${r.type}:${r.key}`);
+    }
+
+    test("getNarInfoText is one primary-key lookup", async () => {
+      const hash = hashOf(200);
+      const used = await indexesUsed(dialect === "postgres" ? POSTGRES_QUERIES.narInfoText : MYSQL_QUERIES.narInfoText, [hash]);
+      expect(used).toEqual(dialect === "postgres" ? ["Index Scan:narinfos_pkey"] : ["const:PRIMARY"]);
+    });
+
+    test("narinfos for a NAR are found through the nar_key index", async () => {
+      const key = narInfo(210).narKey;
+      const sql = dialect === "postgres" ? POSTGRES_QUERIES.narInfosForNar : MYSQL_QUERIES.narInfosForNar;
+      expect((await indexesUsed(sql, [key])).join()).toContain("narinfos_nar_key");
+    });
+
+    test("text round-trips byte for byte, keys compare case-sensitively", async () => {
+      const hash = hashOf(300);
+      const text = "StorePath: /nix/store/x-ünïcødé-😀\ttab  \nURL: nar/X.nar\n\n";
+      await store.putNarInfo(narInfo(300, { text }));
+      expect(await store.getNarInfoText(hash)).toBe(text);
+      expect(await store.getNarInfoText(hash.toUpperCase())).toBeNull();
+      await store.setConfig("Key", "upper");
+      await store.setConfig("key", "lower");
+      expect(await store.getConfig("Key")).toBe("upper");
+      expect(await store.getConfig("key")).toBe("lower");
+    });
+
+    test("a query before migrating says to run ncps migrate", async () => {
+      const empty = await createTestDatabase(serverUrl);
+      const fresh = await openServerStore(dialect, empty.url);
+      try {
+        await expect(fresh.getNarInfoText(hashOf(1))).rejects.toThrow("run `ncps migrate`");
+      } finally {
+        await fresh.close();
+        await empty.drop();
+      }
+    });
+
+    test("two ncps processes starting at once on an empty database migrate it once, neither fails", async () => {
+      const empty = await createTestDatabase(serverUrl);
+      const dir = await mkdtemp(join(tmpdir(), "ncps-migrate-race-"));
+      try {
+        const script = join(dir, "replica.ts");
+        const openModule = join(import.meta.dir, "../../src/db/open.ts");
+        await writeFile(
+          script,
+          `import { openMetadataStore } from ${JSON.stringify(openModule)};
+import { existsSync } from "node:fs";
+const [url, go] = process.argv.slice(2);
+const store = await openMetadataStore(url, { migrate: false });
+while (!existsSync(go)) await Bun.sleep(1);
+const applied = await store.migrate();
+await store.setConfigIfAbsent("winner", String(process.pid));
+await store.close();
+console.log(JSON.stringify(applied));
+`,
+        );
+        const go = join(dir, "go");
+        const procs = [0, 1].map(() => Bun.spawn([process.execPath, script, empty.url, go], { stdout: "pipe", stderr: "pipe" }));
+        await Bun.sleep(500); // both connected and waiting; correctness does not depend on it
+        await writeFile(go, "");
+        const applied = await Promise.all(
+          procs.map(async (p) => {
+            const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+            expect(err).toBe("");
+            expect(code).toBe(0);
+            return JSON.parse(out) as string[];
+          }),
+        );
+        const names = migrationsFor(dialect).map((m) => m.name);
+        expect(applied.flat().sort()).toEqual(names);
+        const rows = await empty.query<{ name: string }>("SELECT name FROM schema_migrations ORDER BY name");
+        expect(rows.map((r) => r.name)).toEqual(names);
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+        await empty.drop();
+      }
+    }, 60_000);
+
+    test("a wrong password or user stops the open with one line, never the password", async () => {
+      const secret = "s3cret-Pa55word";
+      let url: string;
+      if (dialect === "mysql") {
+        // a real account with a password (the test server's root has none)
+        const user = `ncps_pw_${process.pid}`;
+        await db.query(`CREATE USER IF NOT EXISTS '${user}'@'%' IDENTIFIED BY 'right-password'`);
+        url = withDatabase(serverUrl, db.name).replace(/^mysql:\/\/[^@]*@/, `mysql://${user}:${secret}@`);
+        try {
+          const err = await openMetadataStore(url).catch((e: unknown) => e);
+          expect(err).toBeInstanceOf(DatabaseOpenError);
+          const message = (err as Error).message;
+          expect(message).toStartWith(`cannot connect to the mysql database mysql://${user}:***@`);
+          expect(message).toContain("Access denied");
+          expect(message).not.toContain(secret);
+          expect(message).not.toContain("\n");
+        } finally {
+          await db.query(`DROP USER IF EXISTS '${user}'@'%'`);
+        }
+      } else {
+        // the test server trusts local connections, so an unknown role is what fails here
+        url = withDatabase(serverUrl, db.name).replace(/^postgres(ql)?:\/\/[^@]*@/, `postgres://no_such_role:${secret}@`);
+        const err = await openMetadataStore(url).catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(DatabaseOpenError);
+        const message = (err as Error).message;
+        expect(message).toStartWith("cannot connect to the postgres database postgres://no_such_role:***@");
+        expect(message).toContain('role "no_such_role" does not exist');
+        expect(message).not.toContain(secret);
+        expect(message).not.toContain("\n");
+      }
+    });
+
+    test("a missing database stops the open with one line", async () => {
+      const url = withDatabase(serverUrl, "ncps_no_such_database");
+      const err = await openMetadataStore(url).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(DatabaseOpenError);
+      expect((err as Error).message).toMatch(/^cannot connect to the (postgres|mysql) database .*ncps_no_such_database: .*(does not exist|Unknown database)/);
+    });
+
+    test("openMetadataStore migrates, and honours the pool size", async () => {
+      const empty = await createTestDatabase(serverUrl);
+      const opened = await openMetadataStore(empty.url, { pool: { maxOpenConns: 2, maxIdleConns: 1 } });
+      try {
+        expect(opened.dialect).toBe(dialect);
+        expect((await opened.migrationStatus()).every((m) => m.applied)).toBe(true);
+        // many concurrent requests share the two connections
+        await Promise.all(Array.from({ length: 40 }, (_, i) => opened.putNarInfo(narInfo(400 + i))));
+        const counted = await Promise.all(Array.from({ length: 40 }, (_, i) => opened.getNarInfoText(hashOf(400 + i))));
+        expect(counted.every((t) => t !== null)).toBe(true);
+        const sessions =
+          dialect === "postgres"
+            ? await empty.query<{ n: number | string }>("SELECT count(*) AS n FROM pg_stat_activity WHERE datname = $1 AND application_name = 'ncps' AND pid <> pg_backend_pid()", [empty.name])
+            : await empty.query<{ n: number | string }>("SELECT count(*) AS n FROM information_schema.processlist WHERE db = ? AND id <> CONNECTION_ID()", [empty.name]);
+        expect(Number(sessions[0]!.n)).toBeLessThanOrEqual(2);
+        expect(Number(sessions[0]!.n)).toBeGreaterThanOrEqual(1);
+      } finally {
+        await opened.close();
+        await empty.drop();
+      }
+    });
+  });
+}
+
+async function postgresIndexes(db: TestDatabase, sql: string, params: unknown[]): Promise<string[]> {
+  const rows = await db.query<{ "QUERY PLAN": unknown }>(`EXPLAIN (FORMAT JSON) ${sql}`, params);
+  const plan = rows[0]!["QUERY PLAN"];
+  const found: string[] = [];
+  const walk = (node: Record<string, unknown>) => {
+    if (typeof node["Index Name"] === "string") found.push(`${node["Node Type"]}:${node["Index Name"]}`);
+    else if (typeof node["Node Type"] === "string" && /Scan/.test(node["Node Type"])) found.push(`${node["Node Type"]}:`);
+    for (const child of (node.Plans as Record<string, unknown>[] | undefined) ?? []) walk(child);
+  };
+  walk(((typeof plan === "string" ? JSON.parse(plan) : plan) as { Plan: Record<string, unknown> }[])[0]!.Plan);
+  return found;
+}
+
+for (const dialect of ["postgres", "mysql"] as const) {
+  const server = await testServer(dialect);
+  if (server.url === null) {
+    testIf(false, `${dialect} MetadataStore tests: ${server.problem}`)(`MetadataStore contract: ${dialect}`, () => {});
+  } else {
+    describeMetadataStore(dialect, serverHarness(dialect, server.url));
+    describeServerSpecifics(dialect, server.url);
+  }
+}
+
+describe("openMetadataStore (postgres, mysql) without a server", () => {
+  test("a closed port gives one line naming the address, never the password", async () => {
+    const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    const port = probe.port;
+    probe.stop(true);
+    for (const scheme of ["postgres", "mysql"]) {
+      const err = await openMetadataStore(`${scheme}://u:hunter2@127.0.0.1:${port}/db`).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(DatabaseOpenError);
+      expect((err as Error).message).toBe(
+        `cannot connect to the ${scheme} database ${scheme}://u:***@127.0.0.1:${port}/db: connection refused by 127.0.0.1:${port}`,
+      );
+    }
+  });
+
+  test("a server that never answers gives up after connect_timeout with one line", async () => {
+    // accepts the connection and says nothing: a firewall or a hung server
+    const silent = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    try {
+      for (const scheme of ["postgres", "mysql"]) {
+        const url = `${scheme}://u:hunter2@127.0.0.1:${silent.port}/db?connect_timeout=1`;
+        const err = await openMetadataStore(url).catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(DatabaseOpenError);
+        expect((err as Error).message).toBe(
+          `cannot connect to the ${scheme} database ${scheme}://u:***@127.0.0.1:${silent.port}/db?connect_timeout=1: no answer from 127.0.0.1:${silent.port} in time (connect_timeout)`,
+        );
+      }
+    } finally {
+      silent.stop(true);
+    }
+  }, 30_000);
+
+  test("a missing unix socket gives one line naming it", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "ncps-nosock-"));
+    try {
+      for (const [url, where] of [
+        [`postgres+unix://${dir}/db`, dir],
+        [`mysql+unix://${dir}/mysqld.sock/db`, `${dir}/mysqld.sock`],
+      ] as const) {
+        const err = await openMetadataStore(url).catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(DatabaseOpenError);
+        expect((err as Error).message).toEndWith(`: no socket at ${where}`);
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
     }
   });
 });

@@ -1,0 +1,319 @@
+/** MetadataStore on MySQL and MariaDB (`mysql2`). Fixed statements run as server-side
+ * prepared statements (`execute`, cached per connection); multi-statement writes run in one
+ * transaction, retried when InnoDB breaks a deadlock; migrations run under GET_LOCK so
+ * replicas starting together migrate the database exactly once. */
+import { createHash } from "node:crypto";
+import mysql from "mysql2/promise";
+import type { ServerUrl } from "./database-url.ts";
+import type { MetadataStore, NarInfoRecord, NarRecord } from "./metadata-store.ts";
+import { migrationStatusOf, migrationsFor, pendingMigrations, type Migration } from "./migrations.ts";
+import {
+  DEFAULT_CONNECT_TIMEOUT_SECONDS,
+  narFromRow,
+  narInfoFromRow,
+  narInfoValues,
+  poolSizes,
+  retryAborted,
+  uniqueReferences,
+  type NarInfoRow,
+  type NarRow,
+  type PoolSettings,
+} from "./server-rows.ts";
+
+const NARINFO_COLUMNS = `hash, store_path, text, nar_key, upstream, upstream_nar_url, compression,
+      file_hash, file_size, nar_hash, nar_size, created_at, last_accessed_at`;
+const NARINFO_VALUES = "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?";
+/** a narinfo row with its references, read in one statement (one snapshot); JSON_ARRAYAGG
+ * exists in MySQL 5.7.22+ and MariaDB 10.5+ (no ORDER BY in MySQL's: records sort them) */
+const NARINFO_WITH_REFERENCES = `SELECT n.hash, n.store_path, n.text, n.nar_key, n.upstream, n.upstream_nar_url, n.compression,
+      n.file_hash, n.file_size, n.nar_hash, n.nar_size, n.created_at,
+      (SELECT JSON_ARRAYAGG(r.reference) FROM narinfo_references r WHERE r.hash = n.hash) AS refs
+    FROM narinfos n`;
+
+/** The statements the store runs, by name: exported so tests can check their query plans.
+ * `key` is a reserved word in MySQL, hence the backquotes. */
+export const MYSQL_QUERIES = {
+  narInfoText: "SELECT text FROM narinfos WHERE hash = ?",
+  narInfo: `${NARINFO_WITH_REFERENCES} WHERE n.hash = ?`,
+  narInfosForNar: `${NARINFO_WITH_REFERENCES} WHERE n.nar_key = ? ORDER BY n.hash`,
+  upsertNarInfo: `INSERT INTO narinfos (${NARINFO_COLUMNS}) VALUES (${NARINFO_VALUES})
+    ON DUPLICATE KEY UPDATE store_path = VALUES(store_path), text = VALUES(text),
+      nar_key = VALUES(nar_key), upstream = VALUES(upstream), upstream_nar_url = VALUES(upstream_nar_url),
+      compression = VALUES(compression), file_hash = VALUES(file_hash), file_size = VALUES(file_size),
+      nar_hash = VALUES(nar_hash), nar_size = VALUES(nar_size), created_at = VALUES(created_at),
+      last_accessed_at = GREATEST(last_accessed_at, VALUES(last_accessed_at))`,
+  // not INSERT IGNORE, which would also turn real errors (a too long value) into warnings;
+  // without CLIENT_FOUND_ROWS the no-op update reports 0 affected rows
+  insertNarInfoIfAbsent: `INSERT INTO narinfos (${NARINFO_COLUMNS}) VALUES (${NARINFO_VALUES})
+    ON DUPLICATE KEY UPDATE hash = hash`,
+  deleteReferences: "DELETE FROM narinfo_references WHERE hash = ?",
+  /** `query`, not `execute`: the `?` takes a list of [hash, reference] rows */
+  insertReferences: "INSERT INTO narinfo_references (hash, reference) VALUES ?",
+  deleteNarInfo: "DELETE FROM narinfos WHERE hash = ?",
+  nar: "SELECT `key`, size, file_hash, nar_hash, created_at FROM nars WHERE `key` = ?",
+  upsertNar: `INSERT INTO nars (\`key\`, size, file_hash, nar_hash, created_at, last_accessed_at) VALUES (?, ?, ?, ?, ?, ?)
+    ON DUPLICATE KEY UPDATE size = VALUES(size), file_hash = VALUES(file_hash),
+      nar_hash = VALUES(nar_hash), created_at = VALUES(created_at),
+      last_accessed_at = GREATEST(last_accessed_at, VALUES(last_accessed_at))`,
+  deleteNar: "DELETE FROM nars WHERE `key` = ?",
+  /** `query`: the second `?` takes the list of hashes */
+  touchNarInfos: "UPDATE narinfos SET last_accessed_at = GREATEST(last_accessed_at, ?) WHERE hash IN (?)",
+  // the NAR a narinfo names is what LRU eviction frees, so its access time follows (a join:
+  // an IN (subquery) in an UPDATE may scan nars)
+  touchNarsOfNarInfos: `UPDATE nars JOIN narinfos ON narinfos.nar_key = nars.\`key\`
+    SET nars.last_accessed_at = GREATEST(nars.last_accessed_at, ?) WHERE narinfos.hash IN (?)`,
+  config: "SELECT value FROM config WHERE `key` = ?",
+  setConfig: "INSERT INTO config (`key`, value) VALUES (?, ?) ON DUPLICATE KEY UPDATE value = VALUES(value)",
+  insertConfigIfAbsent: "INSERT INTO config (`key`, value) VALUES (?, ?) ON DUPLICATE KEY UPDATE `key` = `key`",
+} as const;
+
+type QueryName = keyof typeof MYSQL_QUERIES;
+type Param = string | number | null | unknown[];
+type Db = mysql.Pool | mysql.PoolConnection | mysql.Connection;
+
+/** Seconds to wait for another replica to finish migrating. */
+const MIGRATION_LOCK_WAIT_SECONDS = 600;
+/** Idle connections above max-idle close after this long. */
+const IDLE_TIMEOUT_MS = 60_000;
+
+/** Driver options for a mysql URL: address, credentials, TLS (`tls=true|skip-verify`), a
+ * short connect timeout. Other query parameters (Go driver options) are ignored. */
+export function mysqlConnectOptions(target: ServerUrl): mysql.ConnectionOptions {
+  const address =
+    target.address.kind === "tcp" ? { host: target.address.host, port: target.address.port } : { socketPath: target.address.socketPath };
+  const timeout = target.params.connect_timeout;
+  if (timeout !== undefined && (!/^\d+$/.test(timeout) || Number(timeout) < 1)) {
+    throw new Error(`invalid connect_timeout "${timeout.slice(0, 16)}": expected whole seconds, at least 1`);
+  }
+  return {
+    ...address,
+    database: target.database,
+    ...(target.user === null ? {} : { user: target.user }),
+    ...(target.password === null ? {} : { password: target.password }),
+    ...tlsOption(target.params.tls),
+    connectTimeout: (timeout === undefined ? DEFAULT_CONNECT_TIMEOUT_SECONDS : Number(timeout)) * 1000,
+    charset: "utf8mb4",
+    // affected rows count changed rows only: insertNarInfoIfAbsent reads it
+    flags: ["-FOUND_ROWS"],
+  };
+}
+
+function poolOptions(pool: PoolSettings): mysql.PoolOptions {
+  const { maxOpen, maxIdle } = poolSizes(pool);
+  return { connectionLimit: maxOpen, maxIdle, idleTimeout: IDLE_TIMEOUT_MS, waitForConnections: true };
+}
+
+function tlsOption(tls: string | undefined): Pick<mysql.PoolOptions, "ssl"> {
+  switch (tls) {
+    case undefined:
+    case "false":
+      return {};
+    case "true":
+      return { ssl: {} };
+    case "skip-verify":
+      return { ssl: { rejectUnauthorized: false } };
+    default:
+      throw new Error(`invalid tls "${tls.slice(0, 16)}": expected true, skip-verify or false`);
+  }
+}
+
+function isAborted(err: unknown): boolean {
+  return (err as { errno?: number }).errno === 1213; // ER_LOCK_DEADLOCK: the transaction was rolled back
+}
+
+/** JSON_ARRAYAGG comes back parsed (MySQL's JSON type) or as text (MariaDB), NULL for none. */
+function referencesOf(refs: string[] | string | null): string[] {
+  if (refs === null) return [];
+  return typeof refs === "string" ? (JSON.parse(refs) as string[]) : refs;
+}
+
+type NarInfoRowWithRefs = NarInfoRow & { refs: string[] | string | null };
+
+export class MysqlMetadataStore implements MetadataStore {
+  readonly dialect = "mysql" as const;
+  private readonly pool: mysql.Pool;
+  private readonly options: mysql.ConnectionOptions;
+  private readonly migrations: Migration[];
+
+  private constructor(pool: mysql.Pool, options: mysql.ConnectionOptions, migrations: Migration[]) {
+    this.pool = pool;
+    this.options = options;
+    this.migrations = migrations;
+  }
+
+  /** Connects (checking address and credentials now, not at the first request). Does not
+   * migrate: call `migrate()`. */
+  static async open(target: ServerUrl, opts: { pool?: PoolSettings; migrations?: Migration[] } = {}): Promise<MysqlMetadataStore> {
+    const options = mysqlConnectOptions(target);
+    const pool = mysql.createPool({ ...options, ...poolOptions(opts.pool ?? {}) });
+    try {
+      await pool.query("SELECT 1");
+    } catch (err) {
+      await pool.end().catch(() => {});
+      throw err;
+    }
+    return new MysqlMetadataStore(pool, options, opts.migrations ?? migrationsFor("mysql"));
+  }
+
+  private async run<T>(db: Db, name: QueryName, params: Param[]): Promise<T> {
+    try {
+      // statements whose `?` takes a list are expanded client-side; the rest are prepared
+      const listParam = name === "insertReferences" || name === "touchNarInfos" || name === "touchNarsOfNarInfos";
+      const [result] = listParam ? await db.query(MYSQL_QUERIES[name], params) : await db.execute(MYSQL_QUERIES[name], params as never);
+      return result as T;
+    } catch (err) {
+      if ((err as { errno?: number }).errno === 1146) {
+        throw new Error("the mysql database schema is missing or out of date: run `ncps migrate`");
+      }
+      throw err;
+    }
+  }
+
+  private async write<T>(fn: (conn: mysql.PoolConnection) => Promise<T>): Promise<T> {
+    return retryAborted(isAborted, async () => {
+      const conn = await this.pool.getConnection();
+      try {
+        await conn.beginTransaction();
+        try {
+          const result = await fn(conn);
+          await conn.commit();
+          return result;
+        } catch (err) {
+          await conn.rollback().catch(() => {});
+          throw err;
+        }
+      } finally {
+        conn.release();
+      }
+    });
+  }
+
+  async migrate(opts: { dryRun?: boolean } = {}): Promise<string[]> {
+    const pending = pendingMigrations(this.migrations, await this.appliedMigrations(this.pool));
+    if (opts.dryRun || pending.length === 0) return pending.map((m) => m.name);
+    // MySQL DDL commits implicitly, so a transaction cannot hold the migration together: a
+    // named lock (server-wide, hence named after the database) and a dedicated connection
+    // that may send a whole migration file at once.
+    const conn = await mysql.createConnection({ ...this.options, multipleStatements: true });
+    try {
+      const [[database]] = (await conn.query("SELECT DATABASE() AS name")) as unknown as [[{ name: string }]];
+      const lockName = `ncps-migrate-${createHash("sha1").update(database.name).digest("hex")}`;
+      const [[lock]] = (await conn.query("SELECT GET_LOCK(?, ?) AS got", [lockName, MIGRATION_LOCK_WAIT_SECONDS])) as unknown as [[{ got: number | null }]];
+      if (lock.got !== 1) throw new Error(`another ncps has been migrating this database for over ${MIGRATION_LOCK_WAIT_SECONDS}s`);
+      try {
+        await conn.query(
+          "CREATE TABLE IF NOT EXISTS schema_migrations (name VARCHAR(255) NOT NULL PRIMARY KEY, applied_at BIGINT NOT NULL) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin",
+        );
+        const todo = pendingMigrations(this.migrations, await this.appliedMigrations(conn));
+        for (const migration of todo) {
+          await conn.query(migration.sql);
+          await conn.query("INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)", [migration.name, Date.now()]);
+        }
+        return todo.map((m) => m.name);
+      } finally {
+        await conn.query("SELECT RELEASE_LOCK(?)", [lockName]).catch(() => {});
+      }
+    } finally {
+      await conn.end().catch(() => {});
+    }
+  }
+
+  async migrationStatus(): Promise<{ name: string; applied: boolean }[]> {
+    return migrationStatusOf(this.migrations, await this.appliedMigrations(this.pool));
+  }
+
+  private async appliedMigrations(db: Db): Promise<Set<string>> {
+    const [tables] = (await db.query(
+      "SELECT 1 FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = 'schema_migrations'",
+    )) as unknown as [unknown[]];
+    if (tables.length === 0) return new Set();
+    const [rows] = (await db.query("SELECT name FROM schema_migrations")) as unknown as [{ name: string }[]];
+    return new Set(rows.map((r) => r.name));
+  }
+
+  async getNarInfoText(hash: string): Promise<string | null> {
+    const [row] = await this.run<{ text: string }[]>(this.pool, "narInfoText", [hash]);
+    return row ? row.text : null;
+  }
+
+  async getNarInfo(hash: string): Promise<NarInfoRecord | null> {
+    const [row] = await this.run<NarInfoRowWithRefs[]>(this.pool, "narInfo", [hash]);
+    return row ? narInfoFromRow(row, referencesOf(row.refs)) : null;
+  }
+
+  async putNarInfo(rec: NarInfoRecord): Promise<void> {
+    await this.write(async (conn) => {
+      await this.run(conn, "upsertNarInfo", narInfoValues(rec));
+      await this.run(conn, "deleteReferences", [rec.hash]);
+      await this.insertReferences(conn, rec);
+    });
+  }
+
+  async insertNarInfoIfAbsent(rec: NarInfoRecord): Promise<boolean> {
+    return this.write(async (conn) => {
+      // a concurrent insert of the same hash waits for ours to commit, then changes nothing
+      const result = await this.run<mysql.ResultSetHeader>(conn, "insertNarInfoIfAbsent", narInfoValues(rec));
+      if (result.affectedRows === 0) return false;
+      await this.insertReferences(conn, rec);
+      return true;
+    });
+  }
+
+  private async insertReferences(conn: mysql.PoolConnection, rec: NarInfoRecord) {
+    if (rec.references.length === 0) return;
+    await this.run(conn, "insertReferences", [uniqueReferences(rec.references).map((ref) => [rec.hash, ref])]);
+  }
+
+  async deleteNarInfo(hash: string): Promise<boolean> {
+    // references go with it (ON DELETE CASCADE)
+    return (await this.run<mysql.ResultSetHeader>(this.pool, "deleteNarInfo", [hash])).affectedRows > 0;
+  }
+
+  async narInfosForNar(narKey: string): Promise<NarInfoRecord[]> {
+    const rows = await this.run<NarInfoRowWithRefs[]>(this.pool, "narInfosForNar", [narKey]);
+    return rows.map((row) => narInfoFromRow(row, referencesOf(row.refs)));
+  }
+
+  async getNar(key: string): Promise<NarRecord | null> {
+    const [row] = await this.run<NarRow[]>(this.pool, "nar", [key]);
+    return row ? narFromRow(row) : null;
+  }
+
+  async putNar(rec: NarRecord): Promise<void> {
+    await this.run(this.pool, "upsertNar", [rec.key, rec.size, rec.fileHash, rec.narHash, rec.createdAt, rec.createdAt]);
+  }
+
+  async deleteNar(key: string): Promise<boolean> {
+    return (await this.run<mysql.ResultSetHeader>(this.pool, "deleteNar", [key])).affectedRows > 0;
+  }
+
+  async touch(hashes: string[], at: number): Promise<void> {
+    if (hashes.length === 0) return;
+    const sorted = [...new Set(hashes)].sort(); // rows locked in one order by every replica
+    await this.write(async (conn) => {
+      await this.run(conn, "touchNarInfos", [at, sorted]);
+      await this.run(conn, "touchNarsOfNarInfos", [at, sorted]);
+    });
+  }
+
+  async getConfig(key: string): Promise<string | null> {
+    const [row] = await this.run<{ value: string }[]>(this.pool, "config", [key]);
+    return row ? row.value : null;
+  }
+
+  async setConfig(key: string, value: string): Promise<void> {
+    await this.run(this.pool, "setConfig", [key, value]);
+  }
+
+  async setConfigIfAbsent(key: string, value: string): Promise<string> {
+    // Two autocommitted statements: the read takes a fresh snapshot after the insert (ours,
+    // or the one ours waited for) committed, so it sees the winner's value.
+    await this.run(this.pool, "insertConfigIfAbsent", [key, value]);
+    const [row] = await this.run<{ value: string }[]>(this.pool, "config", [key]);
+    return row!.value;
+  }
+
+  async close(): Promise<void> {
+    await this.pool.end();
+  }
+}

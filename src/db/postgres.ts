@@ -1,0 +1,278 @@
+/** MetadataStore on PostgreSQL (the `postgres` driver). Every statement is prepared once per
+ * connection; multi-statement writes run in one transaction; migrations run under an advisory
+ * lock so replicas starting together migrate the database exactly once. */
+import { readFileSync } from "node:fs";
+import postgres from "postgres";
+import type { ServerUrl } from "./database-url.ts";
+import type { MetadataStore, NarInfoRecord, NarRecord } from "./metadata-store.ts";
+import { migrationStatusOf, migrationsFor, pendingMigrations, type Migration } from "./migrations.ts";
+import {
+  DEFAULT_CONNECT_TIMEOUT_SECONDS,
+  narFromRow,
+  narInfoFromRow,
+  narInfoValues,
+  poolSizes,
+  retryAborted,
+  uniqueReferences,
+  type NarInfoRow,
+  type NarRow,
+  type PoolSettings,
+} from "./server-rows.ts";
+
+const NARINFO_COLUMNS = `hash, store_path, text, nar_key, upstream, upstream_nar_url, compression,
+      file_hash, file_size, nar_hash, nar_size, created_at, last_accessed_at`;
+const NARINFO_VALUES = "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13";
+/** a narinfo row with its references, read in one statement (one snapshot) */
+const NARINFO_WITH_REFERENCES = `SELECT n.hash, n.store_path, n.text, n.nar_key, n.upstream, n.upstream_nar_url, n.compression,
+      n.file_hash, n.file_size, n.nar_hash, n.nar_size, n.created_at,
+      ARRAY(SELECT r.reference FROM narinfo_references r WHERE r.hash = n.hash) AS refs
+    FROM narinfos n`;
+
+/** The statements the store runs, by name: exported so tests can check their query plans. */
+export const POSTGRES_QUERIES = {
+  narInfoText: "SELECT text FROM narinfos WHERE hash = $1",
+  narInfo: `${NARINFO_WITH_REFERENCES} WHERE n.hash = $1`,
+  narInfosForNar: `${NARINFO_WITH_REFERENCES} WHERE n.nar_key = $1 ORDER BY n.hash`,
+  upsertNarInfo: `INSERT INTO narinfos (${NARINFO_COLUMNS}) VALUES (${NARINFO_VALUES})
+    ON CONFLICT (hash) DO UPDATE SET store_path = excluded.store_path, text = excluded.text,
+      nar_key = excluded.nar_key, upstream = excluded.upstream, upstream_nar_url = excluded.upstream_nar_url,
+      compression = excluded.compression, file_hash = excluded.file_hash, file_size = excluded.file_size,
+      nar_hash = excluded.nar_hash, nar_size = excluded.nar_size, created_at = excluded.created_at,
+      last_accessed_at = GREATEST(narinfos.last_accessed_at, excluded.last_accessed_at)`,
+  insertNarInfoIfAbsent: `INSERT INTO narinfos (${NARINFO_COLUMNS}) VALUES (${NARINFO_VALUES})
+    ON CONFLICT (hash) DO NOTHING`,
+  deleteReferences: "DELETE FROM narinfo_references WHERE hash = $1",
+  insertReferences: "INSERT INTO narinfo_references (hash, reference) SELECT $1, unnest($2::text[])",
+  deleteNarInfo: "DELETE FROM narinfos WHERE hash = $1",
+  nar: "SELECT key, size, file_hash, nar_hash, created_at FROM nars WHERE key = $1",
+  upsertNar: `INSERT INTO nars (key, size, file_hash, nar_hash, created_at, last_accessed_at) VALUES ($1, $2, $3, $4, $5, $5)
+    ON CONFLICT (key) DO UPDATE SET size = excluded.size, file_hash = excluded.file_hash,
+      nar_hash = excluded.nar_hash, created_at = excluded.created_at,
+      last_accessed_at = GREATEST(nars.last_accessed_at, excluded.last_accessed_at)`,
+  deleteNar: "DELETE FROM nars WHERE key = $1",
+  touchNarInfos: "UPDATE narinfos SET last_accessed_at = GREATEST(last_accessed_at, $1) WHERE hash = ANY($2::text[])",
+  // the NAR a narinfo names is what LRU eviction frees, so its access time follows
+  touchNarsOfNarInfos: `UPDATE nars SET last_accessed_at = GREATEST(nars.last_accessed_at, $1)
+    FROM narinfos WHERE narinfos.nar_key = nars.key AND narinfos.hash = ANY($2::text[])`,
+  config: "SELECT value FROM config WHERE key = $1",
+  setConfig: "INSERT INTO config (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+  insertConfigIfAbsent: "INSERT INTO config (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+} as const;
+
+type QueryName = keyof typeof POSTGRES_QUERIES;
+type Param = string | number | null | string[];
+type Sql = postgres.Sql<{}>;
+
+/** Advisory lock id held while migrating ("ncps" in ASCII); advisory locks are per database. */
+const MIGRATION_LOCK_ID = 0x6e637073;
+/** Idle connections above the open ones the pool may keep close after this long. */
+const IDLE_TIMEOUT_SECONDS = 60;
+
+/** Driver options for a postgres URL: address, credentials, TLS per sslmode, pool size,
+ * a short connect timeout, BIGINT read as a JS number. */
+export function postgresConnectOptions(target: ServerUrl, pool: PoolSettings = {}): postgres.Options<{}> {
+  const params = { ...target.params };
+  const connectTimeout = takeSeconds(params, "connect_timeout") ?? DEFAULT_CONNECT_TIMEOUT_SECONDS;
+  const rootCertPath = params.sslrootcert;
+  delete params.sslrootcert;
+  const { maxOpen, maxIdle } = poolSizes(pool);
+  const address =
+    target.address.kind === "tcp"
+      ? { host: target.address.host, port: target.address.port }
+      : { path: `${target.address.socketPath}/.s.PGSQL.${target.address.port}` };
+  return {
+    ...address,
+    database: target.database,
+    ...(target.user === null ? {} : { username: target.user }),
+    ...(target.password === null ? {} : { password: target.password }),
+    ssl: sslOption(target.sslmode ?? (target.address.kind === "unix" ? "disable" : "prefer"), rootCertPath),
+    max: maxOpen,
+    // the driver keeps no count of idle connections: fewer idle than open means idle ones close
+    ...(maxIdle < maxOpen ? { idle_timeout: IDLE_TIMEOUT_SECONDS } : {}),
+    connect_timeout: connectTimeout,
+    onnotice: () => {},
+    types: { int8: { to: 20, from: [20], serialize: (x: number) => String(x), parse: (x: string) => Number(x) } } as never,
+    connection: { application_name: "ncps", ...params },
+  };
+}
+
+function sslOption(mode: string, rootCertPath: string | undefined): postgres.Options<{}>["ssl"] {
+  const ca = rootCertPath === undefined ? {} : { ca: readFileSync(rootCertPath) };
+  switch (mode) {
+    case "disable":
+      return false;
+    case "allow":
+    case "prefer":
+      return "prefer"; // TLS when the server offers it, certificate unchecked (as libpq)
+    case "require":
+      return rootCertPath === undefined ? "require" : { ...ca, checkServerIdentity: () => undefined };
+    case "verify-ca":
+      return { ...ca, rejectUnauthorized: true, checkServerIdentity: () => undefined };
+    default: // verify-full
+      return { ...ca, rejectUnauthorized: true };
+  }
+}
+
+function takeSeconds(params: Record<string, string>, name: string): number | undefined {
+  const raw = params[name];
+  delete params[name];
+  if (raw === undefined) return undefined;
+  if (!/^\d+$/.test(raw) || Number(raw) < 1) throw new Error(`invalid ${name} "${raw.slice(0, 16)}": expected whole seconds, at least 1`);
+  return Number(raw);
+}
+
+function isAborted(err: unknown): boolean {
+  const code = (err as { code?: string }).code;
+  return code === "40P01" || code === "40001"; // deadlock_detected, serialization_failure
+}
+
+export class PostgresMetadataStore implements MetadataStore {
+  readonly dialect = "postgres" as const;
+  private readonly sql: Sql;
+  private readonly migrations: Migration[];
+
+  private constructor(sql: Sql, migrations: Migration[]) {
+    this.sql = sql;
+    this.migrations = migrations;
+  }
+
+  /** Connects (checking address and credentials now, not at the first request). Does not
+   * migrate: call `migrate()`. */
+  static async open(target: ServerUrl, opts: { pool?: PoolSettings; migrations?: Migration[] } = {}): Promise<PostgresMetadataStore> {
+    const sql = postgres(postgresConnectOptions(target, opts.pool)) as Sql;
+    try {
+      await sql`SELECT 1`;
+    } catch (err) {
+      await sql.end({ timeout: 1 }).catch(() => {});
+      throw err;
+    }
+    return new PostgresMetadataStore(sql, opts.migrations ?? migrationsFor("postgres"));
+  }
+
+  private async run<T extends object>(db: Sql | postgres.TransactionSql<{}>, name: QueryName, params: Param[]): Promise<postgres.RowList<T[]>> {
+    try {
+      return (await db.unsafe(POSTGRES_QUERIES[name], params as never[], { prepare: true })) as unknown as postgres.RowList<T[]>;
+    } catch (err) {
+      if ((err as { code?: string }).code === "42P01") {
+        throw new Error("the postgres database schema is missing or out of date: run `ncps migrate`");
+      }
+      throw err;
+    }
+  }
+
+  private async write<T>(fn: (tx: postgres.TransactionSql<{}>) => Promise<T>): Promise<T> {
+    return retryAborted(isAborted, () => this.sql.begin((tx) => fn(tx)) as Promise<T>);
+  }
+
+  async migrate(opts: { dryRun?: boolean } = {}): Promise<string[]> {
+    const pending = pendingMigrations(this.migrations, await this.appliedMigrations(this.sql));
+    if (opts.dryRun || pending.length === 0) return pending.map((m) => m.name);
+    // All pending migrations in one transaction under the lock (PostgreSQL DDL is
+    // transactional): a replica that waited finds them applied and does nothing.
+    return this.sql.begin(async (tx) => {
+      await tx.unsafe(`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK_ID})`);
+      await tx.unsafe("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT NOT NULL PRIMARY KEY, applied_at BIGINT NOT NULL)");
+      const todo = pendingMigrations(this.migrations, await this.appliedMigrations(tx));
+      for (const migration of todo) {
+        await tx.unsafe(migration.sql);
+        await tx.unsafe("INSERT INTO schema_migrations (name, applied_at) VALUES ($1, $2)", [migration.name, Date.now()]);
+      }
+      return todo.map((m) => m.name);
+    });
+  }
+
+  async migrationStatus(): Promise<{ name: string; applied: boolean }[]> {
+    return migrationStatusOf(this.migrations, await this.appliedMigrations(this.sql));
+  }
+
+  private async appliedMigrations(db: Sql | postgres.TransactionSql<{}>): Promise<Set<string>> {
+    const [table] = await db.unsafe("SELECT to_regclass('schema_migrations') IS NOT NULL AS present");
+    if (!table?.present) return new Set();
+    const rows = await db.unsafe("SELECT name FROM schema_migrations");
+    return new Set(rows.map((r) => r.name as string));
+  }
+
+  async getNarInfoText(hash: string): Promise<string | null> {
+    const [row] = await this.run<{ text: string }>(this.sql, "narInfoText", [hash]);
+    return row ? row.text : null;
+  }
+
+  async getNarInfo(hash: string): Promise<NarInfoRecord | null> {
+    const [row] = await this.run<NarInfoRow & { refs: string[] }>(this.sql, "narInfo", [hash]);
+    return row ? narInfoFromRow(row, row.refs) : null;
+  }
+
+  async putNarInfo(rec: NarInfoRecord): Promise<void> {
+    await this.write(async (tx) => {
+      await this.run(tx, "upsertNarInfo", narInfoValues(rec));
+      await this.run(tx, "deleteReferences", [rec.hash]);
+      await this.insertReferences(tx, rec);
+    });
+  }
+
+  async insertNarInfoIfAbsent(rec: NarInfoRecord): Promise<boolean> {
+    return this.write(async (tx) => {
+      // a concurrent insert of the same hash waits for ours to commit, then does nothing
+      if ((await this.run(tx, "insertNarInfoIfAbsent", narInfoValues(rec))).count === 0) return false;
+      await this.insertReferences(tx, rec);
+      return true;
+    });
+  }
+
+  private async insertReferences(tx: postgres.TransactionSql<{}>, rec: NarInfoRecord) {
+    if (rec.references.length > 0) await this.run(tx, "insertReferences", [rec.hash, uniqueReferences(rec.references)]);
+  }
+
+  async deleteNarInfo(hash: string): Promise<boolean> {
+    // references go with it (ON DELETE CASCADE)
+    return (await this.run(this.sql, "deleteNarInfo", [hash])).count > 0;
+  }
+
+  async narInfosForNar(narKey: string): Promise<NarInfoRecord[]> {
+    const rows = await this.run<NarInfoRow & { refs: string[] }>(this.sql, "narInfosForNar", [narKey]);
+    return rows.map((row) => narInfoFromRow(row, row.refs));
+  }
+
+  async getNar(key: string): Promise<NarRecord | null> {
+    const [row] = await this.run<NarRow>(this.sql, "nar", [key]);
+    return row ? narFromRow(row) : null;
+  }
+
+  async putNar(rec: NarRecord): Promise<void> {
+    await this.run(this.sql, "upsertNar", [rec.key, rec.size, rec.fileHash, rec.narHash, rec.createdAt]);
+  }
+
+  async deleteNar(key: string): Promise<boolean> {
+    return (await this.run(this.sql, "deleteNar", [key])).count > 0;
+  }
+
+  async touch(hashes: string[], at: number): Promise<void> {
+    if (hashes.length === 0) return;
+    const sorted = [...new Set(hashes)].sort(); // rows locked in one order by every replica
+    await this.write(async (tx) => {
+      await this.run(tx, "touchNarInfos", [at, sorted]);
+      await this.run(tx, "touchNarsOfNarInfos", [at, sorted]);
+    });
+  }
+
+  async getConfig(key: string): Promise<string | null> {
+    const [row] = await this.run<{ value: string }>(this.sql, "config", [key]);
+    return row ? row.value : null;
+  }
+
+  async setConfig(key: string, value: string): Promise<void> {
+    await this.run(this.sql, "setConfig", [key, value]);
+  }
+
+  async setConfigIfAbsent(key: string, value: string): Promise<string> {
+    // Two statements, not one transaction: the read runs after the insert (ours, or the one
+    // ours waited for) committed, so it sees the winner's value.
+    await this.run(this.sql, "insertConfigIfAbsent", [key, value]);
+    const [row] = await this.run<{ value: string }>(this.sql, "config", [key]);
+    return row!.value;
+  }
+
+  async close(): Promise<void> {
+    await this.sql.end({ timeout: 5 });
+  }
+}
