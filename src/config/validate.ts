@@ -42,13 +42,14 @@ function checkUpstreamUrl(text: string): void {
   if (url.hostname === "") throw new ConfigError(`upstream URL "${text}" has no host`);
 }
 
-const databaseSchemes = ["sqlite:", "postgres:", "postgresql:", "mysql:"];
+const databaseSchemes = ["sqlite:", "sqlite3:", "postgres:", "postgresql:", "mysql:", "postgres+unix:", "postgresql+unix:", "mysql+unix:"];
 
 function checkDatabaseUrl(text: string): void {
   const scheme = /^[A-Za-z][A-Za-z0-9+.-]*:/.exec(text)?.[0].toLowerCase();
   if (scheme === undefined || !databaseSchemes.includes(scheme)) {
     throw new ConfigError(
-      `unknown database URL scheme in --cache-database-url "${text}" (use sqlite:PATH, postgres://... or mysql://...)`,
+      // only the scheme: the URL may hold a password
+      `unknown database URL scheme in --cache-database-url "${scheme ?? ""}" (use sqlite:PATH, postgres://..., mysql://... or postgres+unix:, mysql+unix:)`,
     );
   }
   if (scheme === "sqlite:" && text.slice(scheme.length) === "") {
