@@ -4,17 +4,17 @@ import { join } from "node:path";
 import type { MetadataStore, NarInfoRecord } from "../db/metadata-store.ts";
 import { serializeCacheInfo } from "../nix/cache-info.ts";
 import { parseCompression } from "../nix/compression.ts";
-import { canonicalHash } from "../nix/hash.ts";
 import { ncpsNarKey, type NcpsNarRequest } from "../nix/nar-url.ts";
 import type { NarDigest } from "../nix/nar-verifier.ts";
-import { serializeNarInfo, type NarInfo } from "../nix/narinfo.ts";
-import { formatPublicKey, signNarInfo, toPublicKey, type SecretKey } from "../nix/signature.ts";
+import type { NarInfo } from "../nix/narinfo.ts";
+import { formatPublicKey, toPublicKey, type SecretKey } from "../nix/signature.ts";
 import type { BlobBody, BlobStore, ByteRange } from "../storage/blob-store.ts";
 import type { Logger } from "../telemetry/logger.ts";
 import type { UpstreamPool } from "../upstream/pool.ts";
 import type { Upstream } from "../upstream/upstream.ts";
 import { AccessTimes } from "./access-times.ts";
 import { NarDownload } from "./nar-download.ts";
+import { narInfoRecord } from "./narinfo-record.ts";
 import { SingleFlight } from "./single-flight.ts";
 
 export interface CacheOptions {
@@ -78,24 +78,9 @@ export class Cache {
   /** Rewrite an upstream narinfo into the one ncps serves: our NAR URL, our signature. */
   private servedRecord(hash: string, upstream: Upstream, upstreamNarInfo: NarInfo): NarInfoRecord {
     const compression = parseCompression(upstreamNarInfo.compression);
-    const narKey = ncpsNarKey(upstreamNarInfo.fileHash ?? upstreamNarInfo.narHash, compression);
-    let served: NarInfo = { ...upstreamNarInfo, url: narKey, compression };
-    if (this.opts.signNarInfo) served = signNarInfo(served, this.opts.signingKey);
-    return {
-      hash,
-      storePath: served.storePath,
-      text: serializeNarInfo(served),
-      narKey,
-      upstream: upstream.url,
-      upstreamNarUrl: upstream.resolve(upstreamNarInfo.url),
-      compression,
-      fileHash: served.fileHash ? canonicalHash(served.fileHash) : null,
-      fileSize: served.fileSize ?? null,
-      narHash: canonicalHash(served.narHash),
-      narSize: served.narSize,
-      references: served.references ?? [],
-      createdAt: Date.now(),
-    };
+    const key = ncpsNarKey(upstreamNarInfo.fileHash ?? upstreamNarInfo.narHash, compression);
+    const origin = { upstream: upstream.url, upstreamNarUrl: upstream.resolve(upstreamNarInfo.url) };
+    return narInfoRecord(hash, upstreamNarInfo, { key, compression }, origin, this.opts.signNarInfo ? this.opts.signingKey : null);
   }
 
   /** A NAR by our key: stored, being downloaded, or fetchable because a narinfo names it.

@@ -9,14 +9,15 @@ import { NixFormatError } from "../nix/errors.ts";
 import { canonicalHash } from "../nix/hash.ts";
 import { parseNcpsNarRequest, type NcpsNarRequest } from "../nix/nar-url.ts";
 import { NarVerifyError } from "../nix/nar-verifier.ts";
-import { parseNarInfo, serializeNarInfo, type NarInfo } from "../nix/narinfo.ts";
+import { parseNarInfo, type NarInfo } from "../nix/narinfo.ts";
 import { encodeNix32 } from "../nix/nix32.ts";
-import { signNarInfo, verifyNarInfo, type PublicKey, type SecretKey } from "../nix/signature.ts";
+import { verifyNarInfo, type PublicKey, type SecretKey } from "../nix/signature.ts";
 import { parseStorePath, parseStorePathBaseName } from "../nix/store-path.ts";
 import type { BlobStore } from "../storage/blob-store.ts";
 import type { Logger } from "../telemetry/logger.ts";
 import type { UpstreamPool } from "../upstream/pool.ts";
 import { Refusal } from "./errors.ts";
+import { narInfoRecord } from "./narinfo-record.ts";
 import { verifyStoredNar } from "./verify-stored.ts";
 
 export interface UploadOptions {
@@ -117,7 +118,8 @@ export class Uploads {
       throw new Refusal("bad-request", `FileSize ${narinfo.fileSize} does not match the stored NAR (${stat.size} bytes)`);
     }
     const existing = await this.opts.db.getNarInfo(hash);
-    const record = this.uploadedRecord(hash, narinfo, nar.key, compression);
+    const signingKey = this.opts.signNarInfo ? this.opts.signingKey : null;
+    const record = narInfoRecord(hash, narinfo, { key: nar.key, compression }, { upstream: null, upstreamNarUrl: null }, signingKey);
     if (existing) return this.sameOrConflict(existing, record);
     await this.checkReferences(narinfo, baseName);
 
@@ -140,25 +142,6 @@ export class Uploads {
     }
     this.opts.logger.info("narinfo uploaded", { hash, storePath: narinfo.storePath });
     return "created";
-  }
-
-  private uploadedRecord(hash: string, narinfo: NarInfo, narKey: string, compression: string): NarInfoRecord {
-    const served = this.opts.signNarInfo ? signNarInfo({ ...narinfo, compression }, this.opts.signingKey) : { ...narinfo, compression };
-    return {
-      hash,
-      storePath: served.storePath,
-      text: serializeNarInfo(served),
-      narKey,
-      upstream: null,
-      upstreamNarUrl: null,
-      compression,
-      fileHash: served.fileHash ? canonicalHash(served.fileHash) : null,
-      fileSize: served.fileSize ?? null,
-      narHash: canonicalHash(served.narHash),
-      narSize: served.narSize,
-      references: served.references ?? [],
-      createdAt: Date.now(),
-    };
   }
 
   private sameOrConflict(existing: NarInfoRecord, record: NarInfoRecord): WriteResult {

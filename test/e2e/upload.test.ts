@@ -1,10 +1,10 @@
 /** `nix copy --to` ncps with the real Nix: builders push, other machines substitute. */
 import { afterAll, beforeAll, describe, expect } from "bun:test";
-import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startNcpsProcess, type NcpsProcess } from "../helpers/ncps.ts";
-import { buildClosure, createNixEnv, makeKeyPair, nixAvailable, storePathHash, substitute, verifyStore, type KeyPair, type NixEnv } from "../helpers/nix.ts";
+import { buildClosure, createNixEnv, makeKeyPair, nixAvailable, storePathHash, substitute, verifyStore, type BuiltClosure, type KeyPair, type NixEnv } from "../helpers/nix.ts";
 import { testIf } from "../helpers/prereq.ts";
 import { startStoppedPort } from "../helpers/upstream-server.ts";
 
@@ -16,7 +16,7 @@ describe.skipIf(!nixAvailable && process.env.NCPS_TEST_STRICT !== "1")("e2e: nix
   let work: string;
   let clientKey: KeyPair;
   let otherKey: KeyPair;
-  let built: { paths: string[]; big?: string };
+  let built: BuiltClosure;
   let builder: string;
   const started: NcpsProcess[] = [];
 
