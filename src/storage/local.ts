@@ -194,8 +194,9 @@ export class LocalBlobStore implements BlobStore {
   }
 }
 
-/** Callers validate keys already; this is the last line of defence before the filesystem. */
-function validateKey(key: string): void {
+/** Callers validate keys already; this is the last line of defence before the filesystem
+ * (or the bucket: s3.ts applies the same rules). */
+export function validateKey(key: string): void {
   if (typeof key !== "string" || key === "") throw new InvalidBlobKeyError("blob key is empty");
   const why = unsafePathReason(key);
   if (why) throw new InvalidBlobKeyError(`blob key ${JSON.stringify(key.slice(0, 200))} ${why}`);
@@ -205,7 +206,7 @@ function validateKey(key: string): void {
   }
 }
 
-function checkPrefix(prefix: string): void {
+export function checkPrefix(prefix: string): void {
   const why = unsafePathReason(prefix);
   if (why) throw new InvalidBlobKeyError(`blob key prefix ${JSON.stringify(prefix.slice(0, 200))} ${why}`);
 }
