@@ -8,6 +8,7 @@ import type { MetadataStore } from "./db/metadata-store.ts";
 import { openMetadataStore } from "./db/open.ts";
 import { parsePublicKey } from "./nix/signature.ts";
 import { createFetchHandler } from "./server/app.ts";
+import type { BlobStore } from "./storage/blob-store.ts";
 import { LocalBlobStore } from "./storage/local.ts";
 import { createLogger, type Logger } from "./telemetry/logger.ts";
 import { netrcAuthorization, parseNetrc, type Netrc } from "./upstream/netrc.ts";
@@ -64,12 +65,30 @@ async function ensureDir(path: string, what: string) {
   }
 }
 
+/** Local directory or S3 bucket; validateConfig made sure exactly one is configured. */
+async function openBlobStore(config: Config): Promise<BlobStore> {
+  if (config.cacheStorageS3Bucket === undefined) {
+    await ensureDir(config.cacheStorageLocal!, "storage directory");
+    return new LocalBlobStore(config.cacheStorageLocal!);
+  }
+  // imported only when used: loading the AWS SDK costs about 200 ms
+  const { S3BlobStore } = await import("./storage/s3.ts");
+  return new S3BlobStore({
+    bucket: config.cacheStorageS3Bucket,
+    endpoint: config.cacheStorageS3Endpoint,
+    region: config.cacheStorageS3Region,
+    accessKeyId: config.cacheStorageS3AccessKeyId!,
+    secretAccessKey: config.cacheStorageS3SecretAccessKey!,
+    forcePathStyle: config.cacheStorageS3ForcePathStyle,
+    prefix: config.cacheStorageS3Prefix,
+  });
+}
+
 /** Start ncps and return once it listens. */
 export async function startNcps(config: Config, logger: Logger = createLogger(config.logLevel)): Promise<RunningNcps> {
   const { hostname, port } = parseServerAddr(config.serverAddr);
-  await ensureDir(config.cacheStorageLocal, "storage directory");
   await ensureDir(config.cacheTempPath, "temp directory");
-  const store = new LocalBlobStore(config.cacheStorageLocal);
+  const store = await startupStep("storage", () => openBlobStore(config));
   await startupStep("storage", () => store.check());
   const trustedKeys = await startupStep("upstream public key", () => config.cacheUpstreamPublicKeys.map((k) => parsePublicKey(k)));
   const trustedUploadKeys = await startupStep("trusted upload key", () => config.cacheTrustedUploadKeys.map((k) => parsePublicKey(k)));

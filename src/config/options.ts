@@ -10,7 +10,17 @@ export interface Config {
   configFile?: string;
   logLevel: LogLevel;
   cacheHostname: string;
-  cacheStorageLocal: string;
+  /** Unset only when S3 storage is configured (and no local directory given). */
+  cacheStorageLocal?: string;
+  /** S3 storage when set; the other S3 fields then apply. */
+  cacheStorageS3Bucket?: string;
+  cacheStorageS3Endpoint?: string;
+  cacheStorageS3Region?: string;
+  cacheStorageS3AccessKeyId?: string;
+  cacheStorageS3SecretAccessKey?: string;
+  /** Unset means false. */
+  cacheStorageS3ForcePathStyle?: boolean;
+  cacheStorageS3Prefix?: string;
   cacheDatabaseUrl: string;
   /** 0: the engine's default (25 open, 5 idle for PostgreSQL and MySQL). */
   cacheDatabasePoolMaxOpenConns: number;
@@ -95,6 +105,11 @@ export function defaultConfigFile(ctx: DefaultsContext): string {
   return join(configHome, "ncps", "config.yaml");
 }
 
+/** The default home of the cache's data: local storage, and the SQLite database also with S3 storage. */
+function defaultDataDir(ctx: DefaultsContext): string {
+  return ctx.isRoot ? "/var/lib/ncps" : join(ctx.env.XDG_DATA_HOME || join(ctx.homeDir, ".local", "share"), "ncps");
+}
+
 const table = [
   {
     key: "configFile",
@@ -131,17 +146,84 @@ const table = [
     help: "Host name of this cache; names its signing key",
     group: "cache",
   },
+  // S3 storage comes before the local directory: the directory's default depends on it.
+  // No defaults here, so an unset S3 option stays out of the Config.
+  {
+    key: "cacheStorageS3Bucket",
+    flag: "cache-storage-s3-bucket",
+    env: ["CACHE_STORAGE_S3_BUCKET"],
+    configKey: "cache.storage.s3.bucket",
+    type: "string",
+    help: "S3 bucket for NARs and logs, instead of --cache-storage-local",
+    group: "cache",
+  },
+  {
+    key: "cacheStorageS3Endpoint",
+    flag: "cache-storage-s3-endpoint",
+    env: ["CACHE_STORAGE_S3_ENDPOINT"],
+    configKey: "cache.storage.s3.endpoint",
+    type: "string",
+    help: "S3 endpoint URL with its scheme (https://s3.eu-west-1.amazonaws.com, http://minio:9000)",
+    group: "cache",
+  },
+  {
+    key: "cacheStorageS3Region",
+    flag: "cache-storage-s3-region",
+    env: ["CACHE_STORAGE_S3_REGION"],
+    configKey: "cache.storage.s3.region",
+    type: "string",
+    defaultText: "us-east-1",
+    help: "S3 region (self-hosted servers accept any)",
+    group: "cache",
+  },
+  {
+    key: "cacheStorageS3AccessKeyId",
+    flag: "cache-storage-s3-access-key-id",
+    env: ["CACHE_STORAGE_S3_ACCESS_KEY_ID"],
+    configKey: "cache.storage.s3.access-key-id",
+    type: "string",
+    help: "S3 access key ID",
+    group: "cache",
+  },
+  {
+    key: "cacheStorageS3SecretAccessKey",
+    flag: "cache-storage-s3-secret-access-key",
+    env: ["CACHE_STORAGE_S3_SECRET_ACCESS_KEY"],
+    configKey: "cache.storage.s3.secret-access-key",
+    type: "string",
+    help: "S3 secret access key",
+    group: "cache",
+  },
+  {
+    key: "cacheStorageS3ForcePathStyle",
+    flag: "cache-storage-s3-force-path-style",
+    env: ["CACHE_STORAGE_S3_FORCE_PATH_STYLE"],
+    configKey: "cache.storage.s3.force-path-style",
+    type: "boolean",
+    defaultText: "false",
+    help: "Path-style S3 URLs (endpoint/bucket/key), needed by MinIO, Garage and most self-hosted servers",
+    group: "cache",
+  },
+  {
+    // Not in the Go ncps: lets several caches share one bucket.
+    key: "cacheStorageS3Prefix",
+    flag: "cache-storage-s3-prefix",
+    env: ["CACHE_STORAGE_S3_PREFIX"],
+    configKey: "cache.storage.s3.prefix",
+    type: "string",
+    help: "Key prefix in the S3 bucket (objects go under <prefix>/)",
+    group: "cache",
+  },
   {
     key: "cacheStorageLocal",
     flag: "cache-storage-local",
     env: ["CACHE_STORAGE_LOCAL"],
     configKey: "cache.storage.local",
     type: "string",
-    default: (ctx: DefaultsContext) =>
-      ctx.isRoot
-        ? "/var/lib/ncps"
-        : join(ctx.env.XDG_DATA_HOME || join(ctx.homeDir, ".local", "share"), "ncps"),
-    defaultText: "/var/lib/ncps as root, else $XDG_DATA_HOME/ncps (~/.local/share/ncps)",
+    // with S3 storage there is no local storage directory unless one is given (an error)
+    default: (ctx: DefaultsContext, resolved: Partial<Config>) =>
+      resolved.cacheStorageS3Bucket === undefined ? defaultDataDir(ctx) : undefined,
+    defaultText: "/var/lib/ncps as root, else $XDG_DATA_HOME/ncps (~/.local/share/ncps); none with S3 storage",
     help: "Directory for the cache's data (NARs, narinfos, the SQLite database)",
     group: "cache",
     shared: true,
@@ -153,9 +235,9 @@ const table = [
     env: ["CACHE_DATABASE_URL"],
     configKey: "cache.database-url",
     type: "string",
-    default: (_ctx: DefaultsContext, resolved: Partial<Config>) =>
-      `sqlite:${join(resolved.cacheStorageLocal ?? "", "db", "db.sqlite")}`,
-    defaultText: "sqlite:<cache-storage-local>/db/db.sqlite",
+    default: (ctx: DefaultsContext, resolved: Partial<Config>) =>
+      `sqlite:${join(resolved.cacheStorageLocal ?? defaultDataDir(ctx), "db", "db.sqlite")}`,
+    defaultText: "sqlite:<cache-storage-local>/db/db.sqlite (with S3 storage: the default data directory)",
     help: "Database URL: sqlite:PATH, postgres://... or mysql://...",
     group: "cache",
     shared: true,

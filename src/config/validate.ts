@@ -11,6 +11,7 @@ export function validateConfig(config: Config): void {
     throw new ConfigError(`unknown log level "${config.logLevel}" (use ${logLevels.join(", ")})`);
   }
   if (config.cacheHostname.trim() === "") throw new ConfigError("--cache-hostname is empty");
+  checkStorage(config);
   checkDatabaseUrl(config.cacheDatabaseUrl);
   if (!Number.isSafeInteger(config.cachePriority) || config.cachePriority < 0) {
     throw new ConfigError(`--cache-priority must be a whole number >= 0, got ${config.cachePriority}`);
@@ -27,6 +28,42 @@ export function validateConfig(config: Config): void {
     throw new ConfigError("--cache-require-trusted-signature needs at least one --cache-trusted-upload-key");
   }
   if (config.cacheMaxUploadSize <= 0) throw new ConfigError("--cache-max-upload-size must be greater than 0");
+}
+
+/** Exactly one of local or S3 storage; S3 with all it needs. (The key prefix is checked by
+ * the S3 store itself at start-up, with the same rules as keys.) */
+function checkStorage(config: Config): void {
+  const s3Flags: [keyof Config, string][] = [
+    ["cacheStorageS3Endpoint", "--cache-storage-s3-endpoint"],
+    ["cacheStorageS3AccessKeyId", "--cache-storage-s3-access-key-id"],
+    ["cacheStorageS3SecretAccessKey", "--cache-storage-s3-secret-access-key"],
+    ["cacheStorageS3Region", "--cache-storage-s3-region"],
+    ["cacheStorageS3ForcePathStyle", "--cache-storage-s3-force-path-style"],
+    ["cacheStorageS3Prefix", "--cache-storage-s3-prefix"],
+  ];
+  if (config.cacheStorageS3Bucket === undefined) {
+    const stray = s3Flags.find(([key]) => config[key] !== undefined);
+    if (stray) throw new ConfigError(`${stray[1]} is set but --cache-storage-s3-bucket is not (S3 storage needs a bucket)`);
+    return;
+  }
+  if (config.cacheStorageLocal !== undefined) {
+    throw new ConfigError("--cache-storage-local and --cache-storage-s3-bucket are both set: choose local or S3 storage");
+  }
+  const missing = s3Flags.slice(0, 3).filter(([key]) => config[key] === undefined).map(([, flag]) => flag);
+  if (missing.length > 0) throw new ConfigError(`S3 storage needs ${missing.join(", ")}`);
+  if (/[/\\\s]/.test(config.cacheStorageS3Bucket)) {
+    throw new ConfigError(`invalid --cache-storage-s3-bucket "${config.cacheStorageS3Bucket}" (a bucket name, without slashes)`);
+  }
+  const endpoint = config.cacheStorageS3Endpoint!;
+  let url: URL;
+  try {
+    url = new URL(endpoint);
+  } catch {
+    throw new ConfigError(`invalid --cache-storage-s3-endpoint "${endpoint}" (use http://host[:port] or https://host[:port])`);
+  }
+  if ((url.protocol !== "http:" && url.protocol !== "https:") || url.hostname === "") {
+    throw new ConfigError(`invalid --cache-storage-s3-endpoint "${endpoint}": it needs its scheme, http:// or https://`);
+  }
 }
 
 function checkUpstreamUrl(text: string): void {

@@ -269,11 +269,11 @@ addr = "127.0.0.1:9000"
   test("unknown keys are ignored with one warning line naming them", async () => {
     const path = writeTemp(
       "yaml",
-      "opentelemetry:\n  enabled: true\ncache:\n  hostname: h.example\n  lru:\n    schedule: '0 0 * * *'\n  storage:\n    s3:\n      bucket: b\n",
+      "opentelemetry:\n  enabled: true\ncache:\n  hostname: h.example\n  lru:\n    schedule: '0 0 * * *'\n  storage:\n    s3:\n      use-ssl: true\n",
     );
     const { config, warnings } = await load({ config: path });
     expect(config.cacheHostname).toBe("h.example");
-    expect(warnings).toEqual([`${path}: ignoring unknown keys: opentelemetry, cache.lru, cache.storage.s3`]);
+    expect(warnings).toEqual([`${path}: ignoring unknown keys: opentelemetry, cache.lru, cache.storage.s3.use-ssl`]);
   });
 
   test("a Go ncps config file with deprecated keys loads", async () => {
