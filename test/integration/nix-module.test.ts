@@ -142,6 +142,20 @@ describe("services.ncps", () => {
     expect(result.service!.environment.TMPDIR).toBe("/var/cache/ncps/tmp");
   });
 
+  test("the README's NixOS configuration evaluates, and ncps loads what it renders", async () => {
+    const readme = await readFile(join(ROOT, "README.md"), "utf8");
+    const section = readme.slice(readme.indexOf("\n## NixOS\n"));
+    const block = /```nix\n([\s\S]*?)```/.exec(section)?.[1];
+    expect(block).toContain("services.ncps");
+    const result = evalJson<ModuleResult>(`(import ${EVAL_NIX}).evalModule (${block})`);
+    const { config, unknownKeys } = await loadRendered(result, "readme");
+    expect(unknownKeys).toEqual([]);
+    expect(config.cacheHostname).toBe("ncps.lan");
+    expect(config.cacheUpstreamUrls).toEqual(["https://cache.nixos.org", "https://nix-community.cachix.org"]);
+    expect(config.cacheUpstreamNegativeTtl).toBe(300_000);
+    expect(result.allowedTCPPorts).toEqual([8501]);
+  });
+
   test("with only a host name, ncps's own defaults apply and the service reads the rendered file", async () => {
     const result = evalModule(`enable = true; cache.hostName = "ncps.lan";`);
     const { config, unknownKeys } = await loadRendered(result, "defaults");
