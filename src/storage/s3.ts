@@ -383,7 +383,8 @@ function describeError(err: unknown): string {
   const e = err as { code?: string; name?: string; message?: string; errors?: { code?: string }[] };
   const code = e?.code ?? e?.errors?.find((inner) => inner.code)?.code;
   const status = httpStatus(err);
-  const text = [code, e?.message && e.message !== "UnknownError" ? e.message : undefined, status ? `HTTP ${status}` : undefined]
+  const message = e?.message && e.message !== "UnknownError" ? e.message : undefined;
+  const text = [code && !message?.startsWith(code) ? code : undefined, message, status ? `HTTP ${status}` : undefined]
     .filter(Boolean)
     .join(": ");
   return (text || String(err)).split("\n")[0]!;
