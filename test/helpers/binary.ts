@@ -1,8 +1,8 @@
 /** The compiled ncps, for tests of the release artefacts (binary, install.sh, systemd unit):
- * built once per test process by build.ts into a temp directory (never dist/, which a
- * developer or CI may be using), removed when the process exits. */
-import { rmSync } from "node:fs";
-import { mkdtemp } from "node:fs/promises";
+ * built by build.ts into a temp directory (never dist/, which a developer or CI may be
+ * using). A test file that uses it calls removeCompiledNcps() in afterAll: bun test emits no
+ * process exit event to clean up on, and each build is over 100 MB. */
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { build, type BuildResult } from "../../build.ts";
@@ -20,11 +20,17 @@ let compiled: Promise<CompiledNcps> | undefined;
 export function compiledNcps(): Promise<CompiledNcps> {
   compiled ??= (async () => {
     const dir = await mkdtemp(join(tmpdir(), "ncps-dist-"));
-    process.once("exit", () => rmSync(dir, { recursive: true, force: true }));
     const result = await build({ outDir: dir });
     return { ...result, dir, binary: result.binaries[0]! };
   })();
   return compiled;
+}
+
+export async function removeCompiledNcps(): Promise<void> {
+  const pending = compiled;
+  compiled = undefined;
+  const built = await pending?.catch(() => undefined);
+  if (built) await rm(built.dir, { recursive: true, force: true });
 }
 
 /** startNcpsProcess with `command` (a binary, or a wrapper script that ends by exec-ing one)

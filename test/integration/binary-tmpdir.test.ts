@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect } from "bun:test";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { compiledNcps, startNcpsBinary } from "../helpers/binary.ts";
+import { compiledNcps, removeCompiledNcps, startNcpsBinary } from "../helpers/binary.ts";
 import { buildClosure, createNixEnv, makeKeyPair, nixAvailable, publishCache, substitute, type KeyPair, type NixEnv } from "../helpers/nix.ts";
 import { hasCommand, testIf } from "../helpers/prereq.ts";
 import { startUpstream, type Upstream } from "../helpers/upstream-server.ts";
@@ -51,6 +51,7 @@ beforeAll(async () => {
 }, T);
 
 afterAll(async () => {
+  await removeCompiledNcps();
   await Promise.all([xzUp?.stop(), zstdUp?.stop()]);
   await nix?.cleanup();
   if (work) await rm(work, { recursive: true, force: true });

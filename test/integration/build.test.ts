@@ -7,7 +7,7 @@ import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { migrationsFor } from "../../src/db/migrations.ts";
-import { compiledNcps, startNcpsBinary, type CompiledNcps } from "../helpers/binary.ts";
+import { compiledNcps, removeCompiledNcps, startNcpsBinary, type CompiledNcps } from "../helpers/binary.ts";
 
 const T = 120_000;
 const ROOT = new URL("../../", import.meta.url).pathname;
@@ -20,6 +20,7 @@ beforeAll(async () => {
 }, T);
 
 afterAll(async () => {
+  await removeCompiledNcps();
   await rm(work, { recursive: true, force: true });
 });
 

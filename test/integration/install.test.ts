@@ -4,7 +4,7 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import { chmod, chown, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
-import { compiledNcps, type CompiledNcps } from "../helpers/binary.ts";
+import { compiledNcps, removeCompiledNcps, type CompiledNcps } from "../helpers/binary.ts";
 import { hasCommand, testIf } from "../helpers/prereq.ts";
 
 const T = 120_000;
@@ -50,6 +50,7 @@ beforeAll(async () => {
 }, T);
 
 afterAll(async () => {
+  await removeCompiledNcps();
   server?.stop(true);
   if (work) await rm(work, { recursive: true, force: true });
 });

@@ -6,7 +6,7 @@ import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { compiledNcps, startNcpsBinary } from "../helpers/binary.ts";
+import { compiledNcps, removeCompiledNcps, startNcpsBinary } from "../helpers/binary.ts";
 import { hasCommand, testIf } from "../helpers/prereq.ts";
 import { execStart, parseUnit, unitEnvironment, unitValues, type SpecifierDirs, type Unit } from "../helpers/systemd-unit.ts";
 
@@ -25,6 +25,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
+  await removeCompiledNcps();
   if (work) await rm(work, { recursive: true, force: true });
 });
 
