@@ -96,7 +96,8 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
 
   let db: MetadataStore | null = null;
   try {
-    db = await startupStep("database", () => openMetadataStore(config.cacheDatabaseUrl, { migrate: true, pool: { maxOpenConns: config.cacheDatabasePoolMaxOpenConns, maxIdleConns: config.cacheDatabasePoolMaxIdleConns } }));
+    const dbPool = { maxOpenConns: config.cacheDatabasePoolMaxOpenConns, maxIdleConns: config.cacheDatabasePoolMaxIdleConns };
+    db = await startupStep("database", () => openMetadataStore(config.cacheDatabaseUrl, { migrate: true, pool: dbPool }));
     const upstreams = config.cacheUpstreamUrls.map(
       (url, i) =>
         new Upstream(url, i, {
@@ -110,23 +111,10 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
     const signingKey = await startupStep("signing key", () =>
       loadSigningKey(db!, { path: config.cacheSecretKeyPath, hostname: config.cacheHostname }),
     );
-    const cache = new Cache({
-      db,
-      store,
-      pool,
-      signingKey,
-      signNarInfo: config.cacheSignNarinfo,
-      tempDir: config.cacheTempPath,
-      priority: config.cachePriority,
-      logger,
-    });
+    const shared = { db, store, pool, signingKey, signNarInfo: config.cacheSignNarinfo, tempDir: config.cacheTempPath, logger };
+    const cache = new Cache({ ...shared, priority: config.cachePriority });
     const uploads = new Uploads({
-      db,
-      store,
-      pool,
-      signingKey,
-      signNarInfo: config.cacheSignNarinfo,
-      tempDir: config.cacheTempPath,
+      ...shared,
       maxUploadBytes: config.cacheMaxUploadSize,
       trustedUploadKeys: config.cacheRequireTrustedSignature ? trustedUploadKeys : null,
       logger,
