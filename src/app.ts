@@ -2,6 +2,7 @@
 import { mkdir } from "node:fs/promises";
 import { Cache } from "./cache/cache.ts";
 import { loadSigningKey } from "./cache/signing-key.ts";
+import { HotNarInfos } from "./cache/hot-narinfos.ts";
 import { Uploads } from "./cache/uploads.ts";
 import type { Config } from "./config/options.ts";
 import type { MetadataStore } from "./db/metadata-store.ts";
@@ -111,7 +112,8 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
     const signingKey = await startupStep("signing key", () =>
       loadSigningKey(db!, { path: config.cacheSecretKeyPath, hostname: config.cacheHostname }),
     );
-    const shared = { db, store, pool, signingKey, signNarInfo: config.cacheSignNarinfo, tempDir: config.cacheTempPath, logger };
+    const hot = new HotNarInfos();
+    const shared = { db, store, pool, signingKey, signNarInfo: config.cacheSignNarinfo, tempDir: config.cacheTempPath, hot, logger };
     const cache = new Cache({ ...shared, priority: config.cachePriority });
     const uploads = new Uploads({
       ...shared,

@@ -13,6 +13,7 @@ import type { Logger } from "../telemetry/logger.ts";
 import type { UpstreamPool } from "../upstream/pool.ts";
 import type { Upstream } from "../upstream/upstream.ts";
 import { AccessTimes } from "./access-times.ts";
+import type { HotNarInfos } from "./hot-narinfos.ts";
 import { NarDownload } from "./nar-download.ts";
 import { narInfoRecord } from "./narinfo-record.ts";
 import { SingleFlight } from "./single-flight.ts";
@@ -28,6 +29,8 @@ export interface CacheOptions {
   tempDir: string;
   /** nix-cache-info Priority */
   priority: number;
+  /** narinfos served recently, shared with Uploads (which forgets deleted ones) */
+  hot: HotNarInfos;
   logger: Logger;
 }
 
@@ -52,16 +55,19 @@ export class Cache {
     this.cacheInfo = serializeCacheInfo({ storeDir: "/nix/store", wantMassQuery: true, priority: opts.priority, extra: [] });
   }
 
-  /** The narinfo text for a store path hash part (already validated), or null when no one has
-   * it. `upstream: false` answers from what ncps holds only (the /upload/ prefix). */
-  async narInfo(hash: string, opts: { upstream?: boolean } = {}): Promise<string | null> {
-    const text = await this.opts.db.getNarInfoText(hash);
-    if (text !== null) {
-      this.accessTimes.record(hash);
-      return text;
+  /** The narinfo, encoded, for a store path hash part (already validated), or null when no
+   * one has it. `upstream: false` answers from what ncps holds only (the /upload/ prefix). */
+  async narInfo(hash: string, opts: { upstream?: boolean } = {}): Promise<Uint8Array | null> {
+    let body = this.opts.hot.get(hash);
+    if (body === null) {
+      let text = await this.opts.db.getNarInfoText(hash);
+      if (text === null && opts.upstream !== false) text = await this.narInfoMisses.run(hash, () => this.fetchNarInfo(hash));
+      if (text === null) return null;
+      body = Buffer.from(text);
+      this.opts.hot.set(hash, body);
     }
-    if (opts.upstream === false) return null;
-    return this.narInfoMisses.run(hash, () => this.fetchNarInfo(hash));
+    this.accessTimes.record(hash);
+    return body;
   }
 
   private async fetchNarInfo(hash: string): Promise<string | null> {

@@ -17,6 +17,7 @@ import type { BlobStore } from "../storage/blob-store.ts";
 import type { Logger } from "../telemetry/logger.ts";
 import type { UpstreamPool } from "../upstream/pool.ts";
 import { Refusal } from "./errors.ts";
+import type { HotNarInfos } from "./hot-narinfos.ts";
 import { narInfoRecord } from "./narinfo-record.ts";
 import { verifyStoredNar } from "./verify-stored.ts";
 
@@ -30,6 +31,8 @@ export interface UploadOptions {
   maxUploadBytes: number;
   /** When set, an uploaded narinfo must carry a valid signature by one of these. */
   trustedUploadKeys: PublicKey[] | null;
+  /** the serving side's memory of recent narinfos: deleted ones must leave it */
+  hot: HotNarInfos;
   logger: Logger;
 }
 
@@ -165,6 +168,7 @@ export class Uploads {
     const record = await this.opts.db.getNarInfo(hash);
     if (!record) return false;
     await this.opts.db.deleteNarInfo(hash);
+    this.opts.hot.forget(hash);
     if ((await this.opts.db.narInfosForNar(record.narKey)).length === 0) await this.removeNar(record.narKey);
     this.opts.pool.forgetMiss(hash);
     this.opts.logger.info("narinfo deleted", { hash });
@@ -174,7 +178,10 @@ export class Uploads {
   /** DELETE /nar/...: the bytes, the record, and every narinfo naming it. */
   async deleteNar(key: string): Promise<boolean> {
     const named = await this.opts.db.narInfosForNar(key);
-    for (const n of named) await this.opts.db.deleteNarInfo(n.hash);
+    for (const n of named) {
+      await this.opts.db.deleteNarInfo(n.hash);
+      this.opts.hot.forget(n.hash);
+    }
     const removed = await this.removeNar(key);
     if (removed || named.length > 0) this.opts.logger.info("NAR deleted", { key, narinfos: named.length });
     return removed || named.length > 0;

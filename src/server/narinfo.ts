@@ -22,13 +22,10 @@ export function narInfoHandler(cache: Cache, logger: Logger, opts: { upstream: b
     try {
       const hash = narInfoHashOf(name);
       if (hash === null) return notFound();
-      const text = await cache.narInfo(hash, opts);
-      if (text === null) return notFound();
-      const headers = {
-        "content-type": "text/x-nix-narinfo",
-        "content-length": String(Buffer.byteLength(text)),
-      };
-      return new Response(head ? null : text, { headers });
+      const body = await cache.narInfo(hash, opts);
+      if (body === null) return notFound();
+      const headers = { "content-type": "text/x-nix-narinfo", "content-length": String(body.length) };
+      return new Response(head ? null : body, { headers });
     } catch (err) {
       return errorResponse(err, logger, { name });
     }
