@@ -3,6 +3,7 @@ import { mkdir } from "node:fs/promises";
 import { Cache } from "./cache/cache.ts";
 import { loadSigningKey } from "./cache/signing-key.ts";
 import { HotNarInfos } from "./cache/hot-narinfos.ts";
+import { removeStaleTempFiles } from "./cache/stale-temp.ts";
 import { Uploads } from "./cache/uploads.ts";
 import type { Config } from "./config/options.ts";
 import type { MetadataStore } from "./db/metadata-store.ts";
@@ -89,6 +90,7 @@ async function openBlobStore(config: Config): Promise<BlobStore> {
 export async function startNcps(config: Config, logger: Logger = createLogger(config.logLevel)): Promise<RunningNcps> {
   const { hostname, port } = parseServerAddr(config.serverAddr);
   await ensureDir(config.cacheTempPath, "temp directory");
+  await removeStaleTempFiles(config.cacheTempPath, logger);
   const store = await startupStep("storage", () => openBlobStore(config));
   await startupStep("storage", () => store.check());
   const trustedKeys = await startupStep("upstream public key", () => config.cacheUpstreamPublicKeys.map((k) => parsePublicKey(k)));
