@@ -32,6 +32,7 @@ describe.skipIf(!nixAvailable && process.env.NCPS_TEST_STRICT !== "1")("ncps ser
   let zstdPaths: string[];
   let bigPath: string;
   let stallPath: string; // a second large path, for the stalled-client test
+  let rangePath: string; // a third large path, for Range during a download
   let xzPaths: string[];
   let nonePaths: string[];
   let ncps: RunningNcps;
@@ -51,11 +52,13 @@ describe.skipIf(!nixAvailable && process.env.NCPS_TEST_STRICT !== "1")("ncps ser
     const plain = await buildClosure(nix, store, { count: 3, seed: "serve-none" });
     const stall = await buildClosure(nix, store, { count: 1, bigBytes: 32 * 1024 * 1024, seed: "serve-stall" });
     stallPath = stall.big!;
+    const ranged = await buildClosure(nix, store, { count: 1, bigBytes: 16 * 1024 * 1024, seed: "serve-range" });
+    rangePath = ranged.big!;
     zstdPaths = big.paths;
     bigPath = big.big!;
     xzPaths = small.paths;
     nonePaths = plain.paths;
-    await publishCache(nix, store, [...zstdPaths, ...stall.paths], join(work, "zstd"), { compression: "zstd", key });
+    await publishCache(nix, store, [...zstdPaths, ...stall.paths, ...ranged.paths], join(work, "zstd"), { compression: "zstd", key });
     await publishCache(nix, store, xzPaths, join(work, "xz"), { compression: "xz", key });
     await publishCache(nix, store, nonePaths, join(work, "none"), { compression: "none", key });
     zstdUp = await startUpstream(join(work, "zstd"));
@@ -126,7 +129,12 @@ describe.skipIf(!nixAvailable && process.env.NCPS_TEST_STRICT !== "1")("ncps ser
     const headNar = await get(ni.url, { method: "HEAD" });
     expect(headNar.status).toBe(200);
     expect(Number(headNar.headers.get("content-length"))).toBe(ni.fileSize ?? ni.narSize);
+    // A download a HEAD started would run in the background: give it time, wait for it, then
+    // look at the upstream and the database.
+    await Bun.sleep(300);
+    await ncps.cache.drain();
     expect(noneUp.hits(narPath)).toBe(0);
+    expect(await db.getNar(ni.url)).toBeNull();
   }, T);
 
   test("NAR miss then hit: verified bytes, fetched from upstream once, exact length and ranges", async () => {
@@ -209,6 +217,34 @@ describe.skipIf(!nixAvailable && process.env.NCPS_TEST_STRICT !== "1")("ncps ser
     expect(zstdUp.hits(narPath)).toBe(1);
   }, T);
 
+  test("Range on a NAR still downloading: 206 with exactly those bytes, one upstream download", async () => {
+    const ni = await narInfoOf(rangePath);
+    const narPath = await upstreamNarPath(zstdUp, rangePath);
+    const size = ni.fileSize!;
+    zstdUp.fault(narPath, { kind: "slow", bytesPerSecond: 4 * 1024 * 1024 }); // about 4 s in flight
+    try {
+      const first = await get(ni.url); // starts the download
+      expect(first.status).toBe(200);
+      const start = Math.floor(size / 3) + 7; // not on a chunk boundary
+      const ranged = await get(ni.url, { headers: { range: `bytes=${start}-` } });
+      expect(ranged.status).toBe(206);
+      expect(ranged.headers.get("content-range")).toBe(`bytes ${start}-${size - 1}/${size}`);
+      // No Content-Length check: Bun.serve frames a streamed body chunked (oven-sh/bun#10507).
+      // Still downloading (seconds to go): the range is served from the growing file, not storage.
+      expect(await db.getNar(ni.url)).toBeNull();
+      const tail = new Uint8Array(await ranged.arrayBuffer());
+      const full = new Uint8Array(await first.arrayBuffer());
+      expect(sha256Nix32(full)).toBe(canonicalHash(ni.fileHash!));
+      expect(tail.length).toBe(size - start);
+      expect(Buffer.from(tail).equals(Buffer.from(full.subarray(start)))).toBe(true);
+      await ncps.cache.drain();
+      expect(await db.getNar(ni.url)).not.toBeNull();
+    } finally {
+      zstdUp.fault(narPath, null);
+    }
+    expect(zstdUp.hits(narPath)).toBe(1);
+  }, T);
+
   for (const fault of [
     { name: "the upstream cuts the body", fault: { kind: "cut", afterBytes: 1000 } as const },
     { name: "the upstream sends the right length of wrong bytes", fault: { kind: "corrupt" } as const },
@@ -245,7 +281,7 @@ describe.skipIf(!nixAvailable && process.env.NCPS_TEST_STRICT !== "1")("ncps ser
         const started = Date.now();
         const res = await get(`${storePathHash(path)}.narinfo`);
         expect(res.status).toBe(404);
-        expect(Date.now() - started).toBeLessThan(15_000); // header timeout is 3 s; far below the client's patience
+        expect(Date.now() - started).toBeLessThan(15_000); // dialer 1 s + response header 2 s; far below the client's patience
         expect(await db.getNarInfo(storePathHash(path))).toBeNull();
       } finally {
         xzUp.fault(/\.narinfo$/, null);
