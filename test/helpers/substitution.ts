@@ -81,6 +81,8 @@ export function describeSubstitution(name: string, extraArgs: () => Promise<stri
       const store = nix.store("client-untrusting");
       const r = await substitute(nix, { from: ncps.url, paths: [small.paths[0]!], trustedKeys: ["someone-else-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY="], store });
       expect(r.code).not.toBe(0);
+      // Refused for the signature (Nix 2.8's wording), not for some other failure.
+      expect(r.stderr).toContain(`cannot add path '${small.paths[0]!}' because it lacks a valid signature`);
     }, T);
 
     test("with every upstream stopped, a fresh store gets everything from ncps alone", async () => {
