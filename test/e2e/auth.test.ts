@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect } from "bun:test";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { startNcpsProcess, type NcpsProcess } from "../helpers/ncps.ts";
-import { buildClosure, createNixEnv, makeKeyPair, nixAvailable, verifyStore, type NixEnv } from "../helpers/nix.ts";
+import { buildClosure, createNixEnv, makeKeyPair, nixAvailable, storePathHash, verifyStore, type NixEnv } from "../helpers/nix.ts";
 import { testIf } from "../helpers/prereq.ts";
 import { startStoppedPort } from "../helpers/upstream-server.ts";
 
@@ -52,6 +52,7 @@ describe.skipIf(!nixAvailable && process.env.NCPS_TEST_STRICT !== "1")("e2e: tok
       nix.run(["nix", "copy", "--store", builder, "--to", ncps.url, "--option", "netrc-file", netrcFile, ...built.paths], { allowFail: true });
     const refused = await copy(wrongNetrc);
     expect(refused.code).not.toBe(0); // Nix: "does not appear to be a binary cache" (its nix-cache-info got 401)
+    expect(refused.stderr).toContain("does not appear to be a binary cache");
     const pushed = await copy(netrc);
     expect(pushed.stderr).not.toContain("error:");
     expect(pushed.code).toBe(0);
@@ -65,11 +66,24 @@ describe.skipIf(!nixAvailable && process.env.NCPS_TEST_STRICT !== "1")("e2e: tok
         ["nix", "copy", "--from", ncps.url, "--to", store, "--option", "trusted-public-keys", ncps.publicKey, "--option", "netrc-file", file, built.top],
         { allowFail: true },
       );
-    expect((await tryFrom(wrongNetrc, nix.store("denied"))).code).not.toBe(0);
+    const denied = await tryFrom(wrongNetrc, nix.store("denied"));
+    expect(denied.code).not.toBe(0);
+    expect(denied.stderr).toContain("does not appear to be a binary cache");
     const store = nix.store("allowed");
     const ok = await tryFrom(readNetrc, store);
     expect(ok.stderr).not.toContain("error:");
     expect(ok.code).toBe(0);
     await verifyStore(nix, store, built.paths, [ncps.publicKey]);
+  }, T);
+
+  test("ncps itself answers 401 without the get token and 200 with it (nix-cache-info and narinfo)", async () => {
+    const basic = (user: string, password: string) => ({ authorization: `Basic ${btoa(`${user}:${password}`)}` });
+    const narInfo = `${storePathHash(built.top)}.narinfo`; // pushed by the first test
+    for (const path of ["nix-cache-info", narInfo]) {
+      const anonymous = await fetch(`${ncps.url}/${path}`);
+      expect(anonymous.status).toBe(401);
+      expect((await fetch(`${ncps.url}/${path}`, { headers: basic("nix", "nope") })).status).toBe(401);
+      expect((await fetch(`${ncps.url}/${path}`, { headers: basic("nix", "read-token") })).status).toBe(200);
+    }
   }, T);
 });
