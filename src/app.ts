@@ -3,7 +3,7 @@ import { mkdir } from "node:fs/promises";
 import { Cache } from "./cache/cache.ts";
 import { loadSigningKey } from "./cache/signing-key.ts";
 import { HotNarInfos } from "./cache/hot-narinfos.ts";
-import { removeStaleTempFiles } from "./cache/stale-temp.ts";
+import { removeStaleTempFiles } from "./cache/temp-files.ts";
 import { Uploads } from "./cache/uploads.ts";
 import type { Config } from "./config/options.ts";
 import type { MetadataStore } from "./db/metadata-store.ts";

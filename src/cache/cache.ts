@@ -5,7 +5,7 @@ import type { MetadataStore, NarInfoRecord } from "../db/metadata-store.ts";
 import { serializeCacheInfo } from "../nix/cache-info.ts";
 import { parseCompression } from "../nix/compression.ts";
 import { ncpsNarKey, type NcpsNarRequest } from "../nix/nar-url.ts";
-import type { NarDigest } from "../nix/nar-verifier.ts";
+import { declaredFileSize, type NarDigest } from "../nix/nar-verifier.ts";
 import type { NarInfo } from "../nix/narinfo.ts";
 import { formatPublicKey, toPublicKey, type SecretKey } from "../nix/signature.ts";
 import type { BlobBody, BlobStore, ByteRange } from "../storage/blob-store.ts";
@@ -13,10 +13,12 @@ import type { Logger } from "../telemetry/logger.ts";
 import type { UpstreamPool } from "../upstream/pool.ts";
 import type { Upstream } from "../upstream/upstream.ts";
 import { AccessTimes } from "./access-times.ts";
+import { Refusal } from "./errors.ts";
 import type { HotNarInfos } from "./hot-narinfos.ts";
 import { NarDownload } from "./nar-download.ts";
 import { narInfoRecord } from "./narinfo-record.ts";
-import { SingleFlight } from "./single-flight.ts";
+import { SingleFlight } from "../single-flight.ts";
+import { tempFileName } from "./temp-files.ts";
 
 export interface CacheOptions {
   db: MetadataStore;
@@ -45,7 +47,6 @@ export class Cache {
   private readonly downloads = new Map<string, NarDownload>();
   private readonly narInfoMisses = new SingleFlight<string, string | null>();
   private readonly accessTimes: AccessTimes;
-  private downloadSeq = 0;
   readonly publicKey: string;
   readonly cacheInfo: string;
 
@@ -94,6 +95,10 @@ export class Cache {
    * NARs only. Null when none of these. */
   async nar(req: NcpsNarRequest, opts: { startDownload: boolean; upstream?: boolean }): Promise<NarSource | null> {
     const { db, store } = this.opts;
+    // In-flight first: a download records its NAR before it leaves this map, so checking in
+    // this order leaves no moment where a finished download is found in neither place.
+    const inFlight = opts.upstream === false ? undefined : this.downloads.get(req.key);
+    if (inFlight && !inFlight.failed) return this.downloadSource(inFlight);
     const stored = await db.getNar(req.key);
     if (stored) {
       const stat = await store.stat(req.key);
@@ -102,14 +107,12 @@ export class Cache {
       await db.deleteNar(req.key);
     }
     if (opts.upstream === false) return null;
-    const inFlight = this.downloads.get(req.key);
-    if (inFlight && !inFlight.failed) return this.downloadSource(inFlight);
 
     const named = await db.narInfosForNar(req.key);
     const record = named.find((r) => r.upstreamNarUrl !== null && this.opts.pool.upstreams.some((u) => u.url === r.upstream));
     if (!record) return null;
     if (!opts.startDownload) {
-      const size = record.fileSize ?? (record.compression === "none" ? record.narSize : null);
+      const size = declaredFileSize({ ...record, compression: parseCompression(record.compression) });
       return { size, open: () => Promise.reject(new Error("HEAD source cannot be opened")) };
     }
     return this.downloadSource(this.startDownload(record));
@@ -117,7 +120,7 @@ export class Cache {
 
   private async openStored(key: string, range?: ByteRange): Promise<BlobBody> {
     const body = await this.opts.store.get(key, range);
-    if (!body) throw new Error(`NAR ${key} vanished from storage`);
+    if (!body) throw new Refusal("not-found", `${key} was deleted`);
     return body;
   }
 
@@ -136,7 +139,7 @@ export class Cache {
     const existing = this.downloads.get(record.narKey);
     if (existing && !existing.failed) return existing;
     const upstream = this.opts.pool.upstreams.find((u) => u.url === record.upstream)!;
-    const tempPath = join(this.opts.tempDir, `ncps-${process.pid}-${++this.downloadSeq}-${record.narKey.replace(/\//g, "_")}`);
+    const tempPath = join(this.opts.tempDir, tempFileName("download", record.narKey));
     const download = new NarDownload(
       record.narKey,
       tempPath,
@@ -166,6 +169,10 @@ export class Cache {
   }
 
   private async commitNar(key: string, path: string, digest: NarDigest) {
+    if ((await this.opts.db.narInfosForNar(key)).length === 0) {
+      this.opts.logger.info("NAR deleted while downloading; not stored", { key });
+      return;
+    }
     await this.opts.store.putFile(key, path);
     await this.opts.db.putNar({ key, size: digest.fileSize, fileHash: digest.fileHash, narHash: digest.narHash, createdAt: Date.now() });
     this.opts.logger.info("NAR stored", { key, size: digest.fileSize });

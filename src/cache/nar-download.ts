@@ -2,12 +2,13 @@
  *
  * The download runs at the upstream's speed whatever the clients do; each client pulls from
  * the file at its own pace (memory stays bounded), and a client leaving does not stop it.
- * Bytes are checked while they arrive. The final byte of a known-length body (or the end of
- * an unknown-length one) reaches clients only once FileHash/NarHash check out, so a failed
+ * Bytes are checked while they arrive. The final byte of a known-length body, of any range, and
+ * the end of an unknown-length one reach clients only once FileHash/NarHash check out, so a failed
  * download can never look complete: clients still reading get an error, i.e. an aborted
  * connection. */
 import { open, rm, type FileHandle } from "node:fs/promises";
-import { NarVerifier, type NarDigest, type NarExpectation } from "../nix/nar-verifier.ts";
+import { declaredFileSize, NarVerifier, type NarDigest, type NarExpectation } from "../nix/nar-verifier.ts";
+import { writeAll } from "../streams.ts";
 import type { Logger } from "../telemetry/logger.ts";
 
 const READ_CHUNK = 256 * 1024;
@@ -46,8 +47,7 @@ export class NarDownload {
     private readonly logger: Logger,
     private readonly stallTimeoutMs = 120_000,
   ) {
-    const e = source.expect;
-    this.size = e.fileSize ?? (e.compression === "none" ? e.narSize : null);
+    this.size = declaredFileSize(source.expect);
     this.done = this.run().catch(() => {});
   }
 
@@ -105,8 +105,7 @@ export class NarDownload {
       }
       clearTimeout(stall);
       const digest = await verifier.end();
-      await writeFd.datasync();
-      await writeFd.close();
+      await writeFd.close(); // the store syncs what it keeps
       writeFd = null;
       this.state = "verified";
       this.released = this.written;
@@ -129,7 +128,8 @@ export class NarDownload {
     } finally {
       clearTimeout(stall);
       if (writeFd) await writeFd.close().catch(() => {});
-      if (this.state !== "verified") await rm(this.tempPath, { force: true }).catch(() => {});
+      // Readers keep their open descriptor; after a local rename this finds nothing to remove.
+      await rm(this.tempPath, { force: true }).catch(() => {});
       this.release();
     }
   }
@@ -159,7 +159,9 @@ export class NarDownload {
               return;
             }
             const fd = this.readFd;
-            const available = Math.min(this.released, limit);
+            // A range's own last byte also waits for verification: no ranged read may end
+            // cleanly on bytes that could still turn out wrong.
+            const available = this.state === "verified" ? Math.min(this.written, limit) : Math.min(this.released, limit - 1);
             if (fd && pos < available) {
               const buf = new Uint8Array(Math.min(READ_CHUNK, available - pos));
               const { bytesRead } = await fd.read(buf, 0, buf.length, pos);
@@ -183,13 +185,5 @@ export class NarDownload {
       },
       { highWaterMark: 0 },
     );
-  }
-}
-
-async function writeAll(fd: FileHandle, bytes: Uint8Array) {
-  let offset = 0;
-  while (offset < bytes.length) {
-    const { bytesWritten } = await fd.write(bytes, offset, bytes.length - offset);
-    offset += bytesWritten;
   }
 }

@@ -16,7 +16,9 @@ import { parseStorePath, parseStorePathBaseName } from "../nix/store-path.ts";
 import type { BlobStore } from "../storage/blob-store.ts";
 import type { Logger } from "../telemetry/logger.ts";
 import type { UpstreamPool } from "../upstream/pool.ts";
+import { readLimited, TooLargeError, writeAll } from "../streams.ts";
 import { Refusal } from "./errors.ts";
+import { tempFileName } from "./temp-files.ts";
 import type { HotNarInfos } from "./hot-narinfos.ts";
 import { narInfoRecord } from "./narinfo-record.ts";
 import { verifyStoredNar } from "./verify-stored.ts";
@@ -42,8 +44,6 @@ const MAX_NARINFO_BYTES = 1024 * 1024;
 export type WriteResult = "created" | "unchanged";
 
 export class Uploads {
-  private seq = 0;
-
   constructor(private readonly opts: UploadOptions) {}
 
   private checkDeclaredLength(length: number | null, max: number) {
@@ -52,7 +52,7 @@ export class Uploads {
 
   /** Stream a body to a temp file, hashing it; refuses more than `max` bytes. */
   private async receive(body: ReadableStream<Uint8Array>, max: number): Promise<{ path: string; size: number; sha256: string }> {
-    const path = join(this.opts.tempDir, `ncps-upload-${process.pid}-${++this.seq}`);
+    const path = join(this.opts.tempDir, tempFileName("upload"));
     const fd = await open(path, "wx");
     const hasher = new Bun.CryptoHasher("sha256");
     let size = 0;
@@ -61,8 +61,7 @@ export class Uploads {
         size += chunk.length;
         if (size > max) throw new Refusal("too-large", `body exceeds the limit of ${max} bytes`);
         hasher.update(chunk);
-        let offset = 0;
-        while (offset < chunk.length) offset += (await fd.write(chunk, offset)).bytesWritten;
+        await writeAll(fd, chunk);
       }
       await fd.close();
       return { path, size, sha256: `sha256:${encodeNix32(hasher.digest())}` };
@@ -100,7 +99,13 @@ export class Uploads {
   async putNarInfo(hash: string, body: ReadableStream<Uint8Array> | null, declaredLength: number | null): Promise<WriteResult> {
     this.checkDeclaredLength(declaredLength, MAX_NARINFO_BYTES);
     if (!body) throw new Refusal("bad-request", "empty narinfo upload");
-    const text = await readLimited(body, MAX_NARINFO_BYTES);
+    let text: string;
+    try {
+      text = await readLimited(body, MAX_NARINFO_BYTES);
+    } catch (err) {
+      if (err instanceof TooLargeError) throw new Refusal("too-large", `narinfo exceeds ${MAX_NARINFO_BYTES} bytes`);
+      throw err;
+    }
     const narinfo = asBadRequest(() => parseNarInfo(text));
     const { hashPart, baseName } = asBadRequest(() => parseStorePath(narinfo.storePath));
     if (hashPart !== hash) throw new Refusal("bad-request", `narinfo is for ${narinfo.storePath}, not ${hash}`);
@@ -110,6 +115,8 @@ export class Uploads {
       throw new Refusal("bad-request", `Compression ${compression} does not match the URL ${narinfo.url}`);
     }
     if (this.opts.trustedUploadKeys && !verifyNarInfo(narinfo, this.opts.trustedUploadKeys)) {
+      // The NAR came first and could not be judged then: an untrusted upload leaves nothing.
+      await this.discardUnrecordedNar(nar.key);
       throw new Refusal("forbidden", "narinfo carries no valid signature by a trusted upload key");
     }
     if (narinfo.fileHash !== undefined && asBadRequest(() => canonicalHash(narinfo.fileHash!)) !== `sha256:${nar.hashPart}`) {
@@ -118,6 +125,7 @@ export class Uploads {
     const stat = await this.opts.store.stat(nar.key);
     if (!stat) throw new Refusal("bad-request", `${nar.key} has not been uploaded: PUT the NAR first`);
     if (narinfo.fileSize !== undefined && narinfo.fileSize !== stat.size) {
+      await this.discardUnrecordedNar(nar.key);
       throw new Refusal("bad-request", `FileSize ${narinfo.fileSize} does not match the stored NAR (${stat.size} bytes)`);
     }
     const existing = await this.opts.db.getNarInfo(hash);
@@ -136,8 +144,9 @@ export class Uploads {
         narHash: narinfo.narHash,
       });
     } catch (err) {
-      if (err instanceof NarVerifyError) throw new Refusal("bad-request", `stored NAR does not match the narinfo: ${err.reason}`);
-      throw err;
+      if (!(err instanceof NarVerifyError)) throw err;
+      await this.discardUnrecordedNar(nar.key);
+      throw new Refusal("bad-request", `stored NAR does not match the narinfo: ${err.reason}`);
     }
     await this.opts.db.putNar({ key: nar.key, size: digest.fileSize, fileHash: digest.fileHash, narHash: digest.narHash, createdAt: Date.now() });
     if (!(await this.opts.db.insertNarInfoIfAbsent(record))) {
@@ -145,6 +154,13 @@ export class Uploads {
     }
     this.opts.logger.info("narinfo uploaded", { hash, storePath: narinfo.storePath });
     return "created";
+  }
+
+  /** An uploaded NAR that no recorded narinfo will ever name: remove it from storage. */
+  private async discardUnrecordedNar(key: string) {
+    if ((await this.opts.db.getNar(key)) !== null) return;
+    if ((await this.opts.db.narInfosForNar(key)).length > 0) return;
+    await this.opts.store.delete(key);
   }
 
   private sameOrConflict(existing: NarInfoRecord, record: NarInfoRecord): WriteResult {
@@ -246,15 +262,4 @@ function asBadRequest<T>(fn: () => T): T {
     if (err instanceof NixFormatError) throw new Refusal("bad-request", err.message);
     throw err;
   }
-}
-
-async function readLimited(body: ReadableStream<Uint8Array>, max: number): Promise<string> {
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for await (const chunk of body) {
-    size += chunk.length;
-    if (size > max) throw new Refusal("too-large", `narinfo exceeds ${max} bytes`);
-    chunks.push(chunk);
-  }
-  return new TextDecoder("utf-8", { fatal: false }).decode(Buffer.concat(chunks));
 }

@@ -65,6 +65,12 @@ function sha256Of(hasher: Bun.CryptoHasher): Hash {
  * The verifier keeps a reference to each chunk until the decompressor has consumed it, so
  * callers must not reuse chunk buffers.
  */
+/** The length of the file a narinfo describes, when it says: FileSize, or NarSize for an
+ * uncompressed NAR. */
+export function declaredFileSize(e: Pick<NarExpectation, "fileSize" | "compression" | "narSize">): number | null {
+  return e.fileSize ?? (e.compression === "none" ? e.narSize : null);
+}
+
 export class NarVerifier {
   private readonly expect: NarExpectation;
   private readonly fileHasher = new Bun.CryptoHasher("sha256");

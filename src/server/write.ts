@@ -1,6 +1,7 @@
 /** PUT and DELETE (`nix copy --to`, `nix store copy-log --to`), at the root and under the Go
  * ncps prefix /upload/, plus GET /log/<drv>. Bodies are streamed, never parsed by Elysia. */
 import { Elysia } from "elysia";
+import { Refusal } from "../cache/errors.ts";
 import type { Uploads, WriteResult } from "../cache/uploads.ts";
 import { parseNcpsNarRequest } from "../nix/nar-url.ts";
 import type { Logger } from "../telemetry/logger.ts";
@@ -44,7 +45,8 @@ export function writeRoutes(uploads: Uploads, policy: WritePolicy, logger: Logge
   const putNarInfo = ({ params, request }: { params: { name: string }; request: Request }) =>
     put(params.name, async (req) => {
       const hash = narInfoHashOf(params.name);
-      if (hash === null) throw new Error("unreachable: route only matches names");
+      // e.g. <hash>.ls from `nix copy --to '...?write-nar-listing=1'`
+      if (hash === null) throw new Refusal("bad-request", "only narinfos, NARs and build logs can be uploaded");
       return uploads.putNarInfo(hash, req.body, declaredLength(req));
     })({ request });
   const putNar = ({ params, request }: { params: { "*": string }; request: Request }) =>

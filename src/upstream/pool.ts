@@ -1,5 +1,8 @@
 /** The upstreams together: asks them in priority order, overlapping so that one slow or dead
  * upstream does not add its timeout to every miss, and remembers recent misses. */
+import { SingleFlight } from "../single-flight.ts";
+import { canDecompress, parseCompression } from "../nix/compression.ts";
+import { parseNarUrl } from "../nix/nar-url.ts";
 import type { NarInfo } from "../nix/narinfo.ts";
 import { verifyNarInfo, type PublicKey } from "../nix/signature.ts";
 import type { Logger } from "../telemetry/logger.ts";
@@ -23,7 +26,7 @@ const NEGATIVE_CACHE_MAX = 100_000;
 
 export class UpstreamPool {
   private readonly misses = new Map<string, number>(); // hash -> expiry (ms epoch)
-  private readonly inFlight = new Map<string, Promise<Found | null>>();
+  private readonly inFlight = new SingleFlight<string, Found | null>();
   private readonly hedgeDelayMs: number;
 
   constructor(
@@ -52,12 +55,7 @@ export class UpstreamPool {
       if (expiry > Date.now()) return Promise.resolve(null);
       this.misses.delete(hash);
     }
-    let pending = this.inFlight.get(hash);
-    if (!pending) {
-      pending = this.askAll(hash).finally(() => this.inFlight.delete(hash));
-      this.inFlight.set(hash, pending);
-    }
-    return pending;
+    return this.inFlight.run(hash, () => this.askAll(hash));
   }
 
   private rememberMiss(hash: string) {
@@ -81,9 +79,10 @@ export class UpstreamPool {
     const timers: ReturnType<typeof setTimeout>[] = [];
     let started = 0;
     let firstFoundAt = 0;
+    let settled = false;
 
     const startNext = () => {
-      if (started >= candidates.length) return;
+      if (settled || started >= candidates.length) return;
       const index = started++;
       const upstream = candidates[index]!;
       upstream
@@ -114,6 +113,7 @@ export class UpstreamPool {
         });
       }
     } finally {
+      settled = true;
       for (const t of timers) clearTimeout(t);
       abort.abort();
     }
@@ -137,16 +137,32 @@ export class UpstreamPool {
     return waitingOnBetter ? "wait" : null;
   }
 
+  /** A narinfo counts as found only if ncps can serve it: it is for the path asked, signed by
+   * a trusted key, and names a NAR ncps can fetch and verify. Anything else is absent there,
+   * so the next upstream is asked and the client gets a 404, never a 400 or 500 for upstream
+   * data. (The signature does not cover URL: it is checked here, not trusted.) */
   private checkSignature(upstream: Upstream, hash: string, r: NarInfoLookup): NarInfoLookup {
     if (r.kind !== "found") return r;
-    if (!r.narinfo.storePath.includes(`/${hash}-`)) {
-      this.opts.logger.warn("upstream narinfo names another store path", { upstream: upstream.url, hash });
-      return { kind: "missing" };
-    }
-    if (!verifyNarInfo(r.narinfo, this.opts.trustedKeys)) {
-      this.opts.logger.warn("upstream narinfo has no trusted signature", { upstream: upstream.url, hash });
+    const problem = this.unusable(upstream, hash, r.narinfo);
+    if (problem) {
+      this.opts.logger.warn(`upstream narinfo ignored: ${problem}`, { upstream: upstream.url, hash });
       return { kind: "missing" };
     }
     return r;
+  }
+
+  private unusable(upstream: Upstream, hash: string, narinfo: NarInfo): string | null {
+    if (!narinfo.storePath.includes(`/${hash}-`)) return "it names another store path";
+    if (!verifyNarInfo(narinfo, this.opts.trustedKeys)) return "no trusted signature";
+    try {
+      parseNarUrl(narinfo.url);
+      const compression = parseCompression(narinfo.compression);
+      if (!canDecompress(compression) && narinfo.fileHash === undefined) return `${compression} NAR without FileHash cannot be verified`;
+      const protocol = new URL(upstream.resolve(narinfo.url)).protocol;
+      if (protocol !== "http:" && protocol !== "https:") return `NAR URL scheme ${protocol} is not fetched`;
+    } catch (err) {
+      return err instanceof Error ? err.message : String(err);
+    }
+    return null;
   }
 }

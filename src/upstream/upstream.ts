@@ -2,6 +2,7 @@
 import { parseCacheInfo } from "../nix/cache-info.ts";
 import { NixFormatError } from "../nix/errors.ts";
 import { parseNarInfo, type NarInfo } from "../nix/narinfo.ts";
+import { readLimited } from "../streams.ts";
 import type { Logger } from "../telemetry/logger.ts";
 
 export type NarInfoLookup =
@@ -16,6 +17,9 @@ export interface UpstreamOptions {
   authorization?: string;
   logger: Logger;
 }
+
+/** A narinfo is a few hundred bytes; more is not a narinfo (an HTML page, a misrouted NAR). */
+const SMALL_DOCUMENT_BYTES = 1024 * 1024;
 
 /** Consecutive failures after which an upstream is skipped for a while. */
 const FAILURES_BEFORE_DOWN = 3;
@@ -54,8 +58,10 @@ export class Upstream {
     return new URL(relative, this.base).href;
   }
 
-  private headers(): Record<string, string> {
-    return this.opts.authorization ? { authorization: this.opts.authorization } : {};
+  /** Credentials go to this upstream's own origin only, never to a host a narinfo names. */
+  private headers(url: string): Record<string, string> {
+    if (!this.opts.authorization || new URL(url).origin !== this.base.origin) return {};
+    return { authorization: this.opts.authorization };
   }
 
   private noteSuccess() {
@@ -71,20 +77,35 @@ export class Upstream {
     }
   }
 
-  /** GET with the header timeout; the body is left to the caller. */
+  /** GET; the timeout covers connecting and the response headers only, never the body (a
+   * large NAR takes as long as it takes; NarDownload watches for stalls). */
   async get(url: string, signal?: AbortSignal): Promise<Response> {
-    const timeout = AbortSignal.timeout(this.opts.headerTimeoutMs);
-    const combined = signal ? AbortSignal.any([signal, timeout]) : timeout;
+    const headersDue = new AbortController();
+    const timer = setTimeout(() => headersDue.abort(), this.opts.headerTimeoutMs);
+    const combined = signal ? AbortSignal.any([signal, headersDue.signal]) : headersDue.signal;
     try {
-      const res = await fetch(url, { headers: this.headers(), signal: combined, redirect: "follow" });
+      const res = await fetch(url, { headers: this.headers(url), signal: combined, redirect: "follow" });
       if (res.status >= 500) this.noteFailure(`HTTP ${res.status}`);
       else this.noteSuccess();
       return res;
     } catch (err) {
       if (signal?.aborted) throw err; // cancelled by us: says nothing about the upstream
-      const reason = timeout.aborted ? `no answer within ${this.opts.headerTimeoutMs} ms` : String((err as Error).message ?? err);
+      const reason = headersDue.signal.aborted ? `no answer within ${this.opts.headerTimeoutMs} ms` : String((err as Error).message ?? err);
       this.noteFailure(reason);
       throw new UpstreamError(`${this.url}: ${reason}`);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** A small document's body (narinfo, nix-cache-info): bounded in size and in time. */
+  private async smallText(res: Response): Promise<string> {
+    if (!res.body) return "";
+    const deadline = setTimeout(() => void res.body?.cancel(new UpstreamError("body too slow")).catch(() => {}), this.opts.headerTimeoutMs);
+    try {
+      return await readLimited(res.body, SMALL_DOCUMENT_BYTES);
+    } finally {
+      clearTimeout(deadline);
     }
   }
 
@@ -105,7 +126,7 @@ export class Upstream {
     }
     let text: string;
     try {
-      text = await res.text();
+      text = await this.smallText(res);
     } catch (err) {
       return { kind: "error", reason: `reading narinfo: ${(err as Error).message}` };
     }
@@ -122,7 +143,7 @@ export class Upstream {
     try {
       const res = await this.get(this.resolve("nix-cache-info"));
       if (res.status !== 200) return void (await res.body?.cancel());
-      const info = parseCacheInfo(await res.text());
+      const info = parseCacheInfo(await this.smallText(res));
       if (info.priority !== undefined) this.priority = info.priority;
     } catch {
       // unreachable at start is allowed; lookups will find out

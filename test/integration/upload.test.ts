@@ -3,6 +3,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { Database } from "bun:sqlite";
 import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startNcps, type RunningNcps } from "../../src/app.ts";
@@ -73,6 +74,7 @@ const work = await mkdtemp(join(tmpdir(), "ncps-upload-it-"));
 const instances: Instance[] = [];
 let upstream: ReturnType<typeof Bun.serve>;
 let upstreamHits = 0;
+const upstreamLogs = new Map<string, string>();
 const FIXTURE = "n5glp21rsz314qssw9fbvfswgy3kc68f";
 
 async function start(name: string, args: Record<string, unknown>): Promise<Instance> {
@@ -114,9 +116,10 @@ async function start(name: string, args: Record<string, unknown>): Promise<Insta
   return instance;
 }
 
-/** The request is refused with `status` and a one-line reason, and nothing changed. */
-async function expectRefused(i: Instance, status: number, send: () => Promise<Response>): Promise<string> {
-  const before = await i.snapshot();
+/** The request is refused with `status` and a one-line reason, and nothing changed (since
+ * `before`, by default the moment of the request). */
+async function expectRefused(i: Instance, status: number, send: () => Promise<Response>, before?: string): Promise<string> {
+  before ??= await i.snapshot();
   const res = await send();
   const body = await res.text();
   expect(res.status).toBe(status);
@@ -138,6 +141,8 @@ beforeAll(async () => {
     fetch(req) {
       upstreamHits++;
       const path = new URL(req.url).pathname;
+      const log = upstreamLogs.get(path);
+      if (log !== undefined) return new Response(log);
       return path === `/${FIXTURE}.narinfo` ? new Response(readFixture(FIXTURE)) : new Response("not found", { status: 404 });
     },
   });
@@ -194,12 +199,19 @@ describe("uploads", () => {
     expect(reason).toContain("PUT the NAR first");
   });
 
-  test("a narinfo that does not match its uploaded NAR is refused, nothing recorded", async () => {
+  test("a narinfo that does not match its uploaded NAR is refused; the NAR it named is gone too", async () => {
     const u = makeUpload("wrong-narhash");
+    const beforeNar = await open.snapshot();
     expect((await put(open, u.narUrl, u.nar)).status).toBe(201);
     const lying = serializeNarInfo(signNarInfo({ ...u.narinfo, narHash: sha(new Uint8Array([1])), sigs: [] }, clientKey));
-    const reason = await expectRefused(open, 400, () => put(open, `${u.hash}.narinfo`, lying));
+    const reason = await expectRefused(open, 400, () => put(open, `${u.hash}.narinfo`, lying), beforeNar);
     expect(reason).toContain("NarHash");
+  });
+
+  test("a PUT of anything but a narinfo, NAR or log is a 400, not a 500", async () => {
+    const u = makeUpload("listing");
+    await expectRefused(open, 400, () => put(open, `${u.hash}.ls`, "{}"));
+    await expectRefused(open, 400, () => put(open, "upload/whatever", "x"));
   });
 
   test("a reference neither in ncps nor upstream is refused; one upstream has is accepted", async () => {
@@ -248,12 +260,59 @@ describe("uploads", () => {
     });
     for (const key of [strangerKey, null]) {
       const u = makeUpload("untrusted", { key });
+      const beforeNar = await strict.snapshot();
       expect((await put(strict, u.narUrl, u.nar)).status).toBe(201);
-      await expectRefused(strict, 403, () => put(strict, `${u.hash}.narinfo`, u.text));
+      // nothing stored: the NAR that came first goes with the refused narinfo
+      await expectRefused(strict, 403, () => put(strict, `${u.hash}.narinfo`, u.text), beforeNar);
     }
     const trusted = makeUpload("trusted");
     expect((await put(strict, trusted.narUrl, trusted.nar)).status).toBe(201);
     expect((await put(strict, `${trusted.hash}.narinfo`, trusted.text)).status).toBe(201);
+  });
+});
+
+describe("Expect: 100-continue (libcurl sends it on every PUT)", () => {
+  /** Sends only the request head and reads what the server says before any body byte. */
+  function headOnly(url: string, path: string, length: number): Promise<string> {
+    const { hostname, port } = new URL(url);
+    return new Promise((resolve, reject) => {
+      const socket = connect(Number(port), hostname, () =>
+        socket.write(`PUT /${path} HTTP/1.1\r\nHost: ${hostname}\r\nContent-Length: ${length}\r\nExpect: 100-continue\r\n\r\n`),
+      );
+      let seen = "";
+      socket.on("data", (d) => {
+        seen += d.toString();
+        // a final status (not 100) ends the exchange; 100 alone means "send the body"
+        if (/HTTP\/1\.1 [2-5]\d\d/.test(seen) || /^HTTP\/1\.1 100[^\n]*\r\n\r\n$/.test(seen)) {
+          socket.destroy();
+          resolve(seen);
+        }
+      });
+      socket.on("error", reject);
+    });
+  }
+
+  test("an enabled PUT is answered 100 Continue before the body is sent", async () => {
+    const u = makeUpload("expect");
+    expect(await headOnly(open.ncps.url, u.narUrl, u.nar.length)).toMatch(/^HTTP\/1\.1 100 Continue/);
+  });
+
+  test("a disabled PUT is answered 405 without the body ever being sent", async () => {
+    const u = makeUpload("expect-disabled");
+    expect(await headOnly(closed.ncps.url, u.narUrl, 10_000_000)).toMatch(/HTTP\/1\.1 405/);
+  });
+});
+
+describe("build logs", () => {
+  test("GET /log falls back to the upstreams; a log PUT over the size limit is 413; disabled PUT is 405", async () => {
+    const drv = `${storeHash("logged")}-logged.drv`;
+    upstreamLogs.set(`/log/${drv}`, "upstream build log\n");
+    const res = await open.req(`log/${drv}`);
+    expect(res.status).toBe(200);
+    expect(await res.text()).toBe("upstream build log\n");
+    expect((await open.req(`log/${storeHash("nolog")}-nolog.drv`)).status).toBe(404);
+    await expectRefused(open, 413, () => put(open, `log/${drv}`, new Uint8Array(70 * 1024)));
+    await expectRefused(closed, 405, () => put(closed, `log/${drv}`, "log"));
   });
 });
 
@@ -265,13 +324,31 @@ describe("deletes", () => {
       expect((await put(open, u.narUrl, u.nar)).status).toBe(201);
       expect((await put(open, `${u.hash}.narinfo`, u.text)).status).toBe(201);
     }
+    const onDisk = (u: Upload) => Bun.file(join(open.dataDir, u.narUrl)).exists();
+    expect(await onDisk(a)).toBe(true);
     expect((await open.req(`${a.hash}.narinfo`, { method: "DELETE" })).status).toBe(204);
     expect((await open.req(`${a.hash}.narinfo`)).status).toBe(404);
     expect((await open.req(a.narUrl)).status).toBe(404);
+    expect(await onDisk(a)).toBe(false);
     expect((await open.req(b.narUrl, { method: "DELETE" })).status).toBe(204);
     expect((await open.req(`${b.hash}.narinfo`)).status).toBe(404);
     expect((await open.req(b.narUrl)).status).toBe(404);
+    expect(await onDisk(b)).toBe(false);
     expect((await open.req(`${b.hash}.narinfo`, { method: "DELETE" })).status).toBe(404);
+  });
+
+  test("deleting one of two narinfos that name one NAR keeps the NAR for the other", async () => {
+    const first = makeUpload("shared-a");
+    // a second store path whose NAR is byte-identical (same contents, same FileHash)
+    const hash = storeHash("shared-b");
+    const second = serializeNarInfo(signNarInfo({ ...first.narinfo, storePath: `/nix/store/${hash}-shared-b`, sigs: [] }, clientKey));
+    expect((await put(open, first.narUrl, first.nar)).status).toBe(201);
+    expect((await put(open, `${first.hash}.narinfo`, first.text)).status).toBe(201);
+    expect((await put(open, `${hash}.narinfo`, second)).status).toBe(201);
+    expect((await open.req(`${first.hash}.narinfo`, { method: "DELETE" })).status).toBe(204);
+    expect(await Bun.file(join(open.dataDir, first.narUrl)).exists()).toBe(true);
+    expect(Buffer.from(await (await open.req(first.narUrl)).arrayBuffer()).equals(Buffer.from(first.nar))).toBe(true);
+    expect((await open.req(`${hash}.narinfo`)).status).toBe(200);
   });
 });
 
@@ -292,6 +369,22 @@ describe("tokens", () => {
     expect((await guarded.req("healthz")).status).toBe(200);
     // the put token reads too: `nix copy --to` reads before it writes, with one netrc password
     expect((await guarded.req("nix-cache-info", { token: "write-secret" })).status).toBe(200);
+  });
+
+  test("every read route and verb needs the token, not only nix-cache-info", async () => {
+    const u = makeUpload("token-routes");
+    expect((await put(guarded, u.narUrl, u.nar, "write-secret")).status).toBe(201);
+    expect((await put(guarded, `${u.hash}.narinfo`, u.text, "write-secret")).status).toBe(201);
+    const wrongBasic = "Basic " + Buffer.from("anyone:nope").toString("base64");
+    for (const path of [`${u.hash}.narinfo`, u.narUrl, `upload/${u.hash}.narinfo`, "pubkey", "", `log/${u.hash}-x.drv`]) {
+      for (const method of ["GET", "HEAD"]) {
+        expect([path, method, (await guarded.req(path, { method })).status]).toEqual([path, method, 401]);
+        expect([path, method, (await guarded.req(path, { method, headers: { authorization: wrongBasic } })).status]).toEqual([path, method, 401]);
+      }
+      expect((await guarded.req(path, { token: "read-secret" })).status).not.toBe(401);
+    }
+    await expectRefused(guarded, 401, () => guarded.req(`${u.hash}.narinfo`, { method: "DELETE" }));
+    await expectRefused(guarded, 401, () => guarded.req(`${u.hash}.narinfo`, { method: "DELETE", token: "read-secret" }));
   });
 
   test("writes need the put token; the get token is not enough", async () => {

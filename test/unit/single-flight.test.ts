@@ -1,5 +1,5 @@
 import { expect, test } from "bun:test";
-import { SingleFlight } from "../../src/cache/single-flight.ts";
+import { SingleFlight } from "../../src/single-flight.ts";
 
 test("concurrent callers share one run; a later call runs again", async () => {
   const flight = new SingleFlight<string, number>();

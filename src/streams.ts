@@ -1,0 +1,35 @@
+/** Small stream helpers shared by the layers that read and write bytes. */
+import type { FileHandle } from "node:fs/promises";
+
+export class TooLargeError extends Error {
+  override name = "TooLargeError";
+  constructor(readonly maxBytes: number) {
+    super(`body exceeds ${maxBytes} bytes`);
+  }
+}
+
+/** The whole body as UTF-8 text, refusing more than `max` bytes (without reading them). */
+export async function readLimited(body: ReadableStream<Uint8Array>, max: number): Promise<string> {
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  const reader = body.getReader();
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      size += value.length;
+      if (size > max) throw new TooLargeError(max);
+      chunks.push(value);
+    }
+  } catch (err) {
+    await reader.cancel().catch(() => {});
+    throw err;
+  }
+  return new TextDecoder().decode(Buffer.concat(chunks));
+}
+
+/** write(2) may write less than asked: loop until all of `bytes` is written. */
+export async function writeAll(fd: FileHandle, bytes: Uint8Array): Promise<void> {
+  let offset = 0;
+  while (offset < bytes.length) offset += (await fd.write(bytes, offset, bytes.length - offset)).bytesWritten;
+}
