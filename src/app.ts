@@ -100,7 +100,11 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
   let db: MetadataStore | null = null;
   try {
     const dbPool = { maxOpenConns: config.cacheDatabasePoolMaxOpenConns, maxIdleConns: config.cacheDatabasePoolMaxIdleConns };
-    db = await startupStep("database", () => openMetadataStore(config.cacheDatabaseUrl, { migrate: true, pool: dbPool }));
+    db = await startupStep("database", () => openMetadataStore(config.cacheDatabaseUrl, { migrate: config.cacheDatabaseAutoMigrate, pool: dbPool }));
+    const pending = (await db.migrationStatus()).filter((m) => !m.applied).map((m) => m.name);
+    if (pending.length > 0) {
+      throw new StartupError(`database schema is not up to date (pending: ${pending.join(", ")}): run \`ncps migrate up\``);
+    }
     const upstreams = config.cacheUpstreamUrls.map(
       (url, i) =>
         new Upstream(url, i, {

@@ -25,6 +25,7 @@ export interface Config {
   /** 0: the engine's default (25 open, 5 idle for PostgreSQL and MySQL). */
   cacheDatabasePoolMaxOpenConns: number;
   cacheDatabasePoolMaxIdleConns: number;
+  cacheDatabaseAutoMigrate: boolean;
   cacheTempPath: string;
   cacheSecretKeyPath?: string;
   cacheSignNarinfo: boolean;
@@ -265,6 +266,17 @@ const table = [
     help: "Maximum idle connections kept in the PostgreSQL or MySQL pool (0: the default)",
     group: "cache",
     shared: true,
+  },
+  {
+    key: "cacheDatabaseAutoMigrate",
+    // Not in the Go ncps, whose users meet "no such table" when they forget `migrate up`.
+    flag: "cache-database-auto-migrate",
+    env: ["CACHE_DATABASE_AUTO_MIGRATE"],
+    configKey: "cache.database.auto-migrate",
+    type: "boolean",
+    default: true,
+    help: "Apply pending database migrations when serve starts; with --no-cache-database-auto-migrate, serve refuses to start on an out-of-date schema (run `ncps migrate up`)",
+    group: "cache",
   },
   {
     key: "cacheTempPath",
