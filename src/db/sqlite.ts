@@ -4,7 +4,7 @@
  * busy_timeout. */
 import { Database, type Statement } from "bun:sqlite";
 import type { MetadataStore, NarInfoRecord, NarRecord } from "./metadata-store.ts";
-import { migrationsFor, type Migration } from "./migrations.ts";
+import { migrationStatusOf, migrationsFor, pendingMigrations, type Migration } from "./migrations.ts";
 
 /** The statements the store runs, by name: exported so tests can check their query plans. */
 export const SQLITE_QUERIES = {
@@ -109,7 +109,7 @@ export class SqliteMetadataStore implements MetadataStore {
   }
 
   async migrate(opts: { dryRun?: boolean } = {}): Promise<string[]> {
-    const pending = this.pendingMigrations();
+    const pending = pendingMigrations(this.migrations, this.appliedMigrations());
     if (opts.dryRun) return pending.map((m) => m.name);
     if (pending.length === 0) return [];
     this.db.run("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT NOT NULL PRIMARY KEY, applied_at INTEGER NOT NULL)");
@@ -133,11 +133,7 @@ export class SqliteMetadataStore implements MetadataStore {
   }
 
   async migrationStatus(): Promise<{ name: string; applied: boolean }[]> {
-    const applied = this.appliedMigrations();
-    const known = this.migrations.map((m) => ({ name: m.name, applied: applied.has(m.name) }));
-    // applied by a newer ncps: listed so the operator sees them
-    const unknown = [...applied].filter((name) => !this.migrations.some((m) => m.name === name)).sort();
-    return [...known, ...unknown.map((name) => ({ name, applied: true }))];
+    return migrationStatusOf(this.migrations, this.appliedMigrations());
   }
 
   private appliedMigrations(): Set<string> {
@@ -145,11 +141,6 @@ export class SqliteMetadataStore implements MetadataStore {
     if (!table) return new Set();
     const rows = this.db.prepare("SELECT name FROM schema_migrations").all() as { name: string }[];
     return new Set(rows.map((r) => r.name));
-  }
-
-  private pendingMigrations(): Migration[] {
-    const applied = this.appliedMigrations();
-    return this.migrations.filter((m) => !applied.has(m.name)).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
   async getNarInfoText(hash: string): Promise<string | null> {
