@@ -94,18 +94,14 @@ export class Cache {
    * `startDownload` false (HEAD) never starts a download; `upstream: false` considers stored
    * NARs only. Null when none of these. */
   async nar(req: NcpsNarRequest, opts: { startDownload: boolean; upstream?: boolean }): Promise<NarSource | null> {
-    const { db, store } = this.opts;
+    const { db } = this.opts;
     // In-flight first: a download records its NAR before it leaves this map, so checking in
     // this order leaves no moment where a finished download is found in neither place.
     const inFlight = opts.upstream === false ? undefined : this.downloads.get(req.key);
     if (inFlight && !inFlight.failed) return this.downloadSource(inFlight);
+    // The record holds the verified size: a hit needs no stat before the read.
     const stored = await db.getNar(req.key);
-    if (stored) {
-      const stat = await store.stat(req.key);
-      if (stat) return { size: stat.size, open: (range) => this.openStored(req.key, range) };
-      this.opts.logger.warn("NAR recorded but missing from storage; fetching again", { key: req.key });
-      await db.deleteNar(req.key);
-    }
+    if (stored) return { size: stored.size, open: (range) => this.openStored(req.key, range) };
     if (opts.upstream === false) return null;
 
     const named = await db.narInfosForNar(req.key);
@@ -118,10 +114,14 @@ export class Cache {
     return this.downloadSource(this.startDownload(record));
   }
 
+  /** A recorded NAR whose bytes are gone (deleted meanwhile, or lost from storage) is
+   * forgotten, so the next request fetches it again from an upstream. */
   private async openStored(key: string, range?: ByteRange): Promise<BlobBody> {
     const body = await this.opts.store.get(key, range);
-    if (!body) throw new Refusal("not-found", `${key} was deleted`);
-    return body;
+    if (body) return body;
+    this.opts.logger.warn("NAR recorded but missing from storage; forgetting it", { key });
+    await this.opts.db.deleteNar(key);
+    throw new Refusal("not-found", `${key} is not in storage`);
   }
 
   private downloadSource(download: NarDownload): NarSource {
