@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { buildClosure, createNixEnv, makeKeyPair, nixAvailable, publishCache, storePathHash, substitute, verifyStore, type NixEnv } from "./nix.ts";
 import { startNcpsProcess, type NcpsProcess } from "./ncps.ts";
 import { testIf } from "./prereq.ts";
+import { createTestDatabase, testServer, type ServerDialect, type TestDatabase } from "./server-databases.ts";
 import { startStoppedPort, startUpstream, type Upstream } from "./upstream-server.ts";
 
 const test = testIf(nixAvailable, "the real Nix (nix-bin) is needed for end-to-end tests");
@@ -96,3 +97,27 @@ export function describeSubstitution(name: string, extraArgs: () => Promise<stri
   });
 }
 
+
+/** The scenario with ncps keeping its metadata in a fresh PostgreSQL or MariaDB database,
+ * then a check that the narinfos really landed there. */
+export async function describeSubstitutionOnServerDatabase(dialect: ServerDialect, label: string) {
+  const name = `e2e: real Nix substitutes through ncps (${dialect}, local storage)`;
+  const server = await testServer(dialect);
+  let db: TestDatabase | undefined;
+  if (server.url === null) {
+    testIf(false, `${name}: ${server.problem}`)(name, () => {});
+    return;
+  }
+  const serverUrl = server.url;
+  describeSubstitution(name, async () => {
+    db = await createTestDatabase(serverUrl);
+    return ["--cache-database-url", db.url];
+  });
+  testIf(nixAvailable, "the real Nix (nix-bin) is needed for end-to-end tests")(`ncps kept the narinfos of the scenario in ${label}`, async () => {
+    const [row] = await db!.query<{ n: number | string }>("SELECT count(*) AS n FROM narinfos");
+    expect(Number(row!.n)).toBeGreaterThanOrEqual(14); // the 10-path and the 4-path closures
+  });
+  afterAll(async () => {
+    await db?.drop();
+  });
+}

@@ -18,25 +18,11 @@ import {
   toPublicKey,
   verifyNarInfo,
 } from "../../src/nix/signature.ts";
+import { baseNixConf } from "../helpers/nix.ts";
 import { hasCommand, testIf } from "../helpers/prereq.ts";
 
 const nixTest = testIf(hasCommand("nix"), "the nix command is not installed (apt-get install nix-bin)");
 
-const NIX_CONF = `build-users-group =
-sandbox = false
-sandbox-paths = /bin /usr /lib /lib64
-experimental-features = nix-command
-substituters =
-trusted-substituters =
-trusted-public-keys =
-require-sigs = true
-narinfo-cache-negative-ttl = 0
-narinfo-cache-positive-ttl = 0
-connect-timeout = 5
-stalled-download-timeout = 60
-download-attempts = 2
-fallback = false
-`;
 
 // Two input-addressed paths, one referring to the other, built with /bin/sh (no nixpkgs).
 const EXPR = `
@@ -94,7 +80,7 @@ describe("cross-check with the real Nix", () => {
     root = mkdtempSync(join(tmpdir(), "ncps-nix-crosscheck-"));
     mkdirSync(join(root, "conf"));
     mkdirSync(join(root, "xdg-config"));
-    writeFileSync(join(root, "conf", "nix.conf"), NIX_CONF);
+    writeFileSync(join(root, "conf", "nix.conf"), baseNixConf);
   });
 
   afterAll(() => {

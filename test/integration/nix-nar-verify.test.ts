@@ -8,23 +8,12 @@ import { canonicalHash, formatHash, parseHash, sha256 } from "../../src/nix/hash
 import { parseNarUrl } from "../../src/nix/nar-url.ts";
 import { NarVerifier, NarVerifyError, type NarDigest, type NarExpectation } from "../../src/nix/nar-verifier.ts";
 import { parseNarInfo } from "../../src/nix/narinfo.ts";
+import { baseNixConf } from "../helpers/nix.ts";
 import { hasCommand, testIf } from "../helpers/prereq.ts";
 
 const available = ["nix", "nix-store", "xz", "zstd", "sha256sum"].every(hasCommand);
 const nixTest = testIf(available, "the real Nix (nix, nix-store) and xz, zstd, sha256sum are needed");
 
-const NIX_CONF = `build-users-group =
-sandbox = false
-sandbox-paths = /bin /usr /lib /lib64
-experimental-features = nix-command
-substituters =
-trusted-substituters =
-trusted-public-keys =
-require-sigs = true
-narinfo-cache-negative-ttl = 0
-narinfo-cache-positive-ttl = 0
-fallback = false
-`;
 
 let root = "";
 let tree = "";
@@ -44,7 +33,7 @@ beforeAll(async () => {
   root = await mkdtemp(join(tmpdir(), "ncps-nar-verify-"));
   const conf = join(root, "conf");
   await mkdir(conf);
-  await writeFile(join(conf, "nix.conf"), NIX_CONF);
+  await writeFile(join(conf, "nix.conf"), baseNixConf);
   await mkdir(join(root, "xdg-config"));
   await mkdir(join(root, "xdg-cache"));
   const { NIX_REMOTE: _ignored, ...rest } = process.env;
