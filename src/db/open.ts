@@ -5,10 +5,10 @@ import { DatabaseUrlError, parseDatabaseUrl, type DatabaseUrl, type ServerUrl, t
 import type { MetadataStore } from "./metadata-store.ts";
 import { MysqlMetadataStore } from "./mysql.ts";
 import { PostgresMetadataStore } from "./postgres.ts";
-import type { PoolSettings } from "./server-rows.ts";
+import type { PoolSettings } from "./rows.ts";
 import { SqliteMetadataStore } from "./sqlite.ts";
 
-export type { PoolSettings } from "./server-rows.ts";
+export type { PoolSettings } from "./rows.ts";
 
 /** A database that cannot be opened for a reason the user can fix; the message is one line. */
 export class DatabaseOpenError extends Error {

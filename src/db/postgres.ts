@@ -17,7 +17,7 @@ import {
   type NarInfoRow,
   type NarRow,
   type PoolSettings,
-} from "./server-rows.ts";
+} from "./rows.ts";
 
 const NARINFO_COLUMNS = `hash, store_path, text, nar_key, upstream, upstream_nar_url, compression,
       file_hash, file_size, nar_hash, nar_size, created_at, last_accessed_at`;

@@ -4,6 +4,7 @@
  * busy_timeout. */
 import { Database, type Statement } from "bun:sqlite";
 import type { MetadataStore, NarInfoRecord, NarRecord } from "./metadata-store.ts";
+import { narFromRow, narInfoFromRow, type NarInfoRow, type NarRow } from "./rows.ts";
 import { migrationStatusOf, migrationsFor, pendingMigrations, type Migration } from "./migrations.ts";
 
 /** The statements the store runs, by name: exported so tests can check their query plans. */
@@ -46,29 +47,6 @@ export const SQLITE_QUERIES = {
 } as const;
 
 type QueryName = keyof typeof SQLITE_QUERIES;
-
-interface NarInfoRow {
-  hash: string;
-  store_path: string;
-  text: string;
-  nar_key: string;
-  upstream: string | null;
-  upstream_nar_url: string | null;
-  compression: string;
-  file_hash: string | null;
-  file_size: number | null;
-  nar_hash: string;
-  nar_size: number;
-  created_at: number;
-}
-
-interface NarRow {
-  key: string;
-  size: number;
-  file_hash: string | null;
-  nar_hash: string;
-  created_at: number;
-}
 
 export class SqliteMetadataStore implements MetadataStore {
   readonly dialect = "sqlite" as const;
@@ -195,8 +173,7 @@ export class SqliteMetadataStore implements MetadataStore {
 
   async getNar(key: string): Promise<NarRecord | null> {
     const row = this.q.nar.get(key) as NarRow | null;
-    if (!row) return null;
-    return { key: row.key, size: row.size, fileHash: row.file_hash, narHash: row.nar_hash, createdAt: row.created_at };
+    return row ? narFromRow(row) : null;
   }
 
   async putNar(rec: NarRecord): Promise<void> {
@@ -251,21 +228,7 @@ export class SqliteMetadataStore implements MetadataStore {
 
   private toNarInfoRecord(row: NarInfoRow): NarInfoRecord {
     const refs = this.q.references.all(row.hash) as { reference: string }[];
-    return {
-      hash: row.hash,
-      storePath: row.store_path,
-      text: row.text,
-      narKey: row.nar_key,
-      upstream: row.upstream,
-      upstreamNarUrl: row.upstream_nar_url,
-      compression: row.compression,
-      fileHash: row.file_hash,
-      fileSize: row.file_size,
-      narHash: row.nar_hash,
-      narSize: row.nar_size,
-      references: refs.map((r) => r.reference),
-      createdAt: row.created_at,
-    };
+    return narInfoFromRow(row, refs.map((r) => r.reference));
   }
 }
 

@@ -1,5 +1,6 @@
-/** What the two server engines (postgres, mysql) share: the shape of their rows, how a row
- * becomes a record, and the retry of a write transaction the server chose to abort. */
+/** What the engines share: the shape of their rows and how a row becomes a record; for the
+ * two server engines (postgres, mysql) also pool sizes and the retry of a write transaction
+ * the server chose to abort. */
 import type { NarInfoRecord, NarRecord } from "./metadata-store.ts";
 
 /** Connection pool size; 0 or absent means the engine's default. */
