@@ -11,7 +11,9 @@ import { declaredFileSize, NarVerifier, type NarDigest, type NarExpectation } fr
 import { writeAll } from "../streams.ts";
 import type { Logger } from "../telemetry/logger.ts";
 
-const READ_CHUNK = 256 * 1024;
+// Per read from the growing file. 64 KiB: 8 clients on a 200 MB miss peaked at 85-88 MB RSS,
+// against 110-150 MB with 256 KiB reads, at the same speed.
+const READ_CHUNK = 64 * 1024;
 
 export interface DownloadSource {
   url: string;
