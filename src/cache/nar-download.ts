@@ -136,10 +136,17 @@ export class NarDownload {
     }
   }
 
+  /** What a client stream fails with. Bun.serve prints a response stream's error to stderr
+   * with a source excerpt for an Error, one line for a string; the cause is already in the
+   * structured log, so clients' streams fail with a one-line string. */
+  private abortReason(): string {
+    return `ncps: NAR ${this.key} not served: ${this.error?.message ?? "download no longer running"}`;
+  }
+
   /** Bytes [start, end] (inclusive; end defaults to the last) as they become verified-safe. */
   reader(start = 0, end?: number): ReadableStream<Uint8Array> {
     if (this.state === "failed" || (this.state === "verified" && !this.readFd)) {
-      return new ReadableStream({ start: (c) => c.error(this.error ?? new NarDownloadError("download no longer running")) });
+      return new ReadableStream({ start: (c) => c.error(this.abortReason()) });
     }
     this.holders++;
     let pos = start;
@@ -157,7 +164,7 @@ export class NarDownload {
           for (;;) {
             if (this.state === "failed") {
               finish();
-              controller.error(this.error);
+              controller.error(this.abortReason());
               return;
             }
             const fd = this.readFd;
