@@ -1,0 +1,239 @@
+/** RedisLocker against the real Redis at NCPS_TEST_REDIS_URL. Every test uses its own key
+ * prefix, so runs (and tests) never see each other's keys. */
+import { afterEach, describe, expect, test } from "bun:test";
+import { Redis } from "ioredis";
+import { LockerClosedError, LockTimeoutError } from "../../src/lock/memory.ts";
+import { RedisLocker, type RedisLockerOptions } from "../../src/lock/redis.ts";
+import { testIf } from "../helpers/prereq.ts";
+
+const redisUrl = process.env.NCPS_TEST_REDIS_URL ?? null;
+
+/** Locker options for the test server, from its redis:// (or rediss://) URL. */
+function optionsFromUrl(url: string, keyPrefix: string): RedisLockerOptions {
+  const u = new URL(url);
+  const db = u.pathname.replace(/^\//, "");
+  return {
+    addrs: [`${u.hostname}:${u.port || "6379"}`],
+    username: u.username ? decodeURIComponent(u.username) : undefined,
+    password: u.password ? decodeURIComponent(u.password) : undefined,
+    db: db ? Number(db) : undefined,
+    tls: u.protocol === "rediss:",
+    keyPrefix,
+  };
+}
+
+async function reachability(): Promise<string | null> {
+  if (!redisUrl) return "NCPS_TEST_REDIS_URL is not set";
+  const probe = new RedisLocker(optionsFromUrl(redisUrl, "ncps:test:probe:"));
+  try {
+    await probe.check();
+    return null;
+  } catch (err) {
+    return `NCPS_TEST_REDIS_URL is unreachable: ${(err as Error).message}`;
+  } finally {
+    await probe.close();
+  }
+}
+
+const problem = await reachability();
+const redisTest = testIf(problem === null, `RedisLocker tests: ${problem}`);
+
+/** Everything a test opened, closed after it whatever happened. */
+const opened: { close(): Promise<unknown> }[] = [];
+afterEach(async () => {
+  await Promise.all(opened.splice(0).map((c) => c.close().catch(() => {})));
+});
+
+/** A fresh key prefix and lockers (each its own connection) sharing it. */
+function scope() {
+  const keyPrefix = `ncps:test:${crypto.randomUUID()}:`;
+  const locker = () => {
+    const l = new RedisLocker(optionsFromUrl(redisUrl!, keyPrefix));
+    opened.push(l);
+    return l;
+  };
+  /** A plain client to look at the keys behind the lockers' backs. */
+  const raw = () => {
+    const r = new Redis(redisUrl!);
+    opened.push({ close: () => r.quit() });
+    return r;
+  };
+  return { keyPrefix, locker, raw };
+}
+
+/** tryLock until it succeeds (at most 10 s): the release function, for tests that go on
+ * holding the lock. */
+async function takeWhenFree(locker: RedisLocker, name: string): Promise<() => Promise<void>> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const release = await locker.tryLock(name);
+    if (release) return release;
+    if (Date.now() > deadline) throw new Error(`lock ${name} never became free`);
+    await Bun.sleep(10);
+  }
+}
+
+describe("RedisLocker", () => {
+  redisTest("a lock is exclusive across two lockers (two connections), under the key prefix", async () => {
+    const { keyPrefix, locker, raw } = scope();
+    const a = locker();
+    const b = locker();
+    // both race for the same names many times: exactly one wins each
+    const results = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => Promise.all([a.tryLock(`n${i}`), b.tryLock(`n${i}`)])),
+    );
+    for (const [fromA, fromB] of results) expect((fromA === null) !== (fromB === null)).toBe(true);
+    expect(await raw().exists(`${keyPrefix}n0`)).toBe(1);
+    for (const pair of results) for (const release of pair) await release?.();
+  });
+
+  redisTest("release by the owner frees the lock; a second release is harmless", async () => {
+    const { keyPrefix, locker, raw } = scope();
+    const a = locker();
+    const b = locker();
+    const release = await a.tryLock("k");
+    expect(release).not.toBeNull();
+    expect(await b.tryLock("k")).toBeNull();
+    await release!();
+    expect(await raw().exists(`${keyPrefix}k`)).toBe(0);
+    const releaseB = await b.tryLock("k");
+    expect(releaseB).not.toBeNull();
+    await release!(); // stale: must not free b's lock
+    expect(await a.tryLock("k")).toBeNull();
+    await releaseB!();
+  });
+
+  redisTest("a stale release after expiry and re-acquisition keeps the new holder's key", async () => {
+    const { keyPrefix, locker, raw } = scope();
+    const a = locker();
+    const b = locker();
+    const redis = raw();
+    const staleRelease = (await a.tryLock("k"))!;
+    expect(staleRelease).not.toBeNull();
+    // the lease runs out (as when the holder was cut off longer than its TTL)
+    await redis.pexpire(`${keyPrefix}k`, 1);
+    const releaseB = await takeWhenFree(b, "k");
+    const newToken = await redis.get(`${keyPrefix}k`);
+    await staleRelease();
+    expect(await redis.get(`${keyPrefix}k`)).toBe(newToken);
+    expect(await a.tryLock("k")).toBeNull();
+    await releaseB!();
+    expect(await redis.exists(`${keyPrefix}k`)).toBe(0);
+  });
+
+  redisTest("TTL expiry frees a lock whose holder stopped renewing (closed without release)", async () => {
+    const { keyPrefix, locker, raw } = scope();
+    const holder = locker();
+    const other = locker();
+    expect(await holder.tryLock("k", 300)).not.toBeNull();
+    await holder.close();
+    // close does not delete the key: it is still held, with a finite TTL
+    expect(await other.tryLock("k")).toBeNull();
+    const pttl = await raw().pttl(`${keyPrefix}k`);
+    expect(pttl).toBeGreaterThan(0);
+    expect(pttl).toBeLessThanOrEqual(300);
+    // and once it expires the other locker gets it (waits as long as needed, within reason)
+    expect(await other.withLock("k", async () => "taken", 10_000)).toBe("taken");
+  });
+
+  redisTest("a held lock is renewed past several TTLs, and its release deletes it", async () => {
+    const { keyPrefix, locker, raw } = scope();
+    const holder = locker();
+    const other = locker();
+    const redis = raw();
+    const ttlMs = 300;
+    const release = await holder.tryLock("k", ttlMs);
+    expect(release).not.toBeNull();
+    const token = await redis.get(`${keyPrefix}k`);
+    // hold for ~7 TTLs, looking every half TTL: always the same holder, always a lease
+    for (let i = 0; i < 14; i++) {
+      await Bun.sleep(ttlMs / 2);
+      expect(await redis.get(`${keyPrefix}k`)).toBe(token);
+      expect(await other.tryLock("k")).toBeNull();
+    }
+    expect(await redis.pttl(`${keyPrefix}k`)).toBeLessThanOrEqual(ttlMs);
+    await release!();
+    expect(await redis.exists(`${keyPrefix}k`)).toBe(0);
+  });
+
+  redisTest("withLock serialises concurrent callers on two lockers and releases on throw", async () => {
+    const { locker } = scope();
+    const lockers = [locker(), locker()];
+    let inside = 0;
+    let maxInside = 0;
+    let ran = 0;
+    await Promise.all(
+      Array.from({ length: 12 }, (_, i) =>
+        lockers[i % 2]!.withLock("k", async () => {
+          inside++;
+          maxInside = Math.max(maxInside, inside);
+          await Bun.sleep(10);
+          inside--;
+          ran++;
+        }),
+      ),
+    );
+    expect(maxInside).toBe(1);
+    expect(ran).toBe(12);
+    expect(await lockers[0]!.withLock("k", async () => 42)).toBe(42);
+    await expect(lockers[1]!.withLock("k", async () => Promise.reject(new Error("boom")))).rejects.toThrow("boom");
+    const release = await lockers[0]!.tryLock("k");
+    expect(release).not.toBeNull();
+    await release!();
+  });
+
+  redisTest("withLock times out with LockTimeoutError while another locker holds the lock", async () => {
+    const { locker } = scope();
+    const a = locker();
+    const b = locker();
+    const release = await a.tryLock("k");
+    expect(release).not.toBeNull();
+    let ranInB = false;
+    const err = await b.withLock("k", async () => void (ranInB = true), 200).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(LockTimeoutError);
+    expect((err as LockTimeoutError).lockName).toBe("k");
+    expect(ranInB).toBe(false);
+    await release!();
+    expect(await b.withLock("k", async () => "free again", 5_000)).toBe("free again");
+  });
+
+  redisTest("a closed locker refuses new locks and check() says so", async () => {
+    const { locker } = scope();
+    const a = locker();
+    await a.check();
+    await a.close();
+    await expect(a.tryLock("k")).rejects.toBeInstanceOf(LockerClosedError);
+    await expect(a.withLock("k", async () => 1)).rejects.toBeInstanceOf(LockerClosedError);
+    await expect(a.check()).rejects.toThrow(/^cannot reach redis at .*closed/);
+  });
+});
+
+describe("RedisLocker without a server", () => {
+  test("check() on a closed port gives one line naming host:port, never the password", async () => {
+    const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    const port = probe.port;
+    probe.stop(true);
+    const locker = new RedisLocker({ addrs: [`127.0.0.1:${port}`], username: "ncps", password: "hunter2" });
+    opened.push(locker);
+    const err = await locker.check().then(
+      () => null,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(Error);
+    const message = (err as Error).message;
+    expect(message).toStartWith(`cannot reach redis at 127.0.0.1:${port}: `);
+    expect(message).not.toContain("\n");
+    expect(message).not.toContain("hunter2");
+    // a lock attempt fails the same way, instead of waiting in a queue
+    const lockErr = await locker.tryLock("k").catch((e: unknown) => e);
+    expect((lockErr as Error).message).toContain(`127.0.0.1:${port}`);
+    expect((lockErr as Error).message).not.toContain("hunter2");
+  });
+
+  test("addresses: the first is used; a bad one is refused", () => {
+    expect(new RedisLocker({ addrs: ["[::1]:7000", "other:1"] }).address).toBe("[::1]:7000");
+    expect(new RedisLocker({ addrs: ["redis.internal"] }).address).toBe("redis.internal:6379");
+    expect(() => new RedisLocker({ addrs: [] })).toThrow("no address");
+    expect(() => new RedisLocker({ addrs: ["host:notaport"] })).toThrow("invalid redis address");
+  });
+});
