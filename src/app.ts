@@ -7,6 +7,7 @@ import { removeStaleTempFiles } from "./cache/temp-files.ts";
 import { Uploads } from "./cache/uploads.ts";
 import type { Config } from "./config/options.ts";
 import type { MetadataStore } from "./db/metadata-store.ts";
+import type { Locker } from "./lock/locker.ts";
 import { openMetadataStore } from "./db/open.ts";
 import { parsePublicKey } from "./nix/signature.ts";
 import { createFetchHandler } from "./server/app.ts";
@@ -86,6 +87,40 @@ async function openBlobStore(config: Config): Promise<BlobStore> {
   });
 }
 
+/** With --cache-redis-addrs, replicas coordinate their upstream downloads through Redis. */
+async function openReplicaLocker(config: Config, logger: Logger): Promise<Locker | null> {
+  if (config.cacheRedisAddrs.length === 0) return null;
+  const { RedisLocker } = await import("./lock/redis.ts"); // ioredis loads only when used
+  // Until the first PING answers, a failure is the one startup line, not also a log record.
+  let reachable = false;
+  const whenReachable = (log: (msg: string, fields?: Record<string, unknown>) => void) => (msg: string, fields?: Record<string, unknown>) =>
+    reachable && log(msg, fields);
+  const lockLogger: Logger = {
+    debug: whenReachable(logger.debug),
+    info: whenReachable(logger.info),
+    warn: whenReachable(logger.warn),
+    error: whenReachable(logger.error),
+    child: (fields) => logger.child(fields),
+  };
+  const locker = new RedisLocker({
+    addrs: config.cacheRedisAddrs,
+    username: config.cacheRedisUsername,
+    password: config.cacheRedisPassword,
+    db: config.cacheRedisDb,
+    tls: config.cacheRedisUseTls,
+    keyPrefix: config.cacheLockRedisKeyPrefix,
+    logger: lockLogger,
+  });
+  try {
+    await locker.check();
+    reachable = true;
+  } catch (err) {
+    await locker.close().catch(() => {});
+    throw err;
+  }
+  return locker;
+}
+
 /** Start ncps and return once it listens. */
 export async function startNcps(config: Config, logger: Logger = createLogger(config.logLevel)): Promise<RunningNcps> {
   const { hostname, port } = parseServerAddr(config.serverAddr);
@@ -98,6 +133,7 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
   const netrc = await startupStep("netrc file", () => readNetrc(config.netrcFile, logger));
 
   let db: MetadataStore | null = null;
+  let locker: Locker | null = null;
   try {
     const dbPool = { maxOpenConns: config.cacheDatabasePoolMaxOpenConns, maxIdleConns: config.cacheDatabasePoolMaxIdleConns };
     db = await startupStep("database", () => openMetadataStore(config.cacheDatabaseUrl, { migrate: config.cacheDatabaseAutoMigrate, pool: dbPool }));
@@ -118,9 +154,11 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
     const signingKey = await startupStep("signing key", () =>
       loadSigningKey(db!, { path: config.cacheSecretKeyPath, hostname: config.cacheHostname }),
     );
+    locker = await startupStep("redis", () => openReplicaLocker(config, logger));
+    const replicas = locker ? { locker, ttlMs: config.cacheLockDownloadTtl } : undefined;
     const hot = new HotNarInfos();
     const shared = { db, store, pool, signingKey, signNarInfo: config.cacheSignNarinfo, tempDir: config.cacheTempPath, hot, logger };
-    const cache = new Cache({ ...shared, priority: config.cachePriority });
+    const cache = new Cache({ ...shared, priority: config.cachePriority, replicas });
     const uploads = new Uploads({
       ...shared,
       maxUploadBytes: config.cacheMaxUploadSize,
@@ -154,10 +192,12 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
       stop: async () => {
         await server.stop(true);
         await cache.close();
+        await replicas?.locker.close();
         await openDb.close();
       },
     };
   } catch (err) {
+    await locker?.close().catch(() => {});
     await db?.close().catch(() => {});
     throw err;
   }

@@ -1,7 +1,8 @@
 /** The cache domain: narinfo and NAR lookups, the upstream miss paths, ingest and signing.
  * Knows nothing about HTTP frameworks; src/server turns its answers into responses. */
 import { join } from "node:path";
-import type { MetadataStore, NarInfoRecord } from "../db/metadata-store.ts";
+import type { MetadataStore, NarInfoRecord, NarRecord } from "../db/metadata-store.ts";
+import type { Locker } from "../lock/locker.ts";
 import { serializeCacheInfo } from "../nix/cache-info.ts";
 import { parseCompression } from "../nix/compression.ts";
 import { ncpsNarKey, type NcpsNarRequest } from "../nix/nar-url.ts";
@@ -33,6 +34,9 @@ export interface CacheOptions {
   priority: number;
   /** narinfos served recently, shared with Uploads (which forgets deleted ones) */
   hot: HotNarInfos;
+  /** Replicas sharing database and storage: a lock (Redis) so one of them downloads a NAR
+   * while the others wait for it to be recorded. Absent for a single instance. */
+  replicas?: { locker: Locker; ttlMs: number };
   logger: Logger;
 }
 
@@ -43,9 +47,15 @@ export interface NarSource {
   open(range?: ByteRange): Promise<BlobBody | { body: ReadableStream<Uint8Array>; length: number | null; size: number | null }>;
 }
 
+/** How often a replica waiting on another's download looks for the recorded NAR, and how long
+ * it waits at most. */
+const REPLICA_POLL_MS = 250;
+const WAIT_FOR_REPLICA_MS = 30 * 60_000;
+
 export class Cache {
   private readonly downloads = new Map<string, NarDownload>();
   private readonly narInfoMisses = new SingleFlight<string, string | null>();
+  private readonly claims = new SingleFlight<string, NarSource | null>();
   private readonly accessTimes: AccessTimes;
   readonly publicKey: string;
   readonly cacheInfo: string;
@@ -101,7 +111,7 @@ export class Cache {
     if (inFlight && !inFlight.failed) return this.downloadSource(inFlight);
     // The record holds the verified size: a hit needs no stat before the read.
     const stored = await db.getNar(req.key);
-    if (stored) return { size: stored.size, open: (range) => this.openStored(req.key, range) };
+    if (stored) return this.storedSource(stored);
     if (opts.upstream === false) return null;
 
     const named = await db.narInfosForNar(req.key);
@@ -111,7 +121,39 @@ export class Cache {
       const size = declaredFileSize({ ...record, compression: parseCompression(record.compression) });
       return { size, open: () => Promise.reject(new Error("HEAD source cannot be opened")) };
     }
-    return this.downloadSource(this.startDownload(record));
+    return this.claims.run(record.narKey, () => this.claimDownload(record));
+  }
+
+  private storedSource(stored: NarRecord): NarSource {
+    return { size: stored.size, open: (range) => this.openStored(stored.key, range) };
+  }
+
+  /** Start the download here, or, when another replica holds the claim on it, wait until that
+   * replica has recorded the NAR and serve the stored copy. A claim whose holder died expires
+   * after the lock TTL, and the next waiter takes it over. */
+  private async claimDownload(record: NarInfoRecord): Promise<NarSource | null> {
+    const running = this.downloads.get(record.narKey);
+    if (running && !running.failed) return this.downloadSource(running);
+    const replicas = this.opts.replicas;
+    if (!replicas) return this.downloadSource(this.startDownload(record));
+    const giveUpAt = Date.now() + WAIT_FOR_REPLICA_MS;
+    for (;;) {
+      const release = await replicas.locker.tryLock(`download:${record.narKey}`, replicas.ttlMs);
+      if (release) {
+        const stored = await this.opts.db.getNar(record.narKey); // finished while we asked?
+        if (stored) {
+          await release();
+          return this.storedSource(stored);
+        }
+        const download = this.startDownload(record);
+        void download.done.finally(() => release().catch(() => {}));
+        return this.downloadSource(download);
+      }
+      await Bun.sleep(REPLICA_POLL_MS);
+      const stored = await this.opts.db.getNar(record.narKey);
+      if (stored) return this.storedSource(stored);
+      if (Date.now() > giveUpAt) throw new Error(`another replica has held ${record.narKey} for ${WAIT_FOR_REPLICA_MS / 60_000} minutes`);
+    }
   }
 
   /** A recorded NAR whose bytes are gone (deleted meanwhile, or lost from storage) is

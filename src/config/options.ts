@@ -26,6 +26,14 @@ export interface Config {
   cacheDatabasePoolMaxOpenConns: number;
   cacheDatabasePoolMaxIdleConns: number;
   cacheDatabaseAutoMigrate: boolean;
+  cacheRedisAddrs: string[];
+  cacheRedisUsername?: string;
+  cacheRedisPassword?: string;
+  cacheRedisDb: number;
+  cacheRedisUseTls: boolean;
+  cacheLockRedisKeyPrefix: string;
+  /** Milliseconds. */
+  cacheLockDownloadTtl: number;
   cacheTempPath: string;
   cacheSecretKeyPath?: string;
   cacheSignNarinfo: boolean;
@@ -276,6 +284,74 @@ const table = [
     type: "boolean",
     default: true,
     help: "Apply pending database migrations when serve starts; with --no-cache-database-auto-migrate, serve refuses to start on an out-of-date schema (run `ncps migrate up`)",
+    group: "cache",
+  },
+  {
+    key: "cacheRedisAddrs",
+    flag: "cache-redis-addrs",
+    env: ["CACHE_REDIS_ADDRS"],
+    configKey: "cache.redis.addrs",
+    type: "string[]",
+    default: [],
+    help: "Redis host:port for replicas sharing one database and storage: one upstream download per NAR across all of them (the first address is used)",
+    group: "cache",
+  },
+  {
+    key: "cacheRedisUsername",
+    flag: "cache-redis-username",
+    env: ["CACHE_REDIS_USERNAME"],
+    configKey: "cache.redis.username",
+    type: "string",
+    help: "Redis username (ACL)",
+    group: "cache",
+  },
+  {
+    key: "cacheRedisPassword",
+    flag: "cache-redis-password",
+    env: ["CACHE_REDIS_PASSWORD"],
+    configKey: "cache.redis.password",
+    type: "string",
+    help: "Redis password",
+    group: "cache",
+  },
+  {
+    key: "cacheRedisDb",
+    flag: "cache-redis-db",
+    env: ["CACHE_REDIS_DB"],
+    configKey: "cache.redis.db",
+    type: "integer",
+    default: 0,
+    help: "Redis database number",
+    group: "cache",
+  },
+  {
+    key: "cacheRedisUseTls",
+    flag: "cache-redis-use-tls",
+    env: ["CACHE_REDIS_USE_TLS"],
+    configKey: "cache.redis.use-tls",
+    type: "boolean",
+    default: false,
+    help: "Connect to Redis over TLS",
+    group: "cache",
+  },
+  {
+    key: "cacheLockRedisKeyPrefix",
+    flag: "cache-lock-redis-key-prefix",
+    env: ["CACHE_LOCK_REDIS_KEY_PREFIX"],
+    configKey: "cache.lock.redis.key-prefix",
+    type: "string",
+    default: "ncps:lock:",
+    help: "Prefix of ncps's lock keys in Redis (to share one Redis between caches)",
+    group: "cache",
+  },
+  {
+    key: "cacheLockDownloadTtl",
+    flag: "cache-lock-download-ttl",
+    env: ["CACHE_LOCK_DOWNLOAD_TTL"],
+    configKey: "cache.lock.download-ttl",
+    type: "duration",
+    default: 5 * 60_000,
+    help: "How long a replica's claim on a NAR download outlives the replica (renewed while it runs)",
     group: "cache",
   },
   {

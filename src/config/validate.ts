@@ -20,6 +20,11 @@ export function validateConfig(config: Config): void {
   for (const url of config.cacheUpstreamUrls) checkUpstreamUrl(url);
   for (const key of config.cacheUpstreamPublicKeys) checkPublicKey(key);
   checkServerAddr(config.serverAddr);
+  for (const addr of config.cacheRedisAddrs) {
+    if (!/^[^\s:/]+:\d{1,5}$|^\[[0-9a-fA-F:.]+\]:\d{1,5}$/.test(addr)) {
+      throw new ConfigError(`invalid --cache-redis-addrs entry "${addr}" (use host:port)`);
+    }
+  }
   if (config.netrcFile !== undefined && !existsSync(config.netrcFile)) {
     throw new ConfigError(`netrc file not found: ${config.netrcFile}`);
   }

@@ -80,6 +80,8 @@ describe("startup", () => {
     ["an unwritable storage directory", ["--cache-storage-local", "/etc/passwd/ncps"]],
     ["a secret key file that does not exist", ["--cache-secret-key-path", "/nonexistent/ncps.sk"]],
     ["a malformed secret key", ["--cache-secret-key-path", "/etc/hostname"]],
+    ["an unreachable Redis", ["--cache-redis-addrs", "127.0.0.1:1"]],
+    ["a malformed Redis address", ["--cache-redis-addrs", "redis://x"]],
   ] as const) {
     test(`${what} stops startup with one clear line and a non-zero exit`, async () => {
       const dataDir = await mkdtemp(join(tmpdir(), "ncps-bad-"));
