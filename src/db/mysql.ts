@@ -9,6 +9,7 @@ import type { MetadataStore, NarInfoRecord, NarRecord } from "./metadata-store.t
 import { migrationStatusOf, migrationsFor, pendingMigrations, type Migration } from "./migrations.ts";
 import {
   DEFAULT_CONNECT_TIMEOUT_SECONDS,
+  NARINFO_COLUMNS,
   narFromRow,
   narInfoFromRow,
   narInfoValues,
@@ -20,8 +21,6 @@ import {
   type PoolSettings,
 } from "./rows.ts";
 
-const NARINFO_COLUMNS = `hash, store_path, text, nar_key, upstream, upstream_nar_url, compression,
-      file_hash, file_size, nar_hash, nar_size, created_at, last_accessed_at`;
 const NARINFO_VALUES = "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?";
 /** a narinfo row with its references, read in one statement (one snapshot); JSON_ARRAYAGG
  * exists in MySQL 5.7.22+ and MariaDB 10.5+ (no ORDER BY in MySQL's: records sort them) */

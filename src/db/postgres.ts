@@ -8,6 +8,7 @@ import type { MetadataStore, NarInfoRecord, NarRecord } from "./metadata-store.t
 import { migrationStatusOf, migrationsFor, pendingMigrations, type Migration } from "./migrations.ts";
 import {
   DEFAULT_CONNECT_TIMEOUT_SECONDS,
+  NARINFO_COLUMNS,
   narFromRow,
   narInfoFromRow,
   narInfoValues,
@@ -19,8 +20,6 @@ import {
   type PoolSettings,
 } from "./rows.ts";
 
-const NARINFO_COLUMNS = `hash, store_path, text, nar_key, upstream, upstream_nar_url, compression,
-      file_hash, file_size, nar_hash, nar_size, created_at, last_accessed_at`;
 const NARINFO_VALUES = "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13";
 /** a narinfo row with its references, read in one statement (one snapshot) */
 const NARINFO_WITH_REFERENCES = `SELECT n.hash, n.store_path, n.text, n.nar_key, n.upstream, n.upstream_nar_url, n.compression,

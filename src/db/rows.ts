@@ -19,6 +19,10 @@ export function poolSizes(pool: PoolSettings = {}): { maxOpen: number; maxIdle: 
 /** Seconds to wait for a server to accept a connection and log in. */
 export const DEFAULT_CONNECT_TIMEOUT_SECONDS = 5;
 
+/** The narinfos columns in the order narInfoValues gives their values. */
+export const NARINFO_COLUMNS = `hash, store_path, text, nar_key, upstream, upstream_nar_url, compression,
+      file_hash, file_size, nar_hash, nar_size, created_at, last_accessed_at`;
+
 export interface NarInfoRow {
   hash: string;
   store_path: string;

@@ -3,6 +3,9 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { startNcps, type RunningNcps } from "../../src/app.ts";
+import { loadConfig } from "../../src/config/load.ts";
+import { silentLogger } from "../../src/telemetry/logger.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 
@@ -93,4 +96,21 @@ export async function startNcpsProcess(opts: {
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** An ncps in the test's own process (so a test can reach its cache and database), with a
+ * data directory of its own and `args` as parsed flags over quiet test defaults. */
+export async function startInProcess(dataDir: string, args: Record<string, unknown>): Promise<RunningNcps> {
+  const config = await loadConfig(
+    {
+      "server-addr": "127.0.0.1:0",
+      "cache-hostname": "ncps-test",
+      "cache-storage-local": dataDir,
+      "cache-temp-path": join(dataDir, "tmp"),
+      "cache-upstream-negative-ttl": "0s",
+      ...args,
+    },
+    {},
+  );
+  return startNcps(config, silentLogger);
 }

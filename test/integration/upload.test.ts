@@ -6,13 +6,12 @@ import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { startNcps, type RunningNcps } from "../../src/app.ts";
-import { loadConfig } from "../../src/config/load.ts";
+import type { RunningNcps } from "../../src/app.ts";
 import { encodeNix32 } from "../../src/nix/nix32.ts";
 import { serializeNarInfo, type NarInfo } from "../../src/nix/narinfo.ts";
 import { formatPublicKey, generateSecretKey, signNarInfo, toPublicKey } from "../../src/nix/signature.ts";
-import { silentLogger } from "../../src/telemetry/logger.ts";
 import { CACHE_NIXOS_ORG_KEY, readFixture } from "../helpers/fixtures.ts";
+import { startInProcess } from "../helpers/ncps.ts";
 
 /** A minimal valid NAR: a regular file with `contents` (Nix's archive format, written out). */
 function makeNar(contents: string): Uint8Array {
@@ -79,20 +78,11 @@ const FIXTURE = "n5glp21rsz314qssw9fbvfswgy3kc68f";
 
 async function start(name: string, args: Record<string, unknown>): Promise<Instance> {
   const dataDir = join(work, name);
-  const config = await loadConfig(
-    {
-      "server-addr": "127.0.0.1:0",
-      "cache-hostname": "ncps-test",
-      "cache-storage-local": dataDir,
-      "cache-temp-path": join(dataDir, "tmp"),
-      "cache-upstream-url": [`http://127.0.0.1:${upstream.port}`],
-      "cache-upstream-public-key": [CACHE_NIXOS_ORG_KEY],
-      "cache-upstream-negative-ttl": "0s",
-      ...args,
-    },
-    {},
-  );
-  const ncps = await startNcps(config, silentLogger);
+  const ncps = await startInProcess(dataDir, {
+    "cache-upstream-url": [`http://127.0.0.1:${upstream.port}`],
+    "cache-upstream-public-key": [CACHE_NIXOS_ORG_KEY],
+    ...args,
+  });
   const dbFile = join(dataDir, "db", "db.sqlite");
   const instance: Instance = {
     ncps,

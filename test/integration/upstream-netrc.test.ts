@@ -4,12 +4,11 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { startNcps, type RunningNcps } from "../../src/app.ts";
-import { loadConfig } from "../../src/config/load.ts";
+import type { RunningNcps } from "../../src/app.ts";
 import { parseNarInfo } from "../../src/nix/narinfo.ts";
 import { parsePublicKey, verifyNarInfo } from "../../src/nix/signature.ts";
-import { silentLogger } from "../../src/telemetry/logger.ts";
 import { CACHE_NIXOS_ORG_KEY, readFixture } from "../helpers/fixtures.ts";
+import { startInProcess } from "../helpers/ncps.ts";
 
 const HASH = "n5glp21rsz314qssw9fbvfswgy3kc68f";
 const GOOD_AUTH = `Basic ${btoa("alice:s3cret")}`;
@@ -49,21 +48,11 @@ describe("upstream credentials from --netrc-file", () => {
   async function ncpsWithNetrc(name: string, netrc: string): Promise<RunningNcps> {
     const netrcFile = join(work, `${name}.netrc`);
     await writeFile(netrcFile, netrc);
-    const dataDir = join(work, name);
-    const config = await loadConfig(
-      {
-        "server-addr": "127.0.0.1:0",
-        "cache-hostname": "ncps-test",
-        "cache-storage-local": dataDir,
-        "cache-temp-path": join(dataDir, "tmp"),
-        "cache-upstream-url": [`http://127.0.0.1:${upstream.port}`],
-        "cache-upstream-public-key": [CACHE_NIXOS_ORG_KEY],
-        "cache-upstream-negative-ttl": "0s",
-        "netrc-file": netrcFile,
-      },
-      {},
-    );
-    const ncps = await startNcps(config, silentLogger);
+    const ncps = await startInProcess(join(work, name), {
+      "cache-upstream-url": [`http://127.0.0.1:${upstream.port}`],
+      "cache-upstream-public-key": [CACHE_NIXOS_ORG_KEY],
+      "netrc-file": netrcFile,
+    });
     running.push(ncps);
     return ncps;
   }
