@@ -14,7 +14,7 @@ import { parseArgs } from "node:util";
 import { encodeNix32 } from "../src/nix/nix32.ts";
 import { serializeNarInfo } from "../src/nix/narinfo.ts";
 import { formatPublicKey, generateSecretKey, signNarInfo, toPublicKey } from "../src/nix/signature.ts";
-import { startNcpsProcess } from "../test/helpers/ncps.ts";
+import { startNcpsProcess, type NcpsProcess } from "../test/helpers/ncps.ts";
 import { freePort } from "../test/helpers/ports.ts";
 
 const { values } = parseArgs({
@@ -73,26 +73,6 @@ http {
 }
 `,
 );
-const nginx = Bun.spawn(["nginx", "-c", join(work, "nginx.conf"), "-e", join(work, "nginx-error.log")], { stderr: "pipe" });
-const nginxUrl = `http://127.0.0.1:${nginxPort}`;
-let nginxUp = false;
-for (let i = 0; i < 50 && !nginxUp; i++) {
-  nginxUp = await fetch(`${nginxUrl}/nix-cache-info`).then((r) => r.ok, () => false);
-  if (nginxUp) break;
-  await Bun.sleep(100);
-}
-if (!nginxUp) throw new Error(`nginx did not start: ${await new Response(nginx.stderr).text()} ${await Bun.file(join(work, "nginx-error.log")).text().catch(() => "")}`);
-
-const ncps = await startNcpsProcess({
-  args: ["--cache-upstream-url", nginxUrl, "--cache-upstream-public-key", formatPublicKey(toPublicKey(key))],
-});
-// warm: narinfo and NAR now live in ncps's own storage
-const served = await (await fetch(`${ncps.url}/${storeHash}.narinfo`)).text();
-if (!served.includes("URL:")) throw new Error(`warming ncps failed: ${served}\n${ncps.logs.join("\n")}`);
-const ncpsNarUrl = /^URL: (.*)$/m.exec(served)![1]!;
-await (await fetch(`${ncps.url}/${ncpsNarUrl}`)).arrayBuffer();
-await Bun.sleep(200);
-
 async function wrk(url: string): Promise<{ rps: number; p50ms: number; p99ms: number; errors: number }> {
   const script = join(work, "report.lua");
   await writeFile(
@@ -109,7 +89,28 @@ end
   return { rps: j.rps, p50ms: j.p50, p99ms: j.p99, errors: j.errors };
 }
 
+const nginx = Bun.spawn(["nginx", "-c", join(work, "nginx.conf"), "-e", join(work, "nginx-error.log")], { stderr: "pipe" });
+const nginxUrl = `http://127.0.0.1:${nginxPort}`;
+let ncps: NcpsProcess | undefined;
 try {
+  let nginxUp = false;
+  for (let i = 0; i < 50 && !nginxUp; i++) {
+    nginxUp = await fetch(`${nginxUrl}/nix-cache-info`).then((r) => r.ok, () => false);
+    if (nginxUp) break;
+    await Bun.sleep(100);
+  }
+  if (!nginxUp) throw new Error(`nginx did not start: ${await new Response(nginx.stderr).text()} ${await Bun.file(join(work, "nginx-error.log")).text().catch(() => "")}`);
+
+  ncps = await startNcpsProcess({
+    args: ["--cache-upstream-url", nginxUrl, "--cache-upstream-public-key", formatPublicKey(toPublicKey(key))],
+  });
+  // warm: narinfo and NAR now live in ncps's own storage
+  const served = await (await fetch(`${ncps.url}/${storeHash}.narinfo`)).text();
+  if (!served.includes("URL:")) throw new Error(`warming ncps failed: ${served}\n${ncps.logs.join("\n")}`);
+  const ncpsNarUrl = /^URL: (.*)$/m.exec(served)![1]!;
+  await (await fetch(`${ncps.url}/${ncpsNarUrl}`)).arrayBuffer();
+  await Bun.sleep(200);
+
   const cases = [
     ["narinfo hit", `${ncps.url}/${storeHash}.narinfo`, `${nginxUrl}/${storeHash}.narinfo`],
     [`NAR hit (${values["nar-kb"]} KiB)`, `${ncps.url}/${ncpsNarUrl}`, `${nginxUrl}/${narinfo.url}`],
@@ -120,7 +121,7 @@ try {
     }
   }
 } finally {
-  await ncps.stop();
+  await ncps?.stop();
   nginx.kill();
   await nginx.exited;
   await rm(work, { recursive: true, force: true });
