@@ -3,6 +3,7 @@
  * failure reproducible: the report names the seed and iteration. Set NCPS_FUZZ_SEED and
  * NCPS_FUZZ_ITERATIONS to explore further. */
 import { FIXTURES_DIR } from "../helpers/fixtures.ts";
+import { seededRandom } from "../helpers/seeded-random.ts";
 import { expect, test } from "bun:test";
 import { readFileSync, readdirSync } from "node:fs";
 import { parseCacheInfo, serializeCacheInfo, type CacheInfo } from "../../src/nix/cache-info.ts";
@@ -25,18 +26,6 @@ import { parseStorePath, type StorePathParts } from "../../src/nix/store-path.ts
 const FIXTURES = process.env.NCPS_NARINFO_FIXTURES ?? FIXTURES_DIR;
 const SEED = Number(process.env.NCPS_FUZZ_SEED ?? 0x5eed1234);
 const ITERATIONS = Number(process.env.NCPS_FUZZ_ITERATIONS ?? 20_000);
-
-/** mulberry32: tiny, seedable, good enough to pick mutations. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const narinfos = readdirSync(FIXTURES)
   .filter((f) => f.endsWith(".narinfo"))
@@ -134,7 +123,7 @@ const TARGETS: [string, (input: string) => unknown, (parsed: never, input: strin
 test(
   `parsers return or throw NixFormatError on ${ITERATIONS} random and mutated inputs (seed ${SEED})`,
   () => {
-    const rng = prng(SEED);
+    const rng = seededRandom(SEED);
     const accepted = new Map<string, number>();
     for (let iteration = 0; iteration < ITERATIONS; iteration++) {
       const input = rng() < 0.25 ? randomString(rng) : mutate(rng, pick(rng, CORPUS));

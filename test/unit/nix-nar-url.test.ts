@@ -1,4 +1,5 @@
 import { describe, expect, test } from "bun:test";
+import { seededRandom } from "../helpers/seeded-random.ts";
 import type { Compression } from "../../src/nix/compression.ts";
 import { NixFormatError } from "../../src/nix/errors.ts";
 import { formatHash, parseHash } from "../../src/nix/hash.ts";
@@ -213,17 +214,6 @@ describe("parseNcpsNarRequest", () => {
 });
 
 describe("fuzz: only NixFormatError, never a hang", () => {
-  /** mulberry32: small, seeded, reproducible. */
-  function rng(seed: number): () => number {
-    let a = seed >>> 0;
-    return () => {
-      a = (a + 0x6d2b79f5) >>> 0;
-      let t = a;
-      t = Math.imul(t ^ (t >>> 15), t | 1);
-      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-    };
-  }
   const seeds = [
     `nar/${NIX32}.nar.xz`,
     `nar/${HEX}.nar.zst`,
@@ -235,7 +225,7 @@ describe("fuzz: only NixFormatError, never a hang", () => {
   const pieces = ["/", "..", ".", "%2e", "%2f", "%", "?", "#", "\\", "\u0000", "\n", " ", "é", "\ud800", ".nar", ".xz", "://", "e", "Z", "-"];
 
   test("parseNarUrl and parseNcpsNarRequest on 20,000 mutated and random inputs", () => {
-    const next = rng(0x5eed);
+    const next = seededRandom(0x5eed);
     const pick = <T>(xs: T[]): T => xs[Math.floor(next() * xs.length)] as T;
     let accepted = 0;
     for (let i = 0; i < 20_000; i++) {
