@@ -6,6 +6,7 @@ import { HotNarInfos } from "./cache/hot-narinfos.ts";
 import { removeStaleTempFiles } from "./cache/temp-files.ts";
 import { Uploads } from "./cache/uploads.ts";
 import type { Config } from "./config/options.ts";
+import { parseServerAddr } from "./config/validate.ts";
 import type { MetadataStore } from "./db/metadata-store.ts";
 import type { Locker } from "./lock/locker.ts";
 import { openMetadataStore } from "./db/open.ts";
@@ -41,13 +42,6 @@ async function startupStep<T>(what: string, fn: () => T | Promise<T>): Promise<T
     if (err instanceof StartupError) throw err;
     throw new StartupError(`${what}: ${(err as Error).message ?? String(err)}`.replace(/\s*\n\s*/g, " "));
   }
-}
-
-function parseServerAddr(addr: string): { hostname: string; port: number } {
-  const m = /^(.*):(\d+)$/.exec(addr);
-  if (!m) throw new StartupError(`invalid --server-addr ${JSON.stringify(addr)}: expected host:port or :port`);
-  const host = m[1]!.replace(/^\[(.*)\]$/, "$1");
-  return { hostname: host === "" ? "0.0.0.0" : host, port: Number(m[2]) };
 }
 
 async function readNetrc(path: string | undefined, logger: Logger): Promise<Netrc> {

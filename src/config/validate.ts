@@ -19,7 +19,7 @@ export function validateConfig(config: Config): void {
   if (config.cacheUpstreamUrls.length === 0) throw new ConfigError("at least one --cache-upstream-url is required");
   for (const url of config.cacheUpstreamUrls) checkUpstreamUrl(url);
   for (const key of config.cacheUpstreamPublicKeys) checkPublicKey(key);
-  checkServerAddr(config.serverAddr);
+  parseServerAddr(config.serverAddr);
   for (const addr of config.cacheRedisAddrs) {
     if (!/^[^\s:/]+:\d{1,5}$|^\[[0-9a-fA-F:.]+\]:\d{1,5}$/.test(addr)) {
       throw new ConfigError(`invalid --cache-redis-addrs entry "${addr}" (use host:port)`);
@@ -109,10 +109,14 @@ function checkPublicKey(text: string): void {
   }
 }
 
-function checkServerAddr(text: string): void {
-  const match = /^(?:\[[0-9A-Fa-f:.]+\]|[^:[\]\s]*):(\d{1,5})$/.exec(text);
-  const port = Number(match?.[1]);
+/** `host:port`, `[v6]:port` or `:port` (every interface, as in Go). */
+export function parseServerAddr(text: string): { hostname: string; port: number } {
+  const match = /^(\[[0-9A-Fa-f:.]+\]|[^:[\]\s]*):(\d{1,5})$/.exec(text);
+  const port = Number(match?.[2]);
   if (!match || port > 65535) {
     throw new ConfigError(`invalid --server-addr "${text}" (use host:port or :port)`);
   }
+  const host = match[1]!.replace(/^\[(.*)\]$/, "$1");
+  return { hostname: host === "" ? "0.0.0.0" : host, port };
 }
+
