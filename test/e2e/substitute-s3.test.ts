@@ -43,6 +43,7 @@ testIf(nixAvailable && s3rverAvailable, "the real Nix and s3rver are needed")(
     expect(keys.filter((key) => /^e2e\/nar\/[0-9a-z]+\.nar\.xz$/.test(key)).length).toBe(4);
     expect(keys.every((key) => key.startsWith(`${PREFIX}/`))).toBe(true);
     // the 100 MB NAR went up in parts
+    await s3!.settle();
     expect(s3!.requests().some((r) => r.uploadId !== undefined)).toBe(true);
     expect(s3!.openMultipartUploads()).toEqual([]);
     client.destroy();

@@ -31,6 +31,9 @@ export interface S3rver {
   /** s3rver's data directory (objects live under `<dir>/<bucket>/`) */
   dir: string;
   requests(): readonly S3rverRequest[];
+  /** Resolves once every request answered so far is in requests(): the log travels through a
+   * pipe and can trail the HTTP answer, so a marker request is sent and awaited in the log. */
+  settle(): Promise<void>;
   /** Upload ids created (in `bucket`, or any) and then neither completed nor aborted (an
    * abort counts even though s3rver answers it 405: the client did its part). */
   openMultipartUploads(bucket?: string): string[];
@@ -114,6 +117,14 @@ export async function startS3rver(opts: { bucket?: string } = {}): Promise<S3rve
     secretAccessKey: "S3RVER",
     dir,
     requests: () => requests,
+    async settle() {
+      const marker = `/__ncps_settle__/${crypto.randomUUID()}`;
+      await fetch(`http://127.0.0.1:${port}${marker}`).then((r) => r.arrayBuffer(), () => undefined);
+      for (let waited = 0; !requests.some((r) => r.url === marker); waited += 5) {
+        if (waited > 10_000) throw new Error("s3rver's request log did not catch up within 10 s");
+        await Bun.sleep(5);
+      }
+    },
     openMultipartUploads(inBucket?: string) {
       const created = requests.flatMap((r) =>
         r.uploadId && r.status === 200 && (inBucket === undefined || r.url.startsWith(`/${inBucket}/`)) ? [r.uploadId] : [],

@@ -470,7 +470,7 @@ describe.skipIf(!s3rverAvailable && !strict)("S3 storage on s3rver", () => {
       // objects outside the prefix show with a "!", open multipart uploads too
       everything: async () => [
         ...(await bucketKeys(bucket)).map((key) => (key.startsWith(`${PREFIX}/`) ? key.slice(PREFIX.length + 1) : `!${key}`)),
-        ...s3.openMultipartUploads(bucket).map((id) => `!open multipart upload ${id}`),
+        ...(await s3.settle(), s3.openMultipartUploads(bucket)).map((id) => `!open multipart upload ${id}`),
       ],
       cleanup: () => rm(scratchDir, { recursive: true, force: true }),
     };
@@ -493,7 +493,10 @@ describe.skipIf(!s3rverAvailable && !strict)("S3 storage on s3rver", () => {
       await h.cleanup();
     });
 
-    const requestsSince = (n: number) => s3.requests().slice(n).filter((r) => r.url.startsWith(`/${h.bucket}/`));
+    const requestsSince = async (n: number) => {
+      await s3.settle();
+      return s3.requests().slice(n).filter((r) => r.url.startsWith(`/${h.bucket}/`));
+    };
 
     test("keys live under the prefix; list strips it and ignores objects outside it", async () => {
       await h.store.putStream("nar/x.nar.xz", new Response("abc").body!);
@@ -521,12 +524,12 @@ describe.skipIf(!s3rverAvailable && !strict)("S3 storage on s3rver", () => {
     test("a range is one ranged GetObject, and only its bytes come back", async () => {
       const data = new Uint8Array(randomBytes(100_000));
       await h.store.putStream("nar/r.nar", new Response(data).body!);
-      const before = s3.requests().length;
+      const before = (await s3.settle(), s3.requests().length);
       const got = (await h.store.get("nar/r.nar", { start: 1000, end: 1999 }))!;
       expect(got.body).toBeInstanceOf(ReadableStream);
       expect({ length: got.length, size: got.size }).toEqual({ length: 1000, size: 100_000 });
       expect(await bytesOf(got.body)).toEqual(data.slice(1000, 2000));
-      expect(requestsSince(before).map((r) => `${r.method} ${r.range}`)).toEqual(["GET bytes=1000-1999"]);
+      expect((await requestsSince(before)).map((r) => `${r.method} ${r.range}`)).toEqual(["GET bytes=1000-1999"]);
     });
 
     test("a 20 MiB stream goes up as a multipart upload that appears only when complete", async () => {
@@ -550,16 +553,16 @@ describe.skipIf(!s3rverAvailable && !strict)("S3 storage on s3rver", () => {
           controller.enqueue(value);
         },
       }, { highWaterMark: 0 });
-      const before = s3.requests().length;
+      const before = (await s3.settle(), s3.requests().length);
       const put = h.store.putStream("nar/multi.nar", held);
       await atPause;
       // wait until part 1 is stored (the upload of part 1 runs while part 2 is read)
-      while (!requestsSince(before).some((r) => r.method === "PUT" && r.url.includes("partNumber=1"))) await Bun.sleep(10);
+      while (!(await requestsSince(before)).some((r) => r.method === "PUT" && r.url.includes("partNumber=1"))) await Bun.sleep(10);
       expect(await h.store.stat("nar/multi.nar")).toBeNull();
       expect(await bucketKeys(h.bucket)).toEqual([]);
       release();
       expect(await put).toBe(20 * MiB);
-      const calls = requestsSince(before).map((r) => `${r.method} ${new URL(r.url, "http://x").searchParams.has("uploads") ? "create" : (new URL(r.url, "http://x").searchParams.get("partNumber") ?? "")}`);
+      const calls = (await requestsSince(before)).map((r) => `${r.method} ${new URL(r.url, "http://x").searchParams.has("uploads") ? "create" : (new URL(r.url, "http://x").searchParams.get("partNumber") ?? "")}`);
       expect(calls.filter((c) => c.startsWith("POST") || c.startsWith("PUT"))).toEqual(["POST create", "PUT 1", "PUT 2", "PUT 3", "POST "]);
       const bytes = await bytesOf((await h.store.get("nar/multi.nar"))!.body);
       expect(bytes.length).toBe(20 * MiB);
