@@ -143,7 +143,12 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
           logger,
         }),
     );
-    const pool = new UpstreamPool(upstreams, { trustedKeys, negativeTtlMs: config.cacheUpstreamNegativeTtl, logger });
+    const pool = new UpstreamPool(upstreams, {
+      trustedKeys,
+      negativeTtlMs: config.cacheUpstreamNegativeTtl,
+      acceptUnverifiedCompression: config.cacheAcceptUnverifiedCompression,
+      logger,
+    });
     void pool.refreshPriorities();
     const signingKey = await startupStep("signing key", () =>
       loadSigningKey(db!, { path: config.cacheSecretKeyPath, hostname: config.cacheHostname }),
@@ -156,6 +161,7 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
     const uploads = new Uploads({
       ...shared,
       maxUploadBytes: config.cacheMaxUploadSize,
+      acceptUnverifiedCompression: config.cacheAcceptUnverifiedCompression,
       trustedUploadKeys: config.cacheRequireTrustedSignature ? trustedUploadKeys : null,
       logger,
     });

@@ -4,7 +4,7 @@
 import { open, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { MetadataStore, NarInfoRecord } from "../db/metadata-store.ts";
-import { parseCompression } from "../nix/compression.ts";
+import { parseCompression, unverifiableCompression } from "../nix/compression.ts";
 import { NixFormatError } from "../nix/errors.ts";
 import { canonicalHash } from "../nix/hash.ts";
 import { parseNcpsNarRequest, type NcpsNarRequest } from "../nix/nar-url.ts";
@@ -31,6 +31,8 @@ export interface UploadOptions {
   signNarInfo: boolean;
   tempDir: string;
   maxUploadBytes: number;
+  /** bzip2, lzip and lz4 NARs are accepted on FileHash alone (else refused) */
+  acceptUnverifiedCompression: boolean;
   /** When set, an uploaded narinfo must carry a valid signature by one of these. */
   trustedUploadKeys: PublicKey[] | null;
   /** the serving side's memory of recent narinfos: deleted ones must leave it */
@@ -40,6 +42,16 @@ export interface UploadOptions {
 
 /** A narinfo is a few hundred bytes; this bounds what a client can make us buffer. */
 const MAX_NARINFO_BYTES = 1024 * 1024;
+
+/** References of one upload that are not in ncps and get looked up upstream. `nix copy`
+ * uploads a path's references before it, so these are normally few; the longest direct
+ * reference lists in nixpkgs (buildEnv outputs such as a NixOS system-path) run to hundreds.
+ * One narinfo listing one reference 3,000 times once took 3,000 lookups over 133 s (44 ms
+ * each); 1,000 distinct lookups at the concurrency below take about 6 s at that rate. */
+const MAX_UPSTREAM_REFERENCE_CHECKS = 1000;
+/** Upstream lookups one upload runs at once: hides the latency, leaves the upstreams and the
+ * pool's connections to the clients that are substituting. */
+const REFERENCE_LOOKUP_CONCURRENCY = 8;
 
 export type WriteResult = "created" | "unchanged";
 
@@ -78,6 +90,11 @@ export class Uploads {
   async putNar(req: NcpsNarRequest, body: ReadableStream<Uint8Array> | null, declaredLength: number | null): Promise<WriteResult> {
     this.checkDeclaredLength(declaredLength, this.opts.maxUploadBytes);
     if (!body) throw new Refusal("bad-request", "empty NAR upload");
+    const unverifiable = unverifiableCompression(req.compression, this.opts.acceptUnverifiedCompression);
+    if (unverifiable) {
+      await body.cancel().catch(() => {});
+      throw new Refusal("bad-request", unverifiable);
+    }
     if (await this.opts.store.stat(req.key)) {
       await body.cancel().catch(() => {});
       return "unchanged"; // the key is the content hash: same key, same bytes
@@ -114,6 +131,11 @@ export class Uploads {
     if (compression !== nar.compression) {
       throw new Refusal("bad-request", `Compression ${compression} does not match the URL ${narinfo.url}`);
     }
+    const unverifiable = unverifiableCompression(compression, this.opts.acceptUnverifiedCompression);
+    if (unverifiable) {
+      await this.discardUnrecordedNar(nar.key); // stored before the option was turned off
+      throw new Refusal("bad-request", unverifiable);
+    }
     if (this.opts.trustedUploadKeys && !verifyNarInfo(narinfo, this.opts.trustedUploadKeys)) {
       // The NAR came first and could not be judged then: an untrusted upload leaves nothing.
       await this.discardUnrecordedNar(nar.key);
@@ -131,7 +153,7 @@ export class Uploads {
     const existing = await this.opts.db.getNarInfo(hash);
     const signingKey = this.opts.signNarInfo ? this.opts.signingKey : null;
     const record = narInfoRecord(hash, narinfo, { key: nar.key, compression }, { upstream: null, upstreamNarUrl: null }, signingKey);
-    if (existing) return this.sameOrConflict(existing, record);
+    if (existing) return this.sameOrConflict(existing, record, nar.key);
     await this.checkReferences(narinfo, baseName);
 
     let digest;
@@ -148,9 +170,15 @@ export class Uploads {
       await this.discardUnrecordedNar(nar.key);
       throw new Refusal("bad-request", `stored NAR does not match the narinfo: ${err.reason}`);
     }
-    await this.opts.db.putNar({ key: nar.key, size: digest.fileSize, fileHash: digest.fileHash, narHash: digest.narHash, createdAt: Date.now() });
+    // The NAR is recorded before the narinfo naming it, so no moment (and no crash) leaves a
+    // narinfo whose NAR is unrecorded; a lost race for the narinfo undoes the NAR record.
+    const recordedBefore = (await this.opts.db.getNar(nar.key)) !== null;
+    if (!recordedBefore) {
+      await this.opts.db.putNar({ key: nar.key, size: digest.fileSize, fileHash: digest.fileHash, narHash: digest.narHash, createdAt: Date.now() });
+    }
     if (!(await this.opts.db.insertNarInfoIfAbsent(record))) {
-      return this.sameOrConflict((await this.opts.db.getNarInfo(hash))!, record);
+      if (!recordedBefore) await this.undoNarRecord(nar.key);
+      return this.sameOrConflict((await this.opts.db.getNarInfo(hash))!, record, nar.key);
     }
     this.opts.logger.info("narinfo uploaded", { hash, storePath: narinfo.storePath });
     return "created";
@@ -163,20 +191,47 @@ export class Uploads {
     await this.opts.store.delete(key);
   }
 
-  private sameOrConflict(existing: NarInfoRecord, record: NarInfoRecord): WriteResult {
+  /** Another upload won the narinfo this NAR was recorded for: forget the NAR unless a recorded
+   * narinfo names it (the winner may have uploaded the very same NAR). */
+  private async undoNarRecord(key: string) {
+    if ((await this.opts.db.narInfosForNar(key)).length > 0) return;
+    await this.removeNar(key);
+  }
+
+  /** A conflicting upload leaves nothing: its NAR goes unless something recorded holds it. */
+  private async sameOrConflict(existing: NarInfoRecord, record: NarInfoRecord, narKey: string): Promise<WriteResult> {
     if (existing.text === record.text) return "unchanged";
+    await this.discardUnrecordedNar(narKey);
     throw new Refusal("conflict", `ncps already holds a different narinfo for ${existing.storePath}`);
   }
 
-  /** Every reference must be servable: held here, available upstream, or the path itself. */
+  /** Every reference must be servable: held here, available upstream, or the path itself.
+   * Each distinct reference is checked once, and the upstream work one upload can cause is
+   * bounded (see the constants below). */
   private async checkReferences(narinfo: NarInfo, self: string) {
-    for (const reference of narinfo.references ?? []) {
-      if (reference === self) continue;
+    const distinct = new Set(narinfo.references ?? []);
+    distinct.delete(self);
+    const notHeld: { reference: string; hashPart: string }[] = [];
+    for (const reference of distinct) {
       const { hashPart } = asBadRequest(() => parseStorePathBaseName(reference));
-      if ((await this.opts.db.getNarInfoText(hashPart)) !== null) continue;
-      if ((await this.opts.pool.lookupNarInfo(hashPart)) !== null) continue;
-      throw new Refusal("bad-request", `reference ${reference} is neither in ncps nor in an upstream: upload it first`);
+      if ((await this.opts.db.getNarInfoText(hashPart)) === null) notHeld.push({ reference, hashPart });
     }
+    if (notHeld.length > MAX_UPSTREAM_REFERENCE_CHECKS) {
+      throw new Refusal(
+        "bad-request",
+        `${notHeld.length} references are not in ncps, more than the ${MAX_UPSTREAM_REFERENCE_CHECKS} one upload may have looked up upstream: upload them first`,
+      );
+    }
+    let next = 0;
+    let missing: string | null = null;
+    const worker = async () => {
+      while (missing === null && next < notHeld.length) {
+        const { reference, hashPart } = notHeld[next++]!;
+        if ((await this.opts.pool.lookupNarInfo(hashPart)) === null) missing ??= reference;
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(REFERENCE_LOOKUP_CONCURRENCY, notHeld.length) }, worker));
+    if (missing !== null) throw new Refusal("bad-request", `reference ${missing} is neither in ncps nor in an upstream: upload it first`);
   }
 
   /** DELETE /<hash>.narinfo: the record, and its NAR when no other narinfo names it. */

@@ -37,6 +37,8 @@ export interface Config {
   cacheTempPath: string;
   cacheSecretKeyPath?: string;
   cacheSignNarinfo: boolean;
+  /** Accept bzip2, lzip and lz4 NARs on FileHash alone (ncps cannot check their NarHash). */
+  cacheAcceptUnverifiedCompression: boolean;
   /** nix-cache-info `Priority` (lower is preferred by Nix; cache.nixos.org says 40). */
   cachePriority: number;
   cacheUpstreamUrls: string[];
@@ -383,6 +385,18 @@ const table = [
     type: "boolean",
     default: true,
     help: "Sign narinfos with this cache's key (else pass upstream signatures through)",
+    group: "cache",
+  },
+  {
+    key: "cacheAcceptUnverifiedCompression",
+    // Not in the Go ncps. FileHash is unsigned, so without a decoder any bytes matching it
+    // would be stored and re-signed as the signed NarHash's NAR: off unless asked for.
+    flag: "cache-accept-unverified-compression",
+    env: ["CACHE_ACCEPT_UNVERIFIED_COMPRESSION"],
+    configKey: "cache.accept-unverified-compression",
+    type: "boolean",
+    default: false,
+    help: "Accept bzip2, lzip and lz4 NARs (upstream or uploaded) on their unsigned FileHash alone: ncps cannot decompress them to check NarHash",
     group: "cache",
   },
   {

@@ -51,6 +51,16 @@ export function canDecompress(c: Compression): boolean {
   return DECOMPRESSIBLE.has(c);
 }
 
+/** Why a NAR in this compression is not to be used, or null when it is: ncps checks NarHash,
+ * the signed hash, only for what it can decompress; the others (bzip2, lzip, lz4) rest on
+ * FileHash, which no signature covers, so they are used only when the operator accepts that
+ * (`--cache-accept-unverified-compression`). None of them has a streaming pure-JS decoder
+ * (npm's seek-bzip decodes whole buffers), and Nix caches today use xz or zstd. */
+export function unverifiableCompression(c: Compression, acceptUnverified: boolean): string | null {
+  if (canDecompress(c) || acceptUnverified) return null;
+  return `${c} NARs cannot be verified (ncps cannot decompress them to check NarHash) and --cache-accept-unverified-compression is off`;
+}
+
 type XzModule = typeof import("@napi-rs/lzma");
 let xzModule: Promise<XzModule> | null = null;
 

@@ -1,7 +1,7 @@
 /** The upstreams together: asks them in priority order, overlapping so that one slow or dead
  * upstream does not add its timeout to every miss, and remembers recent misses. */
 import { SingleFlight } from "../single-flight.ts";
-import { canDecompress, parseCompression } from "../nix/compression.ts";
+import { canDecompress, parseCompression, unverifiableCompression } from "../nix/compression.ts";
 import { parseNarUrl } from "../nix/nar-url.ts";
 import type { NarInfo } from "../nix/narinfo.ts";
 import { verifyNarInfo, type PublicKey } from "../nix/signature.ts";
@@ -14,6 +14,8 @@ export interface PoolOptions {
   negativeTtlMs: number;
   /** how long to wait for an upstream before also asking the next one, ms */
   hedgeDelayMs?: number;
+  /** bzip2, lzip and lz4 narinfos are usable (on FileHash alone); default false */
+  acceptUnverifiedCompression?: boolean;
   logger: Logger;
 }
 
@@ -157,6 +159,8 @@ export class UpstreamPool {
     try {
       parseNarUrl(narinfo.url);
       const compression = parseCompression(narinfo.compression);
+      const unverifiable = unverifiableCompression(compression, this.opts.acceptUnverifiedCompression ?? false);
+      if (unverifiable) return unverifiable;
       if (!canDecompress(compression) && narinfo.fileHash === undefined) return `${compression} NAR without FileHash cannot be verified`;
       const protocol = new URL(upstream.resolve(narinfo.url)).protocol;
       if (protocol !== "http:" && protocol !== "https:") return `NAR URL scheme ${protocol} is not fetched`;
