@@ -3,6 +3,7 @@ import { mkdir } from "node:fs/promises";
 import { Cache } from "./cache/cache.ts";
 import { loadSigningKey } from "./cache/signing-key.ts";
 import { HotNarInfos } from "./cache/hot-narinfos.ts";
+import { defaultDownloadLimits } from "./cache/nar-download.ts";
 import { removeStaleTempFiles } from "./cache/temp-files.ts";
 import { Uploads } from "./cache/uploads.ts";
 import type { Config } from "./config/options.ts";
@@ -17,7 +18,7 @@ import { LocalBlobStore } from "./storage/local.ts";
 import { createLogger, type Logger } from "./telemetry/logger.ts";
 import { netrcAuthorization, parseNetrc, type Netrc } from "./upstream/netrc.ts";
 import { UpstreamPool } from "./upstream/pool.ts";
-import { Upstream } from "./upstream/upstream.ts";
+import { parseOrigin, Upstream } from "./upstream/upstream.ts";
 import { version } from "./version.ts";
 
 export interface RunningNcps {
@@ -125,6 +126,7 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
   const trustedKeys = await startupStep("upstream public key", () => config.cacheUpstreamPublicKeys.map((k) => parsePublicKey(k)));
   const trustedUploadKeys = await startupStep("trusted upload key", () => config.cacheTrustedUploadKeys.map((k) => parsePublicKey(k)));
   const netrc = await startupStep("netrc file", () => readNetrc(config.netrcFile, logger));
+  const narOrigins = await startupStep("upstream NAR origin", () => config.cacheUpstreamNarOrigins.map(parseOrigin));
 
   let db: MetadataStore | null = null;
   let locker: Locker | null = null;
@@ -135,17 +137,23 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
     if (pending.length > 0) {
       throw new StartupError(`database schema is not up to date (pending: ${pending.join(", ")}): run \`ncps migrate up\``);
     }
+    const headerTimeoutMs = config.cacheUpstreamDialerTimeout + config.cacheUpstreamResponseHeaderTimeout;
     const upstreams = config.cacheUpstreamUrls.map(
       (url, i) =>
         new Upstream(url, i, {
-          headerTimeoutMs: config.cacheUpstreamDialerTimeout + config.cacheUpstreamResponseHeaderTimeout,
+          headerTimeoutMs,
           authorization: netrcAuthorization(netrc, new URL(url)),
+          extraOrigins: narOrigins,
           logger,
         }),
     );
+    // Each upstream request ends within headerTimeoutMs and a lookup starts them at most a
+    // hedge delay apart: this bounds a lookup without ever cutting a healthy one short.
+    const lookupTimeoutMs = 2 * headerTimeoutMs + upstreams.length * 250;
     const pool = new UpstreamPool(upstreams, {
       trustedKeys,
       negativeTtlMs: config.cacheUpstreamNegativeTtl,
+      lookupTimeoutMs,
       acceptUnverifiedCompression: config.cacheAcceptUnverifiedCompression,
       logger,
     });
@@ -157,7 +165,8 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
     const replicas = locker ? { locker, ttlMs: config.cacheLockDownloadTtl } : undefined;
     const hot = new HotNarInfos();
     const shared = { db, store, pool, signingKey, signNarInfo: config.cacheSignNarinfo, tempDir: config.cacheTempPath, hot, logger };
-    const cache = new Cache({ ...shared, priority: config.cachePriority, replicas });
+    const downloadLimits = { ...defaultDownloadLimits, minBytesPerSecond: config.cacheUpstreamNarMinRate };
+    const cache = new Cache({ ...shared, priority: config.cachePriority, replicas, downloadLimits });
     const uploads = new Uploads({
       ...shared,
       maxUploadBytes: config.cacheMaxUploadSize,

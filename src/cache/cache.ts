@@ -16,7 +16,7 @@ import type { Upstream } from "../upstream/upstream.ts";
 import { AccessTimes } from "./access-times.ts";
 import { Refusal } from "./errors.ts";
 import type { HotNarInfos } from "./hot-narinfos.ts";
-import { NarDownload } from "./nar-download.ts";
+import { NarDownload, type DownloadLimits } from "./nar-download.ts";
 import { narInfoRecord } from "./narinfo-record.ts";
 import { SingleFlight } from "../single-flight.ts";
 import { tempFileName } from "./temp-files.ts";
@@ -37,6 +37,8 @@ export interface CacheOptions {
   /** Replicas sharing database and storage: a lock (Redis) so one of them downloads a NAR
    * while the others wait for it to be recorded. Absent for a single instance. */
   replicas?: { locker: Locker; ttlMs: number };
+  /** when an upstream NAR download is given up (stalled, too slow) */
+  downloadLimits?: DownloadLimits;
   logger: Logger;
 }
 
@@ -54,6 +56,8 @@ const WAIT_FOR_REPLICA_MS = 30 * 60_000;
 
 export class Cache {
   private readonly downloads = new Map<string, NarDownload>();
+  /** What runs after a download ends (replacing a narinfo that lied); drain() waits for it. */
+  private readonly aftermath = new Set<Promise<void>>();
   private readonly narInfoMisses = new SingleFlight<string, string | null>();
   private readonly claims = new SingleFlight<string, NarSource | null>();
   private readonly accessTimes: AccessTimes;
@@ -201,13 +205,39 @@ export class Cache {
         this.downloads.delete(record.narKey); // new requests now go to storage
       },
       this.opts.logger,
+      this.opts.downloadLimits,
     );
     this.downloads.set(record.narKey, download);
-    void download.done.finally(() => {
-      if (this.downloads.get(record.narKey) === download) this.downloads.delete(record.narKey);
-    });
+    const after = download.done
+      .then(() => (download.failedVerification ? this.replaceFailedNarInfos(record.narKey, upstream) : undefined))
+      .catch((error: unknown) => this.opts.logger.error("replacing a narinfo whose NAR failed failed", { key: record.narKey, error }))
+      .finally(() => {
+        if (this.downloads.get(record.narKey) === download) this.downloads.delete(record.narKey);
+        this.aftermath.delete(after);
+      });
+    this.aftermath.add(after);
     this.opts.logger.info("NAR download started", { key: record.narKey, upstream: record.upstream });
     return download;
+  }
+
+  /** The NAR an upstream's narinfo named did not match it (its unsigned FileSize or FileHash
+   * lied, or the NAR is broken): that upstream goes last for those paths for a while, and when
+   * another upstream has a path, its narinfo replaces the one that failed (memory and database),
+   * so the next request does not fail the same way. With no other source the narinfo stays: a
+   * NAR broken in transit is fetched again on the next request. A narinfo an upload recorded
+   * (upstream null) is the uploader's and stays. */
+  private async replaceFailedNarInfos(narKey: string, upstream: Upstream) {
+    for (const n of await this.opts.db.narInfosForNar(narKey)) {
+      if (n.upstream !== upstream.url) continue;
+      this.opts.pool.distrust(upstream, n.hash);
+      const found = await this.opts.pool.lookupNarInfo(n.hash);
+      if (!found || found.upstream === upstream) continue;
+      await this.opts.db.deleteNarInfo(n.hash);
+      this.opts.hot.forget(n.hash);
+      await this.opts.db.insertNarInfoIfAbsent(this.servedRecord(n.hash, found.upstream, found.narinfo));
+      this.opts.hot.forget(n.hash);
+      this.opts.logger.warn("narinfo replaced: the NAR it named failed verification", { hash: n.hash, key: narKey, upstream: upstream.url, now: found.upstream.url });
+    }
   }
 
   private async commitNar(key: string, path: string, digest: NarDigest) {
@@ -223,6 +253,7 @@ export class Cache {
   /** Wait for every in-flight download (tests and graceful shutdown). */
   async drain(): Promise<void> {
     await Promise.all([...this.downloads.values()].map((d) => d.done));
+    await Promise.all([...this.aftermath]);
   }
 
   async close(): Promise<void> {

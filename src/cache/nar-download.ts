@@ -7,7 +7,7 @@
  * download can never look complete: clients still reading get an error, i.e. an aborted
  * connection. */
 import { open, rm, type FileHandle } from "node:fs/promises";
-import { declaredFileSize, NarVerifier, type NarDigest, type NarExpectation } from "../nix/nar-verifier.ts";
+import { declaredFileSize, NarVerifier, NarVerifyError, type NarDigest, type NarExpectation } from "../nix/nar-verifier.ts";
 import { writeAll } from "../streams.ts";
 import type { Logger } from "../telemetry/logger.ts";
 
@@ -24,6 +24,18 @@ export interface DownloadSource {
 export class NarDownloadError extends Error {
   override name = "NarDownloadError";
 }
+
+/** When a download is given up. A body trickling just fast enough to reset the stall timer
+ * would otherwise hold the download, and a graceful stop (which drains downloads), forever. */
+export interface DownloadLimits {
+  /** no byte at all for this long, ms */
+  stallTimeoutMs: number;
+  /** fewer than this many bytes per second on average over `rateWindowMs` (0: no minimum) */
+  minBytesPerSecond: number;
+  rateWindowMs: number;
+}
+
+export const defaultDownloadLimits: DownloadLimits = { stallTimeoutMs: 120_000, minBytesPerSecond: 1024, rateWindowMs: 60_000 };
 
 type State = "running" | "verified" | "failed";
 
@@ -47,7 +59,7 @@ export class NarDownload {
     private readonly source: DownloadSource,
     private readonly commit: (tempPath: string, digest: NarDigest) => Promise<void>,
     private readonly logger: Logger,
-    private readonly stallTimeoutMs = 120_000,
+    private readonly limits: DownloadLimits = defaultDownloadLimits,
   ) {
     this.size = declaredFileSize(source.expect);
     this.done = this.run().catch(() => {});
@@ -55,6 +67,12 @@ export class NarDownload {
 
   get failed(): boolean {
     return this.state === "failed";
+  }
+
+  /** The download failed because the bytes were not what the narinfo promised (not because
+   * the transfer broke): the narinfo, or its upstream, is not to be trusted for this NAR. */
+  get failedVerification(): boolean {
+    return this.error instanceof NarVerifyError;
   }
 
   private notify() {
@@ -80,10 +98,23 @@ export class NarDownload {
     const verifier = new NarVerifier(this.source.expect);
     let writeFd: FileHandle | null = null;
     let stall: ReturnType<typeof setTimeout> | undefined;
+    const { stallTimeoutMs, minBytesPerSecond, rateWindowMs } = this.limits;
     const armStall = () => {
       clearTimeout(stall);
-      stall = setTimeout(() => this.abort.abort(new NarDownloadError(`no data for ${this.stallTimeoutMs} ms`)), this.stallTimeoutMs);
+      stall = setTimeout(() => this.abort.abort(new NarDownloadError(`no data for ${stallTimeoutMs} ms`)), stallTimeoutMs);
     };
+    // Each window must bring its share of bytes: a steady trickle fails the first full window.
+    let writtenAtWindowStart = 0;
+    const rateCheck =
+      minBytesPerSecond > 0
+        ? setInterval(() => {
+            const got = this.written - writtenAtWindowStart;
+            writtenAtWindowStart = this.written;
+            if (got < (minBytesPerSecond * rateWindowMs) / 1000) {
+              this.abort.abort(new NarDownloadError(`slower than ${minBytesPerSecond} bytes/s over ${rateWindowMs} ms (${got} bytes)`));
+            }
+          }, rateWindowMs)
+        : undefined;
     try {
       writeFd = await open(this.tempPath, "wx");
       this.readFd = await open(this.tempPath, "r");
@@ -106,6 +137,7 @@ export class NarDownload {
         this.notify();
       }
       clearTimeout(stall);
+      clearInterval(rateCheck);
       const digest = await verifier.end();
       await writeFd.close(); // the store syncs what it keeps
       writeFd = null;
@@ -129,6 +161,7 @@ export class NarDownload {
       throw err;
     } finally {
       clearTimeout(stall);
+      clearInterval(rateCheck);
       if (writeFd) await writeFd.close().catch(() => {});
       // Readers keep their open descriptor; after a local rename this finds nothing to remove.
       await rm(this.tempPath, { force: true }).catch(() => {});

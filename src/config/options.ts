@@ -49,6 +49,10 @@ export interface Config {
   cacheUpstreamResponseHeaderTimeout: number;
   /** Milliseconds an upstream 404 is remembered; 0 disables. */
   cacheUpstreamNegativeTtl: number;
+  /** Origins besides each upstream's own from which NARs (and redirects) may be fetched. */
+  cacheUpstreamNarOrigins: string[];
+  /** Bytes per second a NAR download must average over a minute; 0 disables. */
+  cacheUpstreamNarMinRate: number;
   netrcFile?: string;
   serverAddr: string;
   cacheAllowPutVerb: boolean;
@@ -465,6 +469,30 @@ const table = [
     type: "duration",
     default: 60_000,
     help: "How long an upstream 404 is remembered (0 disables)",
+    group: "upstream",
+  },
+  {
+    key: "cacheUpstreamNarOrigins",
+    // Not in the Go ncps. A narinfo's URL is not signed: without this list it could make ncps
+    // fetch any host (an internal service) for any upstream.
+    flag: "cache-upstream-nar-origin",
+    env: ["CACHE_UPSTREAM_NAR_ORIGINS"],
+    configKey: "cache.upstream.nar-origins",
+    type: "string[]",
+    default: [],
+    help: "Extra origin (e.g. https://cdn.example.org) from which NARs and upstream redirects may be fetched; by default only each upstream's own origin; repeat the flag for several",
+    group: "upstream",
+  },
+  {
+    key: "cacheUpstreamNarMinRate",
+    // Not in the Go ncps. 1K/s over a minute: far below any real link, yet a body trickling
+    // just fast enough to dodge the stall timeout cannot hold a download (or shutdown) forever.
+    flag: "cache-upstream-nar-min-rate",
+    env: ["CACHE_UPSTREAM_NAR_MIN_RATE"],
+    configKey: "cache.upstream.nar-min-rate",
+    type: "size",
+    default: 1024,
+    help: "A NAR download averaging fewer bytes per second than this over a minute is abandoned (0 disables)",
     group: "upstream",
   },
   {

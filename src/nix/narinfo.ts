@@ -36,6 +36,10 @@ export interface NarInfo {
 
 export const UNKNOWN_DERIVER = "unknown-deriver";
 
+/** Sig lines accepted in one narinfo: a real one has one per signing cache (cache.nixos.org's
+ * have one or two); thousands are junk that would be stored and served as is. */
+export const MAX_SIGS = 64;
+
 const SIZE = /^[0-9]{1,16}$/;
 const KEY = /^[^\s:]+$/;
 
@@ -126,6 +130,7 @@ export function parseNarInfo(text: string): NarInfo {
         known.system = value;
         break;
       case "Sig":
+        if (sigs.length >= MAX_SIGS) fail(key, `more than ${MAX_SIGS} Sig lines`);
         sigs.push(value);
         break;
       case "CA":

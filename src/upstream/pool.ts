@@ -4,7 +4,7 @@ import { SingleFlight } from "../single-flight.ts";
 import { canDecompress, parseCompression, unverifiableCompression } from "../nix/compression.ts";
 import { parseNarUrl } from "../nix/nar-url.ts";
 import type { NarInfo } from "../nix/narinfo.ts";
-import { verifyNarInfo, type PublicKey } from "../nix/signature.ts";
+import { verifiedSignerNames, verifyNarInfo, type PublicKey } from "../nix/signature.ts";
 import type { Logger } from "../telemetry/logger.ts";
 import type { NarInfoLookup, Upstream } from "./upstream.ts";
 
@@ -14,6 +14,9 @@ export interface PoolOptions {
   negativeTtlMs: number;
   /** how long to wait for an upstream before also asking the next one, ms */
   hedgeDelayMs?: number;
+  /** a shared lookup ends after this long, ms, with the best answer so far (or none), so
+   * later requests for the hash never join a lookup that hangs */
+  lookupTimeoutMs?: number;
   /** bzip2, lzip and lz4 narinfos are usable (on FileHash alone); default false */
   acceptUnverifiedCompression?: boolean;
   logger: Logger;
@@ -25,17 +28,27 @@ export interface Found {
 }
 
 const NEGATIVE_CACHE_MAX = 100_000;
+/** An upstream whose narinfo named a NAR that failed verification comes last for that hash
+ * for this long (its narinfo's unsigned fields lied, or its NAR is broken). */
+const DISTRUST_MS = 60 * 60_000;
+const DISTRUST_MAX = 10_000;
+/** A broken upstream is logged once per upstream and reason per this period. */
+const PROBLEM_LOG_EVERY_MS = 60_000;
 
 export class UpstreamPool {
   private readonly misses = new Map<string, number>(); // hash -> expiry (ms epoch)
   private readonly inFlight = new SingleFlight<string, Found | null>();
   private readonly hedgeDelayMs: number;
+  private readonly lookupTimeoutMs: number;
+  private readonly distrusted = new Map<string, number>(); // "upstream hash" -> expiry (ms epoch)
+  private readonly problemsLogged = new Map<string, number>(); // "upstream reason" -> last logged (ms epoch)
 
   constructor(
     readonly upstreams: Upstream[],
     private readonly opts: PoolOptions,
   ) {
     this.hedgeDelayMs = opts.hedgeDelayMs ?? 250;
+    this.lookupTimeoutMs = opts.lookupTimeoutMs ?? 30_000;
   }
 
   /** Ask every upstream for its nix-cache-info Priority, in the background. */
@@ -43,8 +56,11 @@ export class UpstreamPool {
     return Promise.all(this.upstreams.map((u) => u.refreshCacheInfo())).then(() => {});
   }
 
-  private ordered(): Upstream[] {
-    const sorted = [...this.upstreams].sort((a, b) => a.priority - b.priority || a.order - b.order);
+  /** Best first: an upstream whose NAR for this hash failed verification goes last. */
+  private ordered(hash: string): Upstream[] {
+    const now = Date.now();
+    const last = (u: Upstream) => ((this.distrusted.get(`${u.url} ${hash}`) ?? 0) > now ? 1 : 0);
+    const sorted = [...this.upstreams].sort((a, b) => last(a) - last(b) || a.priority - b.priority || a.order - b.order);
     const up = sorted.filter((u) => u.available);
     return up.length > 0 ? up : sorted.slice(0, 1); // all down: probe the best one
   }
@@ -73,8 +89,30 @@ export class UpstreamPool {
     this.misses.delete(hash);
   }
 
+  /** The NAR `upstream`'s narinfo for `hash` named failed verification: ask it for this hash
+   * after the others for a while. */
+  distrust(upstream: Upstream, hash: string) {
+    if (this.distrusted.size >= DISTRUST_MAX) {
+      const oldest = this.distrusted.keys().next().value;
+      if (oldest !== undefined) this.distrusted.delete(oldest);
+    }
+    this.distrusted.set(`${upstream.url} ${hash}`, Date.now() + DISTRUST_MS);
+    this.forgetMiss(hash);
+  }
+
+  /** A broken upstream answers 404 to clients: say so in the log, once per upstream and
+   * reason a minute, so a hostile or broken upstream cannot flood the log either. */
+  private logProblem(upstream: Upstream, hash: string, reason: string, detail?: string) {
+    const key = `${upstream.url} ${reason}`;
+    const now = Date.now();
+    if (now - (this.problemsLogged.get(key) ?? -Infinity) < PROBLEM_LOG_EVERY_MS) return;
+    if (this.problemsLogged.size >= NEGATIVE_CACHE_MAX) this.problemsLogged.clear();
+    this.problemsLogged.set(key, now);
+    this.opts.logger.warn(`upstream narinfo not usable: ${reason}`, { upstream: upstream.url, hash, detail });
+  }
+
   private async askAll(hash: string): Promise<Found | null> {
-    const candidates = this.ordered();
+    const candidates = this.ordered(hash);
     const abort = new AbortController();
     const results: (NarInfoLookup | undefined)[] = candidates.map(() => undefined);
     let wake: () => void = () => {};
@@ -90,8 +128,10 @@ export class UpstreamPool {
       upstream
         .fetchNarInfo(hash, abort.signal)
         .then((r) => this.checkSignature(upstream, hash, r))
-        .catch((err: unknown): NarInfoLookup => ({ kind: "error", reason: String(err) }))
+        .catch((err: unknown): NarInfoLookup => ({ kind: "error", reason: "lookup failed", detail: String(err) }))
         .then((r) => {
+          if (settled) return;
+          if (r.kind === "error") this.logProblem(upstream, hash, r.reason, r.detail);
           results[index] = r;
           if (r.kind === "found" && firstFoundAt === 0) firstFoundAt = Date.now();
           if (r.kind !== "found") startNext(); // no need to wait for the hedge delay
@@ -100,6 +140,14 @@ export class UpstreamPool {
       if (started < candidates.length) timers.push(setTimeout(startNext, this.hedgeDelayMs));
     };
 
+    // The overall deadline: whoever has not answered by then counts as failed.
+    timers.push(
+      setTimeout(() => {
+        for (let i = 0; i < results.length; i++) results[i] ??= { kind: "error", reason: "lookup deadline" };
+        started = candidates.length;
+        wake();
+      }, this.lookupTimeoutMs),
+    );
     try {
       startNext();
       for (;;) {
@@ -147,10 +195,16 @@ export class UpstreamPool {
     if (r.kind !== "found") return r;
     const problem = this.unusable(upstream, hash, r.narinfo);
     if (problem) {
-      this.opts.logger.warn(`upstream narinfo ignored: ${problem}`, { upstream: upstream.url, hash });
+      this.logProblem(upstream, hash, problem);
       return { kind: "missing" };
     }
-    return r;
+    return { kind: "found", narinfo: { ...r.narinfo, sigs: this.trustedSigs(r.narinfo) } };
+  }
+
+  /** Only the signatures by trusted keys are kept (and served): junk Sig lines an upstream
+   * adds are not ncps's to store or pass on. */
+  private trustedSigs(narinfo: NarInfo): string[] {
+    return narinfo.sigs.filter((sig) => verifiedSignerNames({ ...narinfo, sigs: [sig] }, this.opts.trustedKeys).length > 0);
   }
 
   private unusable(upstream: Upstream, hash: string, narinfo: NarInfo): string | null {
@@ -162,8 +216,7 @@ export class UpstreamPool {
       const unverifiable = unverifiableCompression(compression, this.opts.acceptUnverifiedCompression ?? false);
       if (unverifiable) return unverifiable;
       if (!canDecompress(compression) && narinfo.fileHash === undefined) return `${compression} NAR without FileHash cannot be verified`;
-      const protocol = new URL(upstream.resolve(narinfo.url)).protocol;
-      if (protocol !== "http:" && protocol !== "https:") return `NAR URL scheme ${protocol} is not fetched`;
+      if (!upstream.allows(upstream.resolve(narinfo.url))) return "NAR URL is not on the upstream's origin or an allowed NAR origin";
     } catch (err) {
       return err instanceof Error ? err.message : String(err);
     }

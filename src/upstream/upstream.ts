@@ -2,19 +2,25 @@
 import { parseCacheInfo } from "../nix/cache-info.ts";
 import { NixFormatError } from "../nix/errors.ts";
 import { parseNarInfo, type NarInfo } from "../nix/narinfo.ts";
-import { readLimited } from "../streams.ts";
+import { readLimited, TooLargeError } from "../streams.ts";
 import type { Logger } from "../telemetry/logger.ts";
 
+/** An error lookup names its `reason` from a small fixed set (the pool logs each upstream and
+ * reason at most once a minute); `detail` says what exactly happened. */
 export type NarInfoLookup =
   | { kind: "found"; narinfo: NarInfo }
   | { kind: "missing" }
-  | { kind: "error"; reason: string };
+  | { kind: "error"; reason: string; detail?: string };
 
 export interface UpstreamOptions {
-  /** connect + response headers, in ms */
+  /** connect + response headers, in ms; for a small document (narinfo, nix-cache-info,
+   * which the pool waits for) also its whole body */
   headerTimeoutMs: number;
   /** `Authorization` header (from netrc) */
   authorization?: string;
+  /** Origins besides the upstream's own from which NARs and redirect targets are fetched
+   * (a cache keeping its NARs on a CDN), e.g. "https://cdn.example.org". */
+  extraOrigins?: string[];
   logger: Logger;
 }
 
@@ -25,8 +31,20 @@ const SMALL_DOCUMENT_BYTES = 1024 * 1024;
 const FAILURES_BEFORE_DOWN = 3;
 const DOWN_FOR_MS = 30_000;
 
+/** Redirects followed per request; each must stay within the allowed origins. */
+const MAX_REDIRECTS = 3;
+const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
+
 export class UpstreamError extends Error {
   override name = "UpstreamError";
+}
+
+/** An allowed NAR origin as configured ("https://cdn.example.org"): http or https, no path. */
+export function parseOrigin(text: string): string {
+  const url = new URL(text);
+  if (url.protocol !== "http:" && url.protocol !== "https:") throw new Error(`${text}: use an http or https origin`);
+  if (url.pathname !== "/" || url.search !== "") throw new Error(`${text}: an origin has no path (scheme://host[:port])`);
+  return url.origin;
 }
 
 export class Upstream {
@@ -35,6 +53,7 @@ export class Upstream {
   priority: number;
   private consecutiveFailures = 0;
   private downUntil = 0;
+  private readonly origins: Set<string>;
 
   constructor(
     url: string,
@@ -43,6 +62,7 @@ export class Upstream {
   ) {
     this.base = new URL(url.endsWith("/") ? url : url + "/");
     this.priority = 50; // Nix's default for a cache whose nix-cache-info names none
+    this.origins = new Set([this.base.origin, ...(opts.extraOrigins ?? []).map(parseOrigin)]);
   }
 
   get url(): string {
@@ -56,6 +76,17 @@ export class Upstream {
 
   resolve(relative: string): string {
     return new URL(relative, this.base).href;
+  }
+
+  /** Whether ncps may fetch `url` for this upstream: its own origin or an allowed one. A
+   * narinfo's URL is not covered by its signature, so it may name any host (an internal
+   * service): only these are ever asked. */
+  allows(url: string): boolean {
+    try {
+      return this.origins.has(new URL(url).origin);
+    } catch {
+      return false;
+    }
   }
 
   /** Credentials go to this upstream's own origin only, never to a host a narinfo names. */
@@ -78,62 +109,89 @@ export class Upstream {
   }
 
   /** GET; the timeout covers connecting and the response headers only, never the body (a
-   * large NAR takes as long as it takes; NarDownload watches for stalls). */
+   * large NAR takes as long as it takes; NarDownload watches for stalls and slowness). */
   async get(url: string, signal?: AbortSignal): Promise<Response> {
-    const headersDue = new AbortController();
-    const timer = setTimeout(() => headersDue.abort(), this.opts.headerTimeoutMs);
-    const combined = signal ? AbortSignal.any([signal, headersDue.signal]) : headersDue.signal;
+    const due = new AbortController();
+    const timer = setTimeout(() => due.abort(), this.opts.headerTimeoutMs);
     try {
-      const res = await fetch(url, { headers: this.headers(url), signal: combined, redirect: "follow" });
-      if (res.status >= 500) this.noteFailure(`HTTP ${res.status}`);
-      else this.noteSuccess();
-      return res;
-    } catch (err) {
-      if (signal?.aborted) throw err; // cancelled by us: says nothing about the upstream
-      const reason = headersDue.signal.aborted ? `no answer within ${this.opts.headerTimeoutMs} ms` : String((err as Error).message ?? err);
-      this.noteFailure(reason);
-      throw new UpstreamError(`${this.url}: ${reason}`);
+      return await this.send(url, signal, due.signal);
     } finally {
       clearTimeout(timer);
     }
   }
 
-  /** A small document's body (narinfo, nix-cache-info): bounded in size and in time. */
-  private async smallText(res: Response): Promise<string> {
-    if (!res.body) return "";
-    const deadline = setTimeout(() => void res.body?.cancel(new UpstreamError("body too slow")).catch(() => {}), this.opts.headerTimeoutMs);
+  /** GET `url`, aborted by `signal` (the caller's) or `due` (our deadline, which aborts the
+   * body too when it fires while the body is read). */
+  private async send(url: string, signal: AbortSignal | undefined, due: AbortSignal): Promise<Response> {
+    const combined = signal ? AbortSignal.any([signal, due]) : due;
     try {
-      return await readLimited(res.body, SMALL_DOCUMENT_BYTES);
+      const res = await this.followAllowedRedirects(url, combined);
+      if (res.status >= 500) this.noteFailure(`HTTP ${res.status}`);
+      else this.noteSuccess();
+      return res;
+    } catch (err) {
+      if (signal?.aborted) throw err; // cancelled by us: says nothing about the upstream
+      if (err instanceof UpstreamError && !due.aborted) throw err; // refused by us: not a sign of being down
+      const reason = due.aborted ? `no answer within ${this.opts.headerTimeoutMs} ms` : String((err as Error).message ?? err);
+      this.noteFailure(reason);
+      throw new UpstreamError(`${this.url}: ${reason}`);
+    }
+  }
+
+  /** fetch() follows redirects anywhere: here each hop must stay within allows(), so an
+   * upstream's redirect cannot make ncps relay another host's answer. */
+  private async followAllowedRedirects(url: string, signal: AbortSignal): Promise<Response> {
+    let current = url;
+    for (let hop = 0; ; hop++) {
+      if (!this.allows(current)) throw new UpstreamError(`${this.url}: ${current} is not on the upstream's origin or an allowed NAR origin`);
+      const res = await fetch(current, { headers: this.headers(current), signal, redirect: "manual" });
+      const location = res.headers.get("location");
+      if (!REDIRECT_STATUSES.has(res.status) || location === null) return res;
+      await res.body?.cancel().catch(() => {});
+      if (hop >= MAX_REDIRECTS) throw new UpstreamError(`${this.url}: more than ${MAX_REDIRECTS} redirects for ${url}`);
+      current = new URL(location, current).href;
+    }
+  }
+
+  /** A small document (narinfo, nix-cache-info): status and body, bounded in size, and in
+   * time as a whole (headers and body) by aborting the request itself. */
+  private async getSmall(url: string, signal?: AbortSignal): Promise<{ status: number; text: string }> {
+    const due = new AbortController();
+    const timer = setTimeout(() => due.abort(), this.opts.headerTimeoutMs);
+    try {
+      const res = await this.send(url, signal, due.signal);
+      if (res.status !== 200 || !res.body) {
+        await res.body?.cancel().catch(() => {});
+        return { status: res.status, text: "" };
+      }
+      try {
+        return { status: 200, text: await readLimited(res.body, SMALL_DOCUMENT_BYTES) };
+      } catch (err) {
+        if (signal?.aborted || err instanceof TooLargeError) throw err;
+        const reason = due.signal.aborted ? `body not complete within ${this.opts.headerTimeoutMs} ms` : `reading body: ${(err as Error).message ?? err}`;
+        this.noteFailure(reason);
+        throw new UpstreamError(`${this.url}: ${reason}`);
+      }
     } finally {
-      clearTimeout(deadline);
+      clearTimeout(timer);
     }
   }
 
   async fetchNarInfo(hash: string, signal?: AbortSignal): Promise<NarInfoLookup> {
-    let res: Response;
+    let res: { status: number; text: string };
     try {
-      res = await this.get(this.resolve(`${hash}.narinfo`), signal);
+      res = await this.getSmall(this.resolve(`${hash}.narinfo`), signal);
     } catch (err) {
-      return { kind: "error", reason: (err as Error).message };
+      const detail = (err as Error).message ?? String(err);
+      if (err instanceof TooLargeError) return { kind: "error", reason: "narinfo too large", detail };
+      return { kind: "error", reason: "request failed", detail };
     }
-    if (res.status === 404 || res.status === 403 || res.status === 410) {
-      await res.body?.cancel();
-      return { kind: "missing" };
-    }
-    if (res.status !== 200) {
-      await res.body?.cancel();
-      return { kind: "error", reason: `HTTP ${res.status}` };
-    }
-    let text: string;
+    if (res.status === 404 || res.status === 403 || res.status === 410) return { kind: "missing" };
+    if (res.status !== 200) return { kind: "error", reason: `HTTP ${res.status}` };
     try {
-      text = await this.smallText(res);
+      return { kind: "found", narinfo: parseNarInfo(res.text) };
     } catch (err) {
-      return { kind: "error", reason: `reading narinfo: ${(err as Error).message}` };
-    }
-    try {
-      return { kind: "found", narinfo: parseNarInfo(text) };
-    } catch (err) {
-      if (err instanceof NixFormatError) return { kind: "error", reason: `malformed narinfo: ${err.message}` };
+      if (err instanceof NixFormatError) return { kind: "error", reason: "malformed narinfo", detail: err.message };
       throw err;
     }
   }
@@ -141,9 +199,9 @@ export class Upstream {
   /** Learn the upstream's own Priority. Failures are ignored: the configured order stands. */
   async refreshCacheInfo(): Promise<void> {
     try {
-      const res = await this.get(this.resolve("nix-cache-info"));
-      if (res.status !== 200) return void (await res.body?.cancel());
-      const info = parseCacheInfo(await this.smallText(res));
+      const res = await this.getSmall(this.resolve("nix-cache-info"));
+      if (res.status !== 200) return;
+      const info = parseCacheInfo(res.text);
       if (info.priority !== undefined) this.priority = info.priority;
     } catch {
       // unreachable at start is allowed; lookups will find out

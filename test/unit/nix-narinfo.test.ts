@@ -161,4 +161,11 @@ describe("narinfo", () => {
     expect(() => serializeNarInfo({ ...ni, sigs: ["a:b\r"] })).toThrow(NixFormatError);
     expect(() => serializeNarInfo({ ...ni, extra: [["Bad Key", "v"]] })).toThrow(NixFormatError);
   });
+
+  test("at most 64 Sig lines are accepted: thousands of junk signatures are not a narinfo", () => {
+    const base = fixture(fixtureNames[0]!.replace(/\.narinfo$/, "")).replace(/^Sig: .*\n/gm, "");
+    const sigs = (n: number) => Array.from({ length: n }, (_, i) => `Sig: k${i}:AAAA\n`).join("");
+    expect(parseNarInfo(base + sigs(64)).sigs).toHaveLength(64);
+    expect(errorOf(() => parseNarInfo(base + sigs(65))).field).toBe("Sig");
+  });
 });
