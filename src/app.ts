@@ -13,6 +13,7 @@ import type { Locker } from "./lock/locker.ts";
 import { openMetadataStore } from "./db/open.ts";
 import { parsePublicKey } from "./nix/signature.ts";
 import { createFetchHandler } from "./server/app.ts";
+import { textResponse } from "./server/errors.ts";
 import type { BlobStore } from "./storage/blob-store.ts";
 import { LocalBlobStore } from "./storage/local.ts";
 import { createLogger, type Logger } from "./telemetry/logger.ts";
@@ -116,6 +117,14 @@ async function openReplicaLocker(config: Config, logger: Logger): Promise<Locker
   return locker;
 }
 
+/** Writes without a put token are allowed by design (documented), but never silently. */
+function warnAboutOpenWrites(config: Config, logger: Logger) {
+  const verbs = [config.cacheAllowPutVerb && "PUT", config.cacheAllowDeleteVerb && "DELETE"].filter(Boolean);
+  if (verbs.length === 0 || config.cachePutToken) return;
+  const who = config.cacheGetToken ? "anyone with the read token" : "anyone who can reach ncps";
+  logger.warn(`${verbs.join(" and ")} enabled without --cache-put-token: ${who} can write and delete`, { verbs });
+}
+
 /** Start ncps and return once it listens. */
 export async function startNcps(config: Config, logger: Logger = createLogger(config.logLevel)): Promise<RunningNcps> {
   const { hostname, port } = parseServerAddr(config.serverAddr);
@@ -182,11 +191,25 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
       auth: { getToken: config.cacheGetToken, putToken: config.cachePutToken },
       logger,
     });
+    warnAboutOpenWrites(config, logger);
     let server: ReturnType<typeof Bun.serve>;
     try {
       // Bun refuses bodies over maxRequestBodySize itself (413); ncps checks the same limit.
       const maxRequestBodySize = Math.max(config.cacheMaxUploadSize, 1024 * 1024) + 1;
-      server = Bun.serve({ hostname, port, fetch: handle, idleTimeout: 120, maxRequestBodySize });
+      server = Bun.serve({
+        hostname,
+        port,
+        fetch: handle,
+        // Production mode, and our own last-resort answer: Bun's development error page shows
+        // source lines and paths to whoever sent the request.
+        development: false,
+        error: (err) => {
+          logger.error("request failed outside the handler", { error: err });
+          return textResponse(500, "internal error");
+        },
+        idleTimeout: 120,
+        maxRequestBodySize,
+      });
     } catch (err) {
       throw new StartupError(`cannot listen on ${config.serverAddr}: ${(err as Error).message}`);
     }

@@ -1,15 +1,16 @@
-/** The HTTP face of the cache: Elysia on Bun.serve, one file per endpoint family. */
-import { Elysia } from "elysia";
+/** The HTTP face of the cache: one route table and one wrapper around every handler. The
+ * wrapper parses the path once, authorises the route it names, runs the handler, maps errors
+ * to statuses, and is where request observers (access log, metrics, traces) attach. */
 import type { Cache } from "../cache/cache.ts";
 import type { Uploads } from "../cache/uploads.ts";
 import type { Logger } from "../telemetry/logger.ts";
 import { createAuthGuard, type AuthOptions } from "./auth.ts";
-import { cacheInfoRoutes } from "./cache-info.ts";
-import { notFound, textResponse } from "./errors.ts";
-import { healthRoutes } from "./health.ts";
-import { narHandler, narRoutes } from "./nar.ts";
-import { narInfoHandler, narInfoRoutes } from "./narinfo.ts";
-import { writeRoutes, type WritePolicy } from "./write.ts";
+import { getCacheInfo, getHealth, getPublicKey, getSummary } from "./cache-info.ts";
+import { errorResponse, notFound, textResponse } from "./errors.ts";
+import { getNar } from "./nar.ts";
+import { getNarInfo } from "./narinfo.ts";
+import { requestSegments, Router, type Route } from "./router.ts";
+import { deleteNar, deleteNarInfo, getLog, putCacheInfo, putLog, putNar, putNarInfo, type WritePolicy } from "./write.ts";
 
 export interface ServerDeps {
   cache: Cache;
@@ -18,43 +19,81 @@ export interface ServerDeps {
   policy: WritePolicy;
   auth: AuthOptions;
   logger: Logger;
+  observers?: RequestObserver[];
 }
 
-export function createApp({ cache, uploads, hostname, policy, logger }: ServerDeps) {
-  return new Elysia()
-    .onError(({ code, error }) => {
-      if (code === "NOT_FOUND") return notFound();
-      logger.error("unhandled request error", { code, error });
-      return textResponse(500, "internal error");
-    })
-    .use(healthRoutes())
-    .use(cacheInfoRoutes(cache, hostname))
-    .use(writeRoutes(uploads, policy, logger))
-    .use(narRoutes(cache, logger))
-    .use(narInfoRoutes(cache, logger));
+/** Told about every request once it has its response (the body may still be streaming). */
+export interface RequestObserver {
+  /** `route` is the route's name, "unmatched" when none fits, "malformed" when the target
+   * could not be parsed */
+  finished(event: { route: string; method: string; status: number; startedAt: number; req: Request }): void;
 }
 
-/** The request handler for Bun.serve: the token check, then the routes. Elysia 1.4 answers
- * HEAD on a dynamic route by running the GET handler and measuring its body, which for a NAR
- * would mean downloading and reading it; so HEAD on narinfos and NARs goes straight to
- * handlers that only look things up. */
-export function createFetchHandler(deps: ServerDeps): (req: Request) => Response | Promise<Response> {
-  const app = createApp(deps);
-  const guard = createAuthGuard(deps.auth);
-  const head = (upstream: boolean) => ({
-    narInfo: narInfoHandler(deps.cache, deps.logger, { upstream }),
-    nar: narHandler(deps.cache, deps.logger, { upstream }),
-  });
-  const routes = { "/": head(true), "/upload/": head(false) };
-  return (req) => {
-    const denied = guard(req);
-    if (denied) return denied;
-    if (req.method !== "HEAD") return app.handle(req);
-    const path = new URL(req.url).pathname;
-    const prefix = path.startsWith("/upload/") ? "/upload/" : "/";
-    const rest = path.slice(prefix.length);
-    if (rest.startsWith("nar/")) return routes[prefix].nar(rest.slice("nar/".length), req, true);
-    if (!rest.includes("/") && rest.endsWith(".narinfo")) return routes[prefix].narInfo(rest, true);
-    return app.handle(req);
+/** Table order decides between patterns that fit the same path: literals first. */
+export function routeTable({ cache, uploads, hostname, policy }: ServerDeps): Route[] {
+  return [
+    { name: "health", method: "GET", pattern: "/healthz", access: "open", handler: getHealth() },
+    { name: "cache-info", method: "GET", pattern: "/nix-cache-info", access: "read", handler: getCacheInfo(cache) },
+    { name: "cache-info", method: "PUT", pattern: "/nix-cache-info", access: "write", handler: putCacheInfo() },
+    { name: "pubkey", method: "GET", pattern: "/pubkey", access: "read", handler: getPublicKey(cache) },
+    { name: "summary", method: "GET", pattern: "/", access: "read", handler: getSummary(cache, hostname) },
+    { name: "nar", method: "GET", pattern: "/nar/:file", uploadPrefix: true, access: "read", handler: getNar(cache) },
+    { name: "nar", method: "PUT", pattern: "/nar/:file", uploadPrefix: true, access: "write", handler: putNar(uploads, policy) },
+    { name: "nar", method: "DELETE", pattern: "/nar/:file", uploadPrefix: true, access: "write", handler: deleteNar(uploads, policy) },
+    { name: "log", method: "GET", pattern: "/log/:drv", access: "read", handler: getLog(uploads) },
+    { name: "log", method: "PUT", pattern: "/log/:drv", access: "write", handler: putLog(uploads, policy) },
+    { name: "narinfo", method: "GET", pattern: "/:name", uploadPrefix: true, access: "read", handler: getNarInfo(cache) },
+    { name: "narinfo", method: "PUT", pattern: "/:name", uploadPrefix: true, access: "write", handler: putNarInfo(uploads, policy) },
+    { name: "narinfo", method: "DELETE", pattern: "/:name", uploadPrefix: true, access: "write", handler: deleteNarInfo(uploads, policy) },
+  ];
+}
+
+/** A request body nobody read (a refused or failed write) is drained away, not left pending. */
+async function discardBody(req: Request) {
+  if (req.body && !req.bodyUsed) await req.body.cancel().catch(() => {});
+}
+
+/** The request handler for Bun.serve. */
+export function createFetchHandler(deps: ServerDeps): (req: Request) => Promise<Response> {
+  const router = new Router(routeTable(deps));
+  const authorise = createAuthGuard(deps.auth);
+  const observers = deps.observers ?? [];
+
+  const respond = async (req: Request): Promise<{ route: string; res: Response }> => {
+    let segments: string[];
+    try {
+      segments = requestSegments(req.url);
+    } catch (err) {
+      return { route: "malformed", res: errorResponse(err, deps.logger, { target: req.url.slice(0, 200) }) };
+    }
+    const match = router.match(req.method, segments);
+    const isRead = req.method === "GET" || req.method === "HEAD";
+    if (!("route" in match)) {
+      // Unknown paths and verbs need a token like any other: their answer says what exists.
+      const denied = authorise(isRead ? "read" : "write", req);
+      if (denied) return { route: "unmatched", res: denied };
+      if (match.allowed.length === 0) return { route: "unmatched", res: notFound() };
+      const allow = match.allowed.flatMap((m) => (m === "GET" ? ["GET", "HEAD"] : [m])).join(", ");
+      return { route: "unmatched", res: textResponse(405, `${req.method} is not supported here`, { allow }) };
+    }
+    const { route } = match;
+    const denied = authorise(route.access, req);
+    if (denied) return { route: route.name, res: denied };
+    try {
+      const head = req.method === "HEAD";
+      // Bun sends a HEAD answer's headers (Content-Length included) without its body.
+      const res = await route.handler({ req, head, params: match.params, upstream: match.upstream });
+      return { route: route.name, res };
+    } catch (err) {
+      await discardBody(req);
+      return { route: route.name, res: errorResponse(err, deps.logger, { route: route.name, method: req.method, params: match.params }) };
+    }
+  };
+
+  return async (req) => {
+    const startedAt = performance.now();
+    const { route, res } = await respond(req);
+    for (const observer of observers) observer.finished({ route, method: req.method, status: res.status, startedAt, req });
+    return res;
   };
 }

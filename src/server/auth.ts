@@ -2,14 +2,12 @@
  * curl sends as HTTP Basic, so the token is also accepted as the Basic password. */
 import { createHash, timingSafeEqual } from "node:crypto";
 import { textResponse } from "./errors.ts";
+import type { Access } from "./router.ts";
 
 export interface AuthOptions {
   getToken?: string;
   putToken?: string;
 }
-
-/** Paths a load balancer or orchestrator probes without credentials. */
-const OPEN_PATHS = new Set(["/healthz"]);
 
 function presentedToken(header: string | null): string | null {
   if (!header) return null;
@@ -29,22 +27,24 @@ function sameToken(a: string, b: string): boolean {
   return timingSafeEqual(digest(a), digest(b));
 }
 
-/** Returns a 401 response for a request that lacks the token it needs, else null. Writes use
- * the put token, or the get token when only that one is set. The put token also reads: a
- * builder pushing with `nix copy --to` reads nix-cache-info and narinfos first, and netrc
- * gives it one password per host. */
-export function createAuthGuard(opts: AuthOptions): (req: Request) => Response | null {
+/** Returns a 401 response for a request that lacks the token its route's access needs, else
+ * null. Writes use the put token, or the get token when only that one is set. The put token
+ * also reads: a builder pushing with `nix copy --to` reads nix-cache-info and narinfos first,
+ * and netrc gives it one password per host. The route comes from the one parsed path the
+ * router also uses, so what is checked is what is served. */
+export function createAuthGuard(opts: AuthOptions): (access: Access, req: Request) => Response | null {
   const readToken = opts.getToken || undefined;
   const writeToken = opts.putToken || readToken;
-  if (!readToken && !writeToken) return () => null;
-  return (req) => {
-    const isRead = req.method === "GET" || req.method === "HEAD";
-    const accepted = (isRead ? [readToken, writeToken] : [writeToken]).filter((t): t is string => t !== undefined);
-    if (isRead && !readToken) return null;
-    if (accepted.length === 0) return null;
-    if (isRead && OPEN_PATHS.has(new URL(req.url).pathname)) return null;
+  const accepted: Record<Access, string[]> = {
+    open: [],
+    read: readToken ? [readToken, writeToken!] : [],
+    write: writeToken ? [writeToken] : [],
+  };
+  return (access, req) => {
+    const tokens = accepted[access];
+    if (tokens.length === 0) return null;
     const presented = presentedToken(req.headers.get("authorization"));
-    if (presented !== null && accepted.some((token) => sameToken(presented, token))) return null;
+    if (presented !== null && tokens.some((token) => sameToken(presented, token))) return null;
     const res = textResponse(401, "authentication required");
     res.headers.append("www-authenticate", 'Bearer realm="ncps"');
     res.headers.append("www-authenticate", 'Basic realm="ncps"');

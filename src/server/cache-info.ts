@@ -1,12 +1,13 @@
-/** /nix-cache-info, /pubkey, / : what a client or an operator asks first. */
-import { Elysia } from "elysia";
+/** /nix-cache-info, /pubkey, / and /healthz: what a client, an operator or a probe asks first. */
 import type { Cache } from "../cache/cache.ts";
 import { version } from "../version.ts";
 
-export function cacheInfoRoutes(cache: Cache, hostname: string) {
-  const info = () => new Response(cache.cacheInfo, { headers: { "content-type": "text/x-nix-cache-info" } });
-  return new Elysia()
-    .get("/nix-cache-info", info)
-    .get("/pubkey", () => new Response(cache.publicKey + "\n", { headers: { "content-type": "text/plain" } }))
-    .get("/", () => Response.json({ hostname, publicKey: cache.publicKey, version }));
-}
+export const getCacheInfo = (cache: Cache) => () =>
+  new Response(cache.cacheInfo, { headers: { "content-type": "text/x-nix-cache-info" } });
+
+export const getPublicKey = (cache: Cache) => () =>
+  new Response(cache.publicKey + "\n", { headers: { "content-type": "text/plain" } });
+
+export const getSummary = (cache: Cache, hostname: string) => () => Response.json({ hostname, publicKey: cache.publicKey, version });
+
+export const getHealth = () => () => new Response("ok\n", { headers: { "content-type": "text/plain" } });

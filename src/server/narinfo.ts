@@ -1,10 +1,9 @@
 /** GET/HEAD /<hash>.narinfo (and /upload/<hash>.narinfo, which never asks an upstream). */
-import { Elysia } from "elysia";
 import type { Cache } from "../cache/cache.ts";
 import { NixFormatError } from "../nix/errors.ts";
 import { isStorePathHash } from "../nix/store-path.ts";
-import type { Logger } from "../telemetry/logger.ts";
-import { errorResponse, notFound } from "./errors.ts";
+import { notFound } from "./errors.ts";
+import type { RequestContext } from "./router.ts";
 
 const SUFFIX = ".narinfo";
 
@@ -16,26 +15,13 @@ export function narInfoHashOf(name: string): string | null {
   return hash;
 }
 
-/** Answers GET or HEAD for `/<name>`. */
-export function narInfoHandler(cache: Cache, logger: Logger, opts: { upstream: boolean }) {
-  return async (name: string, head: boolean): Promise<Response> => {
-    try {
-      const hash = narInfoHashOf(name);
-      if (hash === null) return notFound();
-      const body = await cache.narInfo(hash, opts);
-      if (body === null) return notFound();
-      const headers = { "content-type": "text/x-nix-narinfo", "content-length": String(body.length) };
-      return new Response(head ? null : body, { headers });
-    } catch (err) {
-      return errorResponse(err, logger, { name });
-    }
+export function getNarInfo(cache: Cache) {
+  return async ({ params, head, upstream }: RequestContext): Promise<Response> => {
+    const hash = narInfoHashOf(params.name!);
+    if (hash === null) return notFound();
+    const body = await cache.narInfo(hash, { upstream });
+    if (body === null) return notFound();
+    const headers = { "content-type": "text/x-nix-narinfo", "content-length": String(body.length) };
+    return new Response(head ? null : body, { headers });
   };
-}
-
-export function narInfoRoutes(cache: Cache, logger: Logger) {
-  const fromAnywhere = narInfoHandler(cache, logger, { upstream: true });
-  const heldOnly = narInfoHandler(cache, logger, { upstream: false });
-  return new Elysia()
-    .get("/:name", ({ params }) => fromAnywhere(params.name, false))
-    .get("/upload/:name", ({ params }) => heldOnly(params.name, false));
 }
