@@ -13,8 +13,16 @@ export interface Logger {
   child(fields: LogFields): Logger;
 }
 
-function errorFields(value: unknown): unknown {
-  return value instanceof Error ? { message: value.message, name: value.name } : value;
+/** An Error as a log field: name, message, errno code, stack and the chain of causes (an
+ * Error's own properties are not enumerable, so JSON would print `{}`). */
+function errorFields(value: unknown, depth = 0): unknown {
+  if (!(value instanceof Error)) return value;
+  const fields: LogFields = { name: value.name, message: value.message };
+  const code = (value as { code?: unknown }).code;
+  if (code !== undefined) fields.code = code;
+  if (value.stack) fields.stack = value.stack;
+  if (value.cause !== undefined && depth < 4) fields.cause = errorFields(value.cause, depth + 1);
+  return fields;
 }
 
 export function createLogger(
