@@ -56,9 +56,11 @@ async function readNetrc(path: string | undefined, logger: Logger): Promise<Netr
   return parseNetrc(await file.text());
 }
 
+/** Created 0700: the data directory holds the database with the signing key, and uploads. An
+ * existing directory keeps the mode its owner gave it. */
 async function ensureDir(path: string, what: string) {
   try {
-    await mkdir(path, { recursive: true });
+    await mkdir(path, { recursive: true, mode: 0o700 });
   } catch (err) {
     throw new StartupError(`cannot create ${what} ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }

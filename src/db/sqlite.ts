@@ -3,6 +3,7 @@
  * callers never interleave inside a transaction; other processes on the same file wait on
  * busy_timeout. */
 import { Database, type Statement } from "bun:sqlite";
+import { chmodSync, closeSync, openSync } from "node:fs";
 import type { MetadataStore, NarInfoRecord, NarRecord } from "./metadata-store.ts";
 import { narFromRow, narInfoFromRow, type NarInfoRow, type NarRow } from "./rows.ts";
 import { migrationStatusOf, migrationsFor, pendingMigrations, type Migration } from "./migrations.ts";
@@ -57,6 +58,10 @@ export class SqliteMetadataStore implements MetadataStore {
   /** Opens (creating if needed) the database file. Does not migrate: call `migrate()`. */
   constructor(path: string, migrations: Migration[] = migrationsFor("sqlite")) {
     this.migrations = migrations;
+    const onDisk = path !== ":memory:" && path !== "" && !path.startsWith("file:");
+    // The database holds the signing key: created 0600, and SQLite gives its -wal and -shm
+    // files the database file's mode.
+    if (onDisk) createPrivate(path);
     this.db = new Database(path, { create: true, readwrite: true, strict: true });
     try {
       // busy_timeout first: switching to WAL itself needs the lock another process may hold
@@ -64,6 +69,8 @@ export class SqliteMetadataStore implements MetadataStore {
       this.db.run("PRAGMA journal_mode = WAL");
       this.db.run("PRAGMA synchronous = NORMAL");
       this.db.run("PRAGMA foreign_keys = ON");
+      // a database made by an earlier version may be 0644: none of these is for others to read
+      if (onDisk) for (const file of [path, `${path}-wal`, `${path}-shm`]) chmodIfPresent(file, 0o600);
     } catch (err) {
       this.db.close();
       throw err;
@@ -247,4 +254,22 @@ function narInfoParams(rec: NarInfoRecord) {
     narSize: rec.narSize,
     createdAt: rec.createdAt,
   };
+}
+
+/** Creates an empty file readable by its owner only, unless it exists. Other failures are left
+ * to SQLite's open, which reports them. */
+function createPrivate(path: string) {
+  try {
+    closeSync(openSync(path, "wx", 0o600));
+  } catch {}
+}
+
+/** Another owner's file (EPERM) is left as it is: the database still opens. */
+function chmodIfPresent(path: string, mode: number) {
+  try {
+    chmodSync(path, mode);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== "ENOENT" && code !== "EPERM") throw err;
+  }
 }

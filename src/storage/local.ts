@@ -2,8 +2,9 @@
  * the whole object; reads are `Bun.file` blobs, which Bun.serve sends with sendfile. */
 import { randomBytes } from "node:crypto";
 import { constants, type Dirent } from "node:fs";
-import { copyFile, lstat, mkdir, open, opendir, rename, rm, stat, unlink } from "node:fs/promises";
+import { copyFile, lstat, mkdir, open, opendir, readdir, rename, rm, stat, unlink } from "node:fs/promises";
 import { dirname, join } from "node:path";
+import { madeByEndedRun, runTag } from "../run-tag.ts";
 import type { BlobBody, BlobStat, BlobStore, ByteRange } from "./blob-store.ts";
 
 /** A key that could escape the root or collide with the store's own files. */
@@ -30,14 +31,18 @@ export class BlobRangeError extends Error {
   }
 }
 
-/** Temp files of putStream live here, on the same filesystem as the objects. */
+/** Temp files of putStream live here, on the same filesystem as the objects; putFile's
+ * cross-filesystem copies are `.tmp-<pid>-<run>-<hex>` next to their destination. */
 const TMP_DIR = ".tmp";
+/** A temp name made by this run (see run-tag.ts). */
+const tempName = () => `${runTag}-${randomBytes(8).toString("hex")}`;
 
 export class LocalBlobStore implements BlobStore {
   readonly kind = "local" as const;
 
   constructor(readonly rootDir: string) {}
 
+  /** Called at start: besides checking, removes the temp files a killed run left. */
   async check(): Promise<void> {
     const tmp = join(this.rootDir, TMP_DIR);
     try {
@@ -54,6 +59,41 @@ export class LocalBlobStore implements BlobStore {
     } catch (err) {
       throw new Error(`storage directory ${this.rootDir} is not writable: ${errorCode(err)}`);
     }
+    await this.removeStaleTempFiles();
+  }
+
+  /** Temp files of runs that are over: in .tmp, and `.tmp-*` copies anywhere in the tree (a
+   * kill -9 during a cross-filesystem putFile). Names without a run tag come from versions
+   * before the tag and are stale too. Returns how many were removed. */
+  async removeStaleTempFiles(): Promise<number> {
+    let removed = 0;
+    const stale = (tagged: string) => madeByEndedRun(tagged) ?? true;
+    const visit = async (dir: string): Promise<void> => {
+      let entries: Dirent[];
+      try {
+        entries = await readdir(dir, { withFileTypes: true });
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
+        throw err;
+      }
+      for (const entry of entries) {
+        const path = join(dir, entry.name);
+        if (dir === this.rootDir && entry.name === TMP_DIR) {
+          for (const name of await readdir(path).catch(() => [] as string[])) {
+            if (!stale(name)) continue;
+            await rm(join(path, name), { force: true });
+            removed++;
+          }
+        } else if (entry.isDirectory() && !entry.name.startsWith(".")) {
+          await visit(path);
+        } else if (entry.isFile() && entry.name.startsWith(`${TMP_DIR}-`) && stale(entry.name.slice(TMP_DIR.length + 1))) {
+          await rm(path, { force: true });
+          removed++;
+        }
+      }
+    };
+    await visit(this.rootDir);
+    return removed;
   }
 
   async stat(key: string): Promise<BlobStat | null> {
@@ -87,7 +127,7 @@ export class LocalBlobStore implements BlobStore {
       if ((err as NodeJS.ErrnoException).code !== "EXDEV") throw err;
     }
     // Another filesystem: copy next to the destination, then rename within it.
-    const temp = join(dirname(dest), `${TMP_DIR}-${randomBytes(8).toString("hex")}`);
+    const temp = join(dirname(dest), `${TMP_DIR}-${tempName()}`);
     try {
       await copyFile(sourcePath, temp, constants.COPYFILE_EXCL);
       await syncFile(temp);
@@ -109,7 +149,7 @@ export class LocalBlobStore implements BlobStore {
     }
     const tmpDir = join(this.rootDir, TMP_DIR);
     await mkdir(tmpDir, { recursive: true });
-    const temp = join(tmpDir, randomBytes(12).toString("hex"));
+    const temp = join(tmpDir, tempName());
     const reader = body.getReader();
     const fh = await open(temp, "wx");
     let written = 0;
