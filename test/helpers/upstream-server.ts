@@ -29,7 +29,10 @@ export type Fault =
   /** Same length, wrong bytes: up to 16 bytes in the middle of the body are inverted. */
   | { kind: "corrupt" }
   /** Throttle the body to about this rate. */
-  | { kind: "slow"; bytesPerSecond: number };
+  | { kind: "slow"; bytesPerSecond: number }
+  /** Send this many body bytes (at most length - 1), then the rest once `until` settles: a
+   * download the test can observe in flight and end when it chooses, whatever the speed. */
+  | { kind: "hold"; afterBytes: number; until: Promise<unknown> };
 
 export interface Upstream {
   url: string;
@@ -41,7 +44,7 @@ export interface Upstream {
   requests: { method: string; path: string }[];
   /** Sets (or with null, removes) the fault for `match`: a string matches paths starting
    * with it, a RegExp is tested against the path. The latest matching fault wins; faults
-   * apply to GET and HEAD ("cut", "corrupt" and "slow" only change bodies). */
+   * apply to GET and HEAD ("cut", "corrupt", "slow" and "hold" only change bodies). */
   fault(match: string | RegExp, fault: Fault | null): void;
   /** Closes the server and every connection, releasing hung and delayed requests. */
   stop(): Promise<void>;
@@ -137,6 +140,7 @@ export async function startUpstream(dir: string, opts: { port?: number } = {}): 
     const corruptFrom = Math.floor(length / 2);
     const corruptTo = Math.min(corruptFrom + 16, length);
     const rate = fault?.kind === "slow" ? Math.max(1, fault.bytesPerSecond) : undefined;
+    const holdAt = fault?.kind === "hold" ? Math.max(0, Math.min(fault.afterBytes, length - 1)) : undefined;
     const began = performance.now();
     let sent = 0;
 
@@ -150,6 +154,14 @@ export async function startUpstream(dir: string, opts: { port?: number } = {}): 
           for (let p = Math.max(corruptFrom, sent); p < Math.min(corruptTo, sent + chunk.length); p++) {
             chunk[p - sent] = (chunk[p - sent] ?? 0) ^ 0xff;
           }
+        }
+        if (holdAt !== undefined && fault?.kind === "hold" && sent <= holdAt && sent + chunk.length > holdAt) {
+          const before = chunk.subarray(0, holdAt - sent);
+          if (before.length > 0) await write(res, before);
+          sent += before.length;
+          chunk = chunk.subarray(before.length);
+          await Promise.race([fault.until.then(() => {}, () => {}), new Promise((resolve) => res.once("close", resolve))]);
+          if (res.destroyed) return;
         }
         if (cutAt !== undefined && sent + chunk.length >= cutAt) {
           chunk = chunk.subarray(0, cutAt - sent);
