@@ -1,5 +1,7 @@
 /** Checks a resolved Config; every problem is one ConfigError line naming the option. */
 import { existsSync } from "node:fs";
+import { DatabaseUrlError, parseDatabaseUrl } from "../db/database-url.ts";
+import { parseRedisAddr, RedisAddrError } from "../lock/redis-addr.ts";
 import { NixFormatError } from "../nix/errors.ts";
 import { parsePublicKey } from "../nix/signature.ts";
 import { ConfigError } from "./errors.ts";
@@ -20,11 +22,7 @@ export function validateConfig(config: Config): void {
   for (const url of config.cacheUpstreamUrls) checkUpstreamUrl(url);
   for (const key of config.cacheUpstreamPublicKeys) checkPublicKey(key);
   parseServerAddr(config.serverAddr);
-  for (const addr of config.cacheRedisAddrs) {
-    if (!/^[^\s:/]+:\d{1,5}$|^\[[0-9a-fA-F:.]+\]:\d{1,5}$/.test(addr)) {
-      throw new ConfigError(`invalid --cache-redis-addrs entry "${addr}" (use host:port)`);
-    }
-  }
+  for (const addr of config.cacheRedisAddrs) checkRedisAddr(addr);
   if (config.netrcFile !== undefined && !existsSync(config.netrcFile)) {
     throw new ConfigError(`netrc file not found: ${config.netrcFile}`);
   }
@@ -84,18 +82,23 @@ function checkUpstreamUrl(text: string): void {
   if (url.hostname === "") throw new ConfigError(`upstream URL "${text}" has no host`);
 }
 
-const databaseSchemes = ["sqlite:", "sqlite3:", "postgres:", "postgresql:", "mysql:", "postgres+unix:", "postgresql+unix:", "mysql+unix:"];
-
+/** The parser openMetadataStore uses; its messages never hold the URL (it may hold a password). */
 function checkDatabaseUrl(text: string): void {
-  const scheme = /^[A-Za-z][A-Za-z0-9+.-]*:/.exec(text)?.[0].toLowerCase();
-  if (scheme === undefined || !databaseSchemes.includes(scheme)) {
-    throw new ConfigError(
-      // only the scheme: the URL may hold a password
-      `unknown database URL scheme in --cache-database-url "${scheme ?? ""}" (use sqlite:PATH, postgres://..., mysql://... or postgres+unix:, mysql+unix:)`,
-    );
+  try {
+    parseDatabaseUrl(text);
+  } catch (err) {
+    if (!(err instanceof DatabaseUrlError)) throw err;
+    throw new ConfigError(`invalid --cache-database-url: ${err.message}`);
   }
-  if (scheme === "sqlite:" && text.slice(scheme.length) === "") {
-    throw new ConfigError(`--cache-database-url "${text}" names no SQLite file`);
+}
+
+/** The parser the Redis locker uses. */
+function checkRedisAddr(text: string): void {
+  try {
+    parseRedisAddr(text);
+  } catch (err) {
+    if (!(err instanceof RedisAddrError)) throw err;
+    throw new ConfigError(`invalid --cache-redis-addrs entry: ${err.message}`);
   }
 }
 

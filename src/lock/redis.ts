@@ -5,11 +5,12 @@
 import { Redis } from "ioredis";
 import type { Locker } from "./locker.ts";
 import { LockerClosedError, LockTimeoutError } from "./memory.ts";
+import { formatRedisAddr, parseRedisAddr } from "./redis-addr.ts";
 import type { Logger } from "../telemetry/logger.ts";
 
 export interface RedisLockerOptions {
-  /** "host:port" ("[v6addr]:port" for IPv6). Single node: only the first address is used;
-   * Sentinel and Cluster are not supported. */
+  /** "host:port" ("[v6addr]:port" for IPv6), read by parseRedisAddr as validation reads
+   * them. Single node: only the first address is used; Sentinel and Cluster are not supported. */
   addrs: string[];
   username?: string;
   password?: string;
@@ -51,15 +52,6 @@ interface Lease {
   released: boolean;
 }
 
-export function parseRedisAddr(addr: string): { host: string; port: number } {
-  const match = /^(?:\[([^\]]+)\]|([^:]+))(?::(\d+))?$/.exec(addr.trim());
-  if (!match) throw new Error(`invalid redis address ${JSON.stringify(addr)}: expected host:port`);
-  const host = match[1] ?? match[2]!;
-  const port = match[3] === undefined ? 6379 : Number(match[3]);
-  if (port < 1 || port > 65535) throw new Error(`invalid redis address ${JSON.stringify(addr)}: bad port`);
-  return { host, port };
-}
-
 export class RedisLocker implements Locker {
   private readonly redis: Redis;
   /** "host:port" as shown in messages (never with credentials). */
@@ -77,7 +69,7 @@ export class RedisLocker implements Locker {
     const first = opts.addrs[0];
     if (first === undefined) throw new Error("redis locker: no address given");
     const { host, port } = parseRedisAddr(first);
-    this.address = host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+    this.address = formatRedisAddr({ host, port });
     this.keyPrefix = opts.keyPrefix ?? DEFAULT_KEY_PREFIX;
     this.password = opts.password;
     this.logger = opts.logger;

@@ -230,9 +230,9 @@ describe("RedisLocker without a server", () => {
     expect((lockErr as Error).message).not.toContain("hunter2");
   });
 
-  test("addresses: the first is used; a bad one is refused", () => {
+  test("addresses: the first is used; a bad one is refused; the port is required, as in Go ncps", () => {
     expect(new RedisLocker({ addrs: ["[::1]:7000", "other:1"] }).address).toBe("[::1]:7000");
-    expect(new RedisLocker({ addrs: ["redis.internal"] }).address).toBe("redis.internal:6379");
+    expect(() => new RedisLocker({ addrs: ["redis.internal"] })).toThrow("invalid redis address");
     expect(() => new RedisLocker({ addrs: [] })).toThrow("no address");
     expect(() => new RedisLocker({ addrs: ["host:notaport"] })).toThrow("invalid redis address");
   });
