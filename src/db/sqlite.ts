@@ -61,7 +61,10 @@ export class SqliteMetadataStore implements MetadataStore {
     const onDisk = path !== ":memory:" && path !== "" && !path.startsWith("file:");
     // The database holds the signing key: created 0600, and SQLite gives its -wal and -shm
     // files the database file's mode.
-    if (onDisk) createPrivate(path);
+    if (onDisk) {
+      createPrivate(path);
+      for (const file of [path, `${path}-wal`, `${path}-shm`]) checkWritable(file);
+    }
     this.db = new Database(path, { create: true, readwrite: true, strict: true });
     try {
       // busy_timeout first: switching to WAL itself needs the lock another process may hold
@@ -262,6 +265,21 @@ function createPrivate(path: string) {
   try {
     closeSync(openSync(path, "wx", 0o600));
   } catch {}
+}
+
+/** SQLite opens a file it cannot write read-only without a word, and a -shm file it cannot
+ * write kills the process (SIGBUS on its memory map) at the first write: refuse to start
+ * instead, with the reason. (A file that becomes unwritable while ncps runs: writes fail per
+ * request, except -shm, which still kills the process; see the README.) */
+function checkWritable(path: string) {
+  try {
+    closeSync(openSync(path, "r+"));
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") return;
+    const hint = code === "EPERM" ? " (immutable? see lsattr)" : "";
+    throw new Error(`${path} is not writable: ${code ?? (err as Error).message}${hint}`);
+  }
 }
 
 /** Another owner's file (EPERM) is left as it is: the database still opens. */

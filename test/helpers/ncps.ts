@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startNcps, type RunningNcps } from "../../src/app.ts";
 import { loadConfig } from "../../src/config/load.ts";
-import { silentLogger } from "../../src/telemetry/logger.ts";
+import { silentLogger, type Logger } from "../../src/telemetry/logger.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 
@@ -100,7 +100,7 @@ export async function startNcpsProcess(opts: {
 
 /** An ncps in the test's own process (so a test can reach its cache and database), with a
  * data directory of its own and `args` as parsed flags over quiet test defaults. */
-export async function startInProcess(dataDir: string, args: Record<string, unknown>): Promise<RunningNcps> {
+export async function startInProcess(dataDir: string, args: Record<string, unknown>, logger: Logger = silentLogger): Promise<RunningNcps> {
   const config = await loadConfig(
     {
       "server-addr": "127.0.0.1:0",
@@ -112,5 +112,5 @@ export async function startInProcess(dataDir: string, args: Record<string, unkno
     },
     {},
   );
-  return startNcps(config, silentLogger);
+  return startNcps(config, logger);
 }
