@@ -1,6 +1,6 @@
 /** NarDownload against a real HTTP upstream whose body the test controls: what a client may
  * read before the hashes check out, and what it gets when they do not. */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, test } from "bun:test";
 import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -10,20 +10,27 @@ import { silentLogger } from "../../src/telemetry/logger.ts";
 import { Upstream } from "../../src/upstream/upstream.ts";
 
 const SIZE = 64 * 1024;
+const HEADER_TIMEOUT_MS = 300;
 const payload = crypto.getRandomValues(new Uint8Array(SIZE));
 const hash = `sha256:${encodeNix32(new Bun.CryptoHasher("sha256").update(payload).digest())}`;
 
-/** How the upstream sends the body: all of it then waits for `finish`, slowly, or wrong. */
+/** How the upstream sends the body: all of it then waits for `finish`, half of it then the rest
+ * after more than the header timeout, or wrong. */
 type Mode = "hold-end" | "slow" | "corrupt";
-let mode: Mode = "hold-end";
-let finish: () => void = () => {};
-let server: ReturnType<typeof Bun.serve>;
-let dir: string;
-let seq = 0;
 
-beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), "ncps-download-"));
-  server = Bun.serve({
+/** Cleanups of the running test, run after it whatever its outcome. */
+const cleanups: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  while (cleanups.length > 0) await cleanups.pop()!().catch(() => {});
+});
+
+/** A temp directory and an upstream sending the payload as `mode` says; `start` begins a
+ * download from it. */
+async function fixture(mode: Mode) {
+  const dir = await mkdtemp(join(tmpdir(), "ncps-download-"));
+  let finish: () => void = () => {};
+  const finished = new Promise<void>((resolve) => (finish = resolve));
+  const server = Bun.serve({
     hostname: "127.0.0.1",
     port: 0,
     fetch() {
@@ -36,12 +43,14 @@ beforeAll(async () => {
       const body = new ReadableStream<Uint8Array>({
         async pull(c) {
           if (sent >= SIZE) {
-            if (mode === "hold-end") await new Promise<void>((r) => (finish = r));
+            if (mode === "hold-end") await finished;
             c.close();
             return;
           }
-          if (mode === "slow") await Bun.sleep(100); // 8 chunks: ~800 ms, past the 300 ms header timeout
-          const n = mode === "slow" ? SIZE / 8 : SIZE;
+          // Slow: the second half comes after twice the header timeout, which must not apply
+          // to the body (a fake upstream that has to be slow; no assertion times it).
+          if (mode === "slow" && sent > 0) await Bun.sleep(2 * HEADER_TIMEOUT_MS);
+          const n = mode === "slow" ? SIZE / 2 : SIZE;
           c.enqueue(payload.subarray(sent, sent + n));
           sent += n;
         },
@@ -49,72 +58,104 @@ beforeAll(async () => {
       return new Response(body); // chunked: the end of the body is only known when it closes
     },
   });
-});
-
-afterAll(async () => {
-  finish();
-  server.stop(true);
-  await rm(dir, { recursive: true, force: true });
-});
-
-function start(commit: () => Promise<void> = async () => {}) {
-  const upstream = new Upstream(`http://127.0.0.1:${server.port}`, 0, { headerTimeoutMs: 300, logger: silentLogger });
-  return new NarDownload(
-    "nar/test.nar",
-    join(dir, `dl-${++seq}`),
-    { url: upstream.resolve("x.nar"), fetch: (url, signal) => upstream.get(url, signal), expect: { compression: "none", fileSize: SIZE, fileHash: hash, narSize: SIZE, narHash: hash } },
-    async () => commit(),
-    silentLogger,
-  );
+  cleanups.push(async () => {
+    finish();
+    server.stop(true);
+    await rm(dir, { recursive: true, force: true });
+  });
+  let seq = 0;
+  const start = (commit: () => Promise<void> = async () => {}) => {
+    const upstream = new Upstream(`http://127.0.0.1:${server.port}`, 0, { headerTimeoutMs: HEADER_TIMEOUT_MS, logger: silentLogger });
+    return new NarDownload(
+      "nar/test.nar",
+      join(dir, `dl-${++seq}`),
+      { url: upstream.resolve("x.nar"), fetch: (url, signal) => upstream.get(url, signal), expect: { compression: "none", fileSize: SIZE, fileHash: hash, narSize: SIZE, narHash: hash } },
+      async () => commit(),
+      silentLogger,
+    );
+  };
+  return { dir, start, finish };
 }
 
-/** Reads what the stream gives within `ms`, then reports bytes and whether it ended or failed. */
-async function readFor(stream: ReadableStream<Uint8Array>, ms: number) {
+/** Reads until `bytes` have arrived (the stream stays open), failing if it ends first. */
+async function readUntil(stream: ReadableStream<Uint8Array>, bytes: number) {
   const reader = stream.getReader();
-  let bytes = 0;
-  let ended: "open" | "closed" | "errored" = "open";
-  const deadline = Bun.sleep(ms).then(() => "timeout" as const);
-  for (;;) {
-    const next = await Promise.race([reader.read().then((r) => r, () => "error" as const), deadline]);
-    if (next === "timeout") break;
-    if (next === "error") {
-      ended = "errored";
-      break;
-    }
-    if (next.done) {
-      ended = "closed";
-      break;
-    }
-    bytes += next.value.length;
+  let got = 0;
+  while (got < bytes) {
+    const next = await reader.read();
+    if (next.done) throw new Error(`ended after ${got} of ${bytes} bytes`);
+    got += next.value.length;
   }
-  return { bytes, ended, reader };
+  return { got, reader };
+}
+
+/** Reads to the end: the bytes, and whether the stream closed or errored. */
+async function readToEnd(stream: ReadableStream<Uint8Array> | ReadableStreamDefaultReader<Uint8Array>) {
+  const reader = "getReader" in stream ? stream.getReader() : stream;
+  let bytes = 0;
+  try {
+    for (;;) {
+      const next = await reader.read();
+      if (next.done) return { bytes, ended: "closed" as const };
+      bytes += next.value.length;
+    }
+  } catch {
+    return { bytes, ended: "errored" as const };
+  }
+}
+
+/** Resolves when `condition` holds, checking on every turn of the event loop; fails at the
+ * deadline (a guard against hanging, not a measurement). */
+async function until(condition: () => boolean, what: string, deadlineMs = 5000) {
+  const giveUp = Date.now() + deadlineMs;
+  while (!condition()) {
+    if (Date.now() > giveUp) throw new Error(`still waiting for ${what} after ${deadlineMs} ms`);
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+}
+
+/** Whether a read settles while the event loop runs everything already due. */
+async function settlesNow(read: Promise<unknown>): Promise<boolean> {
+  let settled = false;
+  void read.then(
+    () => (settled = true),
+    () => (settled = true),
+  );
+  for (let i = 0; i < 10; i++) await new Promise((resolve) => setImmediate(resolve));
+  return settled;
 }
 
 describe("NarDownload", () => {
   test("all bytes arrived but not verified yet: readers get all but the last byte, of the whole and of a range", async () => {
-    mode = "hold-end";
+    const { start, finish } = await fixture("hold-end");
     const download = start();
-    const whole = await readFor(download.reader(), 500);
-    expect(whole).toMatchObject({ bytes: SIZE - 1, ended: "open" });
-    const range = await readFor(download.reader(0, 99), 200);
-    expect(range).toMatchObject({ bytes: 99, ended: "open" });
+    const whole = await readUntil(download.reader(), SIZE - 1);
+    expect(whole.got).toBe(SIZE - 1);
+    await until(() => download.written === SIZE, "every byte to arrive");
+    const wholeLast = whole.reader.read();
+    expect(await settlesNow(wholeLast)).toBe(false);
+    const range = await readUntil(download.reader(0, 99), 99);
+    expect(range.got).toBe(99);
+    const rangeLast = range.reader.read();
+    expect(await settlesNow(rangeLast)).toBe(false);
+
     finish(); // the upstream ends the body: verification passes
     await download.done;
-    const rest = await readFor(download.reader(), 2000);
-    expect(rest).toMatchObject({ bytes: SIZE, ended: "closed" });
-    await whole.reader.cancel(); // a client leaving: releases its hold on the temp file
-    await range.reader.cancel();
+    // A reader joining while the first two still hold the temp file gets the whole NAR.
+    expect(await readToEnd(download.reader())).toEqual({ bytes: SIZE, ended: "closed" });
+    expect((await wholeLast).value?.length).toBe(1);
+    expect(await readToEnd(whole.reader)).toEqual({ bytes: 0, ended: "closed" });
+    expect((await rangeLast).value?.length).toBe(1);
+    expect(await readToEnd(range.reader)).toEqual({ bytes: 0, ended: "closed" });
   });
 
   test("wrong bytes of the right length: every reader gets an error, never a clean end; nothing committed", async () => {
-    mode = "corrupt";
+    const { start, dir } = await fixture("corrupt");
     let committed = false;
     const download = start(async () => {
       committed = true;
     });
-    const whole = download.reader();
-    const range = download.reader(0, 99);
-    const [a, b] = await Promise.all([readFor(whole, 3000), readFor(range, 3000)]);
+    const [a, b] = await Promise.all([readToEnd(download.reader()), readToEnd(download.reader(0, 99))]);
     await download.done;
     expect(a.ended).toBe("errored");
     expect(b.ended).toBe("errored");
@@ -124,14 +165,14 @@ describe("NarDownload", () => {
   });
 
   test("a body slower than the upstream header timeout still completes", async () => {
-    mode = "slow";
+    const { start } = await fixture("slow");
     let committed = false;
     const download = start(async () => {
       committed = true;
     });
-    const got = await readFor(download.reader(), 10_000);
+    const got = await readToEnd(download.reader());
     await download.done;
-    expect(got).toMatchObject({ bytes: SIZE, ended: "closed" });
+    expect(got).toEqual({ bytes: SIZE, ended: "closed" });
     expect(committed).toBe(true);
   });
 });
