@@ -90,14 +90,14 @@ async function readUntil(stream: ReadableStream<Uint8Array>, bytes: number) {
 }
 
 /** Reads to the end: the bytes, and whether the stream closed or errored. */
-async function readToEnd(stream: ReadableStream<Uint8Array> | ReadableStreamDefaultReader<Uint8Array>) {
+async function readToEnd(stream: ReadableStream<Uint8Array> | { read(): Promise<{ done: boolean; value?: Uint8Array }> }) {
   const reader = "getReader" in stream ? stream.getReader() : stream;
   let bytes = 0;
   try {
     for (;;) {
       const next = await reader.read();
       if (next.done) return { bytes, ended: "closed" as const };
-      bytes += next.value.length;
+      bytes += next.value?.length ?? 0;
     }
   } catch {
     return { bytes, ended: "errored" as const };
