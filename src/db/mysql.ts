@@ -5,21 +5,9 @@
 import { createHash } from "node:crypto";
 import mysql from "mysql2/promise";
 import type { ServerUrl } from "./database-url.ts";
-import type { MetadataStore, NarInfoRecord, NarRecord } from "./metadata-store.ts";
-import { migrationStatusOf, migrationsFor, pendingMigrations, type Migration } from "./migrations.ts";
-import {
-  DEFAULT_CONNECT_TIMEOUT_SECONDS,
-  NARINFO_COLUMNS,
-  narFromRow,
-  narInfoFromRow,
-  narInfoValues,
-  poolSizes,
-  retryAborted,
-  uniqueReferences,
-  type NarInfoRow,
-  type NarRow,
-  type PoolSettings,
-} from "./rows.ts";
+import { connectChecked, ServerMetadataStore, type MigrationDriver, type ServerParam, type ServerQueries, type ServerQueryName } from "./engine.ts";
+import { migrationsFor, type Migration } from "./migrations.ts";
+import { DEFAULT_CONNECT_TIMEOUT_SECONDS, NARINFO_COLUMNS, poolSizes, retryAborted, type PoolSettings } from "./rows.ts";
 
 const NARINFO_VALUES = "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?";
 /** a narinfo row with its references, read in one statement (one snapshot); JSON_ARRAYAGG
@@ -64,11 +52,11 @@ export const MYSQL_QUERIES = {
   config: "SELECT value FROM config WHERE `key` = ?",
   setConfig: "INSERT INTO config (`key`, value) VALUES (?, ?) ON DUPLICATE KEY UPDATE value = VALUES(value)",
   insertConfigIfAbsent: "INSERT INTO config (`key`, value) VALUES (?, ?) ON DUPLICATE KEY UPDATE `key` = `key`",
-} as const;
+} as const satisfies ServerQueries;
 
-type QueryName = keyof typeof MYSQL_QUERIES;
-type Param = string | number | null | unknown[];
 type Db = mysql.Pool | mysql.PoolConnection | mysql.Connection;
+/** JSON_ARRAYAGG comes back parsed (MySQL's JSON type) or as text (MariaDB), NULL for none. */
+type Refs = string[] | string | null;
 
 /** Seconds to wait for another replica to finish migrating. */
 const MIGRATION_LOCK_WAIT_SECONDS = 600;
@@ -120,21 +108,14 @@ function isAborted(err: unknown): boolean {
   return (err as { errno?: number }).errno === 1213; // ER_LOCK_DEADLOCK: the transaction was rolled back
 }
 
-/** JSON_ARRAYAGG comes back parsed (MySQL's JSON type) or as text (MariaDB), NULL for none. */
-function referencesOf(refs: string[] | string | null): string[] {
-  if (refs === null) return [];
-  return typeof refs === "string" ? (JSON.parse(refs) as string[]) : refs;
-}
-
-type NarInfoRowWithRefs = NarInfoRow & { refs: string[] | string | null };
-
-export class MysqlMetadataStore implements MetadataStore {
+export class MysqlMetadataStore extends ServerMetadataStore<mysql.Pool, mysql.PoolConnection, Refs> {
   readonly dialect = "mysql" as const;
-  private readonly pool: mysql.Pool;
+  protected readonly pool: mysql.Pool;
   private readonly options: mysql.ConnectionOptions;
-  private readonly migrations: Migration[];
+  protected readonly migrations: Migration[];
 
   private constructor(pool: mysql.Pool, options: mysql.ConnectionOptions, migrations: Migration[]) {
+    super();
     this.pool = pool;
     this.options = options;
     this.migrations = migrations;
@@ -144,22 +125,20 @@ export class MysqlMetadataStore implements MetadataStore {
    * migrate: call `migrate()`. */
   static async open(target: ServerUrl, opts: { pool?: PoolSettings; migrations?: Migration[] } = {}): Promise<MysqlMetadataStore> {
     const options = mysqlConnectOptions(target);
-    const pool = mysql.createPool({ ...options, ...poolOptions(opts.pool ?? {}) });
-    try {
-      await pool.query("SELECT 1");
-    } catch (err) {
-      await pool.end().catch(() => {});
-      throw err;
-    }
+    const pool = await connectChecked(
+      mysql.createPool({ ...options, ...poolOptions(opts.pool ?? {}) }),
+      (pool) => pool.query("SELECT 1"),
+      (pool) => pool.end(),
+    );
     return new MysqlMetadataStore(pool, options, opts.migrations ?? migrationsFor("mysql"));
   }
 
-  private async run<T>(db: Db, name: QueryName, params: Param[]): Promise<T> {
+  private async run(db: Db, name: ServerQueryName, params: ServerParam[]): Promise<unknown> {
     try {
       // statements whose `?` takes a list are expanded client-side; the rest are prepared
       const listParam = name === "insertReferences" || name === "touchNarInfos" || name === "touchNarsOfNarInfos";
       const [result] = listParam ? await db.query(MYSQL_QUERIES[name], params) : await db.execute(MYSQL_QUERIES[name], params as never);
-      return result as T;
+      return result;
     } catch (err) {
       if ((err as { errno?: number }).errno === 1146) {
         throw new Error("the mysql database schema is missing or out of date: run `ncps migrate`");
@@ -168,7 +147,15 @@ export class MysqlMetadataStore implements MetadataStore {
     }
   }
 
-  private async write<T>(fn: (conn: mysql.PoolConnection) => Promise<T>): Promise<T> {
+  protected async rows<T>(db: Db, name: ServerQueryName, params: ServerParam[]): Promise<T[]> {
+    return (await this.run(db, name, params)) as T[];
+  }
+
+  protected async changes(db: Db, name: ServerQueryName, params: ServerParam[]): Promise<number> {
+    return ((await this.run(db, name, params)) as mysql.ResultSetHeader).affectedRows;
+  }
+
+  protected async write<T>(fn: (conn: mysql.PoolConnection) => Promise<T>): Promise<T> {
     return retryAborted(isAborted, async () => {
       const conn = await this.pool.getConnection();
       try {
@@ -187,132 +174,60 @@ export class MysqlMetadataStore implements MetadataStore {
     });
   }
 
-  async migrate(opts: { dryRun?: boolean } = {}): Promise<string[]> {
-    const pending = pendingMigrations(this.migrations, await this.appliedMigrations(this.pool));
-    if (opts.dryRun || pending.length === 0) return pending.map((m) => m.name);
-    // MySQL DDL commits implicitly, so a transaction cannot hold the migration together: a
-    // named lock (server-wide, hence named after the database) and a dedicated connection
-    // that may send a whole migration file at once.
-    const conn = await mysql.createConnection({ ...this.options, multipleStatements: true });
-    try {
-      const [[database]] = (await conn.query("SELECT DATABASE() AS name")) as unknown as [[{ name: string }]];
-      const lockName = `ncps-migrate-${createHash("sha1").update(database.name).digest("hex")}`;
-      const [[lock]] = (await conn.query("SELECT GET_LOCK(?, ?) AS got", [lockName, MIGRATION_LOCK_WAIT_SECONDS])) as unknown as [[{ got: number | null }]];
-      if (lock.got !== 1) throw new Error(`another ncps has been migrating this database for over ${MIGRATION_LOCK_WAIT_SECONDS}s`);
-      try {
-        await conn.query(
-          "CREATE TABLE IF NOT EXISTS schema_migrations (name VARCHAR(255) NOT NULL PRIMARY KEY, applied_at BIGINT NOT NULL) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin",
-        );
-        const todo = pendingMigrations(this.migrations, await this.appliedMigrations(conn));
-        for (const migration of todo) {
-          await conn.query(migration.sql);
-          await conn.query("INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)", [migration.name, Date.now()]);
+  protected referenceParams(hash: string, references: string[]): ServerParam[] {
+    return [references.map((ref) => [hash, ref])];
+  }
+
+  protected referencesOf(refs: Refs): string[] {
+    if (refs === null) return [];
+    return typeof refs === "string" ? (JSON.parse(refs) as string[]) : refs;
+  }
+
+  /** MySQL DDL commits implicitly, so a transaction cannot hold the migration together: a
+   * named lock (server-wide, hence named after the database) and a dedicated connection
+   * that may send a whole migration file at once. */
+  protected migrationDriver(): MigrationDriver {
+    return {
+      applied: () => appliedMigrations(this.pool),
+      locked: async (body) => {
+        const conn = await mysql.createConnection({ ...this.options, multipleStatements: true });
+        try {
+          const [[database]] = (await conn.query("SELECT DATABASE() AS name")) as unknown as [[{ name: string }]];
+          const lockName = `ncps-migrate-${createHash("sha1").update(database.name).digest("hex")}`;
+          const [[lock]] = (await conn.query("SELECT GET_LOCK(?, ?) AS got", [lockName, MIGRATION_LOCK_WAIT_SECONDS])) as unknown as [[{ got: number | null }]];
+          if (lock.got !== 1) throw new Error(`another ncps has been migrating this database for over ${MIGRATION_LOCK_WAIT_SECONDS}s`);
+          try {
+            await conn.query(
+              "CREATE TABLE IF NOT EXISTS schema_migrations (name VARCHAR(255) NOT NULL PRIMARY KEY, applied_at BIGINT NOT NULL) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin",
+            );
+            return await body({
+              applied: () => appliedMigrations(conn),
+              apply: async (migration) => {
+                await conn.query(migration.sql);
+                await conn.query("INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)", [migration.name, Date.now()]);
+                return true;
+              },
+            });
+          } finally {
+            await conn.query("SELECT RELEASE_LOCK(?)", [lockName]).catch(() => {});
+          }
+        } finally {
+          await conn.end().catch(() => {});
         }
-        return todo.map((m) => m.name);
-      } finally {
-        await conn.query("SELECT RELEASE_LOCK(?)", [lockName]).catch(() => {});
-      }
-    } finally {
-      await conn.end().catch(() => {});
-    }
-  }
-
-  async migrationStatus(): Promise<{ name: string; applied: boolean }[]> {
-    return migrationStatusOf(this.migrations, await this.appliedMigrations(this.pool));
-  }
-
-  private async appliedMigrations(db: Db): Promise<Set<string>> {
-    const [tables] = (await db.query(
-      "SELECT 1 FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = 'schema_migrations'",
-    )) as unknown as [unknown[]];
-    if (tables.length === 0) return new Set();
-    const [rows] = (await db.query("SELECT name FROM schema_migrations")) as unknown as [{ name: string }[]];
-    return new Set(rows.map((r) => r.name));
-  }
-
-  async getNarInfoText(hash: string): Promise<string | null> {
-    const [row] = await this.run<{ text: string }[]>(this.pool, "narInfoText", [hash]);
-    return row ? row.text : null;
-  }
-
-  async getNarInfo(hash: string): Promise<NarInfoRecord | null> {
-    const [row] = await this.run<NarInfoRowWithRefs[]>(this.pool, "narInfo", [hash]);
-    return row ? narInfoFromRow(row, referencesOf(row.refs)) : null;
-  }
-
-  async putNarInfo(rec: NarInfoRecord): Promise<void> {
-    await this.write(async (conn) => {
-      await this.run(conn, "upsertNarInfo", narInfoValues(rec));
-      await this.run(conn, "deleteReferences", [rec.hash]);
-      await this.insertReferences(conn, rec);
-    });
-  }
-
-  async insertNarInfoIfAbsent(rec: NarInfoRecord): Promise<boolean> {
-    return this.write(async (conn) => {
-      // a concurrent insert of the same hash waits for ours to commit, then changes nothing
-      const result = await this.run<mysql.ResultSetHeader>(conn, "insertNarInfoIfAbsent", narInfoValues(rec));
-      if (result.affectedRows === 0) return false;
-      await this.insertReferences(conn, rec);
-      return true;
-    });
-  }
-
-  private async insertReferences(conn: mysql.PoolConnection, rec: NarInfoRecord) {
-    if (rec.references.length === 0) return;
-    await this.run(conn, "insertReferences", [uniqueReferences(rec.references).map((ref) => [rec.hash, ref])]);
-  }
-
-  async deleteNarInfo(hash: string): Promise<boolean> {
-    // references go with it (ON DELETE CASCADE)
-    return (await this.run<mysql.ResultSetHeader>(this.pool, "deleteNarInfo", [hash])).affectedRows > 0;
-  }
-
-  async narInfosForNar(narKey: string): Promise<NarInfoRecord[]> {
-    const rows = await this.run<NarInfoRowWithRefs[]>(this.pool, "narInfosForNar", [narKey]);
-    return rows.map((row) => narInfoFromRow(row, referencesOf(row.refs)));
-  }
-
-  async getNar(key: string): Promise<NarRecord | null> {
-    const [row] = await this.run<NarRow[]>(this.pool, "nar", [key]);
-    return row ? narFromRow(row) : null;
-  }
-
-  async putNar(rec: NarRecord): Promise<void> {
-    await this.run(this.pool, "upsertNar", [rec.key, rec.size, rec.fileHash, rec.narHash, rec.createdAt, rec.createdAt]);
-  }
-
-  async deleteNar(key: string): Promise<boolean> {
-    return (await this.run<mysql.ResultSetHeader>(this.pool, "deleteNar", [key])).affectedRows > 0;
-  }
-
-  async touch(hashes: string[], at: number): Promise<void> {
-    if (hashes.length === 0) return;
-    const sorted = [...new Set(hashes)].sort(); // rows locked in one order by every replica
-    await this.write(async (conn) => {
-      await this.run(conn, "touchNarInfos", [at, sorted]);
-      await this.run(conn, "touchNarsOfNarInfos", [at, sorted]);
-    });
-  }
-
-  async getConfig(key: string): Promise<string | null> {
-    const [row] = await this.run<{ value: string }[]>(this.pool, "config", [key]);
-    return row ? row.value : null;
-  }
-
-  async setConfig(key: string, value: string): Promise<void> {
-    await this.run(this.pool, "setConfig", [key, value]);
-  }
-
-  async setConfigIfAbsent(key: string, value: string): Promise<string> {
-    // Two autocommitted statements: the read takes a fresh snapshot after the insert (ours,
-    // or the one ours waited for) committed, so it sees the winner's value.
-    await this.run(this.pool, "insertConfigIfAbsent", [key, value]);
-    const [row] = await this.run<{ value: string }[]>(this.pool, "config", [key]);
-    return row!.value;
+      },
+    };
   }
 
   async close(): Promise<void> {
     await this.pool.end();
   }
+}
+
+async function appliedMigrations(db: Db): Promise<Set<string>> {
+  const [tables] = (await db.query(
+    "SELECT 1 FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = 'schema_migrations'",
+  )) as unknown as [unknown[]];
+  if (tables.length === 0) return new Set();
+  const [rows] = (await db.query("SELECT name FROM schema_migrations")) as unknown as [{ name: string }[]];
+  return new Set(rows.map((r) => r.name));
 }

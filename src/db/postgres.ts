@@ -4,21 +4,9 @@
 import { readFileSync } from "node:fs";
 import postgres from "postgres";
 import type { ServerUrl } from "./database-url.ts";
-import type { MetadataStore, NarInfoRecord, NarRecord } from "./metadata-store.ts";
-import { migrationStatusOf, migrationsFor, pendingMigrations, type Migration } from "./migrations.ts";
-import {
-  DEFAULT_CONNECT_TIMEOUT_SECONDS,
-  NARINFO_COLUMNS,
-  narFromRow,
-  narInfoFromRow,
-  narInfoValues,
-  poolSizes,
-  retryAborted,
-  uniqueReferences,
-  type NarInfoRow,
-  type NarRow,
-  type PoolSettings,
-} from "./rows.ts";
+import { connectChecked, ServerMetadataStore, type MigrationDriver, type MigrationSession, type ServerParam, type ServerQueries, type ServerQueryName } from "./engine.ts";
+import { migrationsFor, type Migration } from "./migrations.ts";
+import { DEFAULT_CONNECT_TIMEOUT_SECONDS, NARINFO_COLUMNS, poolSizes, retryAborted, type PoolSettings } from "./rows.ts";
 
 const NARINFO_VALUES = "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13";
 /** a narinfo row with its references, read in one statement (one snapshot) */
@@ -44,7 +32,7 @@ export const POSTGRES_QUERIES = {
   insertReferences: "INSERT INTO narinfo_references (hash, reference) SELECT $1, unnest($2::text[])",
   deleteNarInfo: "DELETE FROM narinfos WHERE hash = $1",
   nar: "SELECT key, size, file_hash, nar_hash, created_at FROM nars WHERE key = $1",
-  upsertNar: `INSERT INTO nars (key, size, file_hash, nar_hash, created_at, last_accessed_at) VALUES ($1, $2, $3, $4, $5, $5)
+  upsertNar: `INSERT INTO nars (key, size, file_hash, nar_hash, created_at, last_accessed_at) VALUES ($1, $2, $3, $4, $5, $6)
     ON CONFLICT (key) DO UPDATE SET size = excluded.size, file_hash = excluded.file_hash,
       nar_hash = excluded.nar_hash, created_at = excluded.created_at,
       last_accessed_at = GREATEST(nars.last_accessed_at, excluded.last_accessed_at)`,
@@ -56,11 +44,10 @@ export const POSTGRES_QUERIES = {
   config: "SELECT value FROM config WHERE key = $1",
   setConfig: "INSERT INTO config (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
   insertConfigIfAbsent: "INSERT INTO config (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
-} as const;
+} as const satisfies ServerQueries;
 
-type QueryName = keyof typeof POSTGRES_QUERIES;
-type Param = string | number | null | string[];
 type Sql = postgres.Sql<{}>;
+type Tx = postgres.TransactionSql<{}>;
 
 /** Advisory lock id held while migrating ("ncps" in ASCII); advisory locks are per database. */
 const MIGRATION_LOCK_ID = 0x6e637073;
@@ -125,32 +112,31 @@ function isAborted(err: unknown): boolean {
   return code === "40P01" || code === "40001"; // deadlock_detected, serialization_failure
 }
 
-export class PostgresMetadataStore implements MetadataStore {
+export class PostgresMetadataStore extends ServerMetadataStore<Sql, Tx, string[]> {
   readonly dialect = "postgres" as const;
-  private readonly sql: Sql;
-  private readonly migrations: Migration[];
+  protected readonly pool: Sql;
+  protected readonly migrations: Migration[];
 
   private constructor(sql: Sql, migrations: Migration[]) {
-    this.sql = sql;
+    super();
+    this.pool = sql;
     this.migrations = migrations;
   }
 
   /** Connects (checking address and credentials now, not at the first request). Does not
    * migrate: call `migrate()`. */
   static async open(target: ServerUrl, opts: { pool?: PoolSettings; migrations?: Migration[] } = {}): Promise<PostgresMetadataStore> {
-    const sql = postgres(postgresConnectOptions(target, opts.pool)) as Sql;
-    try {
-      await sql`SELECT 1`;
-    } catch (err) {
-      await sql.end({ timeout: 1 }).catch(() => {});
-      throw err;
-    }
+    const sql = await connectChecked(
+      postgres(postgresConnectOptions(target, opts.pool)) as Sql,
+      (sql) => sql`SELECT 1`,
+      (sql) => sql.end({ timeout: 1 }),
+    );
     return new PostgresMetadataStore(sql, opts.migrations ?? migrationsFor("postgres"));
   }
 
-  private async run<T extends object>(db: Sql | postgres.TransactionSql<{}>, name: QueryName, params: Param[]): Promise<postgres.RowList<T[]>> {
+  private async run(db: Sql | Tx, name: ServerQueryName, params: ServerParam[]): Promise<postgres.RowList<postgres.Row[]>> {
     try {
-      return (await db.unsafe(POSTGRES_QUERIES[name], params as never[], { prepare: true })) as unknown as postgres.RowList<T[]>;
+      return await db.unsafe(POSTGRES_QUERIES[name], params as never[], { prepare: true });
     } catch (err) {
       if ((err as { code?: string }).code === "42P01") {
         throw new Error("the postgres database schema is missing or out of date: run `ncps migrate`");
@@ -159,119 +145,55 @@ export class PostgresMetadataStore implements MetadataStore {
     }
   }
 
-  private async write<T>(fn: (tx: postgres.TransactionSql<{}>) => Promise<T>): Promise<T> {
-    return retryAborted(isAborted, () => this.sql.begin((tx) => fn(tx)) as Promise<T>);
+  protected async rows<T>(db: Sql | Tx, name: ServerQueryName, params: ServerParam[]): Promise<T[]> {
+    return (await this.run(db, name, params)) as unknown as T[];
   }
 
-  async migrate(opts: { dryRun?: boolean } = {}): Promise<string[]> {
-    const pending = pendingMigrations(this.migrations, await this.appliedMigrations(this.sql));
-    if (opts.dryRun || pending.length === 0) return pending.map((m) => m.name);
-    // All pending migrations in one transaction under the lock (PostgreSQL DDL is
-    // transactional): a replica that waited finds them applied and does nothing.
-    return this.sql.begin(async (tx) => {
-      await tx.unsafe(`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK_ID})`);
-      await tx.unsafe("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT NOT NULL PRIMARY KEY, applied_at BIGINT NOT NULL)");
-      const todo = pendingMigrations(this.migrations, await this.appliedMigrations(tx));
-      for (const migration of todo) {
-        await tx.unsafe(migration.sql);
-        await tx.unsafe("INSERT INTO schema_migrations (name, applied_at) VALUES ($1, $2)", [migration.name, Date.now()]);
-      }
-      return todo.map((m) => m.name);
-    });
+  protected async changes(db: Sql | Tx, name: ServerQueryName, params: ServerParam[]): Promise<number> {
+    return (await this.run(db, name, params)).count;
   }
 
-  async migrationStatus(): Promise<{ name: string; applied: boolean }[]> {
-    return migrationStatusOf(this.migrations, await this.appliedMigrations(this.sql));
+  protected async write<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
+    return retryAborted(isAborted, () => this.pool.begin((tx) => fn(tx)) as Promise<T>);
   }
 
-  private async appliedMigrations(db: Sql | postgres.TransactionSql<{}>): Promise<Set<string>> {
-    const [table] = await db.unsafe("SELECT to_regclass('schema_migrations') IS NOT NULL AS present");
-    if (!table?.present) return new Set();
-    const rows = await db.unsafe("SELECT name FROM schema_migrations");
-    return new Set(rows.map((r) => r.name as string));
+  protected referenceParams(hash: string, references: string[]): ServerParam[] {
+    return [hash, references];
   }
 
-  async getNarInfoText(hash: string): Promise<string | null> {
-    const [row] = await this.run<{ text: string }>(this.sql, "narInfoText", [hash]);
-    return row ? row.text : null;
+  protected referencesOf(refs: string[]): string[] {
+    return refs;
   }
 
-  async getNarInfo(hash: string): Promise<NarInfoRecord | null> {
-    const [row] = await this.run<NarInfoRow & { refs: string[] }>(this.sql, "narInfo", [hash]);
-    return row ? narInfoFromRow(row, row.refs) : null;
-  }
-
-  async putNarInfo(rec: NarInfoRecord): Promise<void> {
-    await this.write(async (tx) => {
-      await this.run(tx, "upsertNarInfo", narInfoValues(rec));
-      await this.run(tx, "deleteReferences", [rec.hash]);
-      await this.insertReferences(tx, rec);
-    });
-  }
-
-  async insertNarInfoIfAbsent(rec: NarInfoRecord): Promise<boolean> {
-    return this.write(async (tx) => {
-      // a concurrent insert of the same hash waits for ours to commit, then does nothing
-      if ((await this.run(tx, "insertNarInfoIfAbsent", narInfoValues(rec))).count === 0) return false;
-      await this.insertReferences(tx, rec);
-      return true;
-    });
-  }
-
-  private async insertReferences(tx: postgres.TransactionSql<{}>, rec: NarInfoRecord) {
-    if (rec.references.length > 0) await this.run(tx, "insertReferences", [rec.hash, uniqueReferences(rec.references)]);
-  }
-
-  async deleteNarInfo(hash: string): Promise<boolean> {
-    // references go with it (ON DELETE CASCADE)
-    return (await this.run(this.sql, "deleteNarInfo", [hash])).count > 0;
-  }
-
-  async narInfosForNar(narKey: string): Promise<NarInfoRecord[]> {
-    const rows = await this.run<NarInfoRow & { refs: string[] }>(this.sql, "narInfosForNar", [narKey]);
-    return rows.map((row) => narInfoFromRow(row, row.refs));
-  }
-
-  async getNar(key: string): Promise<NarRecord | null> {
-    const [row] = await this.run<NarRow>(this.sql, "nar", [key]);
-    return row ? narFromRow(row) : null;
-  }
-
-  async putNar(rec: NarRecord): Promise<void> {
-    await this.run(this.sql, "upsertNar", [rec.key, rec.size, rec.fileHash, rec.narHash, rec.createdAt]);
-  }
-
-  async deleteNar(key: string): Promise<boolean> {
-    return (await this.run(this.sql, "deleteNar", [key])).count > 0;
-  }
-
-  async touch(hashes: string[], at: number): Promise<void> {
-    if (hashes.length === 0) return;
-    const sorted = [...new Set(hashes)].sort(); // rows locked in one order by every replica
-    await this.write(async (tx) => {
-      await this.run(tx, "touchNarInfos", [at, sorted]);
-      await this.run(tx, "touchNarsOfNarInfos", [at, sorted]);
-    });
-  }
-
-  async getConfig(key: string): Promise<string | null> {
-    const [row] = await this.run<{ value: string }>(this.sql, "config", [key]);
-    return row ? row.value : null;
-  }
-
-  async setConfig(key: string, value: string): Promise<void> {
-    await this.run(this.sql, "setConfig", [key, value]);
-  }
-
-  async setConfigIfAbsent(key: string, value: string): Promise<string> {
-    // Two statements, not one transaction: the read runs after the insert (ours, or the one
-    // ours waited for) committed, so it sees the winner's value.
-    await this.run(this.sql, "insertConfigIfAbsent", [key, value]);
-    const [row] = await this.run<{ value: string }>(this.sql, "config", [key]);
-    return row!.value;
+  /** All pending migrations in one transaction under an advisory lock (PostgreSQL DDL is
+   * transactional). */
+  protected migrationDriver(): MigrationDriver {
+    return {
+      applied: () => appliedMigrations(this.pool),
+      locked: <T>(body: (session: MigrationSession) => Promise<T>) =>
+        this.pool.begin(async (tx) => {
+          await tx.unsafe(`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK_ID})`);
+          await tx.unsafe("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT NOT NULL PRIMARY KEY, applied_at BIGINT NOT NULL)");
+          return body({
+            applied: () => appliedMigrations(tx),
+            apply: async (migration) => {
+              await tx.unsafe(migration.sql);
+              await tx.unsafe("INSERT INTO schema_migrations (name, applied_at) VALUES ($1, $2)", [migration.name, Date.now()]);
+              return true;
+            },
+          });
+        }) as Promise<T>,
+    };
   }
 
   async close(): Promise<void> {
-    await this.sql.end({ timeout: 5 });
+    await this.pool.end({ timeout: 5 });
   }
+}
+
+async function appliedMigrations(db: Sql | Tx): Promise<Set<string>> {
+  const [table] = await db.unsafe("SELECT to_regclass('schema_migrations') IS NOT NULL AS present");
+  if (!table?.present) return new Set();
+  const rows = await db.unsafe("SELECT name FROM schema_migrations");
+  return new Set(rows.map((r) => r.name as string));
 }

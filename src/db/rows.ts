@@ -69,9 +69,9 @@ export function narFromRow(row: NarRow): NarRecord {
   return { key: row.key, size: Number(row.size), fileHash: row.file_hash, narHash: row.nar_hash, createdAt: Number(row.created_at) };
 }
 
-/** References without duplicates, in a fixed order (so concurrent writers lock rows alike). */
-export function uniqueReferences(references: readonly string[]): string[] {
-  return [...new Set(references)].sort();
+/** Keys without duplicates, in a fixed order (so concurrent writers lock rows alike). */
+export function sortedUnique(keys: readonly string[]): string[] {
+  return [...new Set(keys)].sort();
 }
 
 /** The narinfo columns in insert order, with their values from a record. */
@@ -91,6 +91,12 @@ export function narInfoValues(rec: NarInfoRecord): (string | number | null)[] {
     rec.createdAt,
     rec.createdAt, // last_accessed_at starts at creation
   ];
+}
+
+/** The nars columns (key, size, file_hash, nar_hash, created_at, last_accessed_at) in
+ * insert order, with their values from a record. */
+export function narValues(rec: NarRecord): (string | number | null)[] {
+  return [rec.key, rec.size, rec.fileHash, rec.narHash, rec.createdAt, rec.createdAt]; // last_accessed_at starts at creation
 }
 
 /** Runs `fn` again (a few times) when the server aborted it to break a deadlock between
