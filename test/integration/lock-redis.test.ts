@@ -61,16 +61,27 @@ function scope() {
   return { keyPrefix, locker, raw };
 }
 
-/** tryLock until it succeeds (at most 10 s): the release function, for tests that go on
- * holding the lock. */
-async function takeWhenFree(locker: RedisLocker, name: string): Promise<() => Promise<void>> {
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const release = await locker.tryLock(name);
-    if (release) return release;
-    if (Date.now() > deadline) throw new Error(`lock ${name} never became free`);
-    await Bun.sleep(10);
-  }
+/** Waits for commands on `key` as Redis sees them (MONITOR, its own connection): `next(match)`
+ * resolves at the next command whose name matches, so a test waits for a renewal itself
+ * rather than for the time it should take. */
+async function watchKey(key: string) {
+  const monitor = await new Redis(redisUrl!).monitor();
+  opened.push({ close: async () => monitor.disconnect() });
+  const seen: string[][] = [];
+  const waiting: { match: RegExp; resolve: (args: string[]) => void }[] = [];
+  monitor.on("monitor", (_time: string, args: string[]) => {
+    if (!args.includes(key)) return;
+    const i = waiting.findIndex((w) => w.match.test(args[0] ?? ""));
+    if (i >= 0) waiting.splice(i, 1)[0]!.resolve(args);
+    else seen.push(args);
+  });
+  return {
+    next(match: RegExp): Promise<string[]> {
+      const i = seen.findIndex((args) => match.test(args[0] ?? ""));
+      if (i >= 0) return Promise.resolve(seen.splice(i, 1)[0]!);
+      return new Promise((resolve) => waiting.push({ match, resolve }));
+    },
+  };
 }
 
 describe("RedisLocker", () => {
@@ -110,9 +121,11 @@ describe("RedisLocker", () => {
     const redis = raw();
     const staleRelease = (await a.tryLock("k"))!;
     expect(staleRelease).not.toBeNull();
-    // the lease runs out (as when the holder was cut off longer than its TTL)
-    await redis.pexpire(`${keyPrefix}k`, 1);
-    const releaseB = await takeWhenFree(b, "k");
+    // the lease runs out (as when the holder was cut off longer than its TTL): a TTL of 0
+    // expires the key at once
+    await redis.pexpire(`${keyPrefix}k`, 0);
+    const releaseB = await b.tryLock("k");
+    expect(releaseB).not.toBeNull();
     const newToken = await redis.get(`${keyPrefix}k`);
     await staleRelease();
     expect(await redis.get(`${keyPrefix}k`)).toBe(newToken);
@@ -141,20 +154,22 @@ describe("RedisLocker", () => {
     const holder = locker();
     const other = locker();
     const redis = raw();
-    const ttlMs = 300;
+    const ttlMs = 600;
+    const renewals = await watchKey(`${keyPrefix}k`);
     const release = await holder.tryLock("k", ttlMs);
     expect(release).not.toBeNull();
     const token = await redis.get(`${keyPrefix}k`);
-    // hold for ~7 TTLs, looking every half TTL: always the same holder, always a lease
-    for (let i = 0; i < 14; i++) {
-      await Bun.sleep(ttlMs / 2);
+    // 9 renewals, one every third of the TTL: 3 TTLs held. After each, the same holder and a
+    // lease no longer than the TTL; the other locker never gets in.
+    for (let i = 0; i < 9; i++) {
+      await renewals.next(/^eval/i);
       expect(await redis.get(`${keyPrefix}k`)).toBe(token);
+      expect(await redis.pttl(`${keyPrefix}k`)).toBeLessThanOrEqual(ttlMs);
       expect(await other.tryLock("k")).toBeNull();
     }
-    expect(await redis.pttl(`${keyPrefix}k`)).toBeLessThanOrEqual(ttlMs);
     await release!();
     expect(await redis.exists(`${keyPrefix}k`)).toBe(0);
-  });
+  }, 15_000);
 
   redisTest("withLock serialises concurrent callers on two lockers and releases on throw", async () => {
     const { locker } = scope();
