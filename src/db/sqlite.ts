@@ -5,8 +5,11 @@
 import { Database, type Statement } from "bun:sqlite";
 import { chmodSync, closeSync, openSync } from "node:fs";
 import type { MetadataStore, NarInfoRecord, NarRecord } from "./metadata-store.ts";
-import { narFromRow, narInfoFromRow, type NarInfoRow, type NarRow } from "./rows.ts";
-import { migrationStatusOf, migrationsFor, pendingMigrations, type Migration } from "./migrations.ts";
+import { migrateUnderLock, type MigrationDriver } from "./engine.ts";
+import { NARINFO_COLUMNS, narFromRow, narInfoFromRow, narInfoValues, narValues, type NarInfoRow, type NarRow } from "./rows.ts";
+import { migrationStatusOf, migrationsFor, type Migration } from "./migrations.ts";
+
+const NARINFO_VALUES = "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?";
 
 /** The statements the store runs, by name: exported so tests can check their query plans. */
 export const SQLITE_QUERIES = {
@@ -14,26 +17,19 @@ export const SQLITE_QUERIES = {
   narInfo: "SELECT * FROM narinfos WHERE hash = ?",
   narInfosForNar: "SELECT * FROM narinfos WHERE nar_key = ? ORDER BY hash",
   references: "SELECT reference FROM narinfo_references WHERE hash = ? ORDER BY reference",
-  upsertNarInfo: `INSERT INTO narinfos (hash, store_path, text, nar_key, upstream, upstream_nar_url, compression,
-      file_hash, file_size, nar_hash, nar_size, created_at, last_accessed_at)
-    VALUES ($hash, $storePath, $text, $narKey, $upstream, $upstreamNarUrl, $compression,
-      $fileHash, $fileSize, $narHash, $narSize, $createdAt, $createdAt)
+  upsertNarInfo: `INSERT INTO narinfos (${NARINFO_COLUMNS}) VALUES (${NARINFO_VALUES})
     ON CONFLICT (hash) DO UPDATE SET store_path = excluded.store_path, text = excluded.text,
       nar_key = excluded.nar_key, upstream = excluded.upstream, upstream_nar_url = excluded.upstream_nar_url,
       compression = excluded.compression, file_hash = excluded.file_hash, file_size = excluded.file_size,
       nar_hash = excluded.nar_hash, nar_size = excluded.nar_size, created_at = excluded.created_at,
       last_accessed_at = max(narinfos.last_accessed_at, excluded.last_accessed_at)`,
-  insertNarInfoIfAbsent: `INSERT INTO narinfos (hash, store_path, text, nar_key, upstream, upstream_nar_url, compression,
-      file_hash, file_size, nar_hash, nar_size, created_at, last_accessed_at)
-    VALUES ($hash, $storePath, $text, $narKey, $upstream, $upstreamNarUrl, $compression,
-      $fileHash, $fileSize, $narHash, $narSize, $createdAt, $createdAt)
+  insertNarInfoIfAbsent: `INSERT INTO narinfos (${NARINFO_COLUMNS}) VALUES (${NARINFO_VALUES})
     ON CONFLICT (hash) DO NOTHING`,
   deleteReferences: "DELETE FROM narinfo_references WHERE hash = ?",
   insertReference: "INSERT OR IGNORE INTO narinfo_references (hash, reference) VALUES (?, ?)",
   deleteNarInfo: "DELETE FROM narinfos WHERE hash = ?",
   nar: "SELECT key, size, file_hash, nar_hash, created_at FROM nars WHERE key = ?",
-  upsertNar: `INSERT INTO nars (key, size, file_hash, nar_hash, created_at, last_accessed_at)
-    VALUES ($key, $size, $fileHash, $narHash, $createdAt, $createdAt)
+  upsertNar: `INSERT INTO nars (key, size, file_hash, nar_hash, created_at, last_accessed_at) VALUES (?, ?, ?, ?, ?, ?)
     ON CONFLICT (key) DO UPDATE SET size = excluded.size, file_hash = excluded.file_hash,
       nar_hash = excluded.nar_hash, created_at = excluded.created_at,
       last_accessed_at = max(nars.last_accessed_at, excluded.last_accessed_at)`,
@@ -96,28 +92,37 @@ export class SqliteMetadataStore implements MetadataStore {
     return prepared;
   }
 
-  async migrate(opts: { dryRun?: boolean } = {}): Promise<string[]> {
-    const pending = pendingMigrations(this.migrations, this.appliedMigrations());
-    if (opts.dryRun) return pending.map((m) => m.name);
-    if (pending.length === 0) return [];
-    this.db.run("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT NOT NULL PRIMARY KEY, applied_at INTEGER NOT NULL)");
-    const applied: string[] = [];
-    for (const migration of pending) {
-      // Each in its own IMMEDIATE transaction, re-checked inside it: another process may
-      // have applied it since we looked.
-      const ran = this.db
-        .transaction(() => {
-          const done = this.db.prepare("SELECT 1 FROM schema_migrations WHERE name = ?").get(migration.name);
-          if (done) return false;
-          this.db.run(migration.sql);
-          this.db.prepare("INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)").run(migration.name, Date.now());
-          return true;
-        })
-        .immediate();
-      if (ran) applied.push(migration.name);
-    }
-    this.finalizeStatements(); // the schema changed: prepare again on next use
-    return applied;
+  migrate(opts: { dryRun?: boolean } = {}): Promise<string[]> {
+    return migrateUnderLock(this.migrations, this.migrationDriver(), opts);
+  }
+
+  /** The lock is the file's: each migration in its own IMMEDIATE transaction, re-checked
+   * inside it, since another process may have applied it since we looked. */
+  private migrationDriver(): MigrationDriver {
+    const applied = async () => this.appliedMigrations();
+    return {
+      applied,
+      locked: async (body) => {
+        this.db.run("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT NOT NULL PRIMARY KEY, applied_at INTEGER NOT NULL)");
+        try {
+          return await body({
+            applied,
+            apply: async (migration) =>
+              this.db
+                .transaction(() => {
+                  const done = this.db.prepare("SELECT 1 FROM schema_migrations WHERE name = ?").get(migration.name);
+                  if (done) return false;
+                  this.db.run(migration.sql);
+                  this.db.prepare("INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)").run(migration.name, Date.now());
+                  return true;
+                })
+                .immediate(),
+          });
+        } finally {
+          this.finalizeStatements(); // the schema changed: prepare again on next use
+        }
+      },
+    };
   }
 
   async migrationStatus(): Promise<{ name: string; applied: boolean }[]> {
@@ -151,7 +156,7 @@ export class SqliteMetadataStore implements MetadataStore {
     const q = this.q;
     this.db
       .transaction(() => {
-        q.upsertNarInfo.run(narInfoParams(rec));
+        q.upsertNarInfo.run(...narInfoValues(rec));
         q.deleteReferences.run(rec.hash);
         for (const ref of rec.references) q.insertReference.run(rec.hash, ref);
       })
@@ -162,7 +167,7 @@ export class SqliteMetadataStore implements MetadataStore {
     const q = this.q;
     return this.db
       .transaction(() => {
-        if (q.insertNarInfoIfAbsent.run(narInfoParams(rec)).changes === 0) return false;
+        if (q.insertNarInfoIfAbsent.run(...narInfoValues(rec)).changes === 0) return false;
         for (const ref of rec.references) q.insertReference.run(rec.hash, ref);
         return true;
       })
@@ -187,7 +192,7 @@ export class SqliteMetadataStore implements MetadataStore {
   }
 
   async putNar(rec: NarRecord): Promise<void> {
-    this.q.upsertNar.run({ key: rec.key, size: rec.size, fileHash: rec.fileHash, narHash: rec.narHash, createdAt: rec.createdAt });
+    this.q.upsertNar.run(...narValues(rec));
   }
 
   async deleteNar(key: string): Promise<boolean> {
@@ -240,23 +245,6 @@ export class SqliteMetadataStore implements MetadataStore {
     const refs = this.q.references.all(row.hash) as { reference: string }[];
     return narInfoFromRow(row, refs.map((r) => r.reference));
   }
-}
-
-function narInfoParams(rec: NarInfoRecord) {
-  return {
-    hash: rec.hash,
-    storePath: rec.storePath,
-    text: rec.text,
-    narKey: rec.narKey,
-    upstream: rec.upstream,
-    upstreamNarUrl: rec.upstreamNarUrl,
-    compression: rec.compression,
-    fileHash: rec.fileHash,
-    fileSize: rec.fileSize,
-    narHash: rec.narHash,
-    narSize: rec.narSize,
-    createdAt: rec.createdAt,
-  };
 }
 
 /** Creates an empty file readable by its owner only, unless it exists. Other failures are left
