@@ -4,6 +4,7 @@ import { Cache } from "./cache/cache.ts";
 import { loadSigningKey } from "./cache/signing-key.ts";
 import { HotNarInfos } from "./cache/hot-narinfos.ts";
 import { defaultDownloadLimits } from "./cache/nar-download.ts";
+import { StoredNars } from "./cache/stored-nars.ts";
 import { removeStaleTempFiles } from "./cache/temp-files.ts";
 import { Uploads } from "./cache/uploads.ts";
 import type { Config } from "./config/options.ts";
@@ -175,11 +176,13 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
     locker = await startupStep("redis", () => openReplicaLocker(config, logger));
     const replicas = locker ? { locker, ttlMs: config.cacheLockDownloadTtl } : undefined;
     const hot = new HotNarInfos();
-    const shared = { db, store, pool, signingKey, signNarInfo: config.cacheSignNarinfo, tempDir: config.cacheTempPath, hot, logger };
+    const nars = new StoredNars({ db, store, hot, logger });
+    const shared = { db, nars, pool, signingKey, signNarInfo: config.cacheSignNarinfo, tempDir: config.cacheTempPath, hot, logger };
     const downloadLimits = { ...defaultDownloadLimits, minBytesPerSecond: config.cacheUpstreamNarMinRate };
     const cache = new Cache({ ...shared, priority: config.cachePriority, replicas, downloadLimits });
     const uploads = new Uploads({
       ...shared,
+      store,
       maxUploadBytes: config.cacheMaxUploadSize,
       acceptUnverifiedCompression: config.cacheAcceptUnverifiedCompression,
       trustedUploadKeys: config.cacheRequireTrustedSignature ? trustedUploadKeys : null,

@@ -19,11 +19,13 @@ import type { HotNarInfos } from "./hot-narinfos.ts";
 import { NarDownload, type DownloadLimits } from "./nar-download.ts";
 import { narInfoRecord } from "./narinfo-record.ts";
 import { SingleFlight } from "../single-flight.ts";
+import type { StoredNars } from "./stored-nars.ts";
 import { tempFileName } from "./temp-files.ts";
 
 export interface CacheOptions {
   db: MetadataStore;
-  store: BlobStore;
+  /** stored NARs: found, opened and committed through it */
+  nars: StoredNars;
   pool: UpstreamPool;
   signingKey: SecretKey;
   /** sign narinfos with signingKey (on by default) */
@@ -114,7 +116,7 @@ export class Cache {
     const inFlight = opts.upstream === false ? undefined : this.downloads.get(req.key);
     if (inFlight && !inFlight.failed) return this.downloadSource(inFlight);
     // The record holds the verified size: a hit needs no stat before the read.
-    const stored = await db.getNar(req.key);
+    const stored = await this.opts.nars.find(req.key);
     if (stored) return this.storedSource(stored);
     if (opts.upstream === false) return null;
 
@@ -129,7 +131,7 @@ export class Cache {
   }
 
   private storedSource(stored: NarRecord): NarSource {
-    return { size: stored.size, open: (range) => this.openStored(stored.key, range) };
+    return { size: stored.size, open: (range) => this.opts.nars.open(stored.key, range) };
   }
 
   /** Start the download here, or, when another replica holds the claim on it, wait until that
@@ -144,7 +146,7 @@ export class Cache {
     for (;;) {
       const release = await replicas.locker.tryLock(`download:${record.narKey}`, replicas.ttlMs);
       if (release) {
-        const stored = await this.opts.db.getNar(record.narKey); // finished while we asked?
+        const stored = await this.opts.nars.find(record.narKey); // finished while we asked?
         if (stored) {
           await release();
           return this.storedSource(stored);
@@ -154,20 +156,10 @@ export class Cache {
         return this.downloadSource(download);
       }
       await Bun.sleep(REPLICA_POLL_MS);
-      const stored = await this.opts.db.getNar(record.narKey);
+      const stored = await this.opts.nars.find(record.narKey);
       if (stored) return this.storedSource(stored);
       if (Date.now() > giveUpAt) throw new Error(`another replica has held ${record.narKey} for ${WAIT_FOR_REPLICA_MS / 60_000} minutes`);
     }
-  }
-
-  /** A recorded NAR whose bytes are gone (deleted meanwhile, or lost from storage) is
-   * forgotten, so the next request fetches it again from an upstream. */
-  private async openStored(key: string, range?: ByteRange): Promise<BlobBody> {
-    const body = await this.opts.store.get(key, range);
-    if (body) return body;
-    this.opts.logger.warn("NAR recorded but missing from storage; forgetting it", { key });
-    await this.opts.db.deleteNar(key);
-    throw new Refusal("not-found", `${key} is not in storage`);
   }
 
   private downloadSource(download: NarDownload): NarSource {
@@ -232,8 +224,7 @@ export class Cache {
       this.opts.pool.distrust(upstream, n.hash);
       const found = await this.opts.pool.lookupNarInfo(n.hash);
       if (!found || found.upstream === upstream) continue;
-      await this.opts.db.deleteNarInfo(n.hash);
-      this.opts.hot.forget(n.hash);
+      await this.opts.nars.forgetNarInfo(n.hash);
       await this.opts.db.insertNarInfoIfAbsent(this.servedRecord(n.hash, found.upstream, found.narinfo));
       this.opts.hot.forget(n.hash);
       this.opts.logger.warn("narinfo replaced: the NAR it named failed verification", { hash: n.hash, key: narKey, upstream: upstream.url, now: found.upstream.url });
@@ -245,8 +236,7 @@ export class Cache {
       this.opts.logger.info("NAR deleted while downloading; not stored", { key });
       return;
     }
-    await this.opts.store.putFile(key, path);
-    await this.opts.db.putNar({ key, size: digest.fileSize, fileHash: digest.fileHash, narHash: digest.narHash, createdAt: Date.now() });
+    await this.opts.nars.commitFile(key, path, digest);
     this.opts.logger.info("NAR stored", { key, size: digest.fileSize });
   }
 

@@ -19,12 +19,12 @@ import type { UpstreamPool } from "../upstream/pool.ts";
 import { readLimited, TooLargeError, writeAll } from "../streams.ts";
 import { Refusal } from "./errors.ts";
 import { tempFileName } from "./temp-files.ts";
-import type { HotNarInfos } from "./hot-narinfos.ts";
 import { narInfoRecord } from "./narinfo-record.ts";
-import { verifyStoredNar } from "./verify-stored.ts";
+import type { StoredNars } from "./stored-nars.ts";
 
 export interface UploadOptions {
   db: MetadataStore;
+  /** build logs live here, beside the NARs */
   store: BlobStore;
   pool: UpstreamPool;
   signingKey: SecretKey;
@@ -35,8 +35,8 @@ export interface UploadOptions {
   acceptUnverifiedCompression: boolean;
   /** When set, an uploaded narinfo must carry a valid signature by one of these. */
   trustedUploadKeys: PublicKey[] | null;
-  /** the serving side's memory of recent narinfos: deleted ones must leave it */
-  hot: HotNarInfos;
+  /** uploaded NARs are staged, verified, recorded and removed through it */
+  nars: StoredNars;
   logger: Logger;
 }
 
@@ -95,7 +95,7 @@ export class Uploads {
       await body.cancel().catch(() => {});
       throw new Refusal("bad-request", unverifiable);
     }
-    if (await this.opts.store.stat(req.key)) {
+    if ((await this.opts.nars.storedSize(req.key)) !== null) {
       await body.cancel().catch(() => {});
       return "unchanged"; // the key is the content hash: same key, same bytes
     }
@@ -104,7 +104,7 @@ export class Uploads {
       if (received.sha256 !== `sha256:${req.hashPart}`) {
         throw new Refusal("bad-request", `NAR body hashes to ${received.sha256}, but its URL names sha256:${req.hashPart}`);
       }
-      await this.opts.store.putFile(req.key, received.path);
+      await this.opts.nars.stageFile(req.key, received.path);
     } finally {
       await rm(received.path, { force: true });
     }
@@ -133,22 +133,22 @@ export class Uploads {
     }
     const unverifiable = unverifiableCompression(compression, this.opts.acceptUnverifiedCompression);
     if (unverifiable) {
-      await this.discardUnrecordedNar(nar.key); // stored before the option was turned off
+      await this.opts.nars.discardUnrecorded(nar.key); // stored before the option was turned off
       throw new Refusal("bad-request", unverifiable);
     }
     if (this.opts.trustedUploadKeys && !verifyNarInfo(narinfo, this.opts.trustedUploadKeys)) {
       // The NAR came first and could not be judged then: an untrusted upload leaves nothing.
-      await this.discardUnrecordedNar(nar.key);
+      await this.opts.nars.discardUnrecorded(nar.key);
       throw new Refusal("forbidden", "narinfo carries no valid signature by a trusted upload key");
     }
     if (narinfo.fileHash !== undefined && asBadRequest(() => canonicalHash(narinfo.fileHash!)) !== `sha256:${nar.hashPart}`) {
       throw new Refusal("bad-request", `FileHash ${narinfo.fileHash} does not match the URL ${narinfo.url}`);
     }
-    const stat = await this.opts.store.stat(nar.key);
-    if (!stat) throw new Refusal("bad-request", `${nar.key} has not been uploaded: PUT the NAR first`);
-    if (narinfo.fileSize !== undefined && narinfo.fileSize !== stat.size) {
-      await this.discardUnrecordedNar(nar.key);
-      throw new Refusal("bad-request", `FileSize ${narinfo.fileSize} does not match the stored NAR (${stat.size} bytes)`);
+    const storedSize = await this.opts.nars.storedSize(nar.key);
+    if (storedSize === null) throw new Refusal("bad-request", `${nar.key} has not been uploaded: PUT the NAR first`);
+    if (narinfo.fileSize !== undefined && narinfo.fileSize !== storedSize) {
+      await this.opts.nars.discardUnrecorded(nar.key);
+      throw new Refusal("bad-request", `FileSize ${narinfo.fileSize} does not match the stored NAR (${storedSize} bytes)`);
     }
     const existing = await this.opts.db.getNarInfo(hash);
     const signingKey = this.opts.signNarInfo ? this.opts.signingKey : null;
@@ -158,50 +158,38 @@ export class Uploads {
 
     let digest;
     try {
-      digest = await verifyStoredNar(this.opts.store, nar.key, {
+      digest = await this.opts.nars.verifyStaged(nar.key, {
         compression,
-        fileSize: stat.size,
+        fileSize: storedSize,
         fileHash: `sha256:${nar.hashPart}`,
         narSize: narinfo.narSize,
         narHash: narinfo.narHash,
       });
     } catch (err) {
       if (!(err instanceof NarVerifyError)) throw err;
-      await this.discardUnrecordedNar(nar.key);
+      await this.opts.nars.discardUnrecorded(nar.key);
       throw new Refusal("bad-request", `stored NAR does not match the narinfo: ${err.reason}`);
     }
     // The NAR is recorded before the narinfo naming it, so no moment (and no crash) leaves a
     // narinfo whose NAR is unrecorded; a lost race for the narinfo undoes the NAR record.
-    const recordedBefore = (await this.opts.db.getNar(nar.key)) !== null;
+    const recordedBefore = (await this.opts.nars.find(nar.key)) !== null;
     if (!recordedBefore) {
-      await this.opts.db.putNar({ key: nar.key, size: digest.fileSize, fileHash: digest.fileHash, narHash: digest.narHash, createdAt: Date.now() });
+      await this.opts.nars.record(nar.key, digest);
     }
     if (!(await this.opts.db.insertNarInfoIfAbsent(record))) {
-      if (!recordedBefore) await this.undoNarRecord(nar.key);
+      if (!recordedBefore) await this.opts.nars.removeIfUnnamed(nar.key);
       return this.sameOrConflict((await this.opts.db.getNarInfo(hash))!, record, nar.key);
     }
     this.opts.logger.info("narinfo uploaded", { hash, storePath: narinfo.storePath });
     return "created";
   }
 
-  /** An uploaded NAR that no recorded narinfo will ever name: remove it from storage. */
-  private async discardUnrecordedNar(key: string) {
-    if ((await this.opts.db.getNar(key)) !== null) return;
-    if ((await this.opts.db.narInfosForNar(key)).length > 0) return;
-    await this.opts.store.delete(key);
-  }
 
-  /** Another upload won the narinfo this NAR was recorded for: forget the NAR unless a recorded
-   * narinfo names it (the winner may have uploaded the very same NAR). */
-  private async undoNarRecord(key: string) {
-    if ((await this.opts.db.narInfosForNar(key)).length > 0) return;
-    await this.removeNar(key);
-  }
 
   /** A conflicting upload leaves nothing: its NAR goes unless something recorded holds it. */
   private async sameOrConflict(existing: NarInfoRecord, record: NarInfoRecord, narKey: string): Promise<WriteResult> {
     if (existing.text === record.text) return "unchanged";
-    await this.discardUnrecordedNar(narKey);
+    await this.opts.nars.discardUnrecorded(narKey);
     throw new Refusal("conflict", `ncps already holds a different narinfo for ${existing.storePath}`);
   }
 
@@ -236,11 +224,7 @@ export class Uploads {
 
   /** DELETE /<hash>.narinfo: the record, and its NAR when no other narinfo names it. */
   async deleteNarInfo(hash: string): Promise<boolean> {
-    const record = await this.opts.db.getNarInfo(hash);
-    if (!record) return false;
-    await this.opts.db.deleteNarInfo(hash);
-    this.opts.hot.forget(hash);
-    if ((await this.opts.db.narInfosForNar(record.narKey)).length === 0) await this.removeNar(record.narKey);
+    if (!(await this.opts.nars.removeNarInfo(hash))) return false;
     this.opts.pool.forgetMiss(hash);
     this.opts.logger.info("narinfo deleted", { hash });
     return true;
@@ -248,20 +232,10 @@ export class Uploads {
 
   /** DELETE /nar/...: the bytes, the record, and every narinfo naming it. */
   async deleteNar(key: string): Promise<boolean> {
-    const named = await this.opts.db.narInfosForNar(key);
-    for (const n of named) {
-      await this.opts.db.deleteNarInfo(n.hash);
-      this.opts.hot.forget(n.hash);
-    }
-    const removed = await this.removeNar(key);
-    if (removed || named.length > 0) this.opts.logger.info("NAR deleted", { key, narinfos: named.length });
-    return removed || named.length > 0;
-  }
-
-  private async removeNar(key: string): Promise<boolean> {
-    const recorded = await this.opts.db.deleteNar(key);
-    const stored = await this.opts.store.delete(key);
-    return recorded || stored;
+    const removed = await this.opts.nars.remove(key);
+    const any = removed.nar || removed.narInfos.length > 0;
+    if (any) this.opts.logger.info("NAR deleted", { key, narinfos: removed.narInfos.length });
+    return any;
   }
 
   /** PUT /log/<drv>: a build log, kept as sent. */

@@ -12,6 +12,7 @@ import { Uploads } from "../../src/cache/uploads.ts";
 import type { MetadataStore } from "../../src/db/metadata-store.ts";
 import { openMetadataStore } from "../../src/db/open.ts";
 import { MemoryLocker } from "../../src/lock/memory.ts";
+import { StoredNars } from "../../src/cache/stored-nars.ts";
 import { parseNcpsNarRequest, type NcpsNarRequest } from "../../src/nix/nar-url.ts";
 import { parseNarInfo } from "../../src/nix/narinfo.ts";
 import { generateSecretKey, parsePublicKey, toPublicKey, verifyNarInfo } from "../../src/nix/signature.ts";
@@ -47,9 +48,10 @@ async function domain(root: string, upstreamUrl: string, upstreamKey: string, re
   const upstream = new Upstream(upstreamUrl, 0, { headerTimeoutMs: 5000, logger: silentLogger });
   const pool = new UpstreamPool([upstream], { trustedKeys: [parsePublicKey(upstreamKey)], negativeTtlMs: 60_000, logger: silentLogger });
   const hot = new HotNarInfos();
-  const shared = { db, store, pool, signingKey: generateSecretKey("ncps-test-1"), signNarInfo: true, tempDir, hot, logger: silentLogger };
+  const nars = new StoredNars({ db, store, hot, logger: silentLogger });
+  const shared = { db, nars, pool, signingKey: generateSecretKey("ncps-test-1"), signNarInfo: true, tempDir, hot, logger: silentLogger };
   const cache = new Cache({ ...shared, priority: 40, replicas });
-  const uploads = new Uploads({ ...shared, maxUploadBytes: 64 * 1024 * 1024, acceptUnverifiedCompression: false, trustedUploadKeys: null });
+  const uploads = new Uploads({ ...shared, store, maxUploadBytes: 64 * 1024 * 1024, acceptUnverifiedCompression: false, trustedUploadKeys: null });
   cleanups.push(async () => {
     await cache.close();
     await db.close();

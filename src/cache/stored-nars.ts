@@ -1,0 +1,114 @@
+/** A stored NAR is two things that must agree: its bytes in the BlobStore and its record in
+ * the database. This module is the only code that writes, opens or removes that pair, so the
+ * rules live in one place: a NAR is recorded only once its bytes are stored and verified, a
+ * record whose bytes are gone is forgotten, and removing a NAR also removes every narinfo
+ * that names it (which would otherwise point at nothing) and their in-memory copies.
+ * Uploads, downloads, DELETE, eviction and fsck all go through here. */
+import type { MetadataStore, NarRecord } from "../db/metadata-store.ts";
+import type { NarDigest, NarExpectation } from "../nix/nar-verifier.ts";
+import type { BlobBody, BlobStore, ByteRange } from "../storage/blob-store.ts";
+import type { Logger } from "../telemetry/logger.ts";
+import { Refusal } from "./errors.ts";
+import type { HotNarInfos } from "./hot-narinfos.ts";
+import { verifyStoredNar } from "./verify-stored.ts";
+
+export interface StoredNarsOptions {
+  db: MetadataStore;
+  store: BlobStore;
+  /** narinfos served recently: a removed narinfo must leave it */
+  hot: HotNarInfos;
+  logger: Logger;
+}
+
+export interface Removed {
+  /** the NAR's bytes or record were there */
+  nar: boolean;
+  /** narinfos that named it and were removed with it */
+  narInfos: string[];
+}
+
+export class StoredNars {
+  constructor(private readonly opts: StoredNarsOptions) {}
+
+  /** The record of a stored, verified NAR. */
+  find(key: string): Promise<NarRecord | null> {
+    return this.opts.db.getNar(key);
+  }
+
+  /** Move a verified temp file into storage, then record it (never the other way round: a
+   * crash in between leaves bytes without a record, which fsck removes, never a record
+   * without bytes). The temp file is consumed. */
+  async commitFile(key: string, tempPath: string, digest: NarDigest): Promise<void> {
+    await this.opts.store.putFile(key, tempPath);
+    await this.record(key, digest);
+  }
+
+  /** Store an uploaded NAR's bytes without recording them: it is recorded once a narinfo
+   * naming it arrives and the bytes verify against it (`verifyStaged`, then `record`). */
+  stageFile(key: string, tempPath: string): Promise<void> {
+    return this.opts.store.putFile(key, tempPath);
+  }
+
+  /** Size of stored bytes, recorded or only staged; null when there are none. */
+  async storedSize(key: string): Promise<number | null> {
+    return (await this.opts.store.stat(key))?.size ?? null;
+  }
+
+  /** Read the stored bytes through the NAR verifier. */
+  verifyStaged(key: string, expect: NarExpectation): Promise<NarDigest> {
+    return verifyStoredNar(this.opts.store, key, expect);
+  }
+
+  /** Record stored bytes that were verified. */
+  record(key: string, digest: NarDigest): Promise<void> {
+    return this.opts.db.putNar({ key, size: digest.fileSize, fileHash: digest.fileHash, narHash: digest.narHash, createdAt: Date.now() });
+  }
+
+  /** The NAR's bytes, or a range of them. A recorded NAR whose bytes are gone (removed
+   * meanwhile, or lost from storage) is forgotten, so the next request fetches it again. */
+  async open(key: string, range?: ByteRange): Promise<BlobBody> {
+    const body = await this.opts.store.get(key, range);
+    if (body) return body;
+    this.opts.logger.warn("NAR recorded but missing from storage; forgetting it", { key });
+    await this.opts.db.deleteNar(key);
+    throw new Refusal("not-found", `${key} is not in storage`);
+  }
+
+  /** The one removal rule: the NAR's record and bytes, and every narinfo naming it. */
+  async remove(key: string): Promise<Removed> {
+    const named = await this.opts.db.narInfosForNar(key);
+    for (const n of named) await this.forgetNarInfo(n.hash);
+    const recorded = await this.opts.db.deleteNar(key);
+    const stored = await this.opts.store.delete(key);
+    return { nar: recorded || stored, narInfos: named.map((n) => n.hash) };
+  }
+
+  /** Remove one narinfo, and its NAR when no other narinfo names it. False when there was none. */
+  async removeNarInfo(hash: string): Promise<boolean> {
+    const record = await this.opts.db.getNarInfo(hash);
+    if (!record) return false;
+    await this.forgetNarInfo(hash);
+    await this.removeIfUnnamed(record.narKey);
+    return true;
+  }
+
+  /** Remove a NAR (bytes and record) that no recorded narinfo names: an upload whose narinfo
+   * was refused or lost its race. */
+  async removeIfUnnamed(key: string): Promise<void> {
+    if ((await this.opts.db.narInfosForNar(key)).length > 0) return;
+    await this.opts.db.deleteNar(key);
+    await this.opts.store.delete(key);
+  }
+
+  /** Remove staged bytes that were never recorded and that no narinfo names. */
+  async discardUnrecorded(key: string): Promise<void> {
+    if ((await this.opts.db.getNar(key)) !== null) return;
+    await this.removeIfUnnamed(key);
+  }
+
+  /** A narinfo record and its in-memory copy; the NAR it names is left as it is. */
+  async forgetNarInfo(hash: string): Promise<void> {
+    await this.opts.db.deleteNarInfo(hash);
+    this.opts.hot.forget(hash);
+  }
+}
