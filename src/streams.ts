@@ -1,6 +1,8 @@
 /** Small stream helpers shared by the layers that read and write bytes. */
 import type { FileHandle } from "node:fs/promises";
 
+/** More than `maxBytes` arrived: the one "too large" of streams and storage (readLimited,
+ * putStream). The cache turns it into a Refusal where a client sent it; src/server answers 413. */
 export class TooLargeError extends Error {
   override name = "TooLargeError";
   constructor(readonly maxBytes: number) {

@@ -5,31 +5,10 @@ import { constants, type Dirent } from "node:fs";
 import { copyFile, lstat, mkdir, open, opendir, readdir, rename, rm, stat, unlink } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { madeByEndedRun, runTag } from "../run-tag.ts";
-import type { BlobBody, BlobStat, BlobStore, ByteRange } from "./blob-store.ts";
-
-/** A key that could escape the root or collide with the store's own files. */
-export class InvalidBlobKeyError extends Error {
-  override name = "InvalidBlobKeyError";
-}
-
-/** `putStream` got more than `maxBytes`; nothing was stored. */
-export class BlobTooLargeError extends Error {
-  override name = "BlobTooLargeError";
-  constructor(readonly maxBytes: number) {
-    super(`object is larger than the limit of ${maxBytes} bytes`);
-  }
-}
-
-/** A range that starts past the end of the object (HTTP 416). */
-export class BlobRangeError extends Error {
-  override name = "BlobRangeError";
-  constructor(
-    readonly range: ByteRange,
-    readonly size: number,
-  ) {
-    super(`range ${range.start}-${range.end} is not satisfiable for an object of ${size} bytes`);
-  }
-}
+import { errnoReason } from "../errors.ts";
+import { TooLargeError } from "../streams.ts";
+import { BlobRangeError, type BlobBody, type BlobStat, type BlobStore, type ByteRange } from "./blob-store.ts";
+import { checkPrefix, validateKey } from "./keys.ts";
 
 /** Temp files of putStream live here, on the same filesystem as the objects; putFile's
  * cross-filesystem copies are `.tmp-<pid>-<run>-<hex>` next to their destination. */
@@ -38,8 +17,6 @@ const TMP_DIR = ".tmp";
 const tempName = () => `${runTag}-${randomBytes(8).toString("hex")}`;
 
 export class LocalBlobStore implements BlobStore {
-  readonly kind = "local" as const;
-
   constructor(readonly rootDir: string) {}
 
   /** Called at start: besides checking, removes the temp files a killed run left. */
@@ -48,7 +25,7 @@ export class LocalBlobStore implements BlobStore {
     try {
       await mkdir(tmp, { recursive: true });
     } catch (err) {
-      throw new Error(`storage directory ${this.rootDir} cannot be created: ${errorCode(err)}`);
+      throw new Error(`storage directory ${this.rootDir} cannot be created: ${errnoReason(err)}`);
     }
     // a real write: access(W_OK) says yes to root on a read-only mount
     const probe = join(tmp, `check-${randomBytes(6).toString("hex")}`);
@@ -57,7 +34,7 @@ export class LocalBlobStore implements BlobStore {
       await fh.close();
       await unlink(probe);
     } catch (err) {
-      throw new Error(`storage directory ${this.rootDir} is not writable: ${errorCode(err)}`);
+      throw new Error(`storage directory ${this.rootDir} is not writable: ${errnoReason(err)}`);
     }
     await this.removeStaleTempFiles();
   }
@@ -139,6 +116,10 @@ export class LocalBlobStore implements BlobStore {
     await unlink(sourcePath);
   }
 
+  /** Not part of BlobStore (nothing in the cache streams into storage; see S3BlobStore's):
+   * stores a stream under `key` through a temp file and a rename, so readers see nothing or
+   * the whole object; nothing is left behind if the stream errors or passes `maxBytes`
+   * (TooLargeError), and the stream is cancelled then. Returns the number of bytes stored. */
   async putStream(key: string, body: ReadableStream<Uint8Array>, maxBytes?: number): Promise<number> {
     let dest: string;
     try {
@@ -159,7 +140,7 @@ export class LocalBlobStore implements BlobStore {
         const { done, value } = await reader.read();
         if (done) break;
         written += value.byteLength;
-        if (maxBytes !== undefined && written > maxBytes) throw new BlobTooLargeError(maxBytes);
+        if (maxBytes !== undefined && written > maxBytes) throw new TooLargeError(maxBytes);
         let offset = 0;
         while (offset < value.byteLength) {
           const { bytesWritten } = await fh.write(value, offset, value.byteLength - offset);
@@ -234,31 +215,6 @@ export class LocalBlobStore implements BlobStore {
   }
 }
 
-/** Callers validate keys already; this is the last line of defence before the filesystem
- * (or the bucket: s3.ts applies the same rules). */
-export function validateKey(key: string): void {
-  if (typeof key !== "string" || key === "") throw new InvalidBlobKeyError("blob key is empty");
-  const why = unsafePathReason(key);
-  if (why) throw new InvalidBlobKeyError(`blob key ${JSON.stringify(key.slice(0, 200))} ${why}`);
-  for (const segment of key.split("/")) {
-    if (segment === "") throw new InvalidBlobKeyError(`blob key ${JSON.stringify(key.slice(0, 200))} has an empty path segment`);
-    if (segment.startsWith(".")) throw new InvalidBlobKeyError(`blob key ${JSON.stringify(key.slice(0, 200))} has a segment starting with "."`);
-  }
-}
-
-export function checkPrefix(prefix: string): void {
-  const why = unsafePathReason(prefix);
-  if (why) throw new InvalidBlobKeyError(`blob key prefix ${JSON.stringify(prefix.slice(0, 200))} ${why}`);
-}
-
-function unsafePathReason(path: string): string | null {
-  if (path.startsWith("/")) return "is absolute";
-  if (path.includes("..")) return 'contains ".."';
-  if (path.includes("\\")) return "contains a backslash";
-  if (path.includes("\0")) return "contains a NUL byte";
-  return null;
-}
-
 async function statFile(path: string) {
   try {
     const st = await stat(path);
@@ -279,9 +235,4 @@ async function syncFile(path: string): Promise<void> {
   } finally {
     await fh.close();
   }
-}
-
-function errorCode(err: unknown): string {
-  const e = err as NodeJS.ErrnoException;
-  return e?.code ?? (e instanceof Error ? e.message.split("\n")[0]! : String(err));
 }

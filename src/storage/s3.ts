@@ -18,8 +18,9 @@ import {
   type CompletedPart,
 } from "@aws-sdk/client-s3";
 import { FetchHttpHandler } from "@smithy/fetch-http-handler";
-import type { BlobBody, BlobStat, BlobStore, ByteRange } from "./blob-store.ts";
-import { BlobRangeError, BlobTooLargeError, checkPrefix, InvalidBlobKeyError, validateKey } from "./local.ts";
+import { TooLargeError } from "../streams.ts";
+import { BlobRangeError, InvalidBlobKeyError, type BlobBody, type BlobStat, type BlobStore, type ByteRange } from "./blob-store.ts";
+import { checkPrefix, validateKey } from "./keys.ts";
 
 export interface S3BlobStoreOptions {
   bucket: string;
@@ -47,7 +48,6 @@ const DEFAULT_PART_SIZE = 8 * MiB;
 const MAX_PARTS = 10_000;
 
 export class S3BlobStore implements BlobStore {
-  readonly kind = "s3" as const;
   readonly bucket: string;
   /** "" or "some/prefix/" */
   readonly keyPrefix: string;
@@ -154,6 +154,9 @@ export class S3BlobStore implements BlobStore {
     await unlink(sourcePath);
   }
 
+  /** putFile's upload, not part of BlobStore: one PutObject or a multipart upload, aborted on
+   * any failure, so nothing is left behind if the stream errors or passes `maxBytes`
+   * (TooLargeError); the stream is cancelled then. Returns the number of bytes stored. */
   async putStream(key: string, body: ReadableStream<Uint8Array>, maxBytes?: number): Promise<number> {
     let Key: string;
     try {
@@ -287,7 +290,7 @@ class PartReader {
           break;
         }
         this.total += value.byteLength;
-        if (this.maxBytes !== undefined && this.total > this.maxBytes) throw new BlobTooLargeError(this.maxBytes);
+        if (this.maxBytes !== undefined && this.total > this.maxBytes) throw new TooLargeError(this.maxBytes);
         chunk = value;
       }
       if (length + chunk.byteLength > size) {
