@@ -9,7 +9,10 @@ import { silentLogger, type Logger } from "../../src/telemetry/logger.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 
-export function ncpsCommand(): string[] {
+/** `command` (a binary, or a wrapper script that ends by exec-ing one), else NCPS_BIN, else
+ * the sources. */
+export function ncpsCommand(command?: string): string[] {
+  if (command) return [command];
   return process.env.NCPS_BIN ? [process.env.NCPS_BIN] : ["bun", join(ROOT, "src/main.ts")];
 }
 
@@ -23,6 +26,8 @@ export interface NcpsProcess {
 }
 
 export async function startNcpsProcess(opts: {
+  /** what to run in place of NCPS_BIN or the sources (see ncpsCommand) */
+  command?: string;
   args?: string[];
   env?: Record<string, string>;
   dataDir?: string;
@@ -30,7 +35,7 @@ export async function startNcpsProcess(opts: {
 }): Promise<NcpsProcess> {
   const dataDir = opts.dataDir ?? (await mkdtemp(join(tmpdir(), "ncps-data-")));
   const args = [
-    ...ncpsCommand(),
+    ...ncpsCommand(opts.command),
     "serve",
     "--server-addr",
     "127.0.0.1:0",

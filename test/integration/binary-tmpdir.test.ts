@@ -6,7 +6,8 @@ import { afterAll, beforeAll, describe, expect } from "bun:test";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { compiledNcps, removeCompiledNcps, startNcpsBinary } from "../helpers/binary.ts";
+import { compiledNcps, removeCompiledNcps } from "../helpers/binary.ts";
+import { startNcpsProcess } from "../helpers/ncps.ts";
 import { buildClosure, createNixEnv, makeKeyPair, nixAvailable, publishCache, substitute, type KeyPair, type NixEnv } from "../helpers/nix.ts";
 import { hasCommand, testIf } from "../helpers/prereq.ts";
 import { startUpstream, type Upstream } from "../helpers/upstream-server.ts";
@@ -79,7 +80,8 @@ describe("compiled binary with an unusable TMPDIR", () => {
       const slug = name.replace(/\W+/g, "-");
       const tmp = join(work, `tmp-${slug}`);
       await mkdir(tmp);
-      const server = await startNcpsBinary(await launcher(slug, binary, tmp, mountOptions), {
+      const server = await startNcpsProcess({
+        command: await launcher(slug, binary, tmp, mountOptions),
         dataDir: join(work, `data-${slug}`),
         args: ["--cache-upstream-url", zstdUp.url, "--cache-upstream-url", xzUp.url, "--cache-upstream-public-key", key.publicKey],
         env: { TMPDIR: tmp },

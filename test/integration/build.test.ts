@@ -7,7 +7,8 @@ import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { migrationsFor } from "../../src/db/migrations.ts";
-import { compiledNcps, removeCompiledNcps, startNcpsBinary, type CompiledNcps } from "../helpers/binary.ts";
+import { compiledNcps, removeCompiledNcps, type CompiledNcps } from "../helpers/binary.ts";
+import { startNcpsProcess } from "../helpers/ncps.ts";
 
 const T = 120_000;
 const ROOT = new URL("../../", import.meta.url).pathname;
@@ -53,7 +54,8 @@ test("copied alone into an empty directory, the binary serves and applies its em
   const wrapper = join(work, "run-alone.sh");
   await writeFile(wrapper, `#!/bin/sh\ncd ${JSON.stringify(alone)} && exec ./ncps "$@"\n`, { mode: 0o755 });
 
-  const server = await startNcpsBinary(wrapper, {
+  const server = await startNcpsProcess({
+    command: wrapper,
     dataDir,
     args: ["--cache-upstream-url", "http://127.0.0.1:9"],
     env: { HOME: home, PATH: "/usr/bin:/bin" },

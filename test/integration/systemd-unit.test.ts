@@ -6,7 +6,8 @@ import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { compiledNcps, removeCompiledNcps, startNcpsBinary } from "../helpers/binary.ts";
+import { compiledNcps, removeCompiledNcps } from "../helpers/binary.ts";
+import { startNcpsProcess } from "../helpers/ncps.ts";
 import { hasCommand, testIf } from "../helpers/prereq.ts";
 import { execStart, parseUnit, unitEnvironment, unitValues, type SpecifierDirs, type Unit } from "../helpers/systemd-unit.ts";
 
@@ -89,7 +90,7 @@ test("ExecStart, run with the unit's environment and directories, serves /nix-ca
     { mode: 0o755 },
   );
 
-  const server = await startNcpsBinary(launcher, { dataDir: join(dirs.state, "ncps") });
+  const server = await startNcpsProcess({ command: launcher, dataDir: join(dirs.state, "ncps") });
   try {
     const res = await fetch(`${server.url}/nix-cache-info`);
     expect(res.status).toBe(200);
