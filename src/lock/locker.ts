@@ -1,8 +1,44 @@
-/** Mutual exclusion by name: in-process (memory.ts) or across replicas (redis.ts). */
+/** Mutual exclusion by name: in-process (memory.ts) or across replicas (redis.ts). The
+ * contract both keep, and the errors they throw. */
+
+/** The lock was not obtained within `waitMs` (HTTP 503: busy, try again). */
+export class LockTimeoutError extends Error {
+  override name = "LockTimeoutError";
+  constructor(
+    readonly lockName: string,
+    readonly waitMs: number,
+  ) {
+    super(`timed out after ${waitMs} ms waiting for lock ${JSON.stringify(lockName)}`);
+  }
+}
+
+/** The locker was closed (shutting down) before or while the lock was asked for (HTTP 503). */
+export class LockerClosedError extends Error {
+  override name = "LockerClosedError";
+  constructor() {
+    super("locker is closed");
+  }
+}
+
+/** Locks are advisory and named by any string; a name's lock is free until someone takes it.
+ * Besides LockerClosedError, a backend that cannot be reached (Redis down) throws an Error
+ * naming it: that is a fault, never "somebody holds the lock". */
 export interface Locker {
-  /** Run `fn` while holding the lock `name`; waits for the lock at most `waitMs`. */
+  /** Run `fn` while holding the lock `name`, waiting for it at most `waitMs` (default: the
+   * backend's; memory waits forever). Resolves or rejects with `fn`'s outcome, and the lock
+   * is released either way (a failed release is logged, not thrown: the lease expires). Not
+   * reentrant: taking a lock already held by the caller waits for itself. Throws
+   * LockTimeoutError (fn never ran) or LockerClosedError (closed before the lock came). */
   withLock<T>(name: string, fn: () => Promise<T>, waitMs?: number): Promise<T>;
-  /** Take the lock if free; returns a release function, or null when someone holds it. */
+  /** Take the lock if free, without waiting: returns its release function, or null when
+   * someone holds it. The release function is idempotent and only ever releases this
+   * holding (never a later holder's after the lease ran out). `ttlMs` bounds the lease: a
+   * holder that never releases (crashed, or forgot) loses the lock after it; Redis renews
+   * the lease while the process lives, memory frees it at the ttl. Throws LockerClosedError
+   * after close. */
   tryLock(name: string, ttlMs?: number): Promise<(() => Promise<void>) | null>;
+  /** Stop: later and still-waiting calls fail with LockerClosedError. Current holders run on
+   * (memory frees their locks when they release; Redis stops renewing and leaves the keys to
+   * expire after their TTL, as if the process had died). Idempotent. */
   close(): Promise<void>;
 }

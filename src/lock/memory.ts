@@ -1,24 +1,6 @@
 /** In-process Locker: one FIFO mutex per name. Waiters are served in arrival order and a
  * released lock passes straight to the next waiter, so nobody can barge in ahead. */
-import type { Locker } from "./locker.ts";
-
-/** The lock was not obtained within `waitMs`. */
-export class LockTimeoutError extends Error {
-  override name = "LockTimeoutError";
-  constructor(
-    readonly lockName: string,
-    readonly waitMs: number,
-  ) {
-    super(`timed out after ${waitMs} ms waiting for lock ${JSON.stringify(lockName)}`);
-  }
-}
-
-export class LockerClosedError extends Error {
-  override name = "LockerClosedError";
-  constructor() {
-    super("locker is closed");
-  }
-}
+import { LockerClosedError, LockTimeoutError, type Locker } from "./locker.ts";
 
 interface Waiter {
   grant(holder: Holder): void;

@@ -3,8 +3,7 @@
  * it and a dead process frees it after one TTL. Only the token's owner may extend or delete
  * the key (Lua compare-and-act), so a late release never frees somebody else's lock. */
 import { Redis } from "ioredis";
-import type { Locker } from "./locker.ts";
-import { LockerClosedError, LockTimeoutError } from "./memory.ts";
+import { LockerClosedError, LockTimeoutError, type Locker } from "./locker.ts";
 import { formatRedisAddr, parseRedisAddr } from "./redis-addr.ts";
 import type { Logger } from "../telemetry/logger.ts";
 

@@ -2,7 +2,7 @@
  * prefix, so runs (and tests) never see each other's keys. */
 import { afterEach, describe, expect, test } from "bun:test";
 import { Redis } from "ioredis";
-import { LockerClosedError, LockTimeoutError } from "../../src/lock/memory.ts";
+import { LockerClosedError, LockTimeoutError } from "../../src/lock/locker.ts";
 import { RedisLocker, type RedisLockerOptions } from "../../src/lock/redis.ts";
 import { testIf } from "../helpers/prereq.ts";
 

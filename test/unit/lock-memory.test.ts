@@ -1,5 +1,6 @@
 import { describe, expect, test } from "bun:test";
-import { LockerClosedError, LockTimeoutError, MemoryLocker } from "../../src/lock/memory.ts";
+import { LockerClosedError, LockTimeoutError } from "../../src/lock/locker.ts";
+import { MemoryLocker } from "../../src/lock/memory.ts";
 
 /** A promise plus the function that resolves it: lets a test hold a lock as long as it likes. */
 function gate() {
