@@ -12,6 +12,7 @@ import { parseServerAddr } from "./config/validate.ts";
 import type { MetadataStore } from "./db/metadata-store.ts";
 import type { Locker } from "./lock/locker.ts";
 import { openMetadataStore } from "./db/open.ts";
+import { errnoReason } from "./errors.ts";
 import { parsePublicKey } from "./nix/signature.ts";
 import { createFetchHandler } from "./server/app.ts";
 import { textResponse } from "./server/errors.ts";
@@ -63,7 +64,7 @@ async function ensureDir(path: string, what: string) {
   try {
     await mkdir(path, { recursive: true, mode: 0o700 });
   } catch (err) {
-    throw new StartupError(`cannot create ${what} ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    throw new StartupError(`cannot create ${what} ${path}: ${errnoReason(err)}`);
   }
 }
 

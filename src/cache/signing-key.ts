@@ -1,6 +1,7 @@
 /** ncps's own narinfo signing key: from a file the user names, or generated once and kept in
  * the database so every replica (and every restart) signs with the same key. */
 import type { MetadataStore } from "../db/metadata-store.ts";
+import { errnoReason } from "../errors.ts";
 import { NixFormatError } from "../nix/errors.ts";
 import { formatSecretKey, generateSecretKey, parseSecretKey, type SecretKey } from "../nix/signature.ts";
 
@@ -17,7 +18,7 @@ export async function loadSigningKey(db: MetadataStore, opts: { path?: string; h
     try {
       text = await file.text();
     } catch (err) {
-      throw new SigningKeyError(`cannot read secret key ${opts.path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      throw new SigningKeyError(`cannot read secret key ${opts.path}: ${errnoReason(err)}`);
     }
     try {
       return parseSecretKey(text);

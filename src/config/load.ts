@@ -4,6 +4,7 @@
  * An empty value (flag `--x=`, `X=`, `x: ""`, `x: []`) counts as not set. */
 import { existsSync } from "node:fs";
 import { homedir, hostname, tmpdir } from "node:os";
+import { errnoReason } from "../errors.ts";
 import { ConfigError } from "./errors.ts";
 import { defaultConfigFile, optionByKey, options } from "./options.ts";
 import type { Config, DefaultsContext, OptionSpec } from "./options.ts";
@@ -191,8 +192,7 @@ async function readConfigFile(
   try {
     text = await Bun.file(path).text();
   } catch (err) {
-    const code = (err as { code?: string }).code ?? (err as Error).message;
-    throw new ConfigError(`cannot read config file ${path}: ${code}`);
+    throw new ConfigError(`cannot read config file ${path}: ${errnoReason(err)}`);
   }
   const data = parseConfigText(path, text);
   const unknown = unknownKeys(data);
