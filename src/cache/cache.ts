@@ -36,9 +36,10 @@ export interface CacheOptions {
   priority: number;
   /** narinfos served recently, shared with Uploads (which forgets deleted ones) */
   hot: HotNarInfos;
-  /** Replicas sharing database and storage: a lock (Redis) so one of them downloads a NAR
-   * while the others wait for it to be recorded. Absent for a single instance. */
-  replicas?: { locker: Locker; ttlMs: number };
+  /** Who downloads a NAR: the holder of this lock. In-process (MemoryLocker) for one
+   * instance; across replicas sharing database and storage (Redis), so one of them downloads
+   * while the others wait for it to be recorded. */
+  downloadLock: { locker: Locker; ttlMs: number };
   /** when an upstream NAR download is given up (stalled, too slow) */
   downloadLimits?: DownloadLimits;
   logger: Logger;
@@ -140,11 +141,10 @@ export class Cache {
   private async claimDownload(record: NarInfoRecord): Promise<NarSource | null> {
     const running = this.downloads.get(record.narKey);
     if (running && !running.failed) return this.downloadSource(running);
-    const replicas = this.opts.replicas;
-    if (!replicas) return this.downloadSource(this.startDownload(record));
+    const { locker, ttlMs } = this.opts.downloadLock;
     const giveUpAt = Date.now() + WAIT_FOR_REPLICA_MS;
     for (;;) {
-      const release = await replicas.locker.tryLock(`download:${record.narKey}`, replicas.ttlMs);
+      const release = await locker.tryLock(`download:${record.narKey}`, ttlMs);
       if (release) {
         const stored = await this.opts.nars.find(record.narKey); // finished while we asked?
         if (stored) {

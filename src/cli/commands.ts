@@ -1,5 +1,5 @@
 /** The commands: `serve`, `migrate up`, `migrate status`. Thin: parse, build Config, call
- * src/app.ts (imported lazily so `--help` and config errors never load the server). */
+ * src/cli/serve.ts and migrate.ts (imported lazily so `--help` and config errors never load the server). */
 import { optionsFor } from "../config/options.ts";
 import type { Config } from "../config/options.ts";
 import { flagSpecsOf } from "./flags.ts";
@@ -24,7 +24,7 @@ const serve: CliCommand = {
   description: "Serve the Nix binary cache over HTTP",
   flags: flagSpecsOf(optionsFor("serve")),
   run: async (config) => {
-    const { serve } = await import("../app.ts");
+    const { serve } = await import("./serve.ts");
     await serve(config);
   },
 };
@@ -37,7 +37,7 @@ const migrateUp: CliCommand = {
     { name: "dry-run", type: "boolean", help: "Show the migrations that would run, change nothing" },
   ],
   run: async (config, flags) => {
-    const { migrate } = await import("../app.ts");
+    const { migrate } = await import("./migrate.ts");
     await migrate(config, { dryRun: flags["dry-run"] === true, statusOnly: false });
   },
 };
@@ -47,7 +47,7 @@ const migrateStatus: CliCommand = {
   description: "List applied and pending database migrations",
   flags: sharedFlags,
   run: async (config) => {
-    const { migrate } = await import("../app.ts");
+    const { migrate } = await import("./migrate.ts");
     await migrate(config, { dryRun: false, statusOnly: true });
   },
 };

@@ -3,7 +3,7 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { startNcps, type RunningNcps } from "../../src/app.ts";
+import { startNcps, type RunningNcps } from "../../src/compose.ts";
 import { loadConfig } from "../../src/config/load.ts";
 import { silentLogger, type Logger } from "../../src/telemetry/logger.ts";
 

@@ -37,9 +37,9 @@ interface Domain {
   tempDir: string;
 }
 
-/** One cache domain wired as src/app.ts wires it, on `root`; with `replicas`, a lock shared
+/** One cache domain wired as src/compose.ts wires it, on `root`; with `downloadLock`, a lock shared
  * with other domains over the same database and storage. */
-async function domain(root: string, upstreamUrl: string, upstreamKey: string, replicas?: { locker: MemoryLocker; ttlMs: number }): Promise<Domain> {
+async function domain(root: string, upstreamUrl: string, upstreamKey: string, downloadLock = { locker: new MemoryLocker(), ttlMs: 60_000 }): Promise<Domain> {
   await mkdir(join(root, "storage"), { recursive: true });
   const tempDir = await mkdtemp(join(root, "temp-"));
   const store = new LocalBlobStore(join(root, "storage"));
@@ -50,7 +50,7 @@ async function domain(root: string, upstreamUrl: string, upstreamKey: string, re
   const hot = new HotNarInfos();
   const nars = new StoredNars({ db, store, hot, logger: silentLogger });
   const shared = { db, nars, pool, signingKey: generateSecretKey("ncps-test-1"), signNarInfo: true, tempDir, hot, logger: silentLogger };
-  const cache = new Cache({ ...shared, priority: 40, replicas });
+  const cache = new Cache({ ...shared, priority: 40, downloadLock });
   const uploads = new Uploads({ ...shared, store, maxUploadBytes: 64 * 1024 * 1024, acceptUnverifiedCompression: false, trustedUploadKeys: null });
   cleanups.push(async () => {
     await cache.close();

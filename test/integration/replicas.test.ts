@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect } from "bun:test";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { startNcps, type RunningNcps } from "../../src/app.ts";
+import { startNcps, type RunningNcps } from "../../src/compose.ts";
 import { loadConfig } from "../../src/config/load.ts";
 import { encodeNix32 } from "../../src/nix/nix32.ts";
 import { serializeNarInfo } from "../../src/nix/narinfo.ts";

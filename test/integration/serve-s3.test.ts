@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect } from "bun:test";
 import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { startNcps, type RunningNcps } from "../../src/app.ts";
+import { startNcps, type RunningNcps } from "../../src/compose.ts";
 import { loadConfig } from "../../src/config/load.ts";
 import { parseNarInfo } from "../../src/nix/narinfo.ts";
 import { silentLogger } from "../../src/telemetry/logger.ts";

@@ -5,7 +5,7 @@ import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { startNcps, type RunningNcps } from "../../src/app.ts";
+import { startNcps, type RunningNcps } from "../../src/compose.ts";
 import { loadConfig } from "../../src/config/load.ts";
 import type { MetadataStore } from "../../src/db/metadata-store.ts";
 import { openMetadataStore } from "../../src/db/open.ts";

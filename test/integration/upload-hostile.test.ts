@@ -6,7 +6,7 @@ import { Database } from "bun:sqlite";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { RunningNcps } from "../../src/app.ts";
+import type { RunningNcps } from "../../src/compose.ts";
 import { parseNcpsNarRequest } from "../../src/nix/nar-url.ts";
 import { encodeNix32 } from "../../src/nix/nix32.ts";
 import { makeSyntheticCache, type SyntheticCache, type SyntheticPath } from "../helpers/synthetic-cache.ts";

@@ -6,7 +6,7 @@ import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { RunningNcps } from "../../src/app.ts";
+import type { RunningNcps } from "../../src/compose.ts";
 import { encodeNix32 } from "../../src/nix/nix32.ts";
 import { serializeNarInfo, type NarInfo } from "../../src/nix/narinfo.ts";
 import { formatPublicKey, generateSecretKey, signNarInfo, toPublicKey } from "../../src/nix/signature.ts";

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { RunningNcps } from "../../src/app.ts";
+import type { RunningNcps } from "../../src/compose.ts";
 import { NarDownload } from "../../src/cache/nar-download.ts";
 import { parseNarInfo, serializeNarInfo } from "../../src/nix/narinfo.ts";
 import { encodeNix32 } from "../../src/nix/nix32.ts";

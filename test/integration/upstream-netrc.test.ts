@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { RunningNcps } from "../../src/app.ts";
+import type { RunningNcps } from "../../src/compose.ts";
 import { parseNarInfo } from "../../src/nix/narinfo.ts";
 import { parsePublicKey, verifyNarInfo } from "../../src/nix/signature.ts";
 import { CACHE_NIXOS_ORG_KEY, readFixture } from "../helpers/fixtures.ts";

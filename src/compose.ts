@@ -1,4 +1,6 @@
-/** Wiring: config -> backends -> cache -> server. Nothing else lives here. */
+/** The composition root: config -> backends -> cache -> server. It only chooses and connects
+ * parts; each part's choice of backend lives beside the backends (storage/open.ts,
+ * lock/open.ts, db/open.ts). */
 import { mkdir } from "node:fs/promises";
 import { Cache } from "./cache/cache.ts";
 import { loadSigningKey } from "./cache/signing-key.ts";
@@ -13,11 +15,13 @@ import type { MetadataStore } from "./db/metadata-store.ts";
 import type { Locker } from "./lock/locker.ts";
 import { openMetadataStore } from "./db/open.ts";
 import { errnoReason } from "./errors.ts";
+import { openLocker } from "./lock/open.ts";
+import { StartupError, startupStep } from "./startup.ts";
+import { errnoReason } from "./errors.ts";
 import { parsePublicKey } from "./nix/signature.ts";
 import { createFetchHandler } from "./server/app.ts";
 import { textResponse } from "./server/errors.ts";
-import type { BlobStore } from "./storage/blob-store.ts";
-import { LocalBlobStore } from "./storage/local.ts";
+import { openBlobStore, type StorageChoice } from "./storage/open.ts";
 import { createLogger, type Logger } from "./telemetry/logger.ts";
 import { netrcAuthorization, parseNetrc, type Netrc } from "./upstream/netrc.ts";
 import { UpstreamPool } from "./upstream/pool.ts";
@@ -30,22 +34,6 @@ export interface RunningNcps {
   cache: Cache;
   publicKey: string;
   stop(): Promise<void>;
-}
-
-/** A startup problem the user can fix: the CLI prints it as one line, no stack trace. */
-export class StartupError extends Error {
-  override name = "StartupError";
-  readonly userFacing = true;
-}
-
-/** Run one start-up step; its failure becomes a one-line StartupError naming the step. */
-async function startupStep<T>(what: string, fn: () => T | Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } catch (err) {
-    if (err instanceof StartupError) throw err;
-    throw new StartupError(`${what}: ${(err as Error).message ?? String(err)}`.replace(/\s*\n\s*/g, " "));
-  }
 }
 
 async function readNetrc(path: string | undefined, logger: Logger): Promise<Netrc> {
@@ -69,56 +57,32 @@ async function ensureDir(path: string, what: string) {
 }
 
 /** Local directory or S3 bucket; validateConfig made sure exactly one is configured. */
-async function openBlobStore(config: Config): Promise<BlobStore> {
-  if (config.cacheStorageS3Bucket === undefined) {
-    await ensureDir(config.cacheStorageLocal!, "storage directory");
-    return new LocalBlobStore(config.cacheStorageLocal!);
-  }
-  // imported only when used: loading the AWS SDK costs about 200 ms
-  const { S3BlobStore } = await import("./storage/s3.ts");
-  return new S3BlobStore({
-    bucket: config.cacheStorageS3Bucket,
-    endpoint: config.cacheStorageS3Endpoint,
-    region: config.cacheStorageS3Region,
-    accessKeyId: config.cacheStorageS3AccessKeyId!,
-    secretAccessKey: config.cacheStorageS3SecretAccessKey!,
-    forcePathStyle: config.cacheStorageS3ForcePathStyle,
-    prefix: config.cacheStorageS3Prefix,
-  });
+function storageChoice(config: Config): StorageChoice {
+  if (config.cacheStorageS3Bucket === undefined) return { local: config.cacheStorageLocal! };
+  return {
+    s3: {
+      bucket: config.cacheStorageS3Bucket,
+      endpoint: config.cacheStorageS3Endpoint,
+      region: config.cacheStorageS3Region,
+      accessKeyId: config.cacheStorageS3AccessKeyId!,
+      secretAccessKey: config.cacheStorageS3SecretAccessKey!,
+      forcePathStyle: config.cacheStorageS3ForcePathStyle,
+      prefix: config.cacheStorageS3Prefix,
+    },
+  };
 }
 
-/** With --cache-redis-addrs, replicas coordinate their upstream downloads through Redis. */
-async function openReplicaLocker(config: Config, logger: Logger): Promise<Locker | null> {
+/** With --cache-redis-addrs, replicas coordinate through Redis; else locks are in-process. */
+function redisChoice(config: Config) {
   if (config.cacheRedisAddrs.length === 0) return null;
-  const { RedisLocker } = await import("./lock/redis.ts"); // ioredis loads only when used
-  // Until the first PING answers, a failure is the one startup line, not also a log record.
-  let reachable = false;
-  const whenReachable = (log: (msg: string, fields?: Record<string, unknown>) => void) => (msg: string, fields?: Record<string, unknown>) =>
-    reachable && log(msg, fields);
-  const lockLogger: Logger = {
-    debug: whenReachable(logger.debug),
-    info: whenReachable(logger.info),
-    warn: whenReachable(logger.warn),
-    error: whenReachable(logger.error),
-    child: (fields) => logger.child(fields),
-  };
-  const locker = new RedisLocker({
+  return {
     addrs: config.cacheRedisAddrs,
     username: config.cacheRedisUsername,
     password: config.cacheRedisPassword,
     db: config.cacheRedisDb,
     tls: config.cacheRedisUseTls,
     keyPrefix: config.cacheLockRedisKeyPrefix,
-    logger: lockLogger,
-  });
-  try {
-    await locker.check();
-    reachable = true;
-  } catch (err) {
-    await locker.close().catch(() => {});
-    throw err;
-  }
-  return locker;
+  };
 }
 
 /** Writes without a put token are allowed by design (documented), but never silently. */
@@ -134,8 +98,7 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
   const { hostname, port } = parseServerAddr(config.serverAddr);
   await ensureDir(config.cacheTempPath, "temp directory");
   await removeStaleTempFiles(config.cacheTempPath, logger);
-  const store = await startupStep("storage", () => openBlobStore(config));
-  await startupStep("storage", () => store.check());
+  const store = await startupStep("storage", () => openBlobStore(storageChoice(config)));
   const trustedKeys = await startupStep("upstream public key", () => config.cacheUpstreamPublicKeys.map((k) => parsePublicKey(k)));
   const trustedUploadKeys = await startupStep("trusted upload key", () => config.cacheTrustedUploadKeys.map((k) => parsePublicKey(k)));
   const netrc = await startupStep("netrc file", () => readNetrc(config.netrcFile, logger));
@@ -174,13 +137,13 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
     const signingKey = await startupStep("signing key", () =>
       loadSigningKey(db!, { path: config.cacheSecretKeyPath, hostname: config.cacheHostname }),
     );
-    locker = await startupStep("redis", () => openReplicaLocker(config, logger));
-    const replicas = locker ? { locker, ttlMs: config.cacheLockDownloadTtl } : undefined;
+    locker = await startupStep("redis", () => openLocker(redisChoice(config), logger));
+    const downloadLock = { locker, ttlMs: config.cacheLockDownloadTtl };
     const hot = new HotNarInfos();
     const nars = new StoredNars({ db, store, hot, logger });
     const shared = { db, nars, pool, signingKey, signNarInfo: config.cacheSignNarinfo, tempDir: config.cacheTempPath, hot, logger };
     const downloadLimits = { ...defaultDownloadLimits, minBytesPerSecond: config.cacheUpstreamNarMinRate };
-    const cache = new Cache({ ...shared, priority: config.cachePriority, replicas, downloadLimits });
+    const cache = new Cache({ ...shared, priority: config.cachePriority, downloadLock, downloadLimits });
     const uploads = new Uploads({
       ...shared,
       store,
@@ -230,7 +193,7 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
       stop: async () => {
         await server.stop(true);
         await cache.close();
-        await replicas?.locker.close();
+        await downloadLock.locker.close();
         await openDb.close();
       },
     };
@@ -238,34 +201,5 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
     await locker?.close().catch(() => {});
     await db?.close().catch(() => {});
     throw err;
-  }
-}
-
-/** `ncps serve`: run until SIGINT/SIGTERM, then stop cleanly. */
-export async function serve(config: Config): Promise<void> {
-  const logger = createLogger(config.logLevel);
-  const running = await startNcps(config, logger);
-  await new Promise<void>((resolve) => {
-    const stop = (signal: string) => {
-      logger.info("shutting down", { signal });
-      void running.stop().finally(resolve);
-    };
-    process.once("SIGINT", () => stop("SIGINT"));
-    process.once("SIGTERM", () => stop("SIGTERM"));
-  });
-}
-
-export async function migrate(config: Config, opts: { dryRun: boolean; statusOnly: boolean }): Promise<void> {
-  const db = await startupStep("database", () => openMetadataStore(config.cacheDatabaseUrl, { migrate: false, pool: { maxOpenConns: config.cacheDatabasePoolMaxOpenConns, maxIdleConns: config.cacheDatabasePoolMaxIdleConns } }));
-  try {
-    if (opts.statusOnly) {
-      for (const m of await db.migrationStatus()) console.log(`${m.applied ? "applied" : "pending"}  ${m.name}`);
-      return;
-    }
-    const applied = await db.migrate({ dryRun: opts.dryRun });
-    if (applied.length === 0) console.log("database is up to date");
-    for (const name of applied) console.log(`${opts.dryRun ? "would apply" : "applied"}  ${name}`);
-  } finally {
-    await db.close();
   }
 }
