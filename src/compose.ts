@@ -17,7 +17,6 @@ import { openMetadataStore } from "./db/open.ts";
 import { errnoReason } from "./errors.ts";
 import { openLocker } from "./lock/open.ts";
 import { StartupError, startupStep } from "./startup.ts";
-import { errnoReason } from "./errors.ts";
 import { parsePublicKey } from "./nix/signature.ts";
 import { createFetchHandler } from "./server/app.ts";
 import { textResponse } from "./server/errors.ts";
