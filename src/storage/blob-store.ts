@@ -23,6 +23,13 @@ export interface BlobStat {
   size: number;
 }
 
+export interface BlobListEntry {
+  key: string;
+  size: number;
+  /** Unix milliseconds: local file mtime, S3 LastModified */
+  modifiedAt: number;
+}
+
 export interface ByteRange {
   /** inclusive */
   start: number;
@@ -68,6 +75,7 @@ export interface BlobStore {
   /** Every key starting with `prefix` (a plain string prefix, "" for all), with its size, in
    * no particular order, fetched a page at a time so memory stays small. Never yields the
    * store's own temp files or unfinished uploads. Throws InvalidBlobKeyError for a prefix
-   * that could escape the store. Objects put or deleted during the walk may or may not show. */
-  list(prefix: string): AsyncIterable<{ key: string; size: number }>;
+   * that could escape the store. Objects put or deleted during the walk may or may not show.
+   * `modifiedAt` (Unix ms) is when the object was last put: fsck leaves younger strays alone. */
+  list(prefix: string): AsyncIterable<BlobListEntry>;
 }

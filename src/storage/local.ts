@@ -7,7 +7,7 @@ import { dirname, join } from "node:path";
 import { madeByEndedRun, runTag } from "../run-tag.ts";
 import { errnoReason } from "../errors.ts";
 import { TooLargeError } from "../streams.ts";
-import { BlobRangeError, type BlobBody, type BlobStat, type BlobStore, type ByteRange } from "./blob-store.ts";
+import { BlobRangeError, type BlobBody, type BlobListEntry, type BlobStat, type BlobStore, type ByteRange } from "./blob-store.ts";
 import { checkPrefix, validateKey } from "./keys.ts";
 
 /** Temp files of putStream live here, on the same filesystem as the objects; putFile's
@@ -176,7 +176,7 @@ export class LocalBlobStore implements BlobStore {
 
   /** Keys starting with `prefix`, walking only the directories that can hold them; one
    * directory page at a time, so memory stays small whatever the number of objects. */
-  async *list(prefix: string): AsyncIterable<{ key: string; size: number }> {
+  async *list(prefix: string): AsyncIterable<BlobListEntry> {
     checkPrefix(prefix);
     const slash = prefix.lastIndexOf("/");
     const startDir = slash === -1 ? "" : prefix.slice(0, slash);
@@ -185,7 +185,7 @@ export class LocalBlobStore implements BlobStore {
     yield* this.walk(startDir, prefix);
   }
 
-  private async *walk(relDir: string, prefix: string): AsyncGenerator<{ key: string; size: number }> {
+  private async *walk(relDir: string, prefix: string): AsyncGenerator<BlobListEntry> {
     let dir;
     try {
       dir = await opendir(relDir === "" ? this.rootDir : join(this.rootDir, relDir));
@@ -203,7 +203,7 @@ export class LocalBlobStore implements BlobStore {
         if (key.startsWith(prefix) || prefix.startsWith(`${key}/`)) yield* this.walk(key, prefix);
       } else if (entry.isFile() && key.startsWith(prefix)) {
         const st = await lstat(join(this.rootDir, key)).catch(() => null);
-        if (st?.isFile()) yield { key, size: st.size };
+        if (st?.isFile()) yield { key, size: st.size, modifiedAt: st.mtimeMs };
       }
     }
   }

@@ -19,7 +19,7 @@ import {
 } from "@aws-sdk/client-s3";
 import { FetchHttpHandler } from "@smithy/fetch-http-handler";
 import { TooLargeError } from "../streams.ts";
-import { BlobRangeError, InvalidBlobKeyError, type BlobBody, type BlobStat, type BlobStore, type ByteRange } from "./blob-store.ts";
+import { BlobRangeError, InvalidBlobKeyError, type BlobBody, type BlobListEntry, type BlobStat, type BlobStore, type ByteRange } from "./blob-store.ts";
 import { checkPrefix, validateKey } from "./keys.ts";
 
 export interface S3BlobStoreOptions {
@@ -220,7 +220,7 @@ export class S3BlobStore implements BlobStore {
   }
 
   /** ListObjectsV2, one page at a time. */
-  async *list(prefix: string): AsyncIterable<{ key: string; size: number }> {
+  async *list(prefix: string): AsyncIterable<BlobListEntry> {
     checkPrefix(prefix);
     let ContinuationToken: string | undefined;
     do {
@@ -229,7 +229,7 @@ export class S3BlobStore implements BlobStore {
       );
       for (const item of page.Contents ?? []) {
         if (item.Key === undefined || !item.Key.startsWith(this.keyPrefix)) continue;
-        yield { key: item.Key.slice(this.keyPrefix.length), size: item.Size ?? 0 };
+        yield { key: item.Key.slice(this.keyPrefix.length), size: item.Size ?? 0, modifiedAt: item.LastModified?.getTime() ?? 0 };
       }
       ContinuationToken = page.IsTruncated ? page.NextContinuationToken : undefined;
     } while (ContinuationToken);

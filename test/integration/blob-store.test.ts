@@ -148,7 +148,7 @@ function describeBlobStore(name: string, makeHarness: () => Promise<BlobStoreHar
       await put("top.narinfo", 6);
       const list = async (prefix: string) => {
         const out: { key: string; size: number }[] = [];
-        for await (const item of store.list(prefix)) out.push(item);
+        for await (const { key, size } of store.list(prefix)) out.push({ key, size });
         return out.sort((a, b) => (a.key < b.key ? -1 : 1));
       };
       expect(await list("nar/")).toEqual([
@@ -162,11 +162,22 @@ function describeBlobStore(name: string, makeHarness: () => Promise<BlobStoreHar
       expect(await list("none/")).toEqual([]);
     });
 
+    test("list says when each object was last put", async () => {
+      const before = Date.now();
+      await store.putStream("nar/when.nar", new Response(new Uint8Array(3)).body!);
+      const seen: number[] = [];
+      for await (const item of store.list("nar/when")) seen.push(item.modifiedAt);
+      expect(seen).toHaveLength(1);
+      // S3 LastModified has whole seconds; mtime may be a little behind the wall clock
+      expect(seen[0]!).toBeGreaterThanOrEqual(before - 2000);
+      expect(seen[0]!).toBeLessThanOrEqual(Date.now() + 1000);
+    });
+
     test("list goes through every page when there are more keys than one page holds", async () => {
       const keys = Array.from({ length: 25 }, (_, i) => `nar/p${String(i).padStart(2, "0")}.nar`);
       await Promise.all(keys.map((key, i) => store.putStream(key, new Response(new Uint8Array(i)).body!)));
       const seen: { key: string; size: number }[] = [];
-      for await (const item of store.list("nar/")) seen.push(item);
+      for await (const { key, size } of store.list("nar/")) seen.push({ key, size });
       seen.sort((a, b) => (a.key < b.key ? -1 : 1));
       expect(seen).toEqual(keys.map((key, i) => ({ key, size: i })));
     });
