@@ -1,4 +1,7 @@
-/** The metadata of what the cache holds. One contract, three engines (sqlite, postgres, mysql). */
+/** The metadata of what the cache holds. One contract, three engines (sqlite, postgres, mysql),
+ * shared by every replica: each method is one transaction (or one statement), so a reader never
+ * sees half of a write, and writes of several rows lock them in one order (no deadlock
+ * between replicas). */
 
 /** A narinfo as ncps serves it: already rewritten and signed, rendered once at ingest. */
 export interface NarInfoRecord {
@@ -32,34 +35,55 @@ export interface NarRecord {
   createdAt: number;
 }
 
+/** Outcomes, for every method: "absent" is a value (null, false, an empty list), never a
+ * throw. A throw is the database failing (unreachable, locked past its busy timeout, read-only,
+ * a constraint a caller should have prevented) and carries the driver's error, its code
+ * included (SQLITE_BUSY, SQLITE_READONLY, a Postgres SQLSTATE...), so the caller can tell
+ * "cannot write now" from a bug. Calls after close throw. */
 export interface MetadataStore {
   readonly dialect: "sqlite" | "postgres" | "mysql";
-  /** Apply pending migrations; returns the names applied. */
+  /** Apply pending migrations in order, under the engine's lock so replicas starting together
+   * apply each once; returns the names applied (with dryRun: the names that would be, and
+   * nothing is applied). Idempotent: none pending returns []. A failing migration throws and
+   * is not recorded as applied. */
   migrate(opts?: { dryRun?: boolean }): Promise<string[]>;
+  /** Every known migration, in order, and whether it is applied. Read-only. */
   migrationStatus(): Promise<{ name: string; applied: boolean }[]>;
 
-  /** Hot path: one indexed lookup. */
+  /** The narinfo text to serve, or null when there is none. Hot path: one indexed lookup. */
   getNarInfoText(hash: string): Promise<string | null>;
+  /** The whole record, references included, or null when there is none. */
   getNarInfo(hash: string): Promise<NarInfoRecord | null>;
-  /** Insert or replace the record for `rec.hash`. */
+  /** Insert or replace the record for `rec.hash`, its references with it (one transaction).
+   * Idempotent. Does not need the NAR's record to exist. */
   putNarInfo(rec: NarInfoRecord): Promise<void>;
-  /** Insert only if absent; returns false if a record already existed (left unchanged). */
+  /** Insert only if absent; returns false if a record already existed (left unchanged).
+   * Atomic across replicas: of concurrent inserts of one hash exactly one returns true. */
   insertNarInfoIfAbsent(rec: NarInfoRecord): Promise<boolean>;
+  /** Remove the record and its references; false when there was none. Idempotent. The NAR
+   * record it named stays (removing it is StoredNars' decision). */
   deleteNarInfo(hash: string): Promise<boolean>;
-  /** narinfos whose NAR is `narKey` */
+  /** narinfos whose NAR is `narKey`, references included; empty when none. */
   narInfosForNar(narKey: string): Promise<NarInfoRecord[]>;
 
+  /** The record of a stored NAR, or null when there is none. */
   getNar(key: string): Promise<NarRecord | null>;
   putNar(rec: NarRecord): Promise<void>;
   deleteNar(key: string): Promise<boolean>;
 
-  /** Batched access-time update (called from a timer, never per request). */
+  /** Batched access-time update (called from a timer, never per request): sets the access
+   * time of these narinfos and of their NARs to `at`, in one transaction. Unknown hashes and
+   * duplicates are ignored; an empty list does nothing. */
   touch(hashes: string[], at: number): Promise<void>;
 
+  /** A stored setting, or null when it was never set. */
   getConfig(key: string): Promise<string | null>;
+  /** Insert or replace a setting. Idempotent. */
   setConfig(key: string, value: string): Promise<void>;
-  /** Set only if absent; returns the value now stored (first writer wins across replicas). */
+  /** Set only if absent; returns the value now stored (first writer wins across replicas, and
+   * every replica gets the winner's value). */
   setConfigIfAbsent(key: string, value: string): Promise<string>;
 
+  /** Close the connections; later calls throw. */
   close(): Promise<void>;
 }
