@@ -4,6 +4,7 @@
 import { mkdir } from "node:fs/promises";
 import { Cache } from "./cache/cache.ts";
 import { loadSigningKey } from "./cache/signing-key.ts";
+import { Pins } from "./cache/pins.ts";
 import { HotNarInfos } from "./cache/hot-narinfos.ts";
 import { defaultDownloadLimits } from "./cache/nar-download.ts";
 import { StoredNars } from "./cache/stored-nars.ts";
@@ -19,7 +20,7 @@ import { openLocker } from "./lock/open.ts";
 import { StartupError, startupStep } from "./startup.ts";
 import { parsePublicKey } from "./nix/signature.ts";
 import { createFetchHandler } from "./server/app.ts";
-import { textResponse } from "./server/errors.ts";
+import { errorResponse } from "./server/errors.ts";
 import { openBlobStore, type StorageChoice } from "./storage/open.ts";
 import { createLogger, type Logger } from "./telemetry/logger.ts";
 import { netrcAuthorization, parseNetrc, type Netrc } from "./upstream/netrc.ts";
@@ -151,9 +152,11 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
       trustedUploadKeys: config.cacheRequireTrustedSignature ? trustedUploadKeys : null,
       logger,
     });
+    const pins = new Pins({ db, cache, logger });
     const handle = createFetchHandler({
       cache,
       uploads,
+      pins,
       hostname: config.cacheHostname,
       policy: { allowPut: config.cacheAllowPutVerb, allowDelete: config.cacheAllowDeleteVerb },
       auth: { getToken: config.cacheGetToken, putToken: config.cachePutToken },
@@ -171,10 +174,7 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
         // Production mode, and our own last-resort answer: Bun's development error page shows
         // source lines and paths to whoever sent the request.
         development: false,
-        error: (err) => {
-          logger.error("request failed outside the handler", { error: err });
-          return textResponse(500, "internal error");
-        },
+        error: (err) => errorResponse(err, logger, { where: "outside the request handler" }),
         idleTimeout: 120,
         maxRequestBodySize,
       });
@@ -182,6 +182,7 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
       throw new StartupError(`cannot listen on ${config.serverAddr}: ${(err as Error).message}`);
     }
     const url = `http://${hostname === "0.0.0.0" ? "127.0.0.1" : hostname}:${server.port}`;
+    void pins.warmIncomplete().catch((error: unknown) => logger.error("warming pinned closures failed", { error }));
     logger.info("ncps listening", { url, version, publicKey: cache.publicKey, upstreams: config.cacheUpstreamUrls, database: db.dialect });
     const openDb = db;
     return {
@@ -191,6 +192,7 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
       publicKey: cache.publicKey,
       stop: async () => {
         await server.stop(true);
+        await pins.close();
         await cache.close();
         await downloadLock.locker.close();
         await openDb.close();
