@@ -2,9 +2,29 @@
  * writes in a fixed row order, set-if-absent. Each engine brings its SQL and its driver's
  * calls; `ServerMetadataStore` is the whole MetadataStore of the two server engines
  * (postgres, mysql), which differ only in those. */
-import type { MetadataStore, NarInfoRecord, NarRecord } from "./metadata-store.ts";
+import type { MetadataStore, NarInfoAge, NarInfoListing, NarInfoRecord, NarRecord, Pin } from "./metadata-store.ts";
 import { migrationStatusOf, pendingMigrations, type Migration } from "./migrations.ts";
-import { narFromRow, narInfoFromRow, narInfoValues, narValues, sortedUnique, type NarInfoRow, type NarRow } from "./rows.ts";
+import {
+  FIRST_AGE,
+  FIRST_KEY,
+  narFromRow,
+  narInfoAgeFromRow,
+  narInfoFromRow,
+  narInfoListingFromRow,
+  narInfoValues,
+  narValues,
+  pinFromRow,
+  referencesByHash,
+  sortedUnique,
+  type NarInfoAgeRow,
+  type NarInfoListingRow,
+  type NarInfoRow,
+  type NarRow,
+  type PinRow,
+} from "./rows.ts";
+
+/** Hashes per referencesOf statement: a bound list of parameters, whatever the caller asks. */
+const REFERENCES_BATCH = 1000;
 
 /** Creates a pool and runs one statement on it, so a wrong address or password fails now,
  * not at the first request; the pool is closed again when it fails. */
@@ -61,6 +81,19 @@ export type ServerQueries = Record<
   | "deleteNar"
   | "touchNarInfos"
   | "touchNarsOfNarInfos"
+  | "lockStoredBytes"
+  | "narSizeForUpdate"
+  | "storedBytes"
+  | "addStoredBytes"
+  | "setStoredBytes"
+  | "sumNarSizes"
+  | "narInfosByAge"
+  | "referencesOf"
+  | "listNarInfos"
+  | "listNars"
+  | "addPin"
+  | "removePin"
+  | "listPins"
   | "config"
   | "setConfig"
   | "insertConfigIfAbsent",
@@ -88,7 +121,7 @@ export abstract class ServerMetadataStore<Db, Tx, Refs> implements MetadataStore
   protected abstract migrationDriver(): MigrationDriver;
   /** The references as `insertReferences` takes them (sorted, without duplicates). */
   protected abstract referenceParams(hash: string, references: string[]): ServerParam[];
-  protected abstract referencesOf(refs: Refs): string[];
+  protected abstract decodeReferences(refs: Refs): string[];
   abstract close(): Promise<void>;
 
   migrate(opts: { dryRun?: boolean } = {}): Promise<string[]> {
@@ -106,7 +139,7 @@ export abstract class ServerMetadataStore<Db, Tx, Refs> implements MetadataStore
 
   async getNarInfo(hash: string): Promise<NarInfoRecord | null> {
     const [row] = await this.rows<NarInfoRowWithRefs<Refs>>(this.pool, "narInfo", [hash]);
-    return row ? narInfoFromRow(row, this.referencesOf(row.refs)) : null;
+    return row ? narInfoFromRow(row, this.decodeReferences(row.refs)) : null;
   }
 
   async putNarInfo(rec: NarInfoRecord): Promise<void> {
@@ -137,7 +170,7 @@ export abstract class ServerMetadataStore<Db, Tx, Refs> implements MetadataStore
 
   async narInfosForNar(narKey: string): Promise<NarInfoRecord[]> {
     const rows = await this.rows<NarInfoRowWithRefs<Refs>>(this.pool, "narInfosForNar", [narKey]);
-    return rows.map((row) => narInfoFromRow(row, this.referencesOf(row.refs)));
+    return rows.map((row) => narInfoFromRow(row, this.decodeReferences(row.refs)));
   }
 
   async getNar(key: string): Promise<NarRecord | null> {
@@ -145,12 +178,80 @@ export abstract class ServerMetadataStore<Db, Tx, Refs> implements MetadataStore
     return row ? narFromRow(row) : null;
   }
 
+  /** The parameters of `narInfosByAge` (a dialect may need the time twice). */
+  protected ageParams(after: { lastAccessedAt: number; hash: string }, limit: number): ServerParam[] {
+    return [after.lastAccessedAt, after.hash, limit];
+  }
+
+  // NAR record writes first lock the stored-bytes row, then read the record they change: they
+  // commit one at a time, so each reads the size the previous one left and the figure stays
+  // exact (a new key written by two connections at once is otherwise counted twice).
   async putNar(rec: NarRecord): Promise<void> {
-    await this.changes(this.pool, "upsertNar", narValues(rec));
+    await this.write(async (tx) => {
+      await this.rows(tx, "lockStoredBytes", []);
+      const [old] = await this.rows<{ size: number }>(tx, "narSizeForUpdate", [rec.key]);
+      await this.changes(tx, "upsertNar", narValues(rec));
+      const delta = rec.size - (old ? Number(old.size) : 0);
+      if (delta !== 0) await this.changes(tx, "addStoredBytes", [delta]);
+    });
   }
 
   async deleteNar(key: string): Promise<boolean> {
-    return (await this.changes(this.pool, "deleteNar", [key])) > 0;
+    return this.write(async (tx) => {
+      await this.rows(tx, "lockStoredBytes", []);
+      const [old] = await this.rows<{ size: number }>(tx, "narSizeForUpdate", [key]);
+      if (!old || (await this.changes(tx, "deleteNar", [key])) === 0) return false;
+      await this.changes(tx, "addStoredBytes", [-Number(old.size)]);
+      return true;
+    });
+  }
+
+  async storedBytes(): Promise<number> {
+    const [row] = await this.rows<{ value: number }>(this.pool, "storedBytes", []);
+    return row ? Number(row.value) : 0;
+  }
+
+  async recountStoredBytes(): Promise<{ before: number; after: number }> {
+    return this.write(async (tx) => {
+      const [locked] = await this.rows<{ value: number }>(tx, "lockStoredBytes", []);
+      const [sum] = await this.rows<{ total: number | string }>(tx, "sumNarSizes", []);
+      const after = Number(sum!.total);
+      await this.changes(tx, "setStoredBytes", [after]);
+      return { before: locked ? Number(locked.value) : 0, after };
+    });
+  }
+
+  async narInfosByAge(limit: number, after: { lastAccessedAt: number; hash: string } = FIRST_AGE): Promise<NarInfoAge[]> {
+    return (await this.rows<NarInfoAgeRow>(this.pool, "narInfosByAge", this.ageParams(after, limit))).map(narInfoAgeFromRow);
+  }
+
+  async referencesOf(hashes: string[]): Promise<Map<string, string[]>> {
+    const unique = sortedUnique(hashes);
+    const rows: { hash: string; reference: string }[] = [];
+    for (let i = 0; i < unique.length; i += REFERENCES_BATCH) {
+      rows.push(...(await this.rows<{ hash: string; reference: string }>(this.pool, "referencesOf", [unique.slice(i, i + REFERENCES_BATCH)])));
+    }
+    return referencesByHash(hashes, rows);
+  }
+
+  async listNarInfos(limit: number, after: string = FIRST_KEY): Promise<NarInfoListing[]> {
+    return (await this.rows<NarInfoListingRow>(this.pool, "listNarInfos", [after, limit])).map(narInfoListingFromRow);
+  }
+
+  async listNars(limit: number, after: string = FIRST_KEY): Promise<NarRecord[]> {
+    return (await this.rows<NarRow>(this.pool, "listNars", [after, limit])).map(narFromRow);
+  }
+
+  async addPin(pin: Pin): Promise<boolean> {
+    return (await this.changes(this.pool, "addPin", [pin.hash, pin.storePath, pin.createdAt])) > 0;
+  }
+
+  async removePin(hash: string): Promise<boolean> {
+    return (await this.changes(this.pool, "removePin", [hash])) > 0;
+  }
+
+  async listPins(): Promise<Pin[]> {
+    return (await this.rows<PinRow>(this.pool, "listPins", [])).map(pinFromRow);
   }
 
   async touch(hashes: string[], at: number): Promise<void> {

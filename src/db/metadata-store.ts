@@ -35,6 +35,27 @@ export interface NarRecord {
   createdAt: number;
 }
 
+/** One narinfo in LRU order: eviction's unit and cursor. */
+export interface NarInfoAge {
+  hash: string;
+  narKey: string;
+  lastAccessedAt: number;
+}
+
+/** A narinfo as fsck lists it. */
+export interface NarInfoListing {
+  hash: string;
+  narKey: string;
+  upstream: string | null;
+}
+
+/** A pinned narinfo hash protects its whole closure (references, transitively) from eviction. */
+export interface Pin {
+  hash: string;
+  storePath: string;
+  createdAt: number;
+}
+
 /** Outcomes, for every method: "absent" is a value (null, false, an empty list), never a
  * throw. A throw is the database failing (unreachable, locked past its busy timeout, read-only,
  * a constraint a caller should have prevented) and carries the driver's error, its code
@@ -68,8 +89,36 @@ export interface MetadataStore {
 
   /** The record of a stored NAR, or null when there is none. */
   getNar(key: string): Promise<NarRecord | null>;
+  /** Insert or replace the record for `rec.key`; the stored-bytes figure changes in the same
+   * transaction (by the size, or by the difference from the replaced record). */
   putNar(rec: NarRecord): Promise<void>;
+  /** False when there was no record; the stored-bytes figure loses its size in the same
+   * transaction. */
   deleteNar(key: string): Promise<boolean>;
+
+  /** Sum of recorded NAR sizes: a running figure that putNar/deleteNar keep in the same
+   * transaction as their write (a replaced record adds the difference). One row read. Exact
+   * under concurrent writers on any number of connections (NAR record writes take the
+   * figure's row lock, so they commit one at a time). */
+  storedBytes(): Promise<number>;
+  /** Set the running figure to SUM(size) of the records; returns both (fsck). */
+  recountStoredBytes(): Promise<{ before: number; after: number }>;
+  /** Narinfos, least recently used first (last_accessed_at, then hash), strictly after
+   * `after`, at most `limit`: eviction walks them with this cursor. */
+  narInfosByAge(limit: number, after?: { lastAccessedAt: number; hash: string }): Promise<NarInfoAge[]>;
+  /** Direct references (store path base names, sorted) of each given narinfo hash: every
+   * hash asked for has an entry, empty when it has none or no narinfo. */
+  referencesOf(hashes: string[]): Promise<Map<string, string[]>>;
+  /** Paged listings in key order, strictly after `after` (fsck). */
+  listNarInfos(limit: number, after?: string): Promise<NarInfoListing[]>;
+  listNars(limit: number, after?: string): Promise<NarRecord[]>;
+
+  /** False when the hash was already pinned (the pin is left unchanged). */
+  addPin(pin: Pin): Promise<boolean>;
+  /** False when the hash was not pinned. */
+  removePin(hash: string): Promise<boolean>;
+  /** Every pin, oldest first. */
+  listPins(): Promise<Pin[]>;
 
   /** Batched access-time update (called from a timer, never per request): sets the access
    * time of these narinfos and of their NARs to `at`, in one transaction. Unknown hashes and

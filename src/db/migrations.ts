@@ -4,6 +4,9 @@
 import mysqlInit from "../../migrations/mysql/0001_init.sql" with { type: "text" };
 import postgresInit from "../../migrations/postgres/0001_init.sql" with { type: "text" };
 import sqliteInit from "../../migrations/sqlite/0001_init.sql" with { type: "text" };
+import mysqlSizeAndPins from "../../migrations/mysql/0002_size_and_pins.sql" with { type: "text" };
+import postgresSizeAndPins from "../../migrations/postgres/0002_size_and_pins.sql" with { type: "text" };
+import sqliteSizeAndPins from "../../migrations/sqlite/0002_size_and_pins.sql" with { type: "text" };
 
 export type Dialect = "sqlite" | "postgres" | "mysql";
 
@@ -14,9 +17,18 @@ export interface Migration {
 }
 
 const MIGRATIONS: Record<Dialect, readonly Migration[]> = {
-  sqlite: [{ name: "0001_init", sql: sqliteInit }],
-  postgres: [{ name: "0001_init", sql: postgresInit }],
-  mysql: [{ name: "0001_init", sql: mysqlInit }],
+  sqlite: [
+    { name: "0001_init", sql: sqliteInit },
+    { name: "0002_size_and_pins", sql: sqliteSizeAndPins },
+  ],
+  postgres: [
+    { name: "0001_init", sql: postgresInit },
+    { name: "0002_size_and_pins", sql: postgresSizeAndPins },
+  ],
+  mysql: [
+    { name: "0001_init", sql: mysqlInit },
+    { name: "0002_size_and_pins", sql: mysqlSizeAndPins },
+  ],
 };
 
 export function migrationsFor(dialect: Dialect): Migration[] {

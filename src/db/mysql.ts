@@ -7,7 +7,7 @@ import mysql from "mysql2/promise";
 import type { ServerUrl } from "./database-url.ts";
 import { connectChecked, ServerMetadataStore, type MigrationDriver, type ServerParam, type ServerQueries, type ServerQueryName } from "./engine.ts";
 import { migrationsFor, type Migration } from "./migrations.ts";
-import { DEFAULT_CONNECT_TIMEOUT_SECONDS, NARINFO_COLUMNS, poolSizes, retryAborted, type PoolSettings } from "./rows.ts";
+import { DEFAULT_CONNECT_TIMEOUT_SECONDS, NARINFO_COLUMNS, poolSizes, retryAborted, STORED_BYTES, type PoolSettings } from "./rows.ts";
 
 const NARINFO_VALUES = "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?";
 /** a narinfo row with its references, read in one statement (one snapshot); JSON_ARRAYAGG
@@ -49,10 +49,44 @@ export const MYSQL_QUERIES = {
   // an IN (subquery) in an UPDATE may scan nars)
   touchNarsOfNarInfos: `UPDATE nars JOIN narinfos ON narinfos.nar_key = nars.\`key\`
     SET nars.last_accessed_at = GREATEST(nars.last_accessed_at, ?) WHERE narinfos.hash IN (?)`,
+  lockStoredBytes: `SELECT value FROM stats WHERE name = '${STORED_BYTES}' FOR UPDATE`,
+  // a locking read: it sees the latest committed row, not the transaction's snapshot
+  narSizeForUpdate: "SELECT size FROM nars WHERE `key` = ? FOR UPDATE",
+  storedBytes: `SELECT value FROM stats WHERE name = '${STORED_BYTES}'`,
+  addStoredBytes: `UPDATE stats SET value = value + ? WHERE name = '${STORED_BYTES}'`,
+  setStoredBytes: `INSERT INTO stats (name, value) VALUES ('${STORED_BYTES}', ?) ON DUPLICATE KEY UPDATE value = VALUES(value)`,
+  /** fsck only: the one statement that reads every NAR record */
+  sumNarSizes: "SELECT COALESCE(SUM(size), 0) AS total FROM nars",
+  /** `query` (LIMIT takes no prepared parameter everywhere); the time comes twice (the range
+   * on the index, then the tie-break on hash, which the index holds as its primary key part) */
+  narInfosByAge: `SELECT hash, nar_key, last_accessed_at FROM narinfos
+    WHERE last_accessed_at >= ? AND (last_accessed_at > ? OR hash > ?)
+    ORDER BY last_accessed_at, hash LIMIT ?`,
+  /** `query`: the `?` takes the list of hashes */
+  referencesOf: "SELECT hash, reference FROM narinfo_references WHERE hash IN (?)",
+  /** `query`, for the LIMIT */
+  listNarInfos: "SELECT hash, nar_key, upstream FROM narinfos WHERE hash > ? ORDER BY hash LIMIT ?",
+  /** `query`, for the LIMIT */
+  listNars: "SELECT `key`, size, file_hash, nar_hash, created_at FROM nars WHERE `key` > ? ORDER BY `key` LIMIT ?",
+  addPin: "INSERT INTO pins (hash, store_path, created_at) VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE hash = hash",
+  removePin: "DELETE FROM pins WHERE hash = ?",
+  listPins: "SELECT hash, store_path, created_at FROM pins ORDER BY created_at, hash",
   config: "SELECT value FROM config WHERE `key` = ?",
   setConfig: "INSERT INTO config (`key`, value) VALUES (?, ?) ON DUPLICATE KEY UPDATE value = VALUES(value)",
   insertConfigIfAbsent: "INSERT INTO config (`key`, value) VALUES (?, ?) ON DUPLICATE KEY UPDATE `key` = `key`",
 } as const satisfies ServerQueries;
+
+/** Statements run with `query` (parameters expanded client-side): a `?` takes a list, or a
+ * LIMIT, which prepared statements take as a number on some servers only. */
+const CLIENT_SIDE = new Set<ServerQueryName>([
+  "insertReferences",
+  "touchNarInfos",
+  "touchNarsOfNarInfos",
+  "narInfosByAge",
+  "referencesOf",
+  "listNarInfos",
+  "listNars",
+]);
 
 type Db = mysql.Pool | mysql.PoolConnection | mysql.Connection;
 /** JSON_ARRAYAGG comes back parsed (MySQL's JSON type) or as text (MariaDB), NULL for none. */
@@ -135,9 +169,7 @@ export class MysqlMetadataStore extends ServerMetadataStore<mysql.Pool, mysql.Po
 
   private async run(db: Db, name: ServerQueryName, params: ServerParam[]): Promise<unknown> {
     try {
-      // statements whose `?` takes a list are expanded client-side; the rest are prepared
-      const listParam = name === "insertReferences" || name === "touchNarInfos" || name === "touchNarsOfNarInfos";
-      const [result] = listParam ? await db.query(MYSQL_QUERIES[name], params) : await db.execute(MYSQL_QUERIES[name], params as never);
+      const [result] = CLIENT_SIDE.has(name) ? await db.query(MYSQL_QUERIES[name], params) : await db.execute(MYSQL_QUERIES[name], params as never);
       return result;
     } catch (err) {
       if ((err as { errno?: number }).errno === 1146) {
@@ -174,11 +206,15 @@ export class MysqlMetadataStore extends ServerMetadataStore<mysql.Pool, mysql.Po
     });
   }
 
+  protected override ageParams(after: { lastAccessedAt: number; hash: string }, limit: number): ServerParam[] {
+    return [after.lastAccessedAt, after.lastAccessedAt, after.hash, limit];
+  }
+
   protected referenceParams(hash: string, references: string[]): ServerParam[] {
     return [references.map((ref) => [hash, ref])];
   }
 
-  protected referencesOf(refs: Refs): string[] {
+  protected decodeReferences(refs: Refs): string[] {
     if (refs === null) return [];
     return typeof refs === "string" ? (JSON.parse(refs) as string[]) : refs;
   }

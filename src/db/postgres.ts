@@ -6,7 +6,7 @@ import postgres from "postgres";
 import type { ServerUrl } from "./database-url.ts";
 import { connectChecked, ServerMetadataStore, type MigrationDriver, type MigrationSession, type ServerParam, type ServerQueries, type ServerQueryName } from "./engine.ts";
 import { migrationsFor, type Migration } from "./migrations.ts";
-import { DEFAULT_CONNECT_TIMEOUT_SECONDS, NARINFO_COLUMNS, poolSizes, retryAborted, type PoolSettings } from "./rows.ts";
+import { DEFAULT_CONNECT_TIMEOUT_SECONDS, NARINFO_COLUMNS, poolSizes, retryAborted, STORED_BYTES, type PoolSettings } from "./rows.ts";
 
 const NARINFO_VALUES = "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13";
 /** a narinfo row with its references, read in one statement (one snapshot) */
@@ -41,6 +41,21 @@ export const POSTGRES_QUERIES = {
   // the NAR a narinfo names is what LRU eviction frees, so its access time follows
   touchNarsOfNarInfos: `UPDATE nars SET last_accessed_at = GREATEST(nars.last_accessed_at, $1)
     FROM narinfos WHERE narinfos.nar_key = nars.key AND narinfos.hash = ANY($2::text[])`,
+  lockStoredBytes: `SELECT value FROM stats WHERE name = '${STORED_BYTES}' FOR UPDATE`,
+  narSizeForUpdate: "SELECT size FROM nars WHERE key = $1 FOR UPDATE",
+  storedBytes: `SELECT value FROM stats WHERE name = '${STORED_BYTES}'`,
+  addStoredBytes: `UPDATE stats SET value = value + $1 WHERE name = '${STORED_BYTES}'`,
+  setStoredBytes: `INSERT INTO stats (name, value) VALUES ('${STORED_BYTES}', $1) ON CONFLICT (name) DO UPDATE SET value = excluded.value`,
+  /** fsck only: the one statement that reads every NAR record */
+  sumNarSizes: "SELECT COALESCE(SUM(size), 0) AS total FROM nars",
+  narInfosByAge: `SELECT hash, nar_key, last_accessed_at FROM narinfos WHERE (last_accessed_at, hash) > ($1, $2)
+    ORDER BY last_accessed_at, hash LIMIT $3`,
+  referencesOf: "SELECT hash, reference FROM narinfo_references WHERE hash = ANY($1::text[])",
+  listNarInfos: "SELECT hash, nar_key, upstream FROM narinfos WHERE hash > $1 ORDER BY hash LIMIT $2",
+  listNars: "SELECT key, size, file_hash, nar_hash, created_at FROM nars WHERE key > $1 ORDER BY key LIMIT $2",
+  addPin: "INSERT INTO pins (hash, store_path, created_at) VALUES ($1, $2, $3) ON CONFLICT (hash) DO NOTHING",
+  removePin: "DELETE FROM pins WHERE hash = $1",
+  listPins: "SELECT hash, store_path, created_at FROM pins ORDER BY created_at, hash",
   config: "SELECT value FROM config WHERE key = $1",
   setConfig: "INSERT INTO config (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
   insertConfigIfAbsent: "INSERT INTO config (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
@@ -161,7 +176,7 @@ export class PostgresMetadataStore extends ServerMetadataStore<Sql, Tx, string[]
     return [hash, references];
   }
 
-  protected referencesOf(refs: string[]): string[] {
+  protected decodeReferences(refs: string[]): string[] {
     return refs;
   }
 

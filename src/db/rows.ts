@@ -1,7 +1,7 @@
 /** What the engines share: the shape of their rows and how a row becomes a record; for the
  * two server engines (postgres, mysql) also pool sizes and the retry of a write transaction
  * the server chose to abort. */
-import type { NarInfoRecord, NarRecord } from "./metadata-store.ts";
+import type { NarInfoAge, NarInfoListing, NarInfoRecord, NarRecord, Pin } from "./metadata-store.ts";
 
 /** Connection pool size; 0 or absent means the engine's default. */
 export interface PoolSettings {
@@ -67,6 +67,52 @@ export function narInfoFromRow(row: NarInfoRow, references: readonly string[]): 
 
 export function narFromRow(row: NarRow): NarRecord {
   return { key: row.key, size: Number(row.size), fileHash: row.file_hash, narHash: row.nar_hash, createdAt: Number(row.created_at) };
+}
+
+/** The `after` of a first page: before every row (keys are never empty, times never negative),
+ * so every paged listing is one statement. */
+export const FIRST_AGE = { lastAccessedAt: Number.MIN_SAFE_INTEGER, hash: "" } as const;
+export const FIRST_KEY = "";
+
+/** The name of the running stored-bytes figure in the stats table. */
+export const STORED_BYTES = "stored_bytes";
+
+export interface NarInfoAgeRow {
+  hash: string;
+  nar_key: string;
+  last_accessed_at: number;
+}
+
+export function narInfoAgeFromRow(row: NarInfoAgeRow): NarInfoAge {
+  return { hash: row.hash, narKey: row.nar_key, lastAccessedAt: Number(row.last_accessed_at) };
+}
+
+export interface NarInfoListingRow {
+  hash: string;
+  nar_key: string;
+  upstream: string | null;
+}
+
+export function narInfoListingFromRow(row: NarInfoListingRow): NarInfoListing {
+  return { hash: row.hash, narKey: row.nar_key, upstream: row.upstream };
+}
+
+export interface PinRow {
+  hash: string;
+  store_path: string;
+  created_at: number;
+}
+
+export function pinFromRow(row: PinRow): Pin {
+  return { hash: row.hash, storePath: row.store_path, createdAt: Number(row.created_at) };
+}
+
+/** Each hash asked for, with its references (sorted) from `rows` of (hash, reference). */
+export function referencesByHash(hashes: readonly string[], rows: readonly { hash: string; reference: string }[]): Map<string, string[]> {
+  const out = new Map<string, string[]>(hashes.map((h) => [h, []]));
+  for (const r of rows) out.get(r.hash)?.push(r.reference);
+  for (const refs of out.values()) refs.sort();
+  return out;
 }
 
 /** Keys without duplicates, in a fixed order (so concurrent writers lock rows alike). */

@@ -4,9 +4,27 @@
  * busy_timeout. */
 import { Database, type Statement } from "bun:sqlite";
 import { chmodSync, closeSync, openSync } from "node:fs";
-import type { MetadataStore, NarInfoRecord, NarRecord } from "./metadata-store.ts";
+import type { MetadataStore, NarInfoAge, NarInfoListing, NarInfoRecord, NarRecord, Pin } from "./metadata-store.ts";
 import { migrateUnderLock, type MigrationDriver } from "./engine.ts";
-import { NARINFO_COLUMNS, narFromRow, narInfoFromRow, narInfoValues, narValues, type NarInfoRow, type NarRow } from "./rows.ts";
+import {
+  FIRST_AGE,
+  FIRST_KEY,
+  NARINFO_COLUMNS,
+  narFromRow,
+  narInfoAgeFromRow,
+  narInfoFromRow,
+  narInfoListingFromRow,
+  narInfoValues,
+  narValues,
+  pinFromRow,
+  referencesByHash,
+  STORED_BYTES,
+  type NarInfoAgeRow,
+  type NarInfoListingRow,
+  type NarInfoRow,
+  type NarRow,
+  type PinRow,
+} from "./rows.ts";
 import { migrationStatusOf, migrationsFor, type Migration } from "./migrations.ts";
 
 const NARINFO_VALUES = "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?";
@@ -38,6 +56,19 @@ export const SQLITE_QUERIES = {
   // the NAR a narinfo names is what LRU eviction frees, so its access time follows
   touchNarOfNarInfo: `UPDATE nars SET last_accessed_at = max(last_accessed_at, ?)
     WHERE key = (SELECT nar_key FROM narinfos WHERE hash = ?)`,
+  storedBytes: `SELECT value FROM stats WHERE name = '${STORED_BYTES}'`,
+  addStoredBytes: `UPDATE stats SET value = value + ? WHERE name = '${STORED_BYTES}'`,
+  setStoredBytes: `INSERT INTO stats (name, value) VALUES ('${STORED_BYTES}', ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value`,
+  /** fsck only: the one statement that reads every NAR record */
+  sumNarSizes: "SELECT COALESCE(SUM(size), 0) AS total FROM nars",
+  narInfosByAge: `SELECT hash, nar_key, last_accessed_at FROM narinfos WHERE (last_accessed_at, hash) > (?, ?)
+    ORDER BY last_accessed_at, hash LIMIT ?`,
+  listNarInfos: "SELECT hash, nar_key, upstream FROM narinfos WHERE hash > ? ORDER BY hash LIMIT ?",
+  listNars: "SELECT key, size, file_hash, nar_hash, created_at FROM nars WHERE key > ? ORDER BY key LIMIT ?",
+  addPin: "INSERT INTO pins (hash, store_path, created_at) VALUES (?, ?, ?) ON CONFLICT (hash) DO NOTHING",
+  removePin: "DELETE FROM pins WHERE hash = ?",
+  /** every pin: a short table, read whole */
+  listPins: "SELECT hash, store_path, created_at FROM pins ORDER BY created_at, hash",
   config: "SELECT value FROM config WHERE key = ?",
   setConfig: "INSERT INTO config (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
   insertConfigIfAbsent: "INSERT INTO config (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
@@ -192,11 +223,79 @@ export class SqliteMetadataStore implements MetadataStore {
   }
 
   async putNar(rec: NarRecord): Promise<void> {
-    this.q.upsertNar.run(...narValues(rec));
+    const q = this.q;
+    this.db
+      .transaction(() => {
+        const old = q.nar.get(rec.key) as NarRow | null;
+        q.upsertNar.run(...narValues(rec));
+        const delta = rec.size - (old ? Number(old.size) : 0);
+        if (delta !== 0) q.addStoredBytes.run(delta);
+      })
+      .immediate();
   }
 
   async deleteNar(key: string): Promise<boolean> {
-    return this.q.deleteNar.run(key).changes > 0;
+    const q = this.q;
+    return this.db
+      .transaction(() => {
+        const old = q.nar.get(key) as NarRow | null;
+        if (!old || q.deleteNar.run(key).changes === 0) return false;
+        q.addStoredBytes.run(-Number(old.size));
+        return true;
+      })
+      .immediate();
+  }
+
+  async storedBytes(): Promise<number> {
+    const row = this.q.storedBytes.get() as { value: number } | null;
+    return row ? Number(row.value) : 0;
+  }
+
+  async recountStoredBytes(): Promise<{ before: number; after: number }> {
+    const q = this.q;
+    return this.db
+      .transaction(() => {
+        const before = (q.storedBytes.get() as { value: number } | null)?.value ?? 0;
+        const after = Number((q.sumNarSizes.get() as { total: number }).total);
+        q.setStoredBytes.run(after);
+        return { before: Number(before), after };
+      })
+      .immediate();
+  }
+
+  async narInfosByAge(limit: number, after: { lastAccessedAt: number; hash: string } = FIRST_AGE): Promise<NarInfoAge[]> {
+    const rows = this.q.narInfosByAge.all(after.lastAccessedAt, after.hash, limit) as NarInfoAgeRow[];
+    return rows.map(narInfoAgeFromRow);
+  }
+
+  async referencesOf(hashes: string[]): Promise<Map<string, string[]>> {
+    const q = this.q;
+    return this.db
+      .transaction(() => {
+        const rows = hashes.flatMap((hash) => (q.references.all(hash) as { reference: string }[]).map((r) => ({ hash, reference: r.reference })));
+        return referencesByHash(hashes, rows);
+      })
+      .deferred();
+  }
+
+  async listNarInfos(limit: number, after: string = FIRST_KEY): Promise<NarInfoListing[]> {
+    return (this.q.listNarInfos.all(after, limit) as NarInfoListingRow[]).map(narInfoListingFromRow);
+  }
+
+  async listNars(limit: number, after: string = FIRST_KEY): Promise<NarRecord[]> {
+    return (this.q.listNars.all(after, limit) as NarRow[]).map(narFromRow);
+  }
+
+  async addPin(pin: Pin): Promise<boolean> {
+    return this.q.addPin.run(pin.hash, pin.storePath, pin.createdAt).changes > 0;
+  }
+
+  async removePin(hash: string): Promise<boolean> {
+    return this.q.removePin.run(hash).changes > 0;
+  }
+
+  async listPins(): Promise<Pin[]> {
+    return (this.q.listPins.all() as PinRow[]).map(pinFromRow);
   }
 
   async touch(hashes: string[], at: number): Promise<void> {

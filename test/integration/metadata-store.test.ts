@@ -6,7 +6,7 @@ import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { MetadataStore, NarInfoRecord, NarRecord } from "../../src/db/metadata-store.ts";
-import { migrationsFor } from "../../src/db/migrations.ts";
+import { migrationsFor, type Migration } from "../../src/db/migrations.ts";
 import { parseDatabaseUrl, type ServerUrl } from "../../src/db/database-url.ts";
 import { MYSQL_QUERIES, MysqlMetadataStore } from "../../src/db/mysql.ts";
 import { DatabaseOpenError, openMetadataStore } from "../../src/db/open.ts";
@@ -17,8 +17,11 @@ import { testIf } from "../helpers/prereq.ts";
 
 /** One empty database per test. */
 interface MetadataStoreHarness {
-  /** a new connection (MetadataStore instance) to this harness's database, not migrated */
-  connect(): Promise<MetadataStore>;
+  /** a new connection (MetadataStore instance) to this harness's database, not migrated;
+   * `migrations` replaces the embedded list (to start from an older schema) */
+  connect(migrations?: Migration[]): Promise<MetadataStore>;
+  /** run one statement directly (to set up what the interface never writes) */
+  exec(sql: string): Promise<void>;
   /** read last-access times directly (the interface has no getter: only eviction reads them) */
   lastAccessedAt(table: "narinfos" | "nars", key: string): Promise<number | null>;
   cleanup(): Promise<void>;
@@ -316,6 +319,153 @@ function describeMetadataStore(name: string, makeHarness: () => Promise<Metadata
       expect(a).toBe(b);
       expect(await store.getConfig("key")).toBe(a);
     });
+
+    // ---- issue 12: stored bytes, LRU order, references, listings, pins ----
+
+    test("migration 0002 starts the stored-bytes figure at the sum of the NARs already recorded", async () => {
+      const fresh = await makeHarness();
+      const [first] = migrationsFor(store.dialect);
+      const old = await fresh.connect([first!]);
+      try {
+        await old.migrate();
+        // written by the schema-1 ncps: no stats table to keep
+        await fresh.exec(
+          `INSERT INTO nars (${store.dialect === "mysql" ? "`key`" : "key"}, size, file_hash, nar_hash, created_at, last_accessed_at)
+           VALUES ('nar/a.nar', 1000, NULL, 'sha256:x', 1, 1), ('nar/b.nar', 2500000000, NULL, 'sha256:y', 1, 1)`,
+        );
+        const current = await fresh.connect();
+        try {
+          expect(await current.migrate()).toEqual(["0002_size_and_pins"]);
+          expect(await current.storedBytes()).toBe(2_500_001_000);
+        } finally {
+          await current.close();
+        }
+      } finally {
+        await old.close();
+        await fresh.cleanup();
+      }
+    });
+
+    test("storedBytes follows puts, replacements and deletes of NAR records", async () => {
+      expect(await store.storedBytes()).toBe(0);
+      await store.putNar(nar("nar/a.nar", { size: 100 }));
+      await store.putNar(nar("nar/b.nar", { size: 5_000_000_000 }));
+      expect(await store.storedBytes()).toBe(5_000_000_100);
+      await store.putNar(nar("nar/a.nar", { size: 40 })); // replaced: the difference
+      expect(await store.storedBytes()).toBe(5_000_000_040);
+      await store.putNar(nar("nar/a.nar", { size: 40 })); // same size: unchanged
+      expect(await store.storedBytes()).toBe(5_000_000_040);
+      expect(await store.deleteNar("nar/b.nar")).toBe(true);
+      expect(await store.deleteNar("nar/b.nar")).toBe(false); // nothing to take away twice
+      expect(await store.storedBytes()).toBe(40);
+      expect(await store.recountStoredBytes()).toEqual({ before: 40, after: 40 });
+    });
+
+    test("recountStoredBytes sets the figure to the sum of the records and returns both", async () => {
+      await store.putNar(nar("nar/a.nar", { size: 100 }));
+      await store.putNar(nar("nar/b.nar", { size: 23 }));
+      await harness.exec("UPDATE stats SET value = 999 WHERE name = 'stored_bytes'");
+      expect(await store.storedBytes()).toBe(999);
+      expect(await store.recountStoredBytes()).toEqual({ before: 999, after: 123 });
+      expect(await store.storedBytes()).toBe(123);
+    });
+
+    test("two connections: concurrent puts, replacements and deletes keep storedBytes exact", async () => {
+      const other = await connect();
+      const keys = Array.from({ length: 12 }, (_, i) => `nar/${hashOf(500 + i)}.nar`);
+      const ops: Promise<unknown>[] = [];
+      // every key is written by both connections, replaced with other sizes and deleted, all
+      // at once: the same new key inserted twice, a replacement racing a delete...
+      for (let round = 0; round < 6; round++) {
+        keys.forEach((key, i) => {
+          const [a, b] = round % 2 === 0 ? [store, other] : [other, store];
+          ops.push(a.putNar(nar(key, { size: 1000 + i * 7 + round })));
+          ops.push(b.putNar(nar(key, { size: 3_000_000_000 + i + round * 11 })));
+          if ((i + round) % 3 === 0) ops.push(a.deleteNar(key));
+          if ((i + round) % 4 === 0) ops.push(b.deleteNar(key));
+        });
+      }
+      await Promise.all(ops);
+      let sum = 0;
+      for (const key of keys) sum += (await store.getNar(key))?.size ?? 0;
+      expect(await store.storedBytes()).toBe(sum);
+      expect(await other.storedBytes()).toBe(sum);
+      expect(await store.recountStoredBytes()).toEqual({ before: sum, after: sum });
+    });
+
+    test("narInfosByAge: least recently used first, ties by hash, paged by a cursor", async () => {
+      const recs = [0, 1, 2, 3, 4, 5, 6].map((i) => narInfo(600 + i, { createdAt: 1000 }));
+      for (const r of recs) await store.putNarInfo(r);
+      await store.touch([recs[0]!.hash], 9000);
+      await store.touch([recs[1]!.hash, recs[2]!.hash], 5000);
+      const expected = [
+        ...recs.slice(3).map((r) => ({ hash: r.hash, narKey: r.narKey, lastAccessedAt: 1000 })).sort((x, y) => (x.hash < y.hash ? -1 : 1)),
+        ...[recs[1]!, recs[2]!].map((r) => ({ hash: r.hash, narKey: r.narKey, lastAccessedAt: 5000 })).sort((x, y) => (x.hash < y.hash ? -1 : 1)),
+        { hash: recs[0]!.hash, narKey: recs[0]!.narKey, lastAccessedAt: 9000 },
+      ];
+      expect(await store.narInfosByAge(100)).toEqual(expected);
+      // pages of 2 (a page ends inside each group of ties) walk the same order
+      const paged: unknown[] = [];
+      let after: { lastAccessedAt: number; hash: string } | undefined;
+      for (;;) {
+        const page = await store.narInfosByAge(2, after);
+        if (page.length === 0) break;
+        expect(page.length).toBeLessThanOrEqual(2);
+        paged.push(...page);
+        after = page.at(-1)!;
+      }
+      expect(paged).toEqual(expected);
+    });
+
+    test("referencesOf gives each hash its direct references, empty for none or unknown", async () => {
+      const a = narInfo(700, { references: [`${hashOf(2)}-b`, `${hashOf(1)}-a`] });
+      const b = narInfo(701, { references: [] });
+      await store.putNarInfo(a);
+      await store.putNarInfo(b);
+      const refs = await store.referencesOf([a.hash, b.hash, hashOf(702)]);
+      expect(refs).toEqual(
+        new Map([
+          [a.hash, [`${hashOf(1)}-a`, `${hashOf(2)}-b`].sort()],
+          [b.hash, []],
+          [hashOf(702), []],
+        ]),
+      );
+      expect(await store.referencesOf([])).toEqual(new Map());
+      // more hashes than one statement takes
+      const many = Array.from({ length: 2500 }, (_, i) => hashOf(10_000 + i));
+      const all = await store.referencesOf([...many, a.hash]);
+      expect(all.size).toBe(2501);
+      expect(all.get(a.hash)).toEqual(refs.get(a.hash)!);
+    });
+
+    test("listNarInfos and listNars page in key order", async () => {
+      const recs = [0, 1, 2, 3, 4].map((i) => narInfo(800 + i, { upstream: i === 0 ? null : "https://u" }));
+      for (const r of recs) await store.putNarInfo(r);
+      const byHash = [...recs].sort((x, y) => (x.hash < y.hash ? -1 : 1));
+      const first = await store.listNarInfos(3);
+      expect(first).toEqual(byHash.slice(0, 3).map((r) => ({ hash: r.hash, narKey: r.narKey, upstream: r.upstream })));
+      const rest = await store.listNarInfos(3, first.at(-1)!.hash);
+      expect(rest.map((r) => r.hash)).toEqual(byHash.slice(3).map((r) => r.hash));
+      expect(await store.listNarInfos(3, byHash.at(-1)!.hash)).toEqual([]);
+
+      const nars = ["nar/c.nar", "nar/a.nar", "nar/b.nar"].map((k, i) => nar(k, { size: i + 1 }));
+      for (const n of nars) await store.putNar(n);
+      expect((await store.listNars(2)).map((n) => n.key)).toEqual(["nar/a.nar", "nar/b.nar"]);
+      expect(await store.listNars(2, "nar/b.nar")).toEqual([nars[0]!]);
+    });
+
+    test("pins: add once, list oldest first, remove once", async () => {
+      const a = { hash: hashOf(900), storePath: `/nix/store/${hashOf(900)}-a`, createdAt: 2000 };
+      const b = { hash: hashOf(901), storePath: `/nix/store/${hashOf(901)}-b`, createdAt: 1000 };
+      expect(await store.listPins()).toEqual([]);
+      expect(await store.addPin(a)).toBe(true);
+      expect(await store.addPin(b)).toBe(true);
+      expect(await store.addPin({ ...a, createdAt: 5 })).toBe(false); // left unchanged
+      expect(await store.listPins()).toEqual([b, a]);
+      expect(await store.removePin(a.hash)).toBe(true);
+      expect(await store.removePin(a.hash)).toBe(false);
+      expect(await store.listPins()).toEqual([b]);
+    });
   });
 }
 
@@ -326,7 +476,15 @@ async function sqliteHarness(): Promise<MetadataStoreHarness & { path: string }>
   const path = join(dir, "db.sqlite");
   return {
     path,
-    connect: async () => new SqliteMetadataStore(path),
+    connect: async (migrations) => new SqliteMetadataStore(path, migrations),
+    exec: async (sql) => {
+      const raw = new Database(path);
+      try {
+        raw.run(sql);
+      } finally {
+        raw.close();
+      }
+    },
     lastAccessedAt: async (table, key) => {
       const raw = new Database(path, { readonly: true });
       try {
@@ -372,7 +530,10 @@ describe("sqlite specifics", () => {
   });
 
   test("no statement the store runs scans a table", () => {
+    // the two that read a whole table by design: fsck's recount, and the (short) pin list
+    const whole = new Set(["sumNarSizes", "listPins"]);
     for (const [name, sql] of Object.entries(SQLITE_QUERIES)) {
+      if (whole.has(name)) continue;
       const details = plan(sql);
       for (const d of details) expect(`${name}: ${d}`).not.toMatch(/: SCAN /);
     }
@@ -382,6 +543,10 @@ describe("sqlite specifics", () => {
   test("the LRU order by last access is served by an index", () => {
     expect(plan("SELECT key FROM nars ORDER BY last_accessed_at LIMIT 100").join()).toContain("nars_last_accessed_at");
     expect(plan("SELECT hash FROM narinfos ORDER BY last_accessed_at LIMIT 100").join()).toContain("narinfos_last_accessed_at");
+    // eviction's cursor: a range on the index, in its order (no sort of the rest of the table)
+    const byAge = plan(SQLITE_QUERIES.narInfosByAge).join();
+    expect(byAge).toContain("narinfos_last_accessed_at");
+    expect(byAge).not.toContain("TEMP B-TREE");
   });
 
   test("the file is in WAL mode and foreign keys are enforced (references cascade)", async () => {
@@ -530,9 +695,10 @@ describe("openMetadataStore (sqlite)", () => {
 
 // ---- postgres and mysql ---------------------------------------------------------------
 
-function openServerStore(dialect: ServerDialect, url: string): Promise<MetadataStore> {
+function openServerStore(dialect: ServerDialect, url: string, migrations?: Migration[]): Promise<MetadataStore> {
   const target = parseDatabaseUrl(url) as ServerUrl;
-  return dialect === "postgres" ? PostgresMetadataStore.open(target) : MysqlMetadataStore.open(target);
+  const opts = migrations ? { migrations } : {};
+  return dialect === "postgres" ? PostgresMetadataStore.open(target, opts) : MysqlMetadataStore.open(target, opts);
 }
 
 /** the placeholder of the first parameter, and the quoted `key` column, per dialect */
@@ -546,7 +712,10 @@ function serverHarness(dialect: ServerDialect, serverUrl: string): () => Promise
     const db = await createTestDatabase(serverUrl);
     const { param, key } = SQL_SPELLING[dialect];
     return {
-      connect: () => openServerStore(dialect, db.url),
+      connect: (migrations) => openServerStore(dialect, db.url, migrations),
+      exec: async (sql) => {
+        await db.query(sql);
+      },
       lastAccessedAt: async (table, k) => {
         const column = table === "narinfos" ? "hash" : key;
         const [row] = await db.query<{ at: number | string }>(`SELECT last_accessed_at AS at FROM ${table} WHERE ${column} = ${param}`, [k]);
@@ -610,6 +779,14 @@ function describeServerSpecifics(dialect: ServerDialect, serverUrl: string) {
       await store.setConfig("key", "lower");
       expect(await store.getConfig("Key")).toBe("upper");
       expect(await store.getConfig("key")).toBe("lower");
+    });
+
+    test("eviction's LRU cursor reads through the last_accessed_at index", async () => {
+      const sql = dialect === "postgres" ? POSTGRES_QUERIES.narInfosByAge : MYSQL_QUERIES.narInfosByAge;
+      // a page from a cursor late in the table, as most pages of a pass are
+      const at = narInfo(240).createdAt;
+      const params = dialect === "postgres" ? [at, "", 10] : [at, at, "", 10];
+      expect((await indexesUsed(sql, params)).join()).toContain("narinfos_last_accessed_at");
     });
 
     test("a query before migrating says to run ncps migrate", async () => {
