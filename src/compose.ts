@@ -32,6 +32,7 @@ export interface RunningNcps {
   url: string;
   port: number;
   cache: Cache;
+  pins: Pins;
   publicKey: string;
   stop(): Promise<void>;
 }
@@ -189,6 +190,7 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
       url,
       port: server.port!,
       cache,
+      pins,
       publicKey: cache.publicKey,
       stop: async () => {
         await server.stop(true);

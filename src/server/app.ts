@@ -2,6 +2,7 @@
  * wrapper parses the path once, authorises the route it names, runs the handler, maps errors
  * to statuses, and is where request observers (access log, metrics, traces) attach. */
 import type { Cache } from "../cache/cache.ts";
+import type { Pins } from "../cache/pins.ts";
 import type { Uploads } from "../cache/uploads.ts";
 import type { Logger } from "../telemetry/logger.ts";
 import { createAuthGuard, type AuthOptions } from "./auth.ts";
@@ -9,12 +10,14 @@ import { getCacheInfo, getHealth, getPublicKey, getSummary } from "./cache-info.
 import { errorResponse, notFound, textResponse } from "./errors.ts";
 import { getNar } from "./nar.ts";
 import { getNarInfo } from "./narinfo.ts";
+import { deletePin, getPins, postPin } from "./pins.ts";
 import { requestSegments, Router, type Route } from "./router.ts";
 import { deleteNar, deleteNarInfo, getLog, putCacheInfo, putLog, putNar, putNarInfo, type WritePolicy } from "./write.ts";
 
 export interface ServerDeps {
   cache: Cache;
   uploads: Uploads;
+  pins: Pins;
   hostname: string;
   policy: WritePolicy;
   auth: AuthOptions;
@@ -30,7 +33,8 @@ export interface RequestObserver {
 }
 
 /** Table order decides between patterns that fit the same path: literals first. */
-export function routeTable({ cache, uploads, hostname, policy }: ServerDeps): Route[] {
+export function routeTable({ cache, uploads, pins, hostname, policy, auth }: ServerDeps): Route[] {
+  const pinPolicy = { tokenRequired: Boolean(auth.getToken || auth.putToken), policy };
   return [
     { name: "health", method: "GET", pattern: "/healthz", access: "open", handler: getHealth() },
     { name: "cache-info", method: "GET", pattern: "/nix-cache-info", access: "read", handler: getCacheInfo(cache) },
@@ -42,6 +46,9 @@ export function routeTable({ cache, uploads, hostname, policy }: ServerDeps): Ro
     { name: "nar", method: "DELETE", pattern: "/nar/:file", uploadPrefix: true, access: "write", handler: deleteNar(uploads, policy) },
     { name: "log", method: "GET", pattern: "/log/:drv", access: "read", handler: getLog(uploads) },
     { name: "log", method: "PUT", pattern: "/log/:drv", access: "write", handler: putLog(uploads, policy) },
+    { name: "pins", method: "GET", pattern: "/pins", access: "write", handler: getPins(pins, pinPolicy) },
+    { name: "pin", method: "POST", pattern: "/pin/:name", access: "write", handler: postPin(pins, pinPolicy) },
+    { name: "pin", method: "DELETE", pattern: "/pin/:name", access: "write", handler: deletePin(pins, pinPolicy) },
     { name: "narinfo", method: "GET", pattern: "/:name", uploadPrefix: true, access: "read", handler: getNarInfo(cache) },
     { name: "narinfo", method: "PUT", pattern: "/:name", uploadPrefix: true, access: "write", handler: putNarInfo(uploads, policy) },
     { name: "narinfo", method: "DELETE", pattern: "/:name", uploadPrefix: true, access: "write", handler: deleteNarInfo(uploads, policy) },

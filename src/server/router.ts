@@ -3,7 +3,7 @@
 import { NixFormatError } from "../nix/errors.ts";
 
 /** GET routes also answer HEAD, with the same handler told not to send a body. */
-export type RouteMethod = "GET" | "PUT" | "DELETE";
+export type RouteMethod = "GET" | "PUT" | "POST" | "DELETE";
 
 /** open: anyone; read: the read token (or the write token); write: the write token. */
 export type Access = "open" | "read" | "write";

@@ -62,6 +62,8 @@ describe("request targets and the tokens", () => {
     "/pubkey",
     "/",
     `/log/${path.storePath.slice("/nix/store/".length)}.drv`,
+    "/pins",
+    `/pin/${path.hash}.narinfo`,
     "/unknown/thing",
   ];
 
