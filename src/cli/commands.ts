@@ -1,6 +1,6 @@
-/** The commands: `serve`, `migrate up`, `migrate status`. Thin: parse, build Config, call
+/** The commands: `serve`, `migrate up`, `migrate status`, `pin add|rm|ls`. Thin: parse, build Config, call
  * src/cli/serve.ts and migrate.ts (imported lazily so `--help` and config errors never load the server). */
-import { optionsFor } from "../config/options.ts";
+import { optionByKey, optionsFor } from "../config/options.ts";
 import type { Config } from "../config/options.ts";
 import { flagSpecsOf } from "./flags.ts";
 import type { FlagSpec } from "./flags.ts";
@@ -12,8 +12,11 @@ export interface CliCommand {
   /** Flags offered here (config options and command-local ones). */
   flags: FlagSpec[];
   subCommands?: CliCommand[];
-  /** `flags` holds the parsed values of command-local flags (e.g. `dry-run`). */
-  run?: (config: Config, flags: Record<string, unknown>) => Promise<void>;
+  /** Positional arguments the command requires, in order (help shows them). */
+  arguments?: { name: string; help: string }[];
+  /** `flags` holds the parsed values of command-local flags (e.g. `dry-run`); `args` the
+   * positional arguments, as many as `arguments` names. */
+  run?: (config: Config, flags: Record<string, unknown>, args: string[]) => Promise<void>;
 }
 
 const sharedFlags = flagSpecsOf(optionsFor("migrate"));
@@ -59,12 +62,48 @@ const migrate: CliCommand = {
   subCommands: [migrateUp, migrateStatus],
 };
 
+const pinFlags: FlagSpec[] = [
+  ...sharedFlags,
+  // the storage directory too: the default database lives in it, as for serve
+  ...flagSpecsOf([optionByKey("cacheStorageLocal"), optionByKey("cachePutToken"), optionByKey("cacheGetToken")]),
+  {
+    name: "server-url",
+    type: "string",
+    valueHint: "url",
+    help: "Ask this running ncps (with the put or get token) instead of the database; `add` then fetches the missing closure at once",
+  },
+];
+
+const pinTargetArg = [{ name: "path", help: "A store path (/nix/store/<hash>-<name>) or its hash" }];
+
+const pinAction = (action: "add" | "rm" | "ls"): CliCommand["run"] => async (config, flags, args) => {
+  const { pin } = await import("./pin.ts");
+  await pin(config, action, args[0], { serverUrl: flags["server-url"] as string | undefined });
+};
+
+const pin: CliCommand = {
+  name: "pin",
+  description: "Pins: a pinned store path's whole closure is kept through eviction",
+  flags: pinFlags,
+  subCommands: [
+    {
+      name: "add",
+      description: "Pin a store path (without --server-url: recorded now, its missing closure fetched when a server starts)",
+      flags: pinFlags,
+      arguments: pinTargetArg,
+      run: pinAction("add"),
+    },
+    { name: "rm", description: "Unpin a store path", flags: pinFlags, arguments: pinTargetArg, run: pinAction("rm") },
+    { name: "ls", description: "List pins and how much of each closure is cached", flags: pinFlags, run: pinAction("ls") },
+  ],
+};
+
 export const rootCommand: CliCommand = {
   name: "ncps",
   description: "Nix Cache Proxy Server: a pull-through binary cache for Nix",
   flags: [...sharedFlags, { name: "version", type: "boolean", help: "Print the version and exit" }],
-  subCommands: [serve, migrate],
+  subCommands: [serve, migrate, pin],
 };
 
 /** Flags that belong to the command itself, not to the config: loadConfig never sees them. */
-export const commandLocalFlags: ReadonlySet<string> = new Set(["dry-run", "version"]);
+export const commandLocalFlags: ReadonlySet<string> = new Set(["dry-run", "version", "server-url"]);

@@ -58,11 +58,15 @@ async function dispatch(argv: readonly string[], io: CliIO): Promise<number> {
     io.stdout(`ncps ${version} (${commit})\n`);
     return 0;
   }
-  if (positionals.length > 0) throw new ConfigError(`unexpected argument "${positionals[0]}" for ${commandName}`);
+  const wanted = command.arguments ?? [];
+  if (positionals.length > wanted.length) throw new ConfigError(`unexpected argument "${positionals[wanted.length]}" for ${commandName}`);
   if (!command.run) {
     const choices = (command.subCommands ?? []).map((c) => c.name).join(" or ");
     throw new ConfigError(`missing command for ${commandName}: use ${choices} (see ${commandName} --help)`);
   }
+
+  const missing = wanted[positionals.length];
+  if (missing) throw new ConfigError(`missing ${missing.name} for ${commandName} (see ${commandName} --help)`);
 
   const configArgs = Object.fromEntries(Object.entries(values).filter(([name]) => !commandLocalFlags.has(name)));
   const warnings: string[] = [];
@@ -71,7 +75,7 @@ async function dispatch(argv: readonly string[], io: CliIO): Promise<number> {
   const logger = createLogger(config.logLevel, {}, io.stderr);
   for (const message of warnings) logger.warn(message);
 
-  await command.run(config, values);
+  await command.run(config, values, positionals);
   return 0;
 }
 
@@ -127,7 +131,10 @@ function cittyCommand(command: CliCommand, fullName: string): CommandDef {
   );
   return defineCommand({
     meta: { name: fullName, description: command.description, version, alias: command.aliases },
-    args: cittyArgs(command.flags),
+    args: {
+      ...Object.fromEntries((command.arguments ?? []).map((a) => [a.name, { type: "positional" as const, description: a.help }])),
+      ...cittyArgs(command.flags),
+    },
     subCommands: command.subCommands ? subCommands : undefined,
   });
 }
