@@ -197,7 +197,7 @@ async function readConfigFile(
   const data = parseConfigText(path, text);
   const unknown = unknownKeys(data);
   // Warn, not fail: a Go ncps config file carries keys for features this version lacks
-  // (opentelemetry, storage.s3, lru...) and must still load.
+  // (analytics, storage.s3, lru...) and must still load.
   if (unknown.length > 0) warn(`${path}: ignoring unknown keys: ${unknown.join(", ")}`);
   return { path, data };
 }

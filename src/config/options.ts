@@ -63,6 +63,13 @@ export interface Config {
   cacheTrustedUploadKeys: string[];
   cacheGetToken?: string;
   cachePutToken?: string;
+  /** Serve GET /metrics (Prometheus text format), open like /healthz. */
+  prometheusEnabled: boolean;
+  /** Traces and metrics over OTLP/gRPC to otelGrpcUrl, or printed to stdout without one. */
+  otelEnabled: boolean;
+  otelGrpcUrl?: string;
+  /** Addresses or CIDR ranges whose X-Forwarded-For names the client (access log, traces). */
+  serverTrustedProxies: string[];
 }
 
 /** "integer", "duration" (Go syntax, held as milliseconds) and "size" (bytes; "10G",
@@ -586,6 +593,46 @@ const table = [
     configKey: "cache.put-token",
     type: "string",
     help: "When set, uploads and deletes need this token (Bearer or Basic password)",
+    group: "server",
+  },
+  {
+    key: "prometheusEnabled",
+    flag: "prometheus-enabled",
+    env: ["PROMETHEUS_ENABLED"],
+    configKey: "prometheus.enabled",
+    type: "boolean",
+    default: false,
+    help: "Serve Prometheus metrics at /metrics (open, like /healthz)",
+    group: "general",
+  },
+  {
+    key: "otelEnabled",
+    flag: "otel-enabled",
+    env: ["OTEL_ENABLED"],
+    configKey: "opentelemetry.enabled",
+    type: "boolean",
+    default: false,
+    help: "Export OpenTelemetry traces and metrics (to --otel-grpc-url, else to stdout)",
+    group: "general",
+  },
+  {
+    key: "otelGrpcUrl",
+    flag: "otel-grpc-url",
+    env: ["OTEL_GRPC_URL"],
+    configKey: "opentelemetry.grpc-url",
+    type: "string",
+    help: "OpenTelemetry collector gRPC URL; http:// is plaintext, https:// (or no scheme) TLS. Omit to print to stdout",
+    group: "general",
+  },
+  {
+    // Not in the Go ncps: without it a client could name any address in X-Forwarded-For.
+    key: "serverTrustedProxies",
+    flag: "server-trusted-proxy",
+    env: ["SERVER_TRUSTED_PROXIES"],
+    configKey: "server.trusted-proxies",
+    type: "string[]",
+    default: [],
+    help: "Address or CIDR range of a proxy whose X-Forwarded-For names the client in logs and traces; repeat for several",
     group: "server",
   },
 ] satisfies OptionSpec[];

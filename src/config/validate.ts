@@ -4,6 +4,7 @@ import { DatabaseUrlError, parseDatabaseUrl } from "../db/database-url.ts";
 import { parseRedisAddr, RedisAddrError } from "../lock/redis-addr.ts";
 import { NixFormatError } from "../nix/errors.ts";
 import { parsePublicKey } from "../nix/signature.ts";
+import { parseAddressRange, TrustedProxyError } from "../server/client-address.ts";
 import { ConfigError } from "./errors.ts";
 import { logLevels } from "./options.ts";
 import type { Config, LogLevel } from "./options.ts";
@@ -31,6 +32,33 @@ export function validateConfig(config: Config): void {
     throw new ConfigError("--cache-require-trusted-signature needs at least one --cache-trusted-upload-key");
   }
   if (config.cacheMaxUploadSize <= 0) throw new ConfigError("--cache-max-upload-size must be greater than 0");
+  if (config.otelGrpcUrl !== undefined) parseOtelGrpcUrl(config.otelGrpcUrl);
+  for (const proxy of config.serverTrustedProxies) checkTrustedProxy(proxy);
+}
+
+/** The parser the server's client-address check uses. */
+function checkTrustedProxy(text: string): void {
+  try {
+    parseAddressRange(text);
+  } catch (err) {
+    if (!(err instanceof TrustedProxyError)) throw err;
+    throw new ConfigError(`invalid --server-trusted-proxy: ${err.message}`);
+  }
+}
+
+/** As the Go ncps reads it: "http://host:port" is plaintext gRPC; "https://host:port" or a
+ * bare "host:port" is TLS. */
+export function parseOtelGrpcUrl(text: string): { url: string; insecure: boolean } {
+  let url: URL;
+  try {
+    url = new URL(/^[a-z][a-z0-9+.-]*:\/\//i.test(text) ? text : `https://${text}`);
+  } catch {
+    throw new ConfigError(`invalid --otel-grpc-url "${text}" (use http://host:port or https://host:port)`);
+  }
+  if ((url.protocol !== "http:" && url.protocol !== "https:") || url.hostname === "") {
+    throw new ConfigError(`invalid --otel-grpc-url "${text}" (use http://host:port or https://host:port)`);
+  }
+  return { url: url.origin, insecure: url.protocol === "http:" };
 }
 
 /** Exactly one of local or S3 storage; S3 with all it needs. (The key prefix is checked by

@@ -269,11 +269,11 @@ addr = "127.0.0.1:9000"
   test("unknown keys are ignored with one warning line naming them", async () => {
     const path = writeTemp(
       "yaml",
-      "opentelemetry:\n  enabled: true\ncache:\n  hostname: h.example\n  lru:\n    schedule: '0 0 * * *'\n  storage:\n    s3:\n      use-ssl: true\n",
+      "analytics:\n  reporting:\n    enabled: false\ncache:\n  hostname: h.example\n  lru:\n    schedule: '0 0 * * *'\n  storage:\n    s3:\n      use-ssl: true\n",
     );
     const { config, warnings } = await load({ config: path });
     expect(config.cacheHostname).toBe("h.example");
-    expect(warnings).toEqual([`${path}: ignoring unknown keys: opentelemetry, cache.lru, cache.storage.s3.use-ssl`]);
+    expect(warnings).toEqual([`${path}: ignoring unknown keys: analytics, cache.lru, cache.storage.s3.use-ssl`]);
   });
 
   test("a Go ncps config file with deprecated keys loads", async () => {
@@ -286,8 +286,8 @@ addr = "127.0.0.1:9000"
     expect(config.cacheStorageLocal).toBe("/var/lib/go-ncps");
     expect(config.cacheDatabaseUrl).toBe("sqlite:/var/lib/go-ncps/db/db.sqlite");
     expect(config.cacheUpstreamUrls).toEqual(["https://cache.nixos.org", "https://nix-community.cachix.org"]);
+    expect(config.prometheusEnabled).toBe(true);
     expect(warnings).toEqual([
-      `${path}: ignoring unknown keys: prometheus`,
       `${path}: cache.data-path is deprecated; use cache.storage.local`,
       `${path}: cache.upstream.caches is deprecated; use cache.upstream.urls`,
     ]);
