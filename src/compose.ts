@@ -58,7 +58,7 @@ async function ensureDir(path: string, what: string) {
 }
 
 /** Local directory or S3 bucket; validateConfig made sure exactly one is configured. */
-function storageChoice(config: Config): StorageChoice {
+export function storageChoice(config: Config): StorageChoice {
   if (config.cacheStorageS3Bucket === undefined) return { local: config.cacheStorageLocal! };
   return {
     s3: {

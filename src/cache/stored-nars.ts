@@ -4,7 +4,7 @@
  * record whose bytes are gone is forgotten, and removing a NAR also removes every narinfo
  * that names it (which would otherwise point at nothing) and their in-memory copies.
  * Uploads, downloads, DELETE, eviction and fsck all go through here. */
-import type { MetadataStore, NarRecord } from "../db/metadata-store.ts";
+import type { MetadataStore, NarInfoRecord, NarRecord } from "../db/metadata-store.ts";
 import type { NarDigest, NarExpectation } from "../nix/nar-verifier.ts";
 import type { BlobBody, BlobStore, ByteRange } from "../storage/blob-store.ts";
 import type { Logger } from "../telemetry/logger.ts";
@@ -104,6 +104,18 @@ export class StoredNars {
   async discardUnrecorded(key: string): Promise<void> {
     if ((await this.opts.db.getNar(key)) !== null) return;
     await this.removeIfUnnamed(key);
+  }
+
+  /** Forget a NAR whose stored bytes cannot be served (missing, corrupt, or never recorded):
+   * its record and bytes go, so the next request fetches it again. Narinfos naming it stay
+   * when `refetchable` says their NAR can be fetched again (their upstream is configured);
+   * the others go, as they would name nothing. */
+  async forget(key: string, refetchable: (n: NarInfoRecord) => boolean): Promise<Removed> {
+    const gone = (await this.opts.db.narInfosForNar(key)).filter((n) => !refetchable(n));
+    for (const n of gone) await this.forgetNarInfo(n.hash);
+    const recorded = await this.opts.db.deleteNar(key);
+    const stored = await this.opts.store.delete(key);
+    return { nar: recorded || stored, narInfos: gone.map((n) => n.hash) };
   }
 
   /** A narinfo record and its in-memory copy; the NAR it names is left as it is. */

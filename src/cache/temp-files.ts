@@ -14,11 +14,16 @@ export function tempFileName(kind: "download" | "upload", detail = ""): string {
   return `ncps-${runTag}-${++seq}-${kind}${detail ? `-${detail.replace(/[^A-Za-z0-9.]/g, "_")}` : ""}`;
 }
 
+/** Paths of the temp files in `dir` that no running ncps is using (fsck reports them). */
+export async function staleTempFiles(dir: string): Promise<string[]> {
+  const names = await readdir(dir).catch(() => [] as string[]);
+  return names.filter((name) => name.startsWith("ncps-") && madeByEndedRun(name.slice("ncps-".length)) === true).map((name) => join(dir, name));
+}
+
 export async function removeStaleTempFiles(dir: string, logger: Logger): Promise<number> {
   let removed = 0;
-  for (const name of await readdir(dir).catch(() => [] as string[])) {
-    if (!name.startsWith("ncps-") || madeByEndedRun(name.slice("ncps-".length)) !== true) continue;
-    await rm(join(dir, name), { force: true, recursive: true });
+  for (const path of await staleTempFiles(dir)) {
+    await rm(path, { force: true, recursive: true });
     removed++;
   }
   if (removed > 0) logger.info("removed temp files left by a stopped ncps", { dir, count: removed });

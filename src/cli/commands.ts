@@ -62,6 +62,22 @@ const migrate: CliCommand = {
   subCommands: [migrateUp, migrateStatus],
 };
 
+const fsck: CliCommand = {
+  name: "fsck",
+  description: "Check that the database and storage agree (and repair with --repair)",
+  flags: [
+    ...flagSpecsOf(optionsFor("fsck")),
+    // Switches for this run only, as in the Go ncps: never from the environment or a file.
+    { name: "repair", type: "boolean", help: "Repair what is found: forget broken NARs and their unservable narinfos, remove strays and temp files, recount the stored total" },
+    { name: "dry-run", type: "boolean", help: "Report only and change nothing, even with --repair" },
+    { name: "verify-content", type: "boolean", help: "Also re-hash every stored NAR against its FileHash and NarHash (reads every byte)" },
+  ],
+  run: async (config, flags) => {
+    const { runFsck } = await import("./fsck.ts");
+    await runFsck(config, { repair: flags.repair === true, dryRun: flags["dry-run"] === true, verifyContent: flags["verify-content"] === true });
+  },
+};
+
 const pinFlags: FlagSpec[] = [
   ...sharedFlags,
   // the storage directory too: the default database lives in it, as for serve
@@ -102,8 +118,8 @@ export const rootCommand: CliCommand = {
   name: "ncps",
   description: "Nix Cache Proxy Server: a pull-through binary cache for Nix",
   flags: [...sharedFlags, { name: "version", type: "boolean", help: "Print the version and exit" }],
-  subCommands: [serve, migrate, pin],
+  subCommands: [serve, migrate, pin, fsck],
 };
 
 /** Flags that belong to the command itself, not to the config: loadConfig never sees them. */
-export const commandLocalFlags: ReadonlySet<string> = new Set(["dry-run", "version", "server-url"]);
+export const commandLocalFlags: ReadonlySet<string> = new Set(["dry-run", "version", "server-url", "repair", "verify-content"]);

@@ -1,6 +1,6 @@
 /** The README's option section, generated from the option table (see
  * scripts/gen-options-table.ts; a unit test fails when the README is out of date). */
-import { describeDefault, options } from "./options.ts";
+import { describeDefault, options, optionsFor } from "./options.ts";
 import type { OptionSpec } from "./options.ts";
 
 export const beginMarker = "<!-- options:begin -->";
@@ -39,9 +39,14 @@ function row(o: OptionSpec): string {
     o.configKey ? code(o.configKey) : "",
     o.choices ? o.choices.join(", ") : typeNames[o.type],
     defaultText,
-    o.shared ? "all" : "serve",
+    commandsOf(o),
     cell(description),
   ].join(" | ")} |`;
+}
+
+function commandsOf(o: OptionSpec): string {
+  const offering = (["serve", "migrate", "fsck"] as const).filter((c) => optionsFor(c).includes(o));
+  return offering.length === 3 ? "all" : offering.join(", ");
 }
 
 /** The whole section between the markers, markers included. */
@@ -66,9 +71,10 @@ export function renderOptionsSection(): string {
     "- Deprecated names of the Go ncps still work, with a warning. A deprecated name ranks just",
     "  below the current name of the same source: `--upstream-cache` beats `CACHE_UPSTREAM_URLS`",
     "  but loses to `--cache-upstream-url`.",
-    "- Commands: `ncps serve` takes every option; `ncps migrate up [--dry-run]` and",
+    "- Commands: `ncps serve` takes every option but fsck's own; `ncps migrate up [--dry-run]` and",
     "  `ncps migrate status` take those marked *all* (and read the others from file and",
-    "  environment like any command).",
+    "  environment like any command). `ncps fsck [--repair] [--dry-run] [--verify-content]` takes",
+    "  those marked *all* or *fsck* (see [Keeping the cache in bounds](#keeping-the-cache-in-bounds)).",
     "",
     "| Flag | Environment | Config key | Type | Default | Commands | Description |",
     "|---|---|---|---|---|---|---|",

@@ -35,6 +35,8 @@ export interface Config {
   /** Milliseconds. */
   cacheLockDownloadTtl: number;
   cacheTempPath: string;
+  /** Milliseconds: `ncps fsck` leaves unrecorded blobs younger than this alone. */
+  fsckStrayGrace: number;
   cacheSecretKeyPath?: string;
   cacheSignNarinfo: boolean;
   /** Accept bzip2, lzip and lz4 NARs on FileHash alone (ncps cannot check their NarHash). */
@@ -108,7 +110,8 @@ export interface OptionSpec {
   /** Other spellings accepted for a choice (the Go ncps's zerolog level names). */
   choiceAliases?: Readonly<Record<string, string>>;
   help: string;
-  group: "general" | "cache" | "upstream" | "server";
+  /** "fsck": offered by `ncps fsck` only, never by `serve`. */
+  group: "general" | "cache" | "upstream" | "server" | "fsck";
   /** Also accepted by `ncps migrate ...` (every command reads every source, but only these
    * flags are offered there). */
   shared?: boolean;
@@ -377,6 +380,17 @@ const table = [
     defaultText: "$TMPDIR or /tmp",
     help: "Directory for NARs being downloaded",
     group: "cache",
+  },
+  {
+    // As the Go ncps's fsck grace (--dechunk-residue-grace): flag without the cache- prefix.
+    key: "fsckStrayGrace",
+    flag: "stray-grace",
+    env: ["CACHE_FSCK_STRAY_GRACE"],
+    configKey: "cache.fsck.stray-grace",
+    type: "duration",
+    default: 24 * 3_600_000,
+    help: "fsck: a blob in storage without a record is reported (and removed by --repair) only once it is this old: an uploaded NAR waits for its narinfo",
+    group: "fsck",
   },
   {
     key: "cacheSecretKeyPath",
@@ -655,9 +669,23 @@ export function optionByKey(key: keyof Config): OptionSpec {
 }
 
 /** Options offered as flags by a command. */
-export function optionsFor(command: "serve" | "migrate"): OptionSpec[] {
-  return options.filter((o) => command === "serve" || o.shared === true);
+export function optionsFor(command: "serve" | "migrate" | "fsck"): OptionSpec[] {
+  return options.filter((o) => o.shared === true || (command === "serve" ? o.group !== "fsck" : command === "fsck" && (o.group === "fsck" || fsckAlso.has(o.key))));
 }
+
+/** `ncps fsck` offers, besides the shared options and its own: the storage it checks, the temp
+ * directory, and the upstreams (a narinfo from one of them gets its NAR back on request). */
+const fsckAlso: ReadonlySet<keyof Config> = new Set<keyof Config>([
+  "cacheStorageS3Bucket",
+  "cacheStorageS3Endpoint",
+  "cacheStorageS3Region",
+  "cacheStorageS3AccessKeyId",
+  "cacheStorageS3SecretAccessKey",
+  "cacheStorageS3ForcePathStyle",
+  "cacheStorageS3Prefix",
+  "cacheTempPath",
+  "cacheUpstreamUrls",
+]);
 
 /** Bytes as the largest whole binary unit ("64G", "512M"), for help text. */
 export function formatSize(bytes: number): string {

@@ -43,7 +43,14 @@ export class LocalBlobStore implements BlobStore {
    * kill -9 during a cross-filesystem putFile). Names without a run tag come from versions
    * before the tag and are stale too. Returns how many were removed. */
   async removeStaleTempFiles(): Promise<number> {
-    let removed = 0;
+    const paths = await this.staleTempFiles();
+    for (const path of paths) await rm(path, { force: true });
+    return paths.length;
+  }
+
+  /** The paths removeStaleTempFiles would remove (fsck reports them). */
+  async staleTempFiles(): Promise<string[]> {
+    const found: string[] = [];
     const stale = (tagged: string) => madeByEndedRun(tagged) ?? true;
     const visit = async (dir: string): Promise<void> => {
       let entries: Dirent[];
@@ -57,20 +64,17 @@ export class LocalBlobStore implements BlobStore {
         const path = join(dir, entry.name);
         if (dir === this.rootDir && entry.name === TMP_DIR) {
           for (const name of await readdir(path).catch(() => [] as string[])) {
-            if (!stale(name)) continue;
-            await rm(join(path, name), { force: true });
-            removed++;
+            if (stale(name)) found.push(join(path, name));
           }
         } else if (entry.isDirectory() && !entry.name.startsWith(".")) {
           await visit(path);
         } else if (entry.isFile() && entry.name.startsWith(`${TMP_DIR}-`) && stale(entry.name.slice(TMP_DIR.length + 1))) {
-          await rm(path, { force: true });
-          removed++;
+          found.push(path);
         }
       }
     };
     await visit(this.rootDir);
-    return removed;
+    return found;
   }
 
   async stat(key: string): Promise<BlobStat | null> {

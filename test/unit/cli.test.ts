@@ -75,11 +75,12 @@ function flagsOf(o: (typeof options)[number]): string[] {
 }
 
 describe("help", () => {
-  test("ncps serve --help lists every flag of the option table, deprecated ones too", async () => {
+  test("ncps serve --help lists every flag of the option table but fsck's own, deprecated ones too", async () => {
     const { stdout, stderr, status } = await ncps(["serve", "--help"]);
     expect(status).toBe(0);
     expect(stderr).toBe("");
-    for (const o of options) {
+    expect(stdout).not.toContain("--stray-grace");
+    for (const o of options.filter((o) => o.group !== "fsck")) {
       for (const flag of flagsOf(o)) expect(stdout).toContain(flag);
       expect(stdout).toContain(o.env[0] ?? "");
     }
@@ -110,6 +111,16 @@ describe("help", () => {
     expect(status.status).toBe(0);
     expect(status.stdout).toContain("--cache-database-url");
     expect(status.stdout).not.toContain("--dry-run");
+  });
+
+  test("ncps fsck --help: database, storage, temp and upstream flags, its grace and its switches", async () => {
+    const { stdout, status } = await ncps(["fsck", "--help"]);
+    expect(status).toBe(0);
+    for (const o of optionsFor("fsck")) for (const flag of flagsOf(o)) expect(stdout).toContain(flag);
+    for (const flag of ["--cache-storage-s3-bucket", "--cache-temp-path", "--cache-upstream-url", "--stray-grace", "--repair", "--dry-run", "--verify-content"]) {
+      expect(stdout).toContain(flag);
+    }
+    expect(stdout).not.toContain("--server-addr");
   });
 
   test("--help wins over a bad flag", async () => {
