@@ -83,8 +83,8 @@ in
         '';
       };
       databaseURL = nullOrStr "Database URL (sqlite:PATH, postgres://..., mysql://...); default: SQLite under dataPath.";
-      maxSize = nullOrStr "Largest size of the cache, e.g. \"100G\"; the LRU schedule keeps it under that.";
-      lru.schedule = nullOrStr "Cron schedule of the LRU clean-up, e.g. \"0 2 * * *\"; needs maxSize.";
+      maxSize = nullOrStr "Largest size of the stored NARs, e.g. \"100G\": past it ncps evicts the least recently used at once.";
+      lru.schedule = nullOrStr "Also run the LRU eviction on this schedule, e.g. \"0 2 * * *\" or \"@every 1h\"; needs maxSize.";
       allowPutVerb = mkOption {
         type = types.bool;
         default = false;

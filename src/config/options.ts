@@ -34,6 +34,13 @@ export interface Config {
   cacheLockRedisKeyPrefix: string;
   /** Milliseconds. */
   cacheLockDownloadTtl: number;
+  /** Bytes the stored NARs may take; unset or 0: no cap. */
+  cacheMaxSize?: number;
+  /** When the LRU eviction also runs (cron or `@every`); see src/config/schedule.ts. */
+  cacheLruSchedule?: string;
+  cacheLruScheduleTimezone?: string;
+  /** Milliseconds: how long the eviction lock outlives a replica that died holding it. */
+  cacheLockLruTtl: number;
   cacheTempPath: string;
   /** Milliseconds: `ncps fsck` leaves unrecorded blobs younger than this alone. */
   fsckStrayGrace: number;
@@ -368,6 +375,43 @@ const table = [
     type: "duration",
     default: 5 * 60_000,
     help: "How long a replica's claim on a NAR download outlives the replica (renewed while it runs)",
+    group: "cache",
+  },
+  {
+    key: "cacheLockLruTtl",
+    flag: "cache-lock-lru-ttl",
+    env: ["CACHE_LOCK_LRU_TTL"],
+    configKey: "cache.lock.lru-lock-ttl",
+    type: "duration",
+    default: 30 * 60_000,
+    help: "How long the LRU eviction lock outlives a replica that died holding it (renewed while a pass runs)",
+    group: "cache",
+  },
+  {
+    key: "cacheMaxSize",
+    flag: "cache-max-size",
+    env: ["CACHE_MAX_SIZE"],
+    configKey: "cache.max-size",
+    type: "size",
+    help: "Most bytes the stored NARs may take, like 100G; past it the least recently used go (unset or 0: no cap)",
+    group: "cache",
+  },
+  {
+    key: "cacheLruSchedule",
+    flag: "cache-lru-schedule",
+    env: ["CACHE_LRU_SCHEDULE"],
+    configKey: "cache.lru.schedule",
+    type: "string",
+    help: "Also run the LRU eviction on this schedule: 5-field cron (\"0 2 * * *\"), @daily-style, or @every 1h. Without one it runs when the cap is passed",
+    group: "cache",
+  },
+  {
+    key: "cacheLruScheduleTimezone",
+    flag: "cache-lru-schedule-timezone",
+    env: ["CACHE_LRU_SCHEDULE_TZ"],
+    configKey: "cache.lru.timezone",
+    type: "string",
+    help: "IANA time zone of --cache-lru-schedule, like Europe/Berlin (default: the machine's)",
     group: "cache",
   },
   {

@@ -6,6 +6,7 @@ import { NixFormatError } from "../nix/errors.ts";
 import { parsePublicKey } from "../nix/signature.ts";
 import { parseAddressRange, TrustedProxyError } from "../server/client-address.ts";
 import { ConfigError } from "./errors.ts";
+import { parseSchedule, ScheduleError } from "./schedule.ts";
 import { logLevels } from "./options.ts";
 import type { Config, LogLevel } from "./options.ts";
 
@@ -32,6 +33,8 @@ export function validateConfig(config: Config): void {
     throw new ConfigError("--cache-require-trusted-signature needs at least one --cache-trusted-upload-key");
   }
   if (config.cacheMaxUploadSize <= 0) throw new ConfigError("--cache-max-upload-size must be greater than 0");
+  checkLruSchedule(config);
+  if (config.cacheLockLruTtl <= 0) throw new ConfigError("--cache-lock-lru-ttl must be greater than 0");
   if (config.otelGrpcUrl !== undefined) parseOtelGrpcUrl(config.otelGrpcUrl);
   for (const proxy of config.serverTrustedProxies) checkTrustedProxy(proxy);
 }
@@ -108,6 +111,19 @@ function checkUpstreamUrl(text: string): void {
     throw new ConfigError(`unknown upstream URL scheme "${url.protocol}" in "${text}" (use http or https)`);
   }
   if (url.hostname === "") throw new ConfigError(`upstream URL "${text}" has no host`);
+}
+
+/** The parser the eviction scheduler uses (the time zone is checked with it). */
+function checkLruSchedule(config: Config): void {
+  if (config.cacheLruSchedule === undefined && config.cacheLruScheduleTimezone === undefined) return;
+  try {
+    // a time zone alone is checked against a schedule that always parses
+    parseSchedule(config.cacheLruSchedule ?? "@daily", config.cacheLruScheduleTimezone);
+  } catch (err) {
+    if (!(err instanceof ScheduleError)) throw err;
+    const flag = /time zone/.test(err.message) ? "--cache-lru-schedule-timezone" : "--cache-lru-schedule";
+    throw new ConfigError(`invalid ${flag}: ${err.message}`);
+  }
 }
 
 /** The parser openMetadataStore uses; its messages never hold the URL (it may hold a password). */

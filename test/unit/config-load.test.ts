@@ -273,7 +273,8 @@ addr = "127.0.0.1:9000"
     );
     const { config, warnings } = await load({ config: path });
     expect(config.cacheHostname).toBe("h.example");
-    expect(warnings).toEqual([`${path}: ignoring unknown keys: analytics, cache.lru, cache.storage.s3.use-ssl`]);
+    expect(config.cacheLruSchedule).toBe("0 0 * * *"); // known now: not among the unknown keys
+    expect(warnings).toEqual([`${path}: ignoring unknown keys: analytics, cache.storage.s3.use-ssl`]);
   });
 
   test("a Go ncps config file with deprecated keys loads", async () => {
