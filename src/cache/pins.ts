@@ -108,7 +108,9 @@ function drainQueue<T>(initial: T[], limit: number, fn: (item: T, push: (item: T
 }
 
 /** Lookups per presence count: enough to hide database latency, few enough to leave the
- * connection pool to requests. */
+ * connection pool to requests. Measured on a 3,000-path closure (two lookups per path; the
+ * walk itself is one referencesOf query per level): 250-300 ms on SQLite, 1.4-1.9 s on a local
+ * PostgreSQL, so GET /pins costs about that per pin. */
 const PRESENCE_CONCURRENCY = 8;
 
 /** How much of the closure of `root` is here. */
