@@ -11,18 +11,22 @@ import { StoredNars } from "./cache/stored-nars.ts";
 import { removeStaleTempFiles } from "./cache/temp-files.ts";
 import { Uploads } from "./cache/uploads.ts";
 import type { Config } from "./config/options.ts";
-import { parseServerAddr } from "./config/validate.ts";
+import { parseOtelGrpcUrl, parseServerAddr } from "./config/validate.ts";
 import type { MetadataStore } from "./db/metadata-store.ts";
 import type { Locker } from "./lock/locker.ts";
 import { openMetadataStore } from "./db/open.ts";
 import { errnoReason } from "./errors.ts";
+import { instrumentedLocker } from "./lock/instrumented.ts";
 import { openLocker } from "./lock/open.ts";
 import { StartupError, startupStep } from "./startup.ts";
 import { parsePublicKey } from "./nix/signature.ts";
 import { createFetchHandler } from "./server/app.ts";
+import { parseAddressRange } from "./server/client-address.ts";
+import { accessLog, httpMetrics, requestTracing } from "./server/observers.ts";
 import { errorResponse } from "./server/errors.ts";
 import { openBlobStore, type StorageChoice } from "./storage/open.ts";
 import { createLogger, type Logger } from "./telemetry/logger.ts";
+import { createTelemetry } from "./telemetry/otel.ts";
 import { netrcAuthorization, parseNetrc, type Netrc } from "./upstream/netrc.ts";
 import { UpstreamPool } from "./upstream/pool.ts";
 import { parseOrigin, Upstream } from "./upstream/upstream.ts";
@@ -105,6 +109,14 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
   const netrc = await startupStep("netrc file", () => readNetrc(config.netrcFile, logger));
   const narOrigins = await startupStep("upstream NAR origin", () => config.cacheUpstreamNarOrigins.map(parseOrigin));
 
+  const trustedProxies = config.serverTrustedProxies.map(parseAddressRange);
+  const observability = createTelemetry({
+    prometheus: config.prometheusEnabled,
+    otel: config.otelEnabled,
+    otelGrpcUrl: config.otelGrpcUrl === undefined ? undefined : parseOtelGrpcUrl(config.otelGrpcUrl).url,
+    version,
+  });
+  const { telemetry } = observability;
   let db: MetadataStore | null = null;
   let locker: Locker | null = null;
   try {
@@ -122,6 +134,7 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
           authorization: netrcAuthorization(netrc, new URL(url)),
           extraOrigins: narOrigins,
           logger,
+          instruments: telemetry,
         }),
     );
     // Each upstream request ends within headerTimeoutMs and a lookup starts them at most a
@@ -133,18 +146,20 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
       lookupTimeoutMs,
       acceptUnverifiedCompression: config.cacheAcceptUnverifiedCompression,
       logger,
+      instruments: telemetry,
     });
     void pool.refreshPriorities();
     const signingKey = await startupStep("signing key", () =>
       loadSigningKey(db!, { path: config.cacheSecretKeyPath, hostname: config.cacheHostname }),
     );
-    locker = await startupStep("redis", () => openLocker(redisChoice(config), logger));
+    locker = instrumentedLocker(await startupStep("redis", () => openLocker(redisChoice(config), logger)), telemetry);
     const downloadLock = { locker, ttlMs: config.cacheLockDownloadTtl };
     const hot = new HotNarInfos();
     const nars = new StoredNars({ db, store, hot, logger });
     const shared = { db, nars, pool, signingKey, signNarInfo: config.cacheSignNarinfo, tempDir: config.cacheTempPath, hot, logger };
     const downloadLimits = { ...defaultDownloadLimits, minBytesPerSecond: config.cacheUpstreamNarMinRate };
-    const cache = new Cache({ ...shared, priority: config.cachePriority, downloadLock, downloadLimits });
+    const cache = new Cache({ ...shared, priority: config.cachePriority, downloadLock, downloadLimits, instruments: telemetry });
+    telemetry.setSources({ upstreams: () => upstreams.map((u) => ({ url: u.url, healthy: u.available })), storedBytes: () => db!.storedBytes() });
     const uploads = new Uploads({
       ...shared,
       store,
@@ -162,6 +177,13 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
       policy: { allowPut: config.cacheAllowPutVerb, allowDelete: config.cacheAllowDeleteVerb },
       auth: { getToken: config.cacheGetToken, putToken: config.cachePutToken },
       logger,
+      observers: [
+        accessLog(logger, trustedProxies),
+        httpMetrics(telemetry),
+        ...(config.otelEnabled ? [requestTracing(telemetry, trustedProxies)] : []),
+      ],
+      metricsText: observability.metricsText ?? undefined,
+      status: async () => ({ version, hostname: config.cacheHostname, publicKey: cache.publicKey, ...(await telemetry.snapshot()) }),
     });
     warnAboutOpenWrites(config, logger);
     let server: ReturnType<typeof Bun.serve>;
@@ -198,11 +220,13 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
         await cache.close();
         await downloadLock.locker.close();
         await openDb.close();
+        await observability.shutdown();
       },
     };
   } catch (err) {
     await locker?.close().catch(() => {});
     await db?.close().catch(() => {});
+    await observability.shutdown();
     throw err;
   }
 }

@@ -10,6 +10,7 @@ import { declaredFileSize, type NarDigest } from "../nix/nar-verifier.ts";
 import type { NarInfo } from "../nix/narinfo.ts";
 import { formatPublicKey, toPublicKey, type SecretKey } from "../nix/signature.ts";
 import type { BlobBody, BlobStore, ByteRange } from "../storage/blob-store.ts";
+import { inSpan, noInstruments, upstreamHostname, type Instruments, type SpanHandle } from "../telemetry/instruments.ts";
 import type { Logger } from "../telemetry/logger.ts";
 import type { UpstreamPool } from "../upstream/pool.ts";
 import type { Upstream } from "../upstream/upstream.ts";
@@ -43,12 +44,17 @@ export interface CacheOptions {
   /** when an upstream NAR download is given up (stalled, too slow) */
   downloadLimits?: DownloadLimits;
   logger: Logger;
+  /** metrics and spans (telemetry/instruments.ts); none by default */
+  instruments?: Instruments;
 }
 
 /** A NAR ready to be served: `open` reads it (or a range of it). `size` is null only for a
  * download in flight whose length the narinfo does not declare. */
 export interface NarSource {
   size: number | null;
+  /** from storage (hit) or from a download (miss), and the upstream of a download */
+  served?: "hit" | "miss";
+  upstream?: string;
   open(range?: ByteRange): Promise<BlobBody | { body: ReadableStream<Uint8Array>; length: number | null; size: number | null }>;
 }
 
@@ -57,11 +63,21 @@ export interface NarSource {
 const REPLICA_POLL_MS = 250;
 const WAIT_FOR_REPLICA_MS = 30 * 60_000;
 
+/** A verification failure as a metric label: a fixed word, never the hashes. */
+function verificationReason(message: string): string {
+  const m = /(FileHash|NarHash|FileSize|NarSize) (mismatch|exceeded)/.exec(message);
+  if (m) return `${m[1]!.toLowerCase().replace("hash", "_hash").replace("size", "_size")}_${m[2]}`;
+  if (/corrupt|truncated|trailing|decompressor/.test(message)) return "corrupt_compression";
+  return "other";
+}
+
 export class Cache {
   private readonly downloads = new Map<string, NarDownload>();
+  private readonly downloadUpstreams = new WeakMap<NarDownload, string>();
+  private readonly instruments: Instruments;
   /** What runs after a download ends (replacing a narinfo that lied); drain() waits for it. */
   private readonly aftermath = new Set<Promise<void>>();
-  private readonly narInfoMisses = new SingleFlight<string, string | null>();
+  private readonly narInfoMisses = new SingleFlight<string, { text: string; upstream: string } | null>();
   private readonly claims = new SingleFlight<string, NarSource | null>();
   private readonly accessTimes: AccessTimes;
   readonly publicKey: string;
@@ -69,6 +85,7 @@ export class Cache {
 
   constructor(private readonly opts: CacheOptions) {
     this.accessTimes = new AccessTimes(opts.db, opts.logger);
+    this.instruments = opts.instruments ?? noInstruments;
     this.publicKey = formatPublicKey(toPublicKey(opts.signingKey));
     this.cacheInfo = serializeCacheInfo({ storeDir: "/nix/store", wantMassQuery: true, priority: opts.priority, extra: [] });
   }
@@ -79,24 +96,38 @@ export class Cache {
     let body = this.opts.hot.get(hash);
     if (body === null) {
       let text = await this.opts.db.getNarInfoText(hash);
-      if (text === null && opts.upstream !== false) text = await this.narInfoMisses.run(hash, () => this.fetchNarInfo(hash));
+      if (text === null && opts.upstream !== false) {
+        const fetched = await this.narInfoMisses.run(hash, () => this.fetchNarInfo(hash));
+        this.instruments.narInfoServed("miss", fetched ? "success" : "error", fetched?.upstream);
+        text = fetched?.text ?? null;
+      } else if (text !== null) {
+        this.instruments.narInfoServed("hit", "success");
+      }
       if (text === null) return null;
       body = Buffer.from(text);
       this.opts.hot.set(hash, body);
+    } else {
+      this.instruments.narInfoServed("hit", "success");
     }
     this.accessTimes.record(hash);
     return body;
   }
 
-  private async fetchNarInfo(hash: string): Promise<string | null> {
-    const found = await this.opts.pool.lookupNarInfo(hash);
-    if (!found) return null;
-    const record = this.servedRecord(hash, found.upstream, found.narinfo);
-    if (!(await this.opts.db.insertNarInfoIfAbsent(record))) {
-      return this.opts.db.getNarInfoText(hash); // another replica got there first: serve its copy
-    }
-    this.opts.logger.info("narinfo cached", { hash, upstream: found.upstream.url, storePath: record.storePath });
-    return record.text;
+  /** The narinfo from the upstreams, recorded, and the hostname of the upstream that had it. */
+  private fetchNarInfo(hash: string): Promise<{ text: string; upstream: string } | null> {
+    return inSpan(this.instruments, "ncps.narinfo.lookup", { "ncps.narinfo.hash": hash }, async (span) => {
+      const found = await this.opts.pool.lookupNarInfo(hash);
+      span.setAttributes({ "ncps.narinfo.found": found !== null });
+      if (!found) return null;
+      const upstream = upstreamHostname(found.upstream.url);
+      const record = this.servedRecord(hash, found.upstream, found.narinfo);
+      if (!(await this.opts.db.insertNarInfoIfAbsent(record))) {
+        const text = await this.opts.db.getNarInfoText(hash); // another replica got there first: serve its copy
+        return text === null ? null : { text, upstream };
+      }
+      this.opts.logger.info("narinfo cached", { hash, upstream: found.upstream.url, storePath: record.storePath });
+      return { text: record.text, upstream };
+    });
   }
 
   /** Rewrite an upstream narinfo into the one ncps serves: our NAR URL, our signature. */
@@ -111,6 +142,13 @@ export class Cache {
    * `startDownload` false (HEAD) never starts a download; `upstream: false` considers stored
    * NARs only. Null when none of these. */
   async nar(req: NcpsNarRequest, opts: { startDownload: boolean; upstream?: boolean }): Promise<NarSource | null> {
+    const source = await this.findNar(req, opts);
+    // a HEAD is a question, not a NAR served
+    if (opts.startDownload) this.instruments.narServed(source?.served ?? "miss", source ? "success" : "error", source?.upstream);
+    return source;
+  }
+
+  private async findNar(req: NcpsNarRequest, opts: { startDownload: boolean; upstream?: boolean }): Promise<NarSource | null> {
     const { db } = this.opts;
     // In-flight first: a download records its NAR before it leaves this map, so checking in
     // this order leaves no moment where a finished download is found in neither place.
@@ -132,7 +170,7 @@ export class Cache {
   }
 
   private storedSource(stored: NarRecord): NarSource {
-    return { size: stored.size, open: (range) => this.opts.nars.open(stored.key, range) };
+    return { size: stored.size, served: "hit", open: (range) => this.opts.nars.open(stored.key, range) };
   }
 
   /** Start the download here, or, when another replica holds the claim on it, wait until that
@@ -165,6 +203,8 @@ export class Cache {
   private downloadSource(download: NarDownload): NarSource {
     return {
       size: download.size,
+      served: "miss",
+      upstream: this.downloadUpstreams.get(download),
       open: async (range) => ({
         body: download.reader(range?.start ?? 0, range?.end),
         length: range ? range.end - range.start + 1 : download.size,
@@ -178,7 +218,12 @@ export class Cache {
     if (existing && !existing.failed) return existing;
     const upstream = this.opts.pool.upstreams.find((u) => u.url === record.upstream)!;
     const tempPath = join(this.opts.tempDir, tempFileName("download", record.narKey));
-    const download = new NarDownload(
+    const host = upstreamHostname(upstream.url);
+    // The download outlives the request that started it: its span (a child of that request's)
+    // is current for everything it does, the upstream request and the storage commit included.
+    const span = this.instruments.startSpan("ncps.nar.download", { "ncps.nar.key": record.narKey, "ncps.upstream": host });
+    const startedAt = performance.now();
+    const download = span.run(() => new NarDownload(
       record.narKey,
       tempPath,
       {
@@ -198,8 +243,11 @@ export class Cache {
       },
       this.opts.logger,
       this.opts.downloadLimits,
-    );
+    ));
     this.downloads.set(record.narKey, download);
+    this.downloadUpstreams.set(download, host);
+    this.instruments.downloadStarted(record.narKey, download.size, () => download.written);
+    void download.done.then(() => this.downloadEnded(download, host, span, (performance.now() - startedAt) / 1000));
     const after = download.done
       .then(() => (download.failedVerification ? this.replaceFailedNarInfos(record.narKey, upstream) : undefined))
       .catch((error: unknown) => this.opts.logger.error("replacing a narinfo whose NAR failed failed", { key: record.narKey, error }))
@@ -236,8 +284,30 @@ export class Cache {
       this.opts.logger.info("NAR deleted while downloading; not stored", { key });
       return;
     }
-    await this.opts.nars.commitFile(key, path, digest);
+    await inSpan(this.instruments, "ncps.storage.commit", { "ncps.nar.key": key, "ncps.nar.size": digest.fileSize }, () =>
+      this.opts.nars.commitFile(key, path, digest),
+    );
     this.opts.logger.info("NAR stored", { key, size: digest.fileSize });
+  }
+
+  /** A download ended, verified or not: its metrics, its span, the status page's list. */
+  private downloadEnded(download: NarDownload, host: string, span: SpanHandle, seconds: number) {
+    const failed = download.failed;
+    this.instruments.upstreamNarFetch(host, seconds, download.written, failed ? "failed" : "verified");
+    this.instruments.downloadEnded(download.key);
+    span.setAttributes({ "ncps.nar.bytes": download.written, "ncps.nar.verified": !failed });
+    if (failed) {
+      const error = download.failure;
+      if (download.failedVerification) {
+        const reason = verificationReason(error?.message ?? "");
+        this.instruments.verificationFailed(reason);
+        this.instruments.noteError(`NAR ${download.key} from ${host} failed verification (${reason})`);
+      } else {
+        this.instruments.noteError(`NAR ${download.key} from ${host}: ${error?.message ?? "download failed"}`);
+      }
+      span.fail(error ?? "download failed");
+    }
+    span.end();
   }
 
   /** Wait for every in-flight download (tests and graceful shutdown). */

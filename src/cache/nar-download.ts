@@ -69,6 +69,11 @@ export class NarDownload {
     return this.state === "failed";
   }
 
+  /** Why the download failed (null while it has not), for logs and metrics. */
+  get failure(): Error | null {
+    return this.state === "failed" ? this.error : null;
+  }
+
   /** The download failed because the bytes were not what the narinfo promised (not because
    * the transfer broke): the narinfo, or its upstream, is not to be trusted for this NAR. */
   get failedVerification(): boolean {

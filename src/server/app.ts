@@ -9,7 +9,9 @@ import { createAuthGuard, type AuthOptions } from "./auth.ts";
 import { getCacheInfo, getHealth, getPublicKey, getSummary } from "./cache-info.ts";
 import { errorResponse, notFound, textResponse } from "./errors.ts";
 import { getNar } from "./nar.ts";
+import { getMetrics } from "./metrics.ts";
 import { getNarInfo } from "./narinfo.ts";
+import { statusOrSummary, type StatusFigures } from "./status-page.ts";
 import { deletePin, getPins, postPin } from "./pins.ts";
 import { requestSegments, Router, type Route } from "./router.ts";
 import { deleteNar, deleteNarInfo, getLog, putCacheInfo, putLog, putNar, putNarInfo, type WritePolicy } from "./write.ts";
@@ -23,24 +25,47 @@ export interface ServerDeps {
   auth: AuthOptions;
   logger: Logger;
   observers?: RequestObserver[];
+  /** The Prometheus text of every metric; absent: no /metrics route (--prometheus-enabled off). */
+  metricsText?: () => Promise<string>;
+  /** The figures of the status page (GET / asking for HTML). */
+  status?: () => Promise<StatusFigures>;
 }
 
-/** Told about every request once it has its response (the body may still be streaming). */
+export interface RequestEvent {
+  /** the route's name, "unmatched" when none fits, "malformed" when the target could not be
+   * parsed */
+  route: string;
+  method: string;
+  status: number;
+  /** performance.now() when the request arrived */
+  startedAt: number;
+  req: Request;
+  /** the TCP peer's address ("" when unknown) */
+  peer: string;
+  /** body bytes sent: 0 for HEAD and empty bodies, the Content-Length when one is set (a
+   * stored NAR goes out by sendfile, never through JavaScript), else counted as it streams */
+  bytes: number;
+}
+
+/** Watches every request once: `started` when it arrives, `around` wraps its handling (a
+ * tracer makes the request's span current there), `finished` once the body is sent (or, for
+ * a body of known length, once its headers are). */
 export interface RequestObserver {
-  /** `route` is the route's name, "unmatched" when none fits, "malformed" when the target
-   * could not be parsed */
-  finished(event: { route: string; method: string; status: number; startedAt: number; req: Request }): void;
+  started?(req: Request): void;
+  around?<T>(req: Request, peer: string, run: () => Promise<T>): Promise<T>;
+  finished(event: RequestEvent): void;
 }
 
 /** Table order decides between patterns that fit the same path: literals first. */
-export function routeTable({ cache, uploads, pins, hostname, policy, auth }: ServerDeps): Route[] {
+export function routeTable({ cache, uploads, pins, hostname, policy, auth, metricsText, status }: ServerDeps): Route[] {
   const pinPolicy = { tokenRequired: Boolean(auth.getToken || auth.putToken), policy };
   return [
     { name: "health", method: "GET", pattern: "/healthz", access: "open", handler: getHealth() },
     { name: "cache-info", method: "GET", pattern: "/nix-cache-info", access: "read", handler: getCacheInfo(cache) },
     { name: "cache-info", method: "PUT", pattern: "/nix-cache-info", access: "write", handler: putCacheInfo() },
     { name: "pubkey", method: "GET", pattern: "/pubkey", access: "read", handler: getPublicKey(cache) },
-    { name: "summary", method: "GET", pattern: "/", access: "read", handler: getSummary(cache, hostname) },
+    { name: "summary", method: "GET", pattern: "/", access: "read", handler: statusOrSummary(status, getSummary(cache, hostname)) },
+    ...(metricsText ? [{ name: "metrics", method: "GET", pattern: "/metrics", access: "open", handler: getMetrics(metricsText) } satisfies Route] : []),
     { name: "nar", method: "GET", pattern: "/nar/:file", uploadPrefix: true, access: "read", handler: getNar(cache) },
     { name: "nar", method: "PUT", pattern: "/nar/:file", uploadPrefix: true, access: "write", handler: putNar(uploads, policy) },
     { name: "nar", method: "DELETE", pattern: "/nar/:file", uploadPrefix: true, access: "write", handler: deleteNar(uploads, policy) },
@@ -60,8 +85,13 @@ async function discardBody(req: Request) {
   if (req.body && !req.bodyUsed) await req.body.cancel().catch(() => {});
 }
 
+/** The server as the handler sees it: the peer's address, for the access log. */
+interface PeerLookup {
+  requestIP(req: Request): { address: string } | null;
+}
+
 /** The request handler for Bun.serve. */
-export function createFetchHandler(deps: ServerDeps): (req: Request) => Promise<Response> {
+export function createFetchHandler(deps: ServerDeps): (req: Request, server?: PeerLookup) => Promise<Response> {
   const router = new Router(routeTable(deps));
   const authorise = createAuthGuard(deps.auth);
   const observers = deps.observers ?? [];
@@ -97,10 +127,59 @@ export function createFetchHandler(deps: ServerDeps): (req: Request) => Promise<
     }
   };
 
-  return async (req) => {
+  if (observers.length === 0) return async (req) => (await respond(req)).res;
+  const arounds = observers.filter((o) => o.around);
+  return async (req, server) => {
     const startedAt = performance.now();
-    const { route, res } = await respond(req);
-    for (const observer of observers) observer.finished({ route, method: req.method, status: res.status, startedAt, req });
-    return res;
+    for (const observer of observers) observer.started?.(req);
+    const peer = server?.requestIP(req)?.address ?? "";
+    let run = () => respond(req);
+    for (const o of arounds) {
+      const inner = run;
+      run = () => o.around!(req, peer, inner);
+    }
+    const { route, res } = await run();
+    const finish = (bytes: number) => {
+      const event: RequestEvent = { route, method: req.method, status: res.status, startedAt, req, peer, bytes };
+      for (const observer of observers) observer.finished(event);
+    };
+    const length = res.headers.get("content-length");
+    if (req.method === "HEAD" || length !== null || res.body === null) {
+      finish(req.method === "HEAD" ? 0 : Number(length ?? 0));
+      return res;
+    }
+    return new Response(countedBody(res.body, finish), res);
   };
+}
+
+/** The body as it streams, its bytes counted; `done` is told once, at its end or when the
+ * client goes away. */
+function countedBody(body: ReadableStream<Uint8Array>, done: (bytes: number) => void): ReadableStream<Uint8Array> {
+  let bytes = 0;
+  let told = false;
+  const tell = () => {
+    if (!told) (told = true), done(bytes);
+  };
+  const reader = body.getReader();
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      try {
+        const { done: end, value } = await reader.read();
+        if (end) {
+          tell();
+          controller.close();
+          return;
+        }
+        bytes += value.byteLength;
+        controller.enqueue(value);
+      } catch (err) {
+        tell();
+        controller.error(err);
+      }
+    },
+    cancel(reason) {
+      tell();
+      return reader.cancel(reason);
+    },
+  });
 }

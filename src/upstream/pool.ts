@@ -5,6 +5,7 @@ import { canDecompress, parseCompression, unverifiableCompression } from "../nix
 import { parseNarUrl } from "../nix/nar-url.ts";
 import type { NarInfo } from "../nix/narinfo.ts";
 import { verifiedSignerNames, verifyNarInfo, type PublicKey } from "../nix/signature.ts";
+import type { Instruments } from "../telemetry/instruments.ts";
 import type { Logger } from "../telemetry/logger.ts";
 import type { NarInfoLookup, Upstream } from "./upstream.ts";
 
@@ -20,6 +21,8 @@ export interface PoolOptions {
   /** bzip2, lzip and lz4 narinfos are usable (on FileHash alone); default false */
   acceptUnverifiedCompression?: boolean;
   logger: Logger;
+  /** counts lookups answered from the negative cache */
+  instruments?: Pick<Instruments, "negativeCacheHit">;
 }
 
 export interface Found {
@@ -70,7 +73,10 @@ export class UpstreamPool {
   lookupNarInfo(hash: string): Promise<Found | null> {
     const expiry = this.misses.get(hash);
     if (expiry !== undefined) {
-      if (expiry > Date.now()) return Promise.resolve(null);
+      if (expiry > Date.now()) {
+        this.opts.instruments?.negativeCacheHit();
+        return Promise.resolve(null);
+      }
       this.misses.delete(hash);
     }
     return this.inFlight.run(hash, () => this.askAll(hash));

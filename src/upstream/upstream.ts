@@ -3,6 +3,7 @@ import { parseCacheInfo } from "../nix/cache-info.ts";
 import { NixFormatError } from "../nix/errors.ts";
 import { parseNarInfo, type NarInfo } from "../nix/narinfo.ts";
 import { readLimited, TooLargeError } from "../streams.ts";
+import { inSpan, noInstruments, type Instruments } from "../telemetry/instruments.ts";
 import type { Logger } from "../telemetry/logger.ts";
 
 /** An error lookup names its `reason` from a small fixed set (the pool logs each upstream and
@@ -22,6 +23,8 @@ export interface UpstreamOptions {
    * (a cache keeping its NARs on a CDN), e.g. "https://cdn.example.org". */
   extraOrigins?: string[];
   logger: Logger;
+  /** a span per request (its traceparent sent along), narinfo fetch durations */
+  instruments?: Instruments;
 }
 
 /** A narinfo is a few hundred bytes; more is not a narinfo (an HTML page, a misrouted NAR). */
@@ -54,6 +57,7 @@ export class Upstream {
   private consecutiveFailures = 0;
   private downUntil = 0;
   private readonly origins: Set<string>;
+  private readonly instruments: Instruments;
 
   constructor(
     url: string,
@@ -63,6 +67,7 @@ export class Upstream {
     this.base = new URL(url.endsWith("/") ? url : url + "/");
     this.priority = 50; // Nix's default for a cache whose nix-cache-info names none
     this.origins = new Set([this.base.origin, ...(opts.extraOrigins ?? []).map(parseOrigin)]);
+    this.instruments = opts.instruments ?? noInstruments;
   }
 
   get url(): string {
@@ -120,9 +125,19 @@ export class Upstream {
     }
   }
 
+  /** One upstream request in its own client span, which the upstream sees as the parent of
+   * its work (traceparent); the span ends with the response headers. */
+  private send(url: string, signal: AbortSignal | undefined, due: AbortSignal): Promise<Response> {
+    return inSpan(this.instruments, "ncps.upstream.request", { "url.full": url, "ncps.upstream": this.base.host }, async (span) => {
+      const res = await this.sendUntraced(url, signal, due);
+      span.setAttributes({ "http.response.status_code": res.status });
+      return res;
+    });
+  }
+
   /** GET `url`, aborted by `signal` (the caller's) or `due` (our deadline, which aborts the
    * body too when it fires while the body is read). */
-  private async send(url: string, signal: AbortSignal | undefined, due: AbortSignal): Promise<Response> {
+  private async sendUntraced(url: string, signal: AbortSignal | undefined, due: AbortSignal): Promise<Response> {
     const combined = signal ? AbortSignal.any([signal, due]) : due;
     try {
       const res = await this.followAllowedRedirects(url, combined);
@@ -144,7 +159,7 @@ export class Upstream {
     let current = url;
     for (let hop = 0; ; hop++) {
       if (!this.allows(current)) throw new UpstreamError(`${this.url}: ${current} is not on the upstream's origin or an allowed NAR origin`);
-      const res = await fetch(current, { headers: this.headers(current), signal, redirect: "manual" });
+      const res = await fetch(current, { headers: { ...this.headers(current), ...this.instruments.traceHeaders() }, signal, redirect: "manual" });
       const location = res.headers.get("location");
       if (!REDIRECT_STATUSES.has(res.status) || location === null) return res;
       await res.body?.cancel().catch(() => {});
@@ -178,6 +193,14 @@ export class Upstream {
   }
 
   async fetchNarInfo(hash: string, signal?: AbortSignal): Promise<NarInfoLookup> {
+    const startedAt = performance.now();
+    const lookup = await this.lookUpNarInfo(hash, signal);
+    this.instruments.upstreamNarInfoFetch(this.base.host, (performance.now() - startedAt) / 1000, lookup.kind);
+    if (lookup.kind === "error") this.instruments.noteError(`${this.url}: narinfo ${lookup.reason}`);
+    return lookup;
+  }
+
+  private async lookUpNarInfo(hash: string, signal?: AbortSignal): Promise<NarInfoLookup> {
     let res: { status: number; text: string };
     try {
       res = await this.getSmall(this.resolve(`${hash}.narinfo`), signal);

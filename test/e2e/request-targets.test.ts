@@ -1,6 +1,6 @@
 /** What is authorised is what is routed: with read and write tokens set, no request target,
  * Host header or verb reaches a narinfo, a NAR, a log or a write without the token. Only the
- * exact open path /healthz answers without one. Runs against the compiled binary in CI. */
+ * exact open paths /healthz and (with --prometheus-enabled) /metrics answer without one. Runs against the compiled binary in CI. */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -34,6 +34,7 @@ describe("request targets and the tokens", () => {
         ...["--cache-upstream-url", upstream.url, "--cache-upstream-public-key", cache.publicKey],
         ...["--cache-get-token", READ_TOKEN, "--cache-put-token", WRITE_TOKEN],
         ...["--cache-allow-put-verb", "--cache-allow-delete-verb"],
+        "--prometheus-enabled",
       ],
     });
     port = Number(new URL(ncps.url).port);
@@ -116,14 +117,21 @@ describe("request targets and the tokens", () => {
     expect(await after.text()).toBe(narinfoText);
   }, 120_000);
 
-  test("the exact open path answers without a token; its look-alikes do not", async () => {
+  test("the exact open paths answer without a token; their look-alikes do not", async () => {
     for (const target of ["/healthz", "/healthz?probe=1"]) {
       const res = await rawRequest(port, `GET ${target} HTTP/1.1\r\nHost: a`);
       expect([target, res.status, res.body]).toEqual([target, 200, "ok\n"]);
     }
-    for (const target of ["/healthz/", "/healthz/x", "//healthz", "/HEALTHZ", "/upload/healthz", "/healthz.narinfo"]) {
+    for (const target of ["/metrics", "/metrics?x=1"]) {
       const res = await rawRequest(port, `GET ${target} HTTP/1.1\r\nHost: a`);
-      expect([target, res.status]).toEqual([target, 401]);
+      expect([target, res.status]).toEqual([target, 200]);
+      expect(res.body).toContain("http_server_requests_total");
+    }
+    for (const p of ["healthz", "metrics"]) {
+      for (const target of [`/${p}/`, `/${p}/x`, `//${p}`, `/${p.toUpperCase()}`, `/upload/${p}`, `/${p}.narinfo`]) {
+        const res = await rawRequest(port, `GET ${target} HTTP/1.1\r\nHost: a`);
+        expect([target, res.status]).toEqual([target, 401]);
+      }
     }
   });
 
