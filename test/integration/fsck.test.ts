@@ -258,6 +258,33 @@ describe("ncps fsck on SQLite and local storage", () => {
     expect(sqlite(dataDir, "SELECT hash FROM narinfos")).toEqual([]);
   }, T);
 
+  test("a download in flight is not reported, even with no grace for strays", async () => {
+    const { dataDir, args } = await localCache("in-flight", { "stray-grace": "0s" });
+    const path = await syn.add("in-flight", { size: 256 * 1024 });
+    let release = () => {};
+    const held = new Promise<void>((resolve) => (release = resolve));
+    up.fault(`/${path.narinfo.url}`, { kind: "hold", afterBytes: 64 * 1024, until: held });
+    try {
+      await withNcps(args, async (ncps) => {
+        const narinfo = await fetch(`${ncps.url}/${path.hash}.narinfo`);
+        const key = /^URL: (.*)$/m.exec(await narinfo.text())![1]!;
+        const nar = await fetch(`${ncps.url}/${key}`);
+        const reader = nar.body!.getReader();
+        await reader.read(); // the download is running: its first bytes reached us
+        const run = await runFsck(args);
+        onlyFound(run, {});
+        expect(run.status).toBe(0);
+        release();
+        while (!(await reader.read()).done);
+      });
+    } finally {
+      release();
+      up.fault(`/${path.narinfo.url}`, null);
+    }
+    onlyFound(await runFsck(args, "--verify-content"), {});
+    expect(await readdir(join(dataDir, "nar"))).toHaveLength(1);
+  }, T);
+
   test("a process killed with SIGKILL in the middle of a download", async () => {
     const { dataDir, args } = await localCache("sigkill");
     const path = await syn.add("killed", { size: 256 * 1024 });
