@@ -5,12 +5,14 @@ import { mkdir } from "node:fs/promises";
 import { Cache } from "./cache/cache.ts";
 import { loadSigningKey } from "./cache/signing-key.ts";
 import { Pins } from "./cache/pins.ts";
+import { Eviction } from "./cache/eviction.ts";
 import { HotNarInfos } from "./cache/hot-narinfos.ts";
 import { defaultDownloadLimits } from "./cache/nar-download.ts";
 import { StoredNars } from "./cache/stored-nars.ts";
 import { removeStaleTempFiles } from "./cache/temp-files.ts";
 import { Uploads } from "./cache/uploads.ts";
 import type { Config } from "./config/options.ts";
+import { parseSchedule, startSchedule } from "./config/schedule.ts";
 import { parseOtelGrpcUrl, parseServerAddr } from "./config/validate.ts";
 import type { MetadataStore } from "./db/metadata-store.ts";
 import type { Locker } from "./lock/locker.ts";
@@ -37,6 +39,8 @@ export interface RunningNcps {
   port: number;
   cache: Cache;
   pins: Pins;
+  /** null without --cache-max-size */
+  eviction: Eviction | null;
   publicKey: string;
   stop(): Promise<void>;
 }
@@ -96,6 +100,41 @@ function warnAboutOpenWrites(config: Config, logger: Logger) {
   if (verbs.length === 0 || config.cachePutToken) return;
   const who = config.cacheGetToken ? "anyone with the read token" : "anyone who can reach ncps";
   logger.warn(`${verbs.join(" and ")} enabled without --cache-put-token: ${who} can write and delete`, { verbs });
+}
+
+/** With --cache-max-size: eviction when a commit passes the cap, on the schedule if one is
+ * set, and once at start (the cap may have been lowered). */
+function startEviction(
+  config: Config,
+  parts: { db: MetadataStore; nars: StoredNars; cache: Cache; locker: Locker; logger: Logger },
+): { eviction: Eviction | null; stop(): Promise<void> } {
+  const { logger } = parts;
+  if (!config.cacheMaxSize) {
+    if (config.cacheLruSchedule) logger.warn("--cache-lru-schedule is set without --cache-max-size: nothing will be evicted");
+    return { eviction: null, stop: async () => {} };
+  }
+  const eviction = new Eviction({
+    db: parts.db,
+    nars: parts.nars,
+    isDownloading: (key) => parts.cache.isDownloading(key),
+    maxBytes: config.cacheMaxSize,
+    locker: parts.locker,
+    lockTtlMs: config.cacheLockLruTtl,
+    logger,
+  });
+  parts.nars.onRecorded(() => eviction.checkCap("cap"));
+  const schedule = config.cacheLruSchedule ? parseSchedule(config.cacheLruSchedule, config.cacheLruScheduleTimezone) : null;
+  const job = schedule ? startSchedule(schedule, () => void eviction.trigger("schedule")) : null;
+  eviction.checkCap("start");
+  logger.info("size cap", { maxBytes: config.cacheMaxSize, schedule: schedule?.text ?? null, timezone: config.cacheLruScheduleTimezone ?? null });
+  return {
+    eviction,
+    stop: async () => {
+      job?.stop();
+      parts.nars.onRecorded(null);
+      await eviction.close();
+    },
+  };
 }
 
 /** Start ncps and return once it listens. */
@@ -169,6 +208,7 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
       logger,
     });
     const pins = new Pins({ db, cache, logger });
+    const lru = startEviction(config, { db, nars, cache, locker, logger });
     const handle = createFetchHandler({
       cache,
       uploads,
@@ -213,10 +253,12 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
       port: server.port!,
       cache,
       pins,
+      eviction: lru.eviction,
       publicKey: cache.publicKey,
       stop: async () => {
         await server.stop(true);
         await pins.close();
+        await lru.stop();
         await cache.close();
         await downloadLock.locker.close();
         await openDb.close();

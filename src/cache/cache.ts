@@ -310,6 +310,12 @@ export class Cache {
     span.end();
   }
 
+  /** A download of this NAR is running here (eviction leaves it alone). */
+  isDownloading(narKey: string): boolean {
+    const download = this.downloads.get(narKey);
+    return download !== undefined && !download.failed;
+  }
+
   /** Wait for every in-flight download (tests and graceful shutdown). */
   async drain(): Promise<void> {
     await Promise.all([...this.downloads.values()].map((d) => d.done));

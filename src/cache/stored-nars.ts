@@ -28,7 +28,15 @@ export interface Removed {
 }
 
 export class StoredNars {
+  private afterRecord: ((key: string) => void) | null = null;
+
   constructor(private readonly opts: StoredNarsOptions) {}
+
+  /** Called after each NAR is recorded (eviction: a commit that passes the size cap starts a
+   * pass at once). It must not throw. */
+  onRecorded(fn: ((key: string) => void) | null): void {
+    this.afterRecord = fn;
+  }
 
   /** The record of a stored, verified NAR. */
   find(key: string): Promise<NarRecord | null> {
@@ -60,8 +68,9 @@ export class StoredNars {
   }
 
   /** Record stored bytes that were verified. */
-  record(key: string, digest: NarDigest): Promise<void> {
-    return this.opts.db.putNar({ key, size: digest.fileSize, fileHash: digest.fileHash, narHash: digest.narHash, createdAt: Date.now() });
+  async record(key: string, digest: NarDigest): Promise<void> {
+    await this.opts.db.putNar({ key, size: digest.fileSize, fileHash: digest.fileHash, narHash: digest.narHash, createdAt: Date.now() });
+    this.afterRecord?.(key);
   }
 
   /** The NAR's bytes, or a range of them. A recorded NAR whose bytes are gone (removed
@@ -90,6 +99,20 @@ export class StoredNars {
     await this.forgetNarInfo(hash);
     await this.removeIfUnnamed(record.narKey);
     return true;
+  }
+
+  /** Eviction's removal: the narinfo, and the record of its NAR (`narKey`, as listed) when no
+   * other narinfo names it, which is returned. Its bytes stay, for the caller to delete once
+   * readers that already opened them are done (`discardUnrecorded`, which keeps them if the
+   * NAR was recorded again meanwhile); no new reader finds them, since readers start from
+   * the record. */
+  async removeNarInfoKeepingBytes(hash: string, narKey: string): Promise<{ narInfo: boolean; nar: NarRecord | null }> {
+    const narInfo = await this.opts.db.deleteNarInfo(hash);
+    this.opts.hot.forget(hash);
+    if ((await this.opts.db.narInfosForNar(narKey)).length > 0) return { narInfo, nar: null };
+    const nar = await this.opts.db.getNar(narKey);
+    if (nar === null || !(await this.opts.db.deleteNar(narKey))) return { narInfo, nar: null };
+    return { narInfo, nar };
   }
 
   /** Remove a NAR (bytes and record) that no recorded narinfo names: an upload whose narinfo

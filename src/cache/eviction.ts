@@ -1,0 +1,243 @@
+/** LRU eviction: keeps the stored NARs under `--cache-max-size`. A pass starts when a commit
+ * pushes the stored total over the cap (StoredNars' after-record hook) or on the schedule,
+ * never two at a time (in-process, and across replicas through the "lru" lock). It walks the
+ * narinfos least recently used first, skips the closures of pins and NARs being downloaded,
+ * and removes each narinfo through StoredNars (its NAR goes with the last narinfo naming
+ * it) until the total is down to the low-water mark.
+ *
+ * A client may be streaming a NAR while it is evicted: the records go first, so no new
+ * reader finds the NAR, and the bytes `graceMs` later. A reader that already looked the NAR up
+ * has opened it by then (local storage: Bun's sendfile opens the file when it starts sending,
+ * and an open file survives its unlink; S3: a GET in progress streams the object it started
+ * on). Deletions still pending at close are done then; a crash leaves them as stray blobs,
+ * which fsck removes. */
+import type { MetadataStore } from "../db/metadata-store.ts";
+import type { Locker } from "../lock/locker.ts";
+import { MemoryLocker } from "../lock/memory.ts";
+import type { Logger } from "../telemetry/logger.ts";
+import { pinnedClosure } from "./pins.ts";
+import type { StoredNars } from "./stored-nars.ts";
+
+export interface EvictionOptions {
+  db: MetadataStore;
+  nars: StoredNars;
+  /** a download of this NAR is running (its narinfo must stay for it to be recorded) */
+  isDownloading(narKey: string): boolean;
+  /** the cap, in bytes (> 0) */
+  maxBytes: number;
+  /** one pass across replicas; a MemoryLocker of its own when absent */
+  locker?: Locker;
+  /** how long the "lru" lock outlives a replica that died holding it */
+  lockTtlMs: number;
+  logger: Logger;
+  /** delay between removing a NAR's record and its bytes (default 10 s) */
+  graceMs?: number;
+  /** narinfos read per page (default 1,000) */
+  pageSize?: number;
+}
+
+export type PassReason = "schedule" | "cap" | "start" | "manual";
+
+export interface PassResult {
+  reason: PassReason;
+  /** the stored total when the pass began and when it ended */
+  before: number;
+  after: number;
+  freedBytes: number;
+  narInfos: number;
+  nars: number;
+  /** narinfos left because they belong to a pinned closure / their NAR is downloading */
+  skippedPinned: number;
+  skippedDownloading: number;
+  durationMs: number;
+}
+
+/** Evict down to this share of the cap, not just under it: stopping at the cap itself would
+ * start a new pass (a pinned-closure walk and an LRU scan) on nearly every commit once the
+ * cache is full. 10% of room costs a tenth of the cache's hit rate at most, and makes passes
+ * rare: the next starts after that many bytes of new NARs. */
+export const LOW_WATER = 0.9;
+const DEFAULT_GRACE_MS = 10_000;
+/** Removals between yields to the event loop. On SQLite the queries run synchronously, so this
+ * bounds how long serving waits behind a pass: measured with bench/eviction.ts (README,
+ * "Keeping the cache in bounds"). */
+const REMOVALS_PER_YIELD = 25;
+const LOCK_NAME = "lru";
+
+const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+export class Eviction {
+  private readonly locker: Locker;
+  private readonly ownLocker: boolean;
+  private readonly graceMs: number;
+  private readonly pageSize: number;
+  private running: Promise<PassResult | null> | null = null;
+  /** the cap was passed again while a pass ran: check once more when it ends */
+  private recheck = false;
+  private closed = false;
+  /** NAR bytes whose records are gone, deleted after the grace */
+  private readonly pendingBytes = new Map<string, ReturnType<typeof setTimeout>>();
+  private readonly deleting = new Set<Promise<void>>();
+
+  constructor(private readonly opts: EvictionOptions) {
+    if (!(opts.maxBytes > 0)) throw new Error("eviction needs a cap greater than 0");
+    this.ownLocker = opts.locker === undefined;
+    this.locker = opts.locker ?? new MemoryLocker();
+    this.graceMs = opts.graceMs ?? DEFAULT_GRACE_MS;
+    this.pageSize = opts.pageSize ?? 1000;
+  }
+
+  get maxBytes(): number {
+    return this.opts.maxBytes;
+  }
+
+  /** A pass starts when the stored total is over the cap (StoredNars' after-record hook, and
+   * at start). While one runs, the total is checked again when it ends. */
+  checkCap(reason: PassReason = "cap"): void {
+    if (this.closed) return;
+    if (this.running) {
+      this.recheck = true;
+      return;
+    }
+    void this.startIfOverCap(reason);
+  }
+
+  /** Start a pass unless one is running (its result is returned then). Null when another
+   * replica holds the lock, or after close. Never rejects: a failed pass is logged. */
+  trigger(reason: PassReason): Promise<PassResult | null> {
+    if (this.closed) return Promise.resolve(null);
+    if (this.running) return this.running;
+    const pass = this.lockedPass(reason)
+      .catch((error: unknown) => {
+        this.opts.logger.error("LRU eviction pass failed", { reason, error });
+        return null;
+      })
+      .finally(() => {
+        this.running = null;
+        if (this.recheck && !this.closed) {
+          this.recheck = false;
+          void this.startIfOverCap("cap");
+        }
+      });
+    this.running = pass;
+    return pass;
+  }
+
+  /** Waits for the running pass, then deletes the pending bytes at once. */
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.running;
+    await this.flushPendingDeletions();
+    if (this.ownLocker) await this.locker.close();
+  }
+
+  /** Deletes the bytes of evicted NARs now, without waiting for their grace to end. */
+  async flushPendingDeletions(): Promise<void> {
+    for (const [key, timer] of this.pendingBytes) {
+      clearTimeout(timer);
+      this.deleteBytes(key);
+    }
+    await Promise.all([...this.deleting]);
+  }
+
+  /** Evicted NARs whose bytes are still in storage, waiting for their grace to end. */
+  get pendingDeletions(): number {
+    return this.pendingBytes.size;
+  }
+
+  private async startIfOverCap(reason: PassReason): Promise<void> {
+    try {
+      if ((await this.opts.db.storedBytes()) > this.opts.maxBytes) await this.trigger(reason);
+    } catch (error) {
+      this.opts.logger.error("reading the stored total failed", { error });
+    }
+  }
+
+  private async lockedPass(reason: PassReason): Promise<PassResult | null> {
+    const release = await this.locker.tryLock(LOCK_NAME, this.opts.lockTtlMs);
+    if (!release) {
+      this.opts.logger.debug("LRU eviction: another replica is running a pass", { reason });
+      return null;
+    }
+    try {
+      return await this.pass(reason);
+    } finally {
+      await release();
+    }
+  }
+
+  private async pass(reason: PassReason): Promise<PassResult> {
+    const { db, nars, logger, maxBytes } = this.opts;
+    const started = performance.now();
+    const before = await db.storedBytes();
+    const result: PassResult = { reason, before, after: before, freedBytes: 0, narInfos: 0, nars: 0, skippedPinned: 0, skippedDownloading: 0, durationMs: 0 };
+    if (before <= maxBytes) {
+      result.durationMs = Math.round(performance.now() - started);
+      logger.debug("LRU eviction: under the cap", { reason, storedBytes: before, maxBytes });
+      return result;
+    }
+    const target = Math.floor(maxBytes * LOW_WATER);
+    const pinned = await pinnedClosure(db); // once per pass: a pin added meanwhile waits for the next
+    let stored = before;
+    let cursor: { lastAccessedAt: number; hash: string } | undefined;
+    let sinceYield = 0;
+    walk: for (;;) {
+      const page = await db.narInfosByAge(this.pageSize, cursor);
+      if (page.length === 0) break;
+      for (const n of page) {
+        cursor = n;
+        if (pinned.has(n.hash)) {
+          result.skippedPinned++;
+          continue;
+        }
+        if (this.opts.isDownloading(n.narKey)) {
+          result.skippedDownloading++;
+          continue;
+        }
+        const removed = await nars.removeNarInfoKeepingBytes(n.hash, n.narKey);
+        if (removed.narInfo) result.narInfos++;
+        if (removed.nar) {
+          result.nars++;
+          result.freedBytes += removed.nar.size;
+          stored -= removed.nar.size;
+          this.deleteBytesLater(removed.nar.key);
+        }
+        if (++sinceYield >= REMOVALS_PER_YIELD) {
+          sinceYield = 0;
+          await yieldToEventLoop();
+        }
+        if (stored <= target) {
+          // commits meanwhile count too: the figure decides
+          stored = await db.storedBytes();
+          if (stored <= target) break walk;
+        }
+      }
+      await yieldToEventLoop();
+    }
+    result.after = await db.storedBytes();
+    result.durationMs = Math.round(performance.now() - started);
+    const fields = { ...result, maxBytes, targetBytes: target };
+    if (result.after > maxBytes) logger.warn("LRU eviction pass ended over the cap: the rest is pinned or downloading", fields);
+    else logger.info("LRU eviction pass", fields);
+    return result;
+  }
+
+  private deleteBytesLater(key: string): void {
+    clearTimeout(this.pendingBytes.get(key));
+    const timer = setTimeout(() => this.deleteBytes(key), this.graceMs);
+    timer.unref?.();
+    this.pendingBytes.set(key, timer);
+  }
+
+  /** Unless the NAR was recorded again or is being downloaded again meanwhile (the download
+   * overwrites the bytes). */
+  private deleteBytes(key: string): void {
+    this.pendingBytes.delete(key);
+    if (this.opts.isDownloading(key)) return;
+    const done = this.opts.nars
+      .discardUnrecorded(key)
+      .catch((error: unknown) => this.opts.logger.error("deleting evicted NAR bytes failed", { key, error }))
+      .finally(() => this.deleting.delete(done));
+    this.deleting.add(done);
+  }
+}
