@@ -140,9 +140,10 @@ export class Telemetry implements Instruments, LockInstruments, EvictionInstrume
     counter("ncps_lru_narinfos_evicted", "narinfos removed by LRU eviction", this.lru.narInfos);
     counter("ncps_lru_nar_files_evicted", "NARs removed by LRU eviction", this.lru.nars);
     this.lruDuration = meter.createHistogram("ncps_lru_cleanup_duration_seconds", { description: "One LRU eviction pass", ...seconds });
-    // The LRU series exist from the start (at 0), so dashboards and rate() see them before the
-    // first pass.
-    for (const t of [this.lru.runs, this.lru.bytes, this.lru.narInfos, this.lru.nars]) t.add("", () => ({}), 0);
+    // Series of rare events exist from the start (at 0), so dashboards and rate() see them
+    // before the first one.
+    for (const t of [this.lru.runs, this.lru.bytes, this.lru.narInfos, this.lru.nars, this.negativeHits]) t.add("", () => ({}), 0);
+    this.lockFailures.add("download exclusive", () => ({ type: "download", mode: "exclusive" }), 0);
   }
 
   setSources(sources: GaugeSources) {
