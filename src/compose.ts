@@ -258,8 +258,8 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
       stop: async () => {
         await server.stop(true);
         await pins.close();
-        await lru.stop();
         await cache.close();
+        await lru.stop();
         await downloadLock.locker.close();
         await openDb.close();
         await observability.shutdown();

@@ -78,6 +78,8 @@ export class Eviction {
   /** NAR bytes whose records are gone, deleted after the grace */
   private readonly pendingBytes = new Map<string, ReturnType<typeof setTimeout>>();
   private readonly deleting = new Set<Promise<void>>();
+  /** cap checks under way (one may start a pass) */
+  private readonly checks = new Set<Promise<void>>();
 
   constructor(private readonly opts: EvictionOptions) {
     if (!(opts.maxBytes > 0)) throw new Error("eviction needs a cap greater than 0");
@@ -99,7 +101,8 @@ export class Eviction {
       this.recheck = true;
       return;
     }
-    void this.startIfOverCap(reason);
+    const check = this.startIfOverCap(reason).finally(() => this.checks.delete(check));
+    this.checks.add(check);
   }
 
   /** Start a pass unless one is running (its result is returned then). Null when another
@@ -114,9 +117,9 @@ export class Eviction {
       })
       .finally(() => {
         this.running = null;
-        if (this.recheck && !this.closed) {
+        if (this.recheck) {
           this.recheck = false;
-          void this.startIfOverCap("cap");
+          this.checkCap("cap");
         }
       });
     this.running = pass;
@@ -125,6 +128,7 @@ export class Eviction {
 
   /** Waits for the running pass, then deletes the pending bytes at once. */
   async close(): Promise<void> {
+    await Promise.all([...this.checks]); // a commit just before close may have passed the cap
     this.closed = true;
     await this.running;
     await this.flushPendingDeletions();
