@@ -80,8 +80,14 @@ export const noInstruments: Instruments & LockInstruments & EvictionInstruments 
 };
 
 /** Runs `fn` in a child span of the current one; ends it, failed when `fn` throws. */
-export async function inSpan<T>(instruments: Instruments, name: string, attrs: Attributes, fn: (span: SpanHandle) => Promise<T>): Promise<T> {
-  const span = instruments.startSpan(name, attrs);
+export async function inSpan<T>(
+  instruments: Instruments,
+  name: string,
+  attrs: Attributes,
+  fn: (span: SpanHandle) => Promise<T>,
+  kind: "internal" | "client" = "internal",
+): Promise<T> {
+  const span = instruments.startSpan(name, attrs, kind);
   try {
     return await span.run(() => fn(span));
   } catch (err) {

@@ -132,7 +132,7 @@ export class Upstream {
       const res = await this.sendUntraced(url, signal, due);
       span.setAttributes({ "http.response.status_code": res.status });
       return res;
-    });
+    }, "client");
   }
 
   /** GET `url`, aborted by `signal` (the caller's) or `due` (our deadline, which aborts the
