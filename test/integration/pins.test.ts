@@ -275,3 +275,40 @@ describe("ncps pin add|rm|ls", () => {
     expect([missing.status, missing.stderr]).toEqual([1, "ncps: missing path for ncps pin rm (see ncps pin rm --help)\n"]);
   });
 });
+
+describe("pins and eviction", () => {
+  /** Stored here, asked without any upstream (the /upload/ prefix answers from storage only). */
+  const held = async (ncps: RunningNcps, p: SyntheticPath) => (await fetch(`${ncps.url}/upload/${p.hash}.narinfo`)).status === 200;
+
+  /** A client fetching `p` (narinfo, then NAR) through ncps; then the pass its commit started. */
+  async function fetchThrough(ncps: RunningNcps, p: SyntheticPath) {
+    const narinfo = await (await fetch(`${ncps.url}/${p.hash}.narinfo`)).text();
+    const nar = await fetch(`${ncps.url}/${/^URL: (.*)$/m.exec(narinfo)![1]}`);
+    expect(Buffer.from(await nar.arrayBuffer()).equals(Buffer.from(p.file))).toBe(true);
+    await settled(ncps);
+    await ncps.eviction!.trigger("manual"); // the pass the commit started, or one under the cap
+    await ncps.eviction!.flushPendingDeletions();
+  }
+
+  test("a closure pinned over HTTP survives passes that evict everything else; unpinned, it is evictable again", async () => {
+    const f = await fixture();
+    const [x, y] = [await f.synthetic.add("x", { size: 4096 }), await f.synthetic.add("y", { size: 4096 })];
+    // The pinned closure (about 6 KB) fits; any other path on top passes the cap.
+    const ncps = await f.start({ "cache-allow-put-verb": true, "cache-max-size": "9000" });
+
+    expect((await pinRequest(ncps, "POST", f.a.hash)).status).toBe(200);
+    await settled(ncps);
+    for (const p of [x!, y!]) {
+      await fetchThrough(ncps, p);
+      expect(await held(ncps, p)).toBe(false); // evicted by the pass its own commit started
+      expect(await Promise.all([f.a, f.b, f.c].map((q) => held(ncps, q)))).toEqual([true, true, true]);
+    }
+    const [pin] = await listPins(ncps);
+    expect(pin!.closure).toMatchObject({ paths: 3, present: 3, complete: true });
+    for (const p of [f.a, f.b, f.c]) expect(f.upstream.hits(narPath(p))).toBe(1); // never fetched again
+
+    expect((await pinRequest(ncps, "DELETE", f.a.hash)).status).toBe(200);
+    await fetchThrough(ncps, x!);
+    expect(await Promise.all([f.a, f.b, f.c].map((q) => held(ncps, q)))).toContain(false);
+  });
+});
