@@ -15,6 +15,7 @@ import { encodeNix32 } from "../src/nix/nix32.ts";
 import { serializeNarInfo } from "../src/nix/narinfo.ts";
 import { formatPublicKey, generateSecretKey, signNarInfo, toPublicKey } from "../src/nix/signature.ts";
 import { startNcpsProcess, type NcpsProcess } from "../test/helpers/ncps.ts";
+import { startCollector, type Collector } from "../test/helpers/otlp-collector.ts";
 import { freePort } from "../test/helpers/ports.ts";
 
 const { values } = parseArgs({
@@ -22,6 +23,12 @@ const { values } = parseArgs({
     seconds: { type: "string", default: "5" },
     connections: { type: "string", default: "25" },
     "nar-kb": { type: "string", default: "1024" },
+    // metrics and tracing on (Prometheus, and OTLP spans to a local gRPC collector), to
+    // compare with a run without
+    telemetry: { type: "boolean", default: false },
+    "only-ncps": { type: "boolean", default: false },
+    // with --telemetry: the share of traces started here that are recorded (OTEL_TRACES_SAMPLER_ARG)
+    "trace-ratio": { type: "string", default: "1" },
   },
 });
 
@@ -92,6 +99,7 @@ end
 const nginx = Bun.spawn(["nginx", "-c", join(work, "nginx.conf"), "-e", join(work, "nginx-error.log")], { stderr: "pipe" });
 const nginxUrl = `http://127.0.0.1:${nginxPort}`;
 let ncps: NcpsProcess | undefined;
+let collector: Collector | undefined;
 try {
   let nginxUp = false;
   for (let i = 0; i < 50 && !nginxUp; i++) {
@@ -101,8 +109,13 @@ try {
   }
   if (!nginxUp) throw new Error(`nginx did not start: ${await new Response(nginx.stderr).text()} ${await Bun.file(join(work, "nginx-error.log")).text().catch(() => "")}`);
 
+  collector = values.telemetry ? await startCollector() : undefined;
   ncps = await startNcpsProcess({
-    args: ["--cache-upstream-url", nginxUrl, "--cache-upstream-public-key", formatPublicKey(toPublicKey(key))],
+    args: [
+      ...["--cache-upstream-url", nginxUrl, "--cache-upstream-public-key", formatPublicKey(toPublicKey(key))],
+      ...(collector ? ["--prometheus-enabled", "--otel-enabled", "--otel-grpc-url", collector.url] : []),
+    ],
+    env: collector ? { OTEL_TRACES_SAMPLER: "parentbased_traceidratio", OTEL_TRACES_SAMPLER_ARG: values["trace-ratio"] } : {},
   });
   // warm: narinfo and NAR now live in ncps's own storage
   const served = await (await fetch(`${ncps.url}/${storeHash}.narinfo`)).text();
@@ -117,11 +130,16 @@ try {
   ] as const;
   for (const [name, ncpsUrl, nginxTarget] of cases) {
     for (const [server, url] of [["ncps", ncpsUrl], ["nginx", nginxTarget]] as const) {
-      console.log(JSON.stringify({ case: name, server, connections: Number(values.connections), ...(await wrk(url)) }));
+      if (server === "nginx" && values["only-ncps"]) continue;
+      const telemetry = server === "ncps" ? { telemetry: values.telemetry, spansReceived: 0 } : {};
+      const result = await wrk(url);
+      if (collector) telemetry.spansReceived = collector.spans.length;
+      console.log(JSON.stringify({ case: name, server, connections: Number(values.connections), ...telemetry, ...result }));
     }
   }
 } finally {
   await ncps?.stop();
+  await collector?.stop();
   nginx.kill();
   await nginx.exited;
   await rm(work, { recursive: true, force: true });

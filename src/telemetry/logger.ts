@@ -25,10 +25,33 @@ function errorFields(value: unknown, depth = 0): unknown {
   return fields;
 }
 
+/** Lines written in one turn of the event loop go out in one write: with an access-log line
+ * per request, one write(2) per line cost a busy server more than the request itself. What
+ * is pending is written synchronously when the process exits. */
+function batchedStderr(): (line: string) => void {
+  let pending = "";
+  const flush = () => {
+    if (pending === "") return;
+    const out = pending;
+    pending = "";
+    process.stderr.write(out);
+  };
+  process.once("exit", () => {
+    if (pending !== "") require("node:fs").writeSync(2, pending);
+  });
+  return (line) => {
+    if (pending === "") setImmediate(flush);
+    pending += line;
+    if (pending.length > 64 * 1024) flush();
+  };
+}
+
+let stderrWriter: ((line: string) => void) | null = null;
+
 export function createLogger(
   level: LogLevel = "info",
   base: LogFields = {},
-  write: (line: string) => void = (line) => process.stderr.write(line),
+  write: (line: string) => void = (stderrWriter ??= batchedStderr()),
 ): Logger {
   const min = rank[level];
   const emit = (lvl: LogLevel, msg: string, fields?: LogFields) => {

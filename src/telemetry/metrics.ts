@@ -304,6 +304,9 @@ export class Telemetry implements Instruments, LockInstruments, EvictionInstrume
       { kind: SpanKind.SERVER, attributes: { "http.request.method": method, "url.path": target, "client.address": client } },
       parent,
     );
+    // A request the sampler left out runs outside any context: no async-context switch on
+    // the hit path, and spans a miss starts become traces of their own, sampled alike.
+    if (!span.isRecording()) return null;
     const ctx = trace.setSpan(parent, span);
     return {
       setAttributes: (a) => void span.setAttributes(a),
