@@ -11,7 +11,9 @@ export interface StatusFigures {
   publicKey: string;
   narInfos: { hits: number; misses: number };
   nars: { hits: number; misses: number };
+  /** response bytes of every route, and of NARs alone */
   bytesServed: number;
+  narBytesServed: number;
   bytesFetched: number;
   storedBytes: number;
   /** null: no cap */
@@ -57,7 +59,7 @@ function ratio(hits: number, misses: number): string {
 
 export function renderStatusPage(f: StatusFigures): string {
   const fig = (name: string, value: string) => `<span data-figure="${name}">${escapeHtml(value)}</span>`;
-  const saved = Math.max(0, f.bytesServed - f.bytesFetched);
+  const saved = Math.max(0, f.narBytesServed - f.bytesFetched);
   const cap = f.maxSizeBytes ? `${formatBytes(f.maxSizeBytes)} (${((100 * f.storedBytes) / f.maxSizeBytes).toFixed(1)}% used)` : "no cap";
   const upstreams = f.upstreams
     .map(
@@ -97,7 +99,7 @@ table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:.25rem .
 <div class="card">narinfo hit ratio<b>${fig("narinfo-hit-ratio", ratio(f.narInfos.hits, f.narInfos.misses))}</b>${fig("narinfo-hits", String(f.narInfos.hits))} hits, ${fig("narinfo-misses", String(f.narInfos.misses))} misses</div>
 <div class="card">NAR hit ratio<b>${fig("nar-hit-ratio", ratio(f.nars.hits, f.nars.misses))}</b>${fig("nar-hits", String(f.nars.hits))} hits, ${fig("nar-misses", String(f.nars.misses))} misses</div>
 <div class="card">served to clients<b>${fig("bytes-served", formatBytes(f.bytesServed))}</b>fetched from upstreams: ${fig("bytes-fetched", formatBytes(f.bytesFetched))}</div>
-<div class="card">bandwidth saved<b>${fig("bytes-saved", formatBytes(saved))}</b>served minus fetched</div>
+<div class="card">bandwidth saved<b>${fig("bytes-saved", formatBytes(saved))}</b>NAR bytes served minus fetched</div>
 <div class="card">stored<b>${fig("stored-bytes", formatBytes(f.storedBytes))}</b>cap: ${fig("max-size", cap)}</div>
 <div class="card">downloads in flight<b>${fig("downloads-in-flight", String(f.downloads.length))}</b>from upstreams now</div>
 </div>

@@ -168,6 +168,7 @@ export class Telemetry implements Instruments, LockInstruments, EvictionInstrume
       narInfos: served(this.narInfos),
       nars: served(this.nars),
       bytesServed: this.bytesServed.sum(),
+      narBytesServed: this.bytesServed.sum((a) => a.http_route === "nar"),
       bytesFetched: this.bytesFetched.sum(),
       storedBytes: await this.storedBytes(),
       maxSizeBytes: this.sources?.maxSizeBytes || null,
