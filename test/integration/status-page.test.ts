@@ -53,7 +53,7 @@ test("a browser without the read token gets 401, and JSON stays the answer for e
   expect((await fetch(`${ncps.url}/`, { headers: { accept: "text/html" } })).status).toBe(401);
   const json = await fetch(`${ncps.url}/`, { headers: { authorization: `Bearer ${TOKEN}` } });
   expect(json.headers.get("content-type")).toContain("application/json");
-  expect((await json.json()).publicKey).toBe(ncps.publicKey);
+  expect(((await json.json()) as { publicKey: string }).publicKey).toBe(ncps.publicKey);
 });
 
 browserTest("headless Chromium shows the hits, misses, bytes, upstream and key that happened", async () => {
