@@ -11,7 +11,7 @@
  * and an open file survives its unlink; S3: a GET in progress streams the object it started
  * on). Deletions still pending at close are done then; a crash leaves them as stray blobs,
  * which fsck removes. */
-import type { MetadataStore } from "../db/metadata-store.ts";
+import type { MetadataStore, NarInfoAge } from "../db/metadata-store.ts";
 import type { Locker } from "../lock/locker.ts";
 import { MemoryLocker } from "../lock/memory.ts";
 import type { Logger } from "../telemetry/logger.ts";
@@ -34,6 +34,8 @@ export interface EvictionOptions {
   graceMs?: number;
   /** narinfos read per page (default 1,000) */
   pageSize?: number;
+  /** narinfos removed per batch (a few statements each; default: BATCH_SIZE) */
+  batchSize?: number;
 }
 
 export type PassReason = "schedule" | "cap" | "start" | "manual";
@@ -58,19 +60,21 @@ export interface PassResult {
  * rare: the next starts after that many bytes of new NARs. */
 export const LOW_WATER = 0.9;
 const DEFAULT_GRACE_MS = 10_000;
-/** Removals between yields to the event loop. On SQLite the queries run synchronously, so this
- * bounds how long serving waits behind a pass: measured with bench/eviction.ts (README,
- * "Keeping the cache in bounds"). */
-const REMOVALS_PER_YIELD = 25;
+/** Narinfos removed per batch, with a yield to the event loop after each. A batch is a few
+ * statements whatever its size (one round trip each on a server engine), and on SQLite runs
+ * synchronously, so this bounds how long serving waits behind a pass: measured with
+ * bench/eviction.ts (README, "Keeping the cache in bounds"). */
+export const BATCH_SIZE = 100;
 const LOCK_NAME = "lru";
 
-const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
+const yieldToEventLoop = () => new Promise<void>((resolve) => setTimeout(resolve, 0));
 
 export class Eviction {
   private readonly locker: Locker;
   private readonly ownLocker: boolean;
   private readonly graceMs: number;
   private readonly pageSize: number;
+  private readonly batchSize: number;
   private running: Promise<PassResult | null> | null = null;
   /** the cap was passed again while a pass ran: check once more when it ends */
   private recheck = false;
@@ -87,6 +91,7 @@ export class Eviction {
     this.locker = opts.locker ?? new MemoryLocker();
     this.graceMs = opts.graceMs ?? DEFAULT_GRACE_MS;
     this.pageSize = opts.pageSize ?? 1000;
+    this.batchSize = opts.batchSize ?? BATCH_SIZE;
   }
 
   get maxBytes(): number {
@@ -171,7 +176,7 @@ export class Eviction {
   }
 
   private async pass(reason: PassReason): Promise<PassResult> {
-    const { db, nars, logger, maxBytes } = this.opts;
+    const { db, logger, maxBytes } = this.opts;
     const started = performance.now();
     const before = await db.storedBytes();
     const result: PassResult = { reason, before, after: before, freedBytes: 0, narInfos: 0, nars: 0, skippedPinned: 0, skippedDownloading: 0, durationMs: 0 };
@@ -183,40 +188,30 @@ export class Eviction {
     const target = Math.floor(maxBytes * LOW_WATER);
     const pinned = await pinnedClosure(db); // once per pass: a pin added meanwhile waits for the next
     let stored = before;
-    let cursor: { lastAccessedAt: number; hash: string } | undefined;
-    let sinceYield = 0;
+    let cursor: NarInfoAge | undefined;
     walk: for (;;) {
       const page = await db.narInfosByAge(this.pageSize, cursor);
       if (page.length === 0) break;
-      for (const n of page) {
-        cursor = n;
-        if (pinned.has(n.hash)) {
-          result.skippedPinned++;
-          continue;
+      cursor = page.at(-1);
+      let batch: NarInfoAge[] = [];
+      let declared = 0;
+      for (const [i, n] of page.entries()) {
+        if (pinned.has(n.hash)) result.skippedPinned++;
+        else if (this.opts.isDownloading(n.narKey)) result.skippedDownloading++;
+        else {
+          batch.push(n);
+          declared += n.size;
         }
-        if (this.opts.isDownloading(n.narKey)) {
-          result.skippedDownloading++;
-          continue;
-        }
-        const removed = await nars.removeNarInfoKeepingBytes(n.hash, n.narKey);
-        if (removed.narInfo) result.narInfos++;
-        if (removed.nar) {
-          result.nars++;
-          result.freedBytes += removed.nar.size;
-          stored -= removed.nar.size;
-          this.deleteBytesLater(removed.nar.key);
-        }
-        if (++sinceYield >= REMOVALS_PER_YIELD) {
-          sinceYield = 0;
+        // a batch ends where its declared sizes would reach the target (a shared NAR frees
+        // less, so this never overshoots by more than one NAR), at the batch size, or with the page
+        if (batch.length > 0 && (stored - declared <= target || batch.length >= this.batchSize || i === page.length - 1)) {
+          stored = await this.removeBatch(batch, result);
+          batch = [];
+          declared = 0;
           await yieldToEventLoop();
-        }
-        if (stored <= target) {
-          // commits meanwhile count too: the figure decides
-          stored = await db.storedBytes();
           if (stored <= target) break walk;
         }
       }
-      await yieldToEventLoop();
     }
     result.after = await db.storedBytes();
     result.durationMs = Math.round(performance.now() - started);
@@ -224,6 +219,18 @@ export class Eviction {
     if (result.after > maxBytes) logger.warn("LRU eviction pass ended over the cap: the rest is pinned or downloading", fields);
     else logger.info("LRU eviction pass", fields);
     return result;
+  }
+
+  /** Returns the stored total after it (commits meanwhile count too: the figure decides). */
+  private async removeBatch(batch: NarInfoAge[], result: PassResult): Promise<number> {
+    const removed = await this.opts.nars.removeNarInfosKeepingBytes(batch);
+    result.narInfos += removed.narInfos;
+    for (const nar of removed.nars) {
+      result.nars++;
+      result.freedBytes += nar.size;
+      this.deleteBytesLater(nar.key);
+    }
+    return this.opts.db.storedBytes();
   }
 
   private deleteBytesLater(key: string): void {

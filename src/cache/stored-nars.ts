@@ -101,18 +101,18 @@ export class StoredNars {
     return true;
   }
 
-  /** Eviction's removal: the narinfo, and the record of its NAR (`narKey`, as listed) when no
-   * other narinfo names it, which is returned. Its bytes stay, for the caller to delete once
-   * readers that already opened them are done (`discardUnrecorded`, which keeps them if the
-   * NAR was recorded again meanwhile); no new reader finds them, since readers start from
-   * the record. */
-  async removeNarInfoKeepingBytes(hash: string, narKey: string): Promise<{ narInfo: boolean; nar: NarRecord | null }> {
-    const narInfo = await this.opts.db.deleteNarInfo(hash);
-    this.opts.hot.forget(hash);
-    if ((await this.opts.db.narInfosForNar(narKey)).length > 0) return { narInfo, nar: null };
-    const nar = await this.opts.db.getNar(narKey);
-    if (nar === null || !(await this.opts.db.deleteNar(narKey))) return { narInfo, nar: null };
-    return { narInfo, nar };
+  /** Eviction's removal, for a batch in a few statements: the narinfos, and the records of
+   * their NARs (`narKey`, as listed) that no narinfo names any more, which are returned. Their
+   * bytes stay, for the caller to delete once readers that already opened them are done
+   * (`discardUnrecorded`, which keeps them if the NAR was recorded again meanwhile); no new
+   * reader finds them, since readers start from the record. */
+  async removeNarInfosKeepingBytes(narInfos: { hash: string; narKey: string }[]): Promise<{ narInfos: number; nars: NarRecord[] }> {
+    const { db, hot } = this.opts;
+    const removed = await db.deleteNarInfos(narInfos.map((n) => n.hash));
+    for (const n of narInfos) hot.forget(n.hash);
+    const keys = [...new Set(narInfos.map((n) => n.narKey))];
+    const named = await db.namedNarKeys(keys);
+    return { narInfos: removed, nars: await db.deleteNars(keys.filter((k) => !named.has(k))) };
   }
 
   /** Remove a NAR (bytes and record) that no recorded narinfo names: an upload whose narinfo

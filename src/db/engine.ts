@@ -15,6 +15,7 @@ import {
   narValues,
   pinFromRow,
   referencesByHash,
+  sortedChunks,
   sortedUnique,
   type NarInfoAgeRow,
   type NarInfoListingRow,
@@ -23,8 +24,6 @@ import {
   type PinRow,
 } from "./rows.ts";
 
-/** Hashes per referencesOf statement: a bound list of parameters, whatever the caller asks. */
-const REFERENCES_BATCH = 1000;
 
 /** Creates a pool and runs one statement on it, so a wrong address or password fails now,
  * not at the first request; the pool is closed again when it fails. */
@@ -88,6 +87,10 @@ export type ServerQueries = Record<
   | "setStoredBytes"
   | "sumNarSizes"
   | "narInfosByAge"
+  | "deleteNarInfos"
+  | "namedNarKeys"
+  | "narsForUpdate"
+  | "deleteNars"
   | "referencesOf"
   | "listNarInfos"
   | "listNars"
@@ -206,6 +209,39 @@ export abstract class ServerMetadataStore<Db, Tx, Refs> implements MetadataStore
     });
   }
 
+  async deleteNarInfos(hashes: string[]): Promise<number> {
+    let deleted = 0;
+    for (const chunk of sortedChunks(hashes)) deleted += await this.changes(this.pool, "deleteNarInfos", [chunk]);
+    return deleted;
+  }
+
+  async namedNarKeys(narKeys: string[]): Promise<Set<string>> {
+    const named = new Set<string>();
+    for (const chunk of sortedChunks(narKeys)) {
+      for (const row of await this.rows<{ nar_key: string }>(this.pool, "namedNarKeys", [chunk])) named.add(row.nar_key);
+    }
+    return named;
+  }
+
+  // as deleteNar, for a list: the stored-bytes row first, then the records
+  async deleteNars(keys: string[]): Promise<NarRecord[]> {
+    const removed: NarRecord[] = [];
+    for (const chunk of sortedChunks(keys)) {
+      removed.push(
+        ...(await this.write(async (tx) => {
+          await this.rows(tx, "lockStoredBytes", []);
+          const rows = await this.rows<NarRow>(tx, "narsForUpdate", [chunk]);
+          if (rows.length === 0) return [];
+          await this.changes(tx, "deleteNars", [rows.map((r) => r.key)]);
+          const records = rows.map(narFromRow);
+          await this.changes(tx, "addStoredBytes", [-records.reduce((n, r) => n + r.size, 0)]);
+          return records;
+        })),
+      );
+    }
+    return removed;
+  }
+
   async storedBytes(): Promise<number> {
     const [row] = await this.rows<{ value: number }>(this.pool, "storedBytes", []);
     return row ? Number(row.value) : 0;
@@ -226,11 +262,8 @@ export abstract class ServerMetadataStore<Db, Tx, Refs> implements MetadataStore
   }
 
   async referencesOf(hashes: string[]): Promise<Map<string, string[]>> {
-    const unique = sortedUnique(hashes);
     const rows: { hash: string; reference: string }[] = [];
-    for (let i = 0; i < unique.length; i += REFERENCES_BATCH) {
-      rows.push(...(await this.rows<{ hash: string; reference: string }>(this.pool, "referencesOf", [unique.slice(i, i + REFERENCES_BATCH)])));
-    }
+    for (const chunk of sortedChunks(hashes)) rows.push(...(await this.rows<{ hash: string; reference: string }>(this.pool, "referencesOf", [chunk])));
     return referencesByHash(hashes, rows);
   }
 

@@ -40,6 +40,8 @@ export interface NarInfoAge {
   hash: string;
   narKey: string;
   lastAccessedAt: number;
+  /** the NAR bytes the narinfo declares (FileSize, else NarSize): what removing it may free */
+  size: number;
 }
 
 /** A narinfo as fsck lists it. */
@@ -106,6 +108,14 @@ export interface MetadataStore {
   /** Narinfos, least recently used first (last_accessed_at, then hash), strictly after
    * `after`, at most `limit`: eviction walks them with this cursor. */
   narInfosByAge(limit: number, after?: { lastAccessedAt: number; hash: string }): Promise<NarInfoAge[]>;
+  /** Eviction's batch writes, each one transaction (or statement) for the whole list.
+   * Narinfos deleted (their references with them); returns how many there were. */
+  deleteNarInfos(hashes: string[]): Promise<number>;
+  /** The keys among `narKeys` that some narinfo names. */
+  namedNarKeys(narKeys: string[]): Promise<Set<string>>;
+  /** NAR records deleted, the stored-bytes figure lowered by their sizes in the same
+   * transaction; returns the records that were there. */
+  deleteNars(keys: string[]): Promise<NarRecord[]>;
   /** Direct references (store path base names, sorted) of each given narinfo hash: every
    * hash asked for has an entry, empty when it has none or no narinfo. */
   referencesOf(hashes: string[]): Promise<Map<string, string[]>>;

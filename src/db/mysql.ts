@@ -7,7 +7,7 @@ import mysql from "mysql2/promise";
 import type { ServerUrl } from "./database-url.ts";
 import { connectChecked, ServerMetadataStore, type MigrationDriver, type ServerParam, type ServerQueries, type ServerQueryName } from "./engine.ts";
 import { migrationsFor, type Migration } from "./migrations.ts";
-import { DEFAULT_CONNECT_TIMEOUT_SECONDS, NARINFO_COLUMNS, poolSizes, retryAborted, STORED_BYTES, type PoolSettings } from "./rows.ts";
+import { DEFAULT_CONNECT_TIMEOUT_SECONDS, NARINFO_AGE_COLUMNS, NARINFO_COLUMNS, poolSizes, retryAborted, STORED_BYTES, type PoolSettings } from "./rows.ts";
 
 const NARINFO_VALUES = "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?";
 /** a narinfo row with its references, read in one statement (one snapshot); JSON_ARRAYAGG
@@ -59,10 +59,14 @@ export const MYSQL_QUERIES = {
   sumNarSizes: "SELECT COALESCE(SUM(size), 0) AS total FROM nars",
   /** `query` (LIMIT takes no prepared parameter everywhere); the time comes twice (the range
    * on the index, then the tie-break on hash, which the index holds as its primary key part) */
-  narInfosByAge: `SELECT hash, nar_key, last_accessed_at FROM narinfos
+  narInfosByAge: `SELECT ${NARINFO_AGE_COLUMNS} FROM narinfos
     WHERE last_accessed_at >= ? AND (last_accessed_at > ? OR hash > ?)
     ORDER BY last_accessed_at, hash LIMIT ?`,
-  /** `query`: the `?` takes the list of hashes */
+  /** `query`, as the four after it: the `?` takes a list */
+  deleteNarInfos: "DELETE FROM narinfos WHERE hash IN (?)",
+  namedNarKeys: "SELECT DISTINCT nar_key FROM narinfos WHERE nar_key IN (?)",
+  narsForUpdate: "SELECT `key`, size, file_hash, nar_hash, created_at FROM nars WHERE `key` IN (?) ORDER BY `key` FOR UPDATE",
+  deleteNars: "DELETE FROM nars WHERE `key` IN (?)",
   referencesOf: "SELECT hash, reference FROM narinfo_references WHERE hash IN (?)",
   /** `query`, for the LIMIT */
   listNarInfos: "SELECT hash, nar_key, upstream FROM narinfos WHERE hash > ? ORDER BY hash LIMIT ?",
@@ -84,6 +88,10 @@ const CLIENT_SIDE = new Set<ServerQueryName>([
   "touchNarsOfNarInfos",
   "narInfosByAge",
   "referencesOf",
+  "deleteNarInfos",
+  "namedNarKeys",
+  "narsForUpdate",
+  "deleteNars",
   "listNarInfos",
   "listNars",
 ]);

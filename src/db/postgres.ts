@@ -6,7 +6,7 @@ import postgres from "postgres";
 import type { ServerUrl } from "./database-url.ts";
 import { connectChecked, ServerMetadataStore, type MigrationDriver, type MigrationSession, type ServerParam, type ServerQueries, type ServerQueryName } from "./engine.ts";
 import { migrationsFor, type Migration } from "./migrations.ts";
-import { DEFAULT_CONNECT_TIMEOUT_SECONDS, NARINFO_COLUMNS, poolSizes, retryAborted, STORED_BYTES, type PoolSettings } from "./rows.ts";
+import { DEFAULT_CONNECT_TIMEOUT_SECONDS, NARINFO_AGE_COLUMNS, NARINFO_COLUMNS, poolSizes, retryAborted, STORED_BYTES, type PoolSettings } from "./rows.ts";
 
 const NARINFO_VALUES = "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13";
 /** a narinfo row with its references, read in one statement (one snapshot) */
@@ -48,8 +48,12 @@ export const POSTGRES_QUERIES = {
   setStoredBytes: `INSERT INTO stats (name, value) VALUES ('${STORED_BYTES}', $1) ON CONFLICT (name) DO UPDATE SET value = excluded.value`,
   /** fsck only: the one statement that reads every NAR record */
   sumNarSizes: "SELECT COALESCE(SUM(size), 0) AS total FROM nars",
-  narInfosByAge: `SELECT hash, nar_key, last_accessed_at FROM narinfos WHERE (last_accessed_at, hash) > ($1, $2)
+  narInfosByAge: `SELECT ${NARINFO_AGE_COLUMNS} FROM narinfos WHERE (last_accessed_at, hash) > ($1, $2)
     ORDER BY last_accessed_at, hash LIMIT $3`,
+  deleteNarInfos: "DELETE FROM narinfos WHERE hash = ANY($1::text[])",
+  namedNarKeys: "SELECT DISTINCT nar_key FROM narinfos WHERE nar_key = ANY($1::text[])",
+  narsForUpdate: "SELECT key, size, file_hash, nar_hash, created_at FROM nars WHERE key = ANY($1::text[]) ORDER BY key FOR UPDATE",
+  deleteNars: "DELETE FROM nars WHERE key = ANY($1::text[])",
   referencesOf: "SELECT hash, reference FROM narinfo_references WHERE hash = ANY($1::text[])",
   listNarInfos: "SELECT hash, nar_key, upstream FROM narinfos WHERE hash > $1 ORDER BY hash LIMIT $2",
   listNars: "SELECT key, size, file_hash, nar_hash, created_at FROM nars WHERE key > $1 ORDER BY key LIMIT $2",

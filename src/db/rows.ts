@@ -81,10 +81,26 @@ export interface NarInfoAgeRow {
   hash: string;
   nar_key: string;
   last_accessed_at: number;
+  size: number;
 }
 
 export function narInfoAgeFromRow(row: NarInfoAgeRow): NarInfoAge {
-  return { hash: row.hash, narKey: row.nar_key, lastAccessedAt: Number(row.last_accessed_at) };
+  return { hash: row.hash, narKey: row.nar_key, lastAccessedAt: Number(row.last_accessed_at), size: Number(row.size) };
+}
+
+/** The columns narInfosByAge reads (FileSize, else NarSize, as the size). */
+export const NARINFO_AGE_COLUMNS = "hash, nar_key, last_accessed_at, COALESCE(file_size, nar_size) AS size";
+
+/** Keys per statement of a list write or read: a bound list of parameters, whatever the
+ * caller asks. */
+export const LIST_BATCH = 1000;
+
+/** `keys` without duplicates, sorted, in chunks of LIST_BATCH. */
+export function sortedChunks(keys: readonly string[]): string[][] {
+  const sorted = sortedUnique(keys);
+  const out: string[][] = [];
+  for (let i = 0; i < sorted.length; i += LIST_BATCH) out.push(sorted.slice(i, i + LIST_BATCH));
+  return out;
 }
 
 export interface NarInfoListingRow {

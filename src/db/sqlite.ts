@@ -9,6 +9,7 @@ import { migrateUnderLock, type MigrationDriver } from "./engine.ts";
 import {
   FIRST_AGE,
   FIRST_KEY,
+  NARINFO_AGE_COLUMNS,
   NARINFO_COLUMNS,
   narFromRow,
   narInfoAgeFromRow,
@@ -56,12 +57,13 @@ export const SQLITE_QUERIES = {
   // the NAR a narinfo names is what LRU eviction frees, so its access time follows
   touchNarOfNarInfo: `UPDATE nars SET last_accessed_at = max(last_accessed_at, ?)
     WHERE key = (SELECT nar_key FROM narinfos WHERE hash = ?)`,
+  narKeyNamed: "SELECT 1 FROM narinfos WHERE nar_key = ? LIMIT 1",
   storedBytes: `SELECT value FROM stats WHERE name = '${STORED_BYTES}'`,
   addStoredBytes: `UPDATE stats SET value = value + ? WHERE name = '${STORED_BYTES}'`,
   setStoredBytes: `INSERT INTO stats (name, value) VALUES ('${STORED_BYTES}', ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value`,
   /** fsck only: the one statement that reads every NAR record */
   sumNarSizes: "SELECT COALESCE(SUM(size), 0) AS total FROM nars",
-  narInfosByAge: `SELECT hash, nar_key, last_accessed_at FROM narinfos WHERE (last_accessed_at, hash) > (?, ?)
+  narInfosByAge: `SELECT ${NARINFO_AGE_COLUMNS} FROM narinfos WHERE (last_accessed_at, hash) > (?, ?)
     ORDER BY last_accessed_at, hash LIMIT ?`,
   listNarInfos: "SELECT hash, nar_key, upstream FROM narinfos WHERE hash > ? ORDER BY hash LIMIT ?",
   listNars: "SELECT key, size, file_hash, nar_hash, created_at FROM nars WHERE key > ? ORDER BY key LIMIT ?",
@@ -242,6 +244,32 @@ export class SqliteMetadataStore implements MetadataStore {
         if (!old || q.deleteNar.run(key).changes === 0) return false;
         q.addStoredBytes.run(-Number(old.size));
         return true;
+      })
+      .immediate();
+  }
+
+  async deleteNarInfos(hashes: string[]): Promise<number> {
+    const q = this.q;
+    return this.db.transaction(() => hashes.reduce((n, hash) => n + q.deleteNarInfo.run(hash).changes, 0)).immediate();
+  }
+
+  async namedNarKeys(narKeys: string[]): Promise<Set<string>> {
+    const q = this.q;
+    return new Set(narKeys.filter((key) => q.narKeyNamed.get(key) !== null));
+  }
+
+  async deleteNars(keys: string[]): Promise<NarRecord[]> {
+    const q = this.q;
+    return this.db
+      .transaction(() => {
+        const removed: NarRecord[] = [];
+        for (const key of new Set(keys)) {
+          const row = q.nar.get(key) as NarRow | null;
+          if (row && q.deleteNar.run(key).changes > 0) removed.push(narFromRow(row));
+        }
+        const freed = removed.reduce((n, r) => n + r.size, 0);
+        if (freed !== 0) q.addStoredBytes.run(-freed);
+        return removed;
       })
       .immediate();
   }

@@ -395,14 +395,17 @@ function describeMetadataStore(name: string, makeHarness: () => Promise<Metadata
 
     test("narInfosByAge: least recently used first, ties by hash, paged by a cursor", async () => {
       const recs = [0, 1, 2, 3, 4, 5, 6].map((i) => narInfo(600 + i, { createdAt: 1000 }));
+      const noFileSize = narInfo(607, { createdAt: 20_000, fileSize: null });
       for (const r of recs) await store.putNarInfo(r);
       await store.touch([recs[0]!.hash], 9000);
       await store.touch([recs[1]!.hash, recs[2]!.hash], 5000);
       const expected = [
-        ...recs.slice(3).map((r) => ({ hash: r.hash, narKey: r.narKey, lastAccessedAt: 1000 })).sort((x, y) => (x.hash < y.hash ? -1 : 1)),
-        ...[recs[1]!, recs[2]!].map((r) => ({ hash: r.hash, narKey: r.narKey, lastAccessedAt: 5000 })).sort((x, y) => (x.hash < y.hash ? -1 : 1)),
-        { hash: recs[0]!.hash, narKey: recs[0]!.narKey, lastAccessedAt: 9000 },
+        ...recs.slice(3).map((r) => ({ hash: r.hash, narKey: r.narKey, lastAccessedAt: 1000, size: 12345 })).sort((x, y) => (x.hash < y.hash ? -1 : 1)),
+        ...[recs[1]!, recs[2]!].map((r) => ({ hash: r.hash, narKey: r.narKey, lastAccessedAt: 5000, size: 12345 })).sort((x, y) => (x.hash < y.hash ? -1 : 1)),
+        { hash: recs[0]!.hash, narKey: recs[0]!.narKey, lastAccessedAt: 9000, size: 12345 },
       ];
+      await store.putNarInfo(noFileSize);
+      expected.push({ hash: noFileSize.hash, narKey: noFileSize.narKey, lastAccessedAt: 20_000, size: 54321 }); // NarSize
       expect(await store.narInfosByAge(100)).toEqual(expected);
       // pages of 2 (a page ends inside each group of ties) walk the same order
       const paged: unknown[] = [];
@@ -415,6 +418,46 @@ function describeMetadataStore(name: string, makeHarness: () => Promise<Metadata
         after = page.at(-1)!;
       }
       expect(paged).toEqual(expected);
+    });
+
+    test("eviction's batches: deleteNarInfos, namedNarKeys, deleteNars (the stored-bytes figure follows)", async () => {
+      const shared = "nar/shared.nar";
+      const recs = [narInfo(650, { narKey: shared }), narInfo(651, { narKey: shared }), narInfo(652), narInfo(653)];
+      for (const r of recs) await store.putNarInfo(r);
+      for (const key of [shared, recs[2]!.narKey, recs[3]!.narKey]) await store.putNar(nar(key, { size: 10 }));
+      expect(await store.deleteNarInfos([recs[0]!.hash, recs[2]!.hash, recs[2]!.hash, hashOf(654)])).toBe(2);
+      expect(await store.getNarInfo(recs[0]!.hash)).toBeNull();
+      expect(await store.getNarInfo(recs[1]!.hash)).toEqual(recs[1]!);
+      expect(await store.namedNarKeys([shared, recs[2]!.narKey, recs[3]!.narKey, "nar/none.nar"])).toEqual(new Set([shared, recs[3]!.narKey]));
+      expect(await store.namedNarKeys([])).toEqual(new Set());
+      const removed = await store.deleteNars([recs[2]!.narKey, "nar/none.nar", recs[2]!.narKey]);
+      expect(removed).toEqual([nar(recs[2]!.narKey, { size: 10 })]);
+      expect(await store.storedBytes()).toBe(20);
+      expect(await store.deleteNars([])).toEqual([]);
+      // more keys than one statement takes
+      const many = Array.from({ length: 1500 }, (_, i) => `nar/many-${i}.nar`);
+      for (const key of many.slice(0, 3)) await store.putNar(nar(key, { size: 1 }));
+      expect((await store.deleteNars(many)).length).toBe(3);
+      expect(await store.deleteNarInfos(Array.from({ length: 1500 }, (_, i) => hashOf(3000 + i)))).toBe(0);
+      expect(await store.recountStoredBytes()).toEqual({ before: 20, after: 20 });
+    });
+
+    test("two connections: deleteNars racing putNar and deleteNar keeps storedBytes exact", async () => {
+      const other = await connect();
+      const keys = Array.from({ length: 30 }, (_, i) => `nar/race-${i}.nar`);
+      for (const key of keys) await store.putNar(nar(key, { size: 100 }));
+      const ops: Promise<unknown>[] = [];
+      for (let round = 0; round < 4; round++) {
+        ops.push(store.deleteNars(keys.filter((_, i) => (i + round) % 2 === 0)));
+        keys.forEach((key, i) => {
+          if ((i + round) % 3 === 0) ops.push(other.putNar(nar(key, { size: 7 + i })));
+          if ((i + round) % 5 === 0) ops.push(other.deleteNar(key));
+        });
+      }
+      await Promise.all(ops);
+      let sum = 0;
+      for (const key of keys) sum += (await store.getNar(key))?.size ?? 0;
+      expect(await store.storedBytes()).toBe(sum);
     });
 
     test("referencesOf gives each hash its direct references, empty for none or unknown", async () => {
