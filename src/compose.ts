@@ -198,7 +198,11 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
     const shared = { db, nars, pool, signingKey, signNarInfo: config.cacheSignNarinfo, tempDir: config.cacheTempPath, hot, logger };
     const downloadLimits = { ...defaultDownloadLimits, minBytesPerSecond: config.cacheUpstreamNarMinRate };
     const cache = new Cache({ ...shared, priority: config.cachePriority, downloadLock, downloadLimits, instruments: telemetry });
-    telemetry.setSources({ upstreams: () => upstreams.map((u) => ({ url: u.url, healthy: u.available })), storedBytes: () => db!.storedBytes() });
+    telemetry.setSources({
+      upstreams: () => upstreams.map((u) => ({ url: u.url, healthy: u.available })),
+      storedBytes: () => db!.storedBytes(),
+      maxSizeBytes: config.cacheMaxSize || undefined,
+    });
     const uploads = new Uploads({
       ...shared,
       store,
