@@ -102,7 +102,9 @@ async function compile(p: Platform, stamp: Stamp, outDir: string): Promise<strin
 async function compileFrom(sources: string, p: Platform, stamp: Stamp, outDir: string): Promise<string> {
   const outfile = join(outDir, binaryName(p));
   const result = await Bun.build({
-    entrypoints: [join(sources, "src/main.ts")],
+    // The verification thread is a Worker: a compiled binary holds each worker entrypoint
+    // beside the main one, found at run time by the same relative URL.
+    entrypoints: [join(sources, "src/main.ts"), join(sources, "src/cache/verify-worker.ts")],
     target: "bun",
     format: "esm",
     minify: true,

@@ -16,7 +16,7 @@ import { serializeNarInfo } from "../src/nix/narinfo.ts";
 import { formatPublicKey, generateSecretKey, signNarInfo, toPublicKey } from "../src/nix/signature.ts";
 import { startNcpsProcess, type NcpsProcess } from "../test/helpers/ncps.ts";
 import { startCollector, type Collector } from "../test/helpers/otlp-collector.ts";
-import { freePort } from "../test/helpers/ports.ts";
+import { startNginx } from "./nginx.ts";
 
 const { values } = parseArgs({
   options: {
@@ -58,28 +58,7 @@ await Bun.write(join(cacheDir, narinfo.url), nar);
 await writeFile(join(cacheDir, `${storeHash}.narinfo`), serializeNarInfo(narinfo));
 await writeFile(join(cacheDir, "nix-cache-info"), "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n");
 
-await Bun.$`chmod -R a+rX ${work}`.quiet(); // nginx workers run as another user
-
 // nginx as a static binary cache, a common "cache" setup and the speed to beat
-const nginxPort = await freePort();
-await writeFile(
-  join(work, "nginx.conf"),
-  `daemon off;
-worker_processes 2;
-pid ${work}/nginx.pid;
-error_log ${work}/nginx-error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  sendfile on; tcp_nopush on; tcp_nodelay on;
-  keepalive_requests 100000;
-  types { text/x-nix-narinfo narinfo; application/x-nix-nar nar; }
-  client_body_temp_path ${work}/nginx-tmp; proxy_temp_path ${work}/nginx-tmp;
-  fastcgi_temp_path ${work}/nginx-tmp; uwsgi_temp_path ${work}/nginx-tmp; scgi_temp_path ${work}/nginx-tmp;
-  server { listen 127.0.0.1:${nginxPort}; root ${cacheDir}; }
-}
-`,
-);
 async function wrk(url: string): Promise<{ rps: number; p50ms: number; p99ms: number; errors: number }> {
   const script = join(work, "report.lua");
   await writeFile(
@@ -96,19 +75,11 @@ end
   return { rps: j.rps, p50ms: j.p50, p99ms: j.p99, errors: j.errors };
 }
 
-const nginx = Bun.spawn(["nginx", "-c", join(work, "nginx.conf"), "-e", join(work, "nginx-error.log")], { stderr: "pipe" });
-const nginxUrl = `http://127.0.0.1:${nginxPort}`;
+const nginx = await startNginx(work, cacheDir);
+const nginxUrl = nginx.urls[0]!;
 let ncps: NcpsProcess | undefined;
 let collector: Collector | undefined;
 try {
-  let nginxUp = false;
-  for (let i = 0; i < 50 && !nginxUp; i++) {
-    nginxUp = await fetch(`${nginxUrl}/nix-cache-info`).then((r) => r.ok, () => false);
-    if (nginxUp) break;
-    await Bun.sleep(100);
-  }
-  if (!nginxUp) throw new Error(`nginx did not start: ${await new Response(nginx.stderr).text()} ${await Bun.file(join(work, "nginx-error.log")).text().catch(() => "")}`);
-
   collector = values.telemetry ? await startCollector() : undefined;
   ncps = await startNcpsProcess({
     args: [
@@ -140,7 +111,6 @@ try {
 } finally {
   await ncps?.stop();
   await collector?.stop();
-  nginx.kill();
-  await nginx.exited;
+  await nginx.stop();
   await rm(work, { recursive: true, force: true });
 }

@@ -187,6 +187,35 @@ describe("cache domain", () => {
     expect(upstream.hits(narPath(path))).toBe(2);
   });
 
+  test("a NAR whose verification fails only at the very end: no reader ever gets a complete body", async () => {
+    const { cache, synthetic, db } = await fixture();
+    // FileHash and FileSize are right, so every byte arrives and passes those checks; only the
+    // NarHash, known once the last byte is decompressed, is wrong.
+    const wrongNarHash = `sha256:${"1".repeat(52)}`;
+    for (const compression of ["none", "zstd"] as const) {
+      const path = await synthetic.add(`late-failure-${compression}`, { size: 1024 * 1024, compression, edit: (n) => ({ ...n, narHash: wrongNarHash }) });
+      const req = await narRequest(cache, path);
+      const bodies = await Promise.all([1, 2].map(async () => (await (await cache.nar(req, { startDownload: true }))!.open()).body));
+      const end = { start: path.file.length - 10, end: path.file.length - 1 };
+      bodies.push((await (await cache.nar(req, { startDownload: true }))!.open(end)).body);
+      for (const [i, body] of bodies.entries()) {
+        const want = i < 2 ? path.file.length : 10;
+        let got = 0;
+        let error: unknown = null;
+        try {
+          for await (const chunk of body as ReadableStream<Uint8Array>) got += chunk.length;
+        } catch (err) {
+          error = err;
+        }
+        // A client that got every byte would see a complete response, whatever came after.
+        expect(got).toBeLessThan(want);
+        expect(String(error)).toContain("NarHash");
+      }
+      await cache.drain();
+      expect(await db.getNar(req.key)).toBeNull();
+    }
+  });
+
   test("concurrent requests for one NAR claim one download", async () => {
     const { cache, synthetic, upstream, db } = await fixture();
     const path = await synthetic.add("claim", { size: 128 * 1024 });

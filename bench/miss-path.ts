@@ -1,0 +1,239 @@
+#!/usr/bin/env bun
+/** Cold NAR misses side by side with direct downloads from the same nginx upstream.
+ *
+ *   bun bench/miss-path.ts [--runs 3] [--size-mb 200] [--small-mb 64] [--only none,zstd,xz,eight,rss]
+ *
+ * nginx serves a static binary cache twice: unlimited, and at 1 Gbit/s per connection
+ * (`limit_rate 125m`). Each measurement starts a fresh ncps (empty storage) in front of one of
+ * them; clients are curl. Prints one JSON line per run and a summary with medians and ratios
+ * (direct time / ncps time: 1.0 means ncps keeps up). Needs nginx, wrk, curl, zstd, xz.
+ *
+ * Cases (issue 13):
+ *   eight  8 different cold NARs of --small-mb at once from the limited upstream, and
+ *          narinfo-hit p99 on the same ncps during those misses against idle
+ *   one    one cold NAR of --size-mb per compression (none, zstd, xz), unlimited and limited
+ *   rss    peak RSS (VmHWM) with 8 clients on one cold NAR per compression, and RSS after
+ *
+ * NAR contents are real files (the system's /usr, tarred), so zstd and xz compress and
+ * decompress as they would on a real cache; they are made once and kept in
+ * $TMPDIR/ncps-miss-bench-data between invocations. */
+import { existsSync } from "node:fs";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { encodeNix32 } from "../src/nix/nix32.ts";
+import { serializeNarInfo } from "../src/nix/narinfo.ts";
+import { formatPublicKey, generateSecretKey, signNarInfo, toPublicKey } from "../src/nix/signature.ts";
+import { startNcpsProcess, type NcpsProcess } from "../test/helpers/ncps.ts";
+import { startNginx } from "./nginx.ts";
+
+const { values } = parseArgs({
+  options: {
+    runs: { type: "string", default: "3" },
+    "size-mb": { type: "string", default: "200" },
+    "small-mb": { type: "string", default: "64" },
+    only: { type: "string", default: "eight,one,rss" },
+  },
+});
+const runs = Number(values.runs);
+const sizeMb = Number(values["size-mb"]);
+const smallMb = Number(values["small-mb"]);
+const only = new Set(values.only.split(","));
+const MiB = 1024 * 1024;
+
+type Compression = "none" | "zstd" | "xz";
+const EXT: Record<Compression, string> = { none: "", zstd: ".zst", xz: ".xz" };
+
+const dataDir = join(tmpdir(), "ncps-miss-bench-data");
+await mkdir(dataDir, { recursive: true });
+
+async function sha256File(path: string): Promise<{ nix32: string; size: number }> {
+  const hasher = new Bun.CryptoHasher("sha256");
+  for await (const chunk of Bun.file(path).stream()) hasher.update(chunk);
+  return { nix32: encodeNix32(hasher.digest()), size: Bun.file(path).size };
+}
+
+/** A NAR-sized slice of real files: `tar` of /usr, cut to size. */
+async function rawNar(name: string, mb: number, offsetMb: number): Promise<string> {
+  const path = join(dataDir, `${name}.nar`);
+  if (!existsSync(path)) {
+    await Bun.$`tar cf - /usr/lib /usr/bin /usr/share 2>/dev/null | tail -c +${offsetMb * MiB + 1} | head -c ${mb * MiB} > ${path}.tmp && mv ${path}.tmp ${path}`.quiet();
+  }
+  return path;
+}
+
+async function compressed(raw: string, c: Compression): Promise<string> {
+  if (c === "none") return raw;
+  const path = raw + EXT[c];
+  if (!existsSync(path)) {
+    if (c === "zstd") await Bun.$`zstd -q -3 -T2 -f ${raw} -o ${path}.tmp && mv ${path}.tmp ${path}`.quiet();
+    else await Bun.$`xz -3 -T2 -c ${raw} > ${path}.tmp && mv ${path}.tmp ${path}`.quiet();
+  }
+  return path;
+}
+
+const key = generateSecretKey("bench-upstream-1");
+const work = await mkdtemp(join(tmpdir(), "ncps-missbench-"));
+const cacheDir = join(work, "cache");
+await mkdir(join(cacheDir, "nar"), { recursive: true });
+await writeFile(join(cacheDir, "nix-cache-info"), "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n");
+
+interface Published {
+  hash: string;
+  narUrl: string;
+  fileSize: number;
+}
+
+let counter = 0;
+/** Publishes a NAR file in the upstream directory (hard link or copy) with a signed narinfo. */
+async function publish(raw: string, file: string, c: Compression): Promise<Published> {
+  const narHash = await sha256File(raw);
+  const fileHash = await sha256File(file);
+  const hash = encodeNix32(new Bun.CryptoHasher("sha256").update(`bench-${counter++}-${raw}-${c}`).digest().subarray(0, 20));
+  const url = `nar/${fileHash.nix32}.nar${EXT[c]}`;
+  await Bun.$`ln -f ${file} ${join(cacheDir, url)} 2>/dev/null || cp ${file} ${join(cacheDir, url)}`.quiet();
+  const narinfo = signNarInfo(
+    {
+      storePath: `/nix/store/${hash}-bench-${c}`,
+      url,
+      compression: c,
+      fileHash: `sha256:${fileHash.nix32}`,
+      fileSize: fileHash.size,
+      narHash: `sha256:${narHash.nix32}`,
+      narSize: narHash.size,
+      references: [],
+      sigs: [],
+      extra: [],
+    },
+    key,
+  );
+  await writeFile(join(cacheDir, `${hash}.narinfo`), serializeNarInfo(narinfo));
+  return { hash, narUrl: url, fileSize: fileHash.size };
+}
+
+console.error(`preparing NARs in ${dataDir} (made once)...`);
+const big: Record<Compression, Published> = {} as Record<Compression, Published>;
+for (const c of ["none", "zstd", "xz"] as Compression[]) {
+  const raw = await rawNar(`big-${sizeMb}`, sizeMb, 0);
+  big[c] = await publish(raw, await compressed(raw, c), c);
+}
+const small: Published[] = [];
+for (let i = 0; i < 8; i++) {
+  const raw = await rawNar(`small-${smallMb}-${i}`, smallMb, (i + 1) * smallMb);
+  small.push(await publish(raw, raw, "none"));
+}
+const probe = await publish(await rawNar("probe", 1, 0), await rawNar("probe", 1, 0), "none");
+const nginx = await startNginx(work, cacheDir, [{}, { extra: "limit_rate 125m;" }]);
+const upstream = { unlimited: nginx.urls[0]!, limited: nginx.urls[1]! };
+
+/** Seconds for curl to fetch every URL, all at once. */
+async function curlAll(urls: string[]): Promise<number> {
+  const started = performance.now();
+  const results = await Promise.all(
+    urls.map(async (url) => {
+      const p = Bun.spawn(["curl", "-sf", "-o", "/dev/null", "-w", "%{http_code} %{size_download}", url], { stdout: "pipe" });
+      const out = await new Response(p.stdout).text();
+      if ((await p.exited) !== 0) throw new Error(`curl ${url} failed: ${out}`);
+      return out;
+    }),
+  );
+  const seconds = (performance.now() - started) / 1000;
+  for (const r of results) if (!r.startsWith("200 ")) throw new Error(`unexpected answer ${r}`);
+  return seconds;
+}
+
+async function freshNcps(upstreamUrl: string): Promise<NcpsProcess> {
+  return startNcpsProcess({
+    args: ["--cache-upstream-url", upstreamUrl, "--cache-upstream-public-key", formatPublicKey(toPublicKey(key))],
+  });
+}
+
+/** The NAR URL ncps serves for a published path (its narinfo fetched, not timed). */
+async function ncpsNarUrl(ncps: NcpsProcess, p: Published): Promise<string> {
+  const text = await (await fetch(`${ncps.url}/${p.hash}.narinfo`)).text();
+  const m = /^URL: (.*)$/m.exec(text);
+  if (!m) throw new Error(`no narinfo from ncps for ${p.hash}: ${text}`);
+  return `${ncps.url}/${m[1]}`;
+}
+
+function procStatus(pid: number, field: "VmHWM" | "VmRSS"): number {
+  const text = require("node:fs").readFileSync(`/proc/${pid}/status`, "utf8") as string;
+  return Number(new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(text)![1]) / 1024;
+}
+
+/** narinfo-hit latency p99 (ms) with wrk for `seconds` at 4 connections. */
+async function hitP99(url: string, seconds = 1): Promise<number> {
+  const script = join(work, "p99.lua");
+  await writeFile(script, `done = function(s, latency, r) io.write(string.format("P99 %.3f\\n", latency:percentile(99) / 1000)) end\n`);
+  const out = await Bun.$`wrk -t 1 -c 4 -d ${seconds}s -s ${script} ${url}`.text();
+  return Number(/^P99 (.*)$/m.exec(out)![1]);
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const summary: Record<string, number> = {};
+const record = (name: string, value: number) => {
+  (summaryRuns[name] ??= []).push(value);
+};
+const summaryRuns: Record<string, number[]> = {};
+
+try {
+  for (let run = 1; run <= runs; run++) {
+    if (only.has("eight")) {
+      const direct = await curlAll(small.map((p) => `${upstream.limited}/${p.narUrl}`));
+      const ncps = await freshNcps(upstream.limited);
+      try {
+        const hitUrl = `${ncps.url}/${probe.hash}.narinfo`;
+        await fetch(hitUrl);
+        const idle = await hitP99(hitUrl);
+        const urls = await Promise.all(small.map((p) => ncpsNarUrl(ncps, p)));
+        const [through, busy] = await Promise.all([curlAll(urls), hitP99(hitUrl)]);
+        const line = { run, case: `8 x ${smallMb} MiB cold, 1 Gbit/s upstream`, direct, ncps: through, ratio: direct / through, hitP99IdleMs: idle, hitP99BusyMs: busy };
+        console.log(JSON.stringify(line));
+        record("eight.ratio", line.ratio);
+        record("eight.hitP99x", busy / idle);
+      } finally {
+        await ncps.stop();
+      }
+    }
+    if (only.has("one")) {
+      for (const [label, base] of Object.entries(upstream)) {
+        for (const c of ["none", "zstd", "xz"] as Compression[]) {
+          const direct = await curlAll([`${base}/${big[c].narUrl}`]);
+          const ncps = await freshNcps(base);
+          try {
+            const through = await curlAll([await ncpsNarUrl(ncps, big[c])]);
+            console.log(JSON.stringify({ run, case: `one ${sizeMb} MiB ${c}, ${label}`, direct, ncps: through, ratio: direct / through }));
+            record(`one.${label}.${c}.ratio`, direct / through);
+          } finally {
+            await ncps.stop();
+          }
+        }
+      }
+    }
+    if (only.has("rss")) {
+      for (const c of ["none", "zstd", "xz"] as Compression[]) {
+        const ncps = await freshNcps(upstream.unlimited);
+        try {
+          const pid = ncps.proc.pid;
+          const before = procStatus(pid, "VmRSS");
+          const url = await ncpsNarUrl(ncps, big[c]);
+          await curlAll(Array.from({ length: 8 }, () => url));
+          const peak = procStatus(pid, "VmHWM");
+          await Bun.sleep(7000); // past the verification thread's idle time (5 s), when it ends
+          const after = procStatus(pid, "VmRSS");
+          console.log(JSON.stringify({ run, case: `8 clients, one cold ${sizeMb} MiB ${c}`, rssBeforeMb: before, peakRssMb: peak, rssAfterMb: after }));
+          record(`rss.${c}.peakMb`, peak);
+          record(`rss.${c}.afterMinusBeforeMb`, after - before);
+        } finally {
+          await ncps.stop();
+        }
+      }
+    }
+  }
+  for (const [name, xs] of Object.entries(summaryRuns)) summary[name] = Number(median(xs).toFixed(3));
+  console.log(JSON.stringify({ summary: "medians", runs, ...summary }));
+} finally {
+  await nginx.stop();
+  await rm(work, { recursive: true, force: true });
+}
