@@ -3,7 +3,7 @@
  * stdout without --otel-grpc-url, as the Go ncps does); and with --otel-enabled a tracer
  * provider exporting spans the same way. Each running ncps has its own providers (nothing
  * global but the async context manager, which carries no state of its own). */
-import { context } from "@opentelemetry/api";
+import { context, createNoopMeter } from "@opentelemetry/api";
 import { AsyncLocalStorageContextManager } from "@opentelemetry/context-async-hooks";
 import { OTLPMetricExporter } from "@opentelemetry/exporter-metrics-otlp-grpc";
 import { PrometheusExporter, PrometheusSerializer } from "@opentelemetry/exporter-prometheus";
@@ -54,14 +54,17 @@ export function createTelemetry(opts: TelemetryOptions): TelemetrySetup {
     const exporter = opts.otelGrpcUrl ? new OTLPMetricExporter({ url: opts.otelGrpcUrl }) : new ConsoleMetricExporter();
     readers.push(new PeriodicExportingMetricReader({ exporter, exportIntervalMillis: opts.exportIntervalMs ?? 60_000 }));
   }
-  const meterProvider = new MeterProvider({ resource, readers });
+  // Without an exporter nothing reads the instruments: the no-op meter makes recording free
+  // (the SDK's histograms hash their attributes on every record, a visible share of a hit).
+  const meterProvider = readers.length > 0 ? new MeterProvider({ resource, readers }) : null;
+  const meter = meterProvider?.getMeter("ncps", opts.version) ?? createNoopMeter();
   let tracerProvider: BasicTracerProvider | null = null;
   if (opts.otel) {
     installContextManager();
     const exporter = opts.otelGrpcUrl ? new OTLPTraceExporter({ url: opts.otelGrpcUrl }) : new ConsoleSpanExporter();
     tracerProvider = new BasicTracerProvider({ resource, spanProcessors: [new BatchSpanProcessor(exporter, { scheduledDelayMillis: 1000 })] });
   }
-  const telemetry = new Telemetry(meterProvider.getMeter("ncps", opts.version), tracerProvider?.getTracer("ncps", opts.version) ?? null);
+  const telemetry = new Telemetry(meter, tracerProvider?.getTracer("ncps", opts.version) ?? null);
   const serializer = new PrometheusSerializer(undefined, false, undefined, true, true);
   const metricsText = prometheus
     ? async () => {
@@ -74,7 +77,7 @@ export function createTelemetry(opts: TelemetryOptions): TelemetrySetup {
     metricsText,
     shutdown: async () => {
       await tracerProvider?.shutdown().catch(() => {});
-      await meterProvider.shutdown().catch(() => {});
+      await meterProvider?.shutdown().catch(() => {});
     },
   };
 }
