@@ -2,7 +2,8 @@
  * src/cli/serve.ts and migrate.ts (imported lazily so `--help` and config errors never load the server). */
 import { optionByKey, optionsFor } from "../config/options.ts";
 import type { Config } from "../config/options.ts";
-import { flagSpecsOf } from "./flags.ts";
+import { ConfigError } from "../config/errors.ts";
+import { flagSpecsOf, withGoNames } from "./flags.ts";
 import type { FlagSpec } from "./flags.ts";
 
 export interface CliCommand {
@@ -19,13 +20,13 @@ export interface CliCommand {
   run?: (config: Config, flags: Record<string, unknown>, args: string[]) => Promise<void>;
 }
 
-const sharedFlags = flagSpecsOf(optionsFor("migrate"));
+const sharedFlags = withGoNames(flagSpecsOf(optionsFor("migrate")));
 
 const serve: CliCommand = {
   name: "serve",
   aliases: ["s"], // as in the Go ncps
   description: "Serve the Nix binary cache over HTTP",
-  flags: flagSpecsOf(optionsFor("serve")),
+  flags: withGoNames(flagSpecsOf(optionsFor("serve"))),
   run: async (config) => {
     const { serve } = await import("./serve.ts");
     await serve(config);
@@ -55,31 +56,59 @@ const migrateStatus: CliCommand = {
   },
 };
 
+const migrateDown: CliCommand = {
+  name: "down",
+  description: "Not supported: migrations are forward-only (as in the Go ncps)",
+  flags: sharedFlags,
+  run: async () => {
+    throw new ConfigError("migrations are forward-only: there is no `migrate down` (restore a backup of the database instead)");
+  },
+};
+
 const migrate: CliCommand = {
   name: "migrate",
   description: "Database schema migrations",
   flags: sharedFlags,
-  subCommands: [migrateUp, migrateStatus],
+  subCommands: [migrateUp, migrateStatus, migrateDown],
 };
+
+/** The Go ncps's storage migrations, which have nothing to do here: they print why and succeed,
+ * so a Go deployment's jobs (Helm chart, cron) keep running. */
+function nothingToDo(name: string, why: string): CliCommand {
+  return {
+    name,
+    description: `Go ncps command with nothing to do here: ${why}`,
+    flags: withGoNames([{ name: "dry-run", type: "boolean", help: "Accepted as in the Go ncps" }]),
+    run: async () => {
+      console.log(`ncps ${name}: nothing to do: ${why}`);
+    },
+  };
+}
+
+const goMigrations: CliCommand[] = [
+  nothingToDo("migrate-narinfo", "ncps keeps narinfos in its database, never as files in storage"),
+  nothingToDo("migrate-nar-to-chunks", "ncps stores every NAR whole (no content-defined chunking)"),
+  nothingToDo("migrate-chunks-to-nar", "ncps stores every NAR whole already"),
+];
 
 const fsck: CliCommand = {
   name: "fsck",
   description: "Check that the database and storage agree (and repair with --repair)",
-  flags: [
+  flags: withGoNames([
     ...flagSpecsOf(optionsFor("fsck")),
     // Switches for this run only, as in the Go ncps: never from the environment or a file.
     { name: "repair", type: "boolean", help: "Repair what is found: forget broken NARs and their unservable narinfos, remove strays and temp files, recount the stored total" },
     { name: "dry-run", type: "boolean", help: "Report only and change nothing, even with --repair" },
     { name: "verify-content", type: "boolean", help: "Also re-hash every stored NAR against its FileHash and NarHash (reads every byte)" },
-  ],
+  ]),
   run: async (config, flags) => {
     const { runFsck } = await import("./fsck.ts");
     await runFsck(config, { repair: flags.repair === true, dryRun: flags["dry-run"] === true, verifyContent: flags["verify-content"] === true });
   },
 };
 
-const pinFlags: FlagSpec[] = [
-  ...sharedFlags,
+const pinFlags: FlagSpec[] = withGoNames([
+  ...sharedFlags.filter((f) => !f.hidden),
   // the storage directory too: the default database lives in it, as for serve
   ...flagSpecsOf([optionByKey("cacheStorageLocal"), optionByKey("cachePutToken"), optionByKey("cacheGetToken")]),
   {
@@ -88,7 +117,7 @@ const pinFlags: FlagSpec[] = [
     valueHint: "url",
     help: "Ask this running ncps (with the put or get token) instead of the database; `add` then fetches the missing closure at once",
   },
-];
+]);
 
 const pinTargetArg = [{ name: "path", help: "A store path (/nix/store/<hash>-<name>) or its hash" }];
 
@@ -117,9 +146,13 @@ const pin: CliCommand = {
 export const rootCommand: CliCommand = {
   name: "ncps",
   description: "Nix Cache Proxy Server: a pull-through binary cache for Nix",
-  flags: [...sharedFlags, { name: "version", type: "boolean", help: "Print the version and exit" }],
-  subCommands: [serve, migrate, pin, fsck],
+  flags: [
+    { name: "version", type: "boolean", help: "Print the version and exit (also -v)" },
+    { name: "v", type: "boolean", help: "Print the version and exit", hidden: true },
+    ...sharedFlags,
+  ],
+  subCommands: [serve, migrate, pin, fsck, ...goMigrations],
 };
 
 /** Flags that belong to the command itself, not to the config: loadConfig never sees them. */
-export const commandLocalFlags: ReadonlySet<string> = new Set(["dry-run", "version", "server-url", "repair", "verify-content"]);
+export const commandLocalFlags: ReadonlySet<string> = new Set(["dry-run", "version", "v", "server-url", "repair", "verify-content"]);

@@ -7,7 +7,7 @@
  * loadConfig reads either. */
 import type { ArgsDef } from "citty";
 import { ConfigError } from "../config/errors.ts";
-import { describeDefault } from "../config/options.ts";
+import { describeDefault, goOnlyOptions, options } from "../config/options.ts";
 import type { OptionSpec, OptionType } from "../config/options.ts";
 import { parseBoolean } from "../config/values.ts";
 
@@ -21,6 +21,8 @@ export interface FlagSpec {
   /** The current name, when this one is a deprecated alias. */
   deprecatedFor?: string;
   default?: string;
+  /** Accepted but left out of `--help` (a Go ncps name this command does not offer). */
+  hidden?: boolean;
 }
 
 /** The flags an option answers to: its name, then its deprecated aliases. */
@@ -44,6 +46,19 @@ export function flagSpecsOf(options: readonly OptionSpec[]): FlagSpec[] {
     );
     return [current, ...aliases];
   });
+}
+
+/** `offered`, plus, hidden, every other name the Go ncps accepts anywhere: the option table's
+ * flags (every command reads every option from file and environment anyway) and the Go-only
+ * ones (src/config/options.ts goOnlyOptions, a warning when set). A Go ncps command line
+ * then never stops at an unknown option. */
+export function withGoNames(offered: readonly FlagSpec[]): FlagSpec[] {
+  const names = new Set(offered.map((f) => f.name));
+  const others = [
+    ...flagSpecsOf(options),
+    ...goOnlyOptions.map((o): FlagSpec => ({ name: o.flag, type: o.type, help: `Go ncps option, ignored: ${o.instead}` })),
+  ].filter((f) => !names.has(f.name));
+  return [...offered, ...others.map((f) => ({ ...f, hidden: true }))];
 }
 
 function describeOption(o: OptionSpec): string {
@@ -72,6 +87,7 @@ function valueHintOf(o: OptionSpec): string | undefined {
 export function cittyArgs(flags: readonly FlagSpec[]): ArgsDef {
   const args: ArgsDef = {};
   for (const f of flags) {
+    if (f.hidden) continue;
     const defaultNote = f.default ? ` (default: ${f.default})` : "";
     const description = f.help + defaultNote;
     args[f.name] =

@@ -42,7 +42,13 @@ export async function runCli(argv: readonly string[], io: CliIO = processIO): Pr
 }
 
 async function dispatch(argv: readonly string[], io: CliIO): Promise<number> {
-  const helpRequested = argv.slice(0, endOfFlags(argv)).some((t) => t === "--help" || t === "-h");
+  const flagsPart = argv.slice(0, endOfFlags(argv));
+  // `ncps help [command...]` and `ncps <command> help`, as in the Go ncps (urfave/cli)
+  const helpWord = flagsPart.findIndex((t) => t === "help");
+  if (helpWord >= 0 && !flagsPart.slice(0, helpWord).some((t) => t.startsWith("-"))) {
+    return dispatch([...argv.slice(0, helpWord), ...argv.slice(helpWord + 1), "--help"], io);
+  }
+  const helpRequested = flagsPart.some((t) => t === "--help" || t === "-h");
   const { path, rest } = findCommand(argv, helpRequested);
   const command = path[path.length - 1] ?? rootCommand;
   const commandName = path.map((c) => c.name).join(" ");
@@ -54,7 +60,7 @@ async function dispatch(argv: readonly string[], io: CliIO): Promise<number> {
   }
 
   const { values, positionals } = parseFlags(rest, command.flags, commandName);
-  if (command === rootCommand && values.version === true) {
+  if (command === rootCommand && (values.version === true || values.v === true)) {
     io.stdout(`ncps ${version} (${commit})\n`);
     return 0;
   }

@@ -1,7 +1,7 @@
 /** The README's option section, generated from the option table (see
  * scripts/gen-options-table.ts; a unit test fails when the README is out of date). */
-import { describeDefault, options, optionsFor } from "./options.ts";
-import type { OptionSpec } from "./options.ts";
+import { describeDefault, goOnlyOptions, options, optionsFor } from "./options.ts";
+import type { GoOnlyOption, OptionSpec } from "./options.ts";
 
 export const beginMarker = "<!-- options:begin -->";
 export const endMarker = "<!-- options:end -->";
@@ -44,6 +44,10 @@ function row(o: OptionSpec): string {
   ].join(" | ")} |`;
 }
 
+function goOnlyRow(o: GoOnlyOption): string {
+  return `| ${[code(`--${o.flag}`), o.env.map(code).join(", "), o.configKey ? code(o.configKey) : "", cell(o.instead)].join(" | ")} |`;
+}
+
 function commandsOf(o: OptionSpec): string {
   const offering = (["serve", "migrate", "fsck"] as const).filter((c) => optionsFor(c).includes(o));
   return offering.length === 3 ? "all" : offering.join(", ");
@@ -75,10 +79,22 @@ export function renderOptionsSection(): string {
     "  `ncps migrate status` take those marked *all* (and read the others from file and",
     "  environment like any command). `ncps fsck [--repair] [--dry-run] [--verify-content]` takes",
     "  those marked *all* or *fsck* (see [Keeping the cache in bounds](#keeping-the-cache-in-bounds)).",
+    "  Every command also accepts, unlisted in its `--help`, every other flag of the table (as the",
+    "  Go ncps's commands share theirs). `ncps -v` prints the version, `ncps help [command]` the help.",
     "",
     "| Flag | Environment | Config key | Type | Default | Commands | Description |",
     "|---|---|---|---|---|---|---|",
     ...options.map(row),
+    "",
+    "**Go ncps options ncps does not implement.** Accepted by every command (as flag, environment",
+    "variable or config key) so a Go ncps command line, env file or config file starts ncps",
+    "unchanged; each one set costs one warning line at start. Not in `--help`.",
+    "The Go ncps's `migrate-narinfo`, `migrate-nar-to-chunks` and `migrate-chunks-to-nar` commands",
+    "exist and succeed with nothing to do; `migrate down` fails, as in the Go ncps.",
+    "",
+    "| Flag | Environment | Config key | What ncps does instead |",
+    "|---|---|---|---|",
+    ...goOnlyOptions.map(goOnlyRow),
     endMarker,
   ].join("\n");
 }

@@ -6,8 +6,8 @@ import { existsSync } from "node:fs";
 import { homedir, hostname, tmpdir } from "node:os";
 import { errnoReason } from "../errors.ts";
 import { ConfigError } from "./errors.ts";
-import { defaultConfigFile, optionByKey, options } from "./options.ts";
-import type { Config, DefaultsContext, OptionSpec } from "./options.ts";
+import { defaultConfigFile, goOnlyOptions, optionByKey, options } from "./options.ts";
+import type { Config, DefaultsContext, GoOnlyOption, OptionSpec } from "./options.ts";
 import { parseBoolean, parseDuration, parseInteger, splitList, parseSize } from "./values.ts";
 import { validateConfig } from "./validate.ts";
 
@@ -38,6 +38,10 @@ export async function loadConfig(
     if (spec.key === "configFile") continue;
     const value = resolveOption(spec, args, file, ctx, resolved, warn);
     if (value !== undefined) (resolved as Record<string, unknown>)[spec.key] = value;
+  }
+  for (const spec of goOnlyOptions) {
+    const where = whereGoOnlyIsSet(spec, args, file, ctx.env);
+    if (where) warn(`${where} (a Go ncps option) is ignored: ${spec.instead}`);
   }
   const config = resolved as Config;
   validateConfig(config);
@@ -121,6 +125,18 @@ function candidatesFor(
     candidates.push({ where: name, raw: env[name], insteadUse: spec.env[0] });
   }
   return candidates;
+}
+
+/** Where a Go-only option is set, first by precedence; undefined when it is not. */
+function whereGoOnlyIsSet(
+  spec: GoOnlyOption,
+  args: Record<string, unknown>,
+  file: ConfigFile | undefined,
+  env: Record<string, string | undefined>,
+): string | undefined {
+  if (!isEmpty(args[spec.flag])) return `--${spec.flag}`;
+  if (file && spec.configKey && !isEmpty(lookup(file.data, spec.configKey))) return `${file.path}: ${spec.configKey}`;
+  return spec.env.find((name) => !isEmpty(env[name]));
 }
 
 function isEmpty(raw: unknown): boolean {
@@ -233,9 +249,10 @@ function lookup(data: Record<string, unknown>, dottedKey: string): unknown {
   return node;
 }
 
-const knownConfigKeys: ReadonlySet<string> = new Set(
-  options.flatMap((o) => [...(o.configKey ? [o.configKey] : []), ...(o.deprecated?.configKeys ?? [])]),
-);
+const knownConfigKeys: ReadonlySet<string> = new Set([
+  ...options.flatMap((o) => [...(o.configKey ? [o.configKey] : []), ...(o.deprecated?.configKeys ?? [])]),
+  ...goOnlyOptions.flatMap((o) => (o.configKey ? [o.configKey] : [])),
+]);
 
 function unknownKeys(data: Record<string, unknown>, prefix = ""): string[] {
   const found: string[] = [];

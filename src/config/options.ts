@@ -273,6 +273,8 @@ const table = [
     help: "Database URL: sqlite:PATH, postgres://... or mysql://...",
     group: "cache",
     shared: true,
+    // the Go ncps's `migrate` reads this spelling, its other commands the one above
+    deprecated: { configKeys: ["cache.database.url"] },
   },
   {
     key: "cacheDatabasePoolMaxOpenConns",
@@ -371,11 +373,12 @@ const table = [
     key: "cacheLockDownloadTtl",
     flag: "cache-lock-download-ttl",
     env: ["CACHE_LOCK_DOWNLOAD_TTL"],
-    configKey: "cache.lock.download-ttl",
+    configKey: "cache.lock.download-lock-ttl",
     type: "duration",
     default: 5 * 60_000,
     help: "How long a replica's claim on a NAR download outlives the replica (renewed while it runs)",
     group: "cache",
+    deprecated: { configKeys: ["cache.lock.download-ttl"] },
   },
   {
     key: "cacheLockLruTtl",
@@ -696,6 +699,63 @@ const table = [
 ] satisfies OptionSpec[];
 
 export const options: readonly OptionSpec[] = table;
+
+/** A Go ncps option this ncps accepts but does not implement. Set anywhere (flag, config
+ * key or environment variable, by any command), it costs one warning line at start saying
+ * what ncps does instead; never an exit, so a Go ncps command line, config file or env file
+ * starts this ncps unchanged. Flags are accepted by every command and kept out of `--help`;
+ * the README lists them. */
+export interface GoOnlyOption {
+  flag: string;
+  env: string[];
+  configKey?: string;
+  type: OptionType;
+  /** What ncps does instead: the second half of the warning, and the README's description. */
+  instead: string;
+}
+
+const noCdc = "ncps stores every NAR whole (no content-defined chunking)";
+const noStaging = "a NAR downloading on another replica is served once that replica has stored it; no staging objects are written";
+const lockRetry = "ncps waits for a taken Redis lock with a fixed, jittered exponential backoff: nothing to tune";
+
+export const goOnlyOptions: readonly GoOnlyOption[] = [
+  { flag: "analytics-reporting-enabled", env: ["ANALYTICS_REPORTING_ENABLED"], configKey: "analytics.reporting.enabled", type: "boolean", instead: "ncps reports no usage statistics to anyone" },
+  { flag: "analytics-reporting-samples", env: [], type: "boolean", instead: "ncps reports no usage statistics to anyone" },
+  { flag: "log-console-writer-enabled", env: [], type: "boolean", instead: "ncps logs one JSON object per line on stderr (pipe it through `jq` to read it)" },
+  { flag: "log-console-writer-prefix", env: [], type: "string", instead: "ncps logs one JSON object per line on stderr, without a prefix" },
+  { flag: "xz-binary-path", env: ["XZ_BINARY_PATH"], configKey: "xz-binary-path", type: "string", instead: "ncps decompresses xz in process (liblzma through @napi-rs/lzma), with no external binary" },
+  { flag: "use-xz-binary", env: ["USE_XZ_BINARY"], configKey: "use-xz-binary", type: "boolean", instead: "ncps decompresses xz in process (liblzma through @napi-rs/lzma), with no external binary" },
+  { flag: "pprof-addr", env: ["PPROF_ADDR"], configKey: "pprof.addr", type: "string", instead: "ncps has no pprof endpoint; profile with `bun --inspect` or read --prometheus-enabled metrics" },
+  { flag: "cache-cdc-enabled", env: ["CACHE_CDC_ENABLED"], configKey: "cache.cdc.enabled", type: "boolean", instead: noCdc },
+  { flag: "cache-cdc-min", env: ["CACHE_CDC_MIN"], configKey: "cache.cdc.min", type: "integer", instead: noCdc },
+  { flag: "cache-cdc-avg", env: ["CACHE_CDC_AVG"], configKey: "cache.cdc.avg", type: "integer", instead: noCdc },
+  { flag: "cache-cdc-max", env: ["CACHE_CDC_MAX"], configKey: "cache.cdc.max", type: "integer", instead: noCdc },
+  { flag: "cache-cdc-lazy-chunking-enabled", env: ["CACHE_CDC_LAZY_CHUNKING_ENABLED"], configKey: "cache.cdc.lazy-chunking-enabled", type: "boolean", instead: noCdc },
+  { flag: "cache-cdc-background-workers", env: ["CACHE_CDC_BACKGROUND_WORKERS"], configKey: "cache.cdc.background-workers", type: "integer", instead: noCdc },
+  { flag: "cache-cdc-delete-delay", env: ["CACHE_CDC_DELETE_DELAY"], configKey: "cache.cdc.delete-delay", type: "duration", instead: noCdc },
+  { flag: "cache-cdc-lazy-recovery-schedule", env: ["CACHE_CDC_LAZY_RECOVERY_SCHEDULE"], configKey: "cache.cdc.lazy-recovery-schedule", type: "string", instead: noCdc },
+  { flag: "cache-cdc-lazy-recovery-batch-size", env: ["CACHE_CDC_LAZY_RECOVERY_BATCH_SIZE"], configKey: "cache.cdc.lazy-recovery-batch-size", type: "integer", instead: noCdc },
+  { flag: "cache-cdc-lazy-cleanup-schedule", env: ["CACHE_CDC_LAZY_CLEANUP_SCHEDULE"], configKey: "cache.cdc.lazy-cleanup-schedule", type: "string", instead: noCdc },
+  { flag: "cache-cdc-chunk-wait-timeout", env: ["CACHE_CDC_CHUNK_WAIT_TIMEOUT"], configKey: "cache.cdc.chunk-wait-timeout", type: "duration", instead: noCdc },
+  { flag: "dechunk-residue-grace", env: ["CACHE_FSCK_DECHUNK_RESIDUE_GRACE"], configKey: "cache.fsck.dechunk-residue-grace", type: "duration", instead: `${noCdc}, so fsck finds no chunk residue; --stray-grace is its grace for unrecorded blobs` },
+  { flag: "cache-redis-pool-size", env: ["CACHE_REDIS_POOL_SIZE"], configKey: "cache.redis.pool-size", type: "integer", instead: "ncps keeps one Redis connection per process (lock commands are short)" },
+  { flag: "cache-lock-backend", env: ["CACHE_LOCK_BACKEND"], configKey: "cache.lock.backend", type: "string", instead: "ncps locks through Redis exactly when --cache-redis-addrs is set, in process otherwise" },
+  { flag: "cache-lock-retry-max-attempts", env: ["CACHE_LOCK_RETRY_MAX_ATTEMPTS"], configKey: "cache.lock.retry.max-attempts", type: "integer", instead: lockRetry },
+  { flag: "cache-lock-retry-initial-delay", env: ["CACHE_LOCK_RETRY_INITIAL_DELAY"], configKey: "cache.lock.retry.initial-delay", type: "duration", instead: lockRetry },
+  { flag: "cache-lock-retry-max-delay", env: ["CACHE_LOCK_RETRY_MAX_DELAY"], configKey: "cache.lock.retry.max-delay", type: "duration", instead: lockRetry },
+  { flag: "cache-lock-retry-jitter", env: ["CACHE_LOCK_RETRY_JITTER"], configKey: "cache.lock.retry.jitter", type: "boolean", instead: lockRetry },
+  { flag: "cache-lock-allow-degraded-mode", env: ["CACHE_LOCK_ALLOW_DEGRADED_MODE"], configKey: "cache.lock.allow-degraded-mode", type: "boolean", instead: "ncps never falls back to in-process locks: with Redis configured and unreachable it refuses to start" },
+  { flag: "cache-download-poll-timeout", env: ["CACHE_DOWNLOAD_POLL_TIMEOUT"], configKey: "cache.download.poll-timeout", type: "duration", instead: "a replica waiting on another's download polls for it for as long as that replica's lock lives (renewed while it downloads, lapsing after --cache-lock-download-ttl if it dies), then downloads itself" },
+  { flag: "cache-inflight-staging-enabled", env: ["CACHE_INFLIGHT_STAGING_ENABLED"], configKey: "cache.inflight-staging.enabled", type: "boolean", instead: noStaging },
+  { flag: "cache-inflight-staging-retention", env: ["CACHE_INFLIGHT_STAGING_RETENTION"], configKey: "cache.inflight-staging.retention", type: "duration", instead: noStaging },
+  { flag: "cache-inflight-staging-part-size", env: ["CACHE_INFLIGHT_STAGING_PART_SIZE"], configKey: "cache.inflight-staging.part-size", type: "integer", instead: noStaging },
+  // from earlier Go releases (test/fixtures/go-options.json "removed")
+  { flag: "cache-storage-s3-use-ssl", env: ["CACHE_STORAGE_S3_USE_SSL"], configKey: "cache.storage.s3.use-ssl", type: "boolean", instead: "ncps takes http:// or https:// from --cache-storage-s3-endpoint" },
+  { flag: "cache-lock-postgres-key-prefix", env: ["CACHE_LOCK_POSTGRES_KEY_PREFIX"], configKey: "cache.lock.postgres.key-prefix", type: "string", instead: "ncps locks in process, or through Redis with --cache-redis-addrs; never in PostgreSQL" },
+  { flag: "verified-since", env: [], type: "duration", instead: "ncps fsck checks every NAR; with --verify-content it re-hashes all of them" },
+  { flag: "force-reclaim", env: [], type: "boolean", instead: `${noCdc}: there are no chunks to reclaim` },
+  { flag: "concurrency", env: ["CONCURRENCY"], configKey: "concurrency", type: "integer", instead: "the Go ncps's migrate-narinfo and CDC migrations have nothing to do in ncps" },
+];
 
 function sameList(a: readonly string[] | undefined, b: readonly string[]): boolean {
   return a !== undefined && a.length === b.length && a.every((item, i) => item === b[i]);

@@ -130,10 +130,28 @@ describe("help", () => {
   });
 });
 
-test("ncps --version prints the version and commit", async () => {
-  const { stdout, status } = await ncps(["--version"]);
+test("ncps --version and ncps -v print the version and commit", async () => {
+  for (const flag of ["--version", "-v"]) {
+    const { stdout, status } = await ncps([flag]);
+    expect(status).toBe(0);
+    expect(stdout).toMatch(/^ncps \S+ \(\S+\)\n$/);
+  }
+});
+
+test("ncps help, ncps help serve and ncps migrate help print the help, as in the Go ncps", async () => {
+  for (const [args, usage] of [[["help"], "USAGE ncps [OPTIONS]"], [["help", "serve"], "USAGE ncps serve"], [["migrate", "help"], "USAGE ncps migrate"]] as const) {
+    const { stdout, status } = await ncps([...args]);
+    expect(status).toBe(0);
+    expect(stdout).toContain(usage);
+  }
+});
+
+test("the Go ncps's storage migrations succeed with nothing to do; a Go-only flag is one warning", async () => {
+  const { stdout, stderr, status } = await ncps(["migrate-nar-to-chunks", "--concurrency", "4", "--dry-run"]);
   expect(status).toBe(0);
-  expect(stdout).toMatch(/^ncps \S+ \(\S+\)\n$/);
+  expect(stdout).toContain("nothing to do");
+  expect(stderr.trim().split("\n")).toHaveLength(1);
+  expect(stderr).toContain("--concurrency (a Go ncps option) is ignored");
 });
 
 describe("a mistake is one stderr line, exit status 1, no stack trace", () => {
@@ -143,10 +161,10 @@ describe("a mistake is one stderr line, exit status 1, no stack trace", () => {
   const cases: [string, string[], Record<string, string>, string][] = [
     ["unknown flag", ["serve", "--bogus"], {}, "ncps: unknown option --bogus for ncps serve (see ncps serve --help)"],
     ["unknown flag after a global one", ["--log-level", "debug", "serve", "--bogus=1"], {}, "ncps: unknown option --bogus for ncps serve"],
-    ["serve-only flag on migrate", ["migrate", "up", "--cache-upstream-url", "https://x"], {}, "ncps: unknown option --cache-upstream-url for ncps migrate up"],
+    ["unknown flag on migrate", ["migrate", "up", "--cache-upstream-urls", "https://x"], {}, "ncps: unknown option --cache-upstream-urls for ncps migrate up"],
     ["unknown command", ["serv"], {}, 'ncps: unknown command "serv" for ncps (use serve, migrate, pin'],
     ["no command", [], {}, "ncps: missing command for ncps: use serve or migrate or pin"],
-    ["no migrate subcommand", ["migrate"], {}, "ncps: missing command for ncps migrate: use up or status"],
+    ["no migrate subcommand", ["migrate"], {}, "ncps: missing command for ncps migrate: use up or status or down"],
     ["stray argument", ["serve", "now"], {}, 'ncps: unexpected argument "now" for ncps serve'],
     ["flag without its value", ["serve", "--server-addr"], {}, "ncps: option --server-addr needs a value"],
     ["bad upstream scheme", ["serve", "--cache-upstream-url", "ftp://x"], {}, 'ncps: unknown upstream URL scheme "ftp:"'],

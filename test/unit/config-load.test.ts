@@ -269,12 +269,17 @@ addr = "127.0.0.1:9000"
   test("unknown keys are ignored with one warning line naming them", async () => {
     const path = writeTemp(
       "yaml",
-      "analytics:\n  reporting:\n    enabled: false\ncache:\n  hostname: h.example\n  lru:\n    schedule: '0 0 * * *'\n  storage:\n    s3:\n      use-ssl: true\n",
+      "analytics:\n  reporting:\n    enabled: false\n  colour: blue\ncache:\n  hostname: h.example\n  lru:\n    schedule: '0 0 * * *'\n  storage:\n    s3:\n      use-ssl: true\n      tint: red\nextra: 1\n",
     );
     const { config, warnings } = await load({ config: path });
     expect(config.cacheHostname).toBe("h.example");
     expect(config.cacheLruSchedule).toBe("0 0 * * *"); // known now: not among the unknown keys
-    expect(warnings).toEqual([`${path}: ignoring unknown keys: analytics, cache.storage.s3.use-ssl`]);
+    // Go ncps keys ncps does not implement are known: each costs its own warning
+    expect(warnings).toEqual([
+      `${path}: ignoring unknown keys: analytics.colour, cache.storage.s3.tint, extra`,
+      `${path}: analytics.reporting.enabled (a Go ncps option) is ignored: ncps reports no usage statistics to anyone`,
+      `${path}: cache.storage.s3.use-ssl (a Go ncps option) is ignored: ncps takes http:// or https:// from --cache-storage-s3-endpoint`,
+    ]);
   });
 
   test("a Go ncps config file with deprecated keys loads", async () => {
