@@ -79,9 +79,12 @@ export class Eviction {
   /** the cap was passed again while a pass ran: check once more when it ends */
   private recheck = false;
   private closed = false;
-  /** NAR bytes whose records are gone, deleted after the grace */
-  private readonly pendingBytes = new Map<string, ReturnType<typeof setTimeout>>();
-  private readonly deleting = new Set<Promise<void>>();
+  /** NAR bytes whose records are gone, by when they are due (the grace ended), oldest first;
+   * deleted one at a time by one queue, so a pass of 100,000 NARs does not start 100,000
+   * deletions at once */
+  private readonly pendingBytes = new Map<string, number>();
+  private drainTimer: ReturnType<typeof setTimeout> | null = null;
+  private draining: Promise<void> | null = null;
   /** cap checks under way (one may start a pass) */
   private readonly checks = new Set<Promise<void>>();
 
@@ -142,11 +145,7 @@ export class Eviction {
 
   /** Deletes the bytes of evicted NARs now, without waiting for their grace to end. */
   async flushPendingDeletions(): Promise<void> {
-    for (const [key, timer] of this.pendingBytes) {
-      clearTimeout(timer);
-      this.deleteBytes(key);
-    }
-    await Promise.all([...this.deleting]);
+    await this.drain(Number.POSITIVE_INFINITY);
   }
 
   /** Evicted NARs whose bytes are still in storage, waiting for their grace to end. */
@@ -234,21 +233,49 @@ export class Eviction {
   }
 
   private deleteBytesLater(key: string): void {
-    clearTimeout(this.pendingBytes.get(key));
-    const timer = setTimeout(() => this.deleteBytes(key), this.graceMs);
-    timer.unref?.();
-    this.pendingBytes.set(key, timer);
+    this.pendingBytes.delete(key); // evicted again: due later, at the end of the queue
+    this.pendingBytes.set(key, Date.now() + this.graceMs);
+    this.scheduleDrain();
+  }
+
+  private scheduleDrain(): void {
+    if (this.drainTimer || this.draining || this.pendingBytes.size === 0) return;
+    const [, due] = this.pendingBytes.entries().next().value!;
+    this.drainTimer = setTimeout(() => {
+      this.drainTimer = null;
+      void this.drain(Date.now());
+    }, Math.max(0, due - Date.now()));
+    this.drainTimer.unref?.();
+  }
+
+  /** Deletes the bytes due by `until`, one NAR at a time, then waits for the next. */
+  private drain(until: number): Promise<void> {
+    if (this.drainTimer) clearTimeout(this.drainTimer);
+    this.drainTimer = null;
+    const previous = this.draining ?? Promise.resolve();
+    const run = previous.then(async () => {
+      for (const [key, due] of this.pendingBytes) {
+        if (due > until) break;
+        this.pendingBytes.delete(key);
+        await this.deleteBytes(key);
+      }
+    });
+    const tracked = run.finally(() => {
+      if (this.draining === tracked) this.draining = null;
+      this.scheduleDrain();
+    });
+    this.draining = tracked;
+    return tracked;
   }
 
   /** Unless the NAR was recorded again or is being downloaded again meanwhile (the download
    * overwrites the bytes). */
-  private deleteBytes(key: string): void {
-    this.pendingBytes.delete(key);
+  private async deleteBytes(key: string): Promise<void> {
     if (this.opts.isDownloading(key)) return;
-    const done = this.opts.nars
-      .discardUnrecorded(key)
-      .catch((error: unknown) => this.opts.logger.error("deleting evicted NAR bytes failed", { key, error }))
-      .finally(() => this.deleting.delete(done));
-    this.deleting.add(done);
+    try {
+      await this.opts.nars.discardUnrecorded(key);
+    } catch (error) {
+      this.opts.logger.error("deleting evicted NAR bytes failed", { key, error });
+    }
   }
 }

@@ -200,6 +200,9 @@ export abstract class ServerMetadataStore<Db, Tx, Refs> implements MetadataStore
   }
 
   async deleteNar(key: string): Promise<boolean> {
+    // nothing to delete: no need to queue for the stored-bytes row (a record written after
+    // this read is one written after the delete)
+    if ((await this.rows(this.pool, "nar", [key])).length === 0) return false;
     return this.write(async (tx) => {
       await this.rows(tx, "lockStoredBytes", []);
       const [old] = await this.rows<{ size: number }>(tx, "narSizeForUpdate", [key]);
