@@ -253,10 +253,11 @@ export class Uploads {
   }
 
   /** GET /log/<drv>: stored, else the first upstream that has it. */
-  async getLog(drv: string): Promise<LogBody | null> {
+  /** The stored log, else (with `upstream`, the default) the first upstream's. */
+  async getLog(drv: string, { upstream: askUpstreams = true }: { upstream?: boolean } = {}): Promise<LogBody | null> {
     const key = logKey(drv);
     const stored = await this.opts.store.get(key);
-    if (stored) return stored;
+    if (stored || !askUpstreams) return stored;
     for (const upstream of this.opts.pool.upstreams) {
       try {
         const res = await upstream.get(upstream.resolve(key));

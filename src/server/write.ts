@@ -57,8 +57,8 @@ export const deleteNarInfo = (uploads: Uploads, policy: WritePolicy) =>
 export const deleteNar = (uploads: Uploads, policy: WritePolicy) =>
   deleteWhenAllowed(policy, ({ params }) => uploads.deleteNar(parseNcpsNarRequest(`nar/${params.file}`).key));
 
-export const getLog = (uploads: Uploads) => async ({ params, head }: RequestContext): Promise<Response> => {
-  const log = await uploads.getLog(params.drv!);
+export const getLog = (uploads: Uploads) => async ({ params, head, upstream }: RequestContext): Promise<Response> => {
+  const log = await uploads.getLog(params.drv!, { upstream });
   if (!log) return notFound();
   const headers: Record<string, string> = { "content-type": "text/plain; charset=utf-8" };
   if (log.length !== null) headers["content-length"] = String(log.length);

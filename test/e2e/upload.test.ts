@@ -120,4 +120,31 @@ describe.skipIf(!nixAvailable && process.env.NCPS_TEST_STRICT !== "1")("e2e: nix
     expect(again.stdout).toBe(text);
     expect((await fetch(`${ncps.url}/log/${drv.slice("/nix/store/".length, -4)}.nope`)).status).toBe(400);
   }, T);
+
+  test("/upload is a binary cache of its own: nix copy --to and nix store copy-log --to .../upload, read back by nix log there and substituted from the root", async () => {
+    const ncps = await startNcps([]);
+    const upload = `${ncps.url}/upload`;
+    const info = await fetch(`${upload}/nix-cache-info`);
+    expect(info.status).toBe(200);
+    expect(await info.text()).toBe(await (await fetch(`${ncps.url}/nix-cache-info`)).text());
+    expect((await (await fetch(`${upload}/pubkey`)).text()).trim()).toBe(ncps.publicKey);
+    const pushed = await copyTo(upload);
+    expect(pushed.stderr).not.toContain("error:");
+    expect(pushed.code).toBe(0);
+    expect((await storedNars(ncps.dataDir)).length).toBe(built.paths.length);
+    const copied = await nix.run(["nix", "store", "copy-log", "--store", builder, "--to", upload, built.top], { allowFail: true });
+    expect(copied.stderr).not.toContain("error:");
+    expect(copied.code).toBe(0);
+    const drv = (await nix.run(["nix-store", "--store", builder, "--query", "--deriver", built.top])).stdout.trim();
+    const text = "built through /upload\n";
+    expect((await fetch(`${upload}/log/${drv.slice("/nix/store/".length)}`, { method: "PUT", body: text })).status).toBe(201);
+    for (const store of [upload, ncps.url]) {
+      const read = await nix.run(["nix", "log", "--store", store, built.top], { allowFail: true });
+      expect([store, read.code, read.stdout]).toEqual([store, 0, text]);
+    }
+    const consumer = nix.store("consumer-upload");
+    const r = await substitute(nix, { from: ncps.url, paths: [built.top], trustedKeys: [ncps.publicKey], store: consumer });
+    expect(r.code).toBe(0);
+    await verifyStore(nix, consumer, built.paths, [ncps.publicKey]);
+  }, T);
 });
