@@ -54,11 +54,13 @@ export function requestSegments(url: string): string[] {
     .slice(1)
     .split("/")
     .map((raw) => {
-      let segment: string;
-      try {
-        segment = decodeURIComponent(raw);
-      } catch {
-        throw new NixFormatError("malformed percent-encoding in the request path", "path");
+      let segment = raw;
+      if (raw.includes("%")) {
+        try {
+          segment = decodeURIComponent(raw);
+        } catch {
+          throw new NixFormatError("malformed percent-encoding in the request path", "path");
+        }
       }
       if (segment.includes("/") || segment === "." || segment === "..") {
         throw new NixFormatError("encoded slash or dot segment in the request path", "path");
@@ -67,50 +69,61 @@ export function requestSegments(url: string): string[] {
     });
 }
 
-function matchPattern(pattern: string[], segments: string[]): Record<string, string> | null {
+/** A pattern segment: a literal, or a parameter's name. */
+type PatternSegment = { literal: string } | { param: string };
+
+function matchPattern(pattern: PatternSegment[], segments: string[]): Record<string, string> | null {
   if (pattern.length !== segments.length) return null;
-  const params: Record<string, string> = {};
+  let params: Record<string, string> | null = null;
   for (let i = 0; i < pattern.length; i++) {
     const want = pattern[i]!;
     const got = segments[i]!;
-    if (want.startsWith(":")) {
+    if ("param" in want) {
       if (got === "") return null;
-      params[want.slice(1)] = got;
-    } else if (want !== got) {
+      (params ??= {})[want.param] = got;
+    } else if (want.literal !== got) {
       return null;
     }
   }
-  return params;
+  return params ?? {};
 }
 
 export class Router {
-  private readonly compiled: { route: Route; segments: string[] }[];
+  private readonly compiled: { route: Route; pattern: PatternSegment[] }[];
 
   constructor(routes: Route[]) {
-    this.compiled = routes.map((route) => ({ route, segments: route.pattern === "/" ? [] : route.pattern.slice(1).split("/") }));
+    this.compiled = routes.map((route) => ({
+      route,
+      pattern: (route.pattern === "/" ? [] : route.pattern.slice(1).split("/")).map((p) =>
+        p.startsWith(":") ? { param: p.slice(1) } : { literal: p },
+      ),
+    }));
   }
 
-  /** The first route in table order whose pattern fits, for any method. */
-  private *candidates(segments: string[]): Generator<RouteMatch> {
-    const underUpload = segments[0] === UPLOAD_PREFIX ? segments.slice(1) : null;
-    for (const { route, segments: pattern } of this.compiled) {
-      const direct = matchPattern(pattern, segments);
-      if (direct) yield { route, params: direct, upstream: true };
-      if (underUpload && route.uploadPrefix) {
-        const prefixed = matchPattern(pattern, underUpload);
-        if (prefixed) yield { route, params: prefixed, upstream: false };
-      }
+  /** Where a route fits the path: as it is, or under /upload/ when the route is offered there. */
+  private fit(route: Route, pattern: PatternSegment[], segments: string[], underUpload: string[] | null): RouteMatch | null {
+    const direct = matchPattern(pattern, segments);
+    if (direct) return { route, params: direct, upstream: true };
+    if (underUpload && route.uploadPrefix) {
+      const prefixed = matchPattern(pattern, underUpload);
+      if (prefixed) return { route, params: prefixed, upstream: false };
     }
+    return null;
   }
 
-  /** The route for this method and path; otherwise the methods the path has (for a 405),
-   * empty when it names nothing at all. */
+  /** The first route in table order for this method and path; otherwise the methods the path
+   * has (for a 405), empty when it names nothing at all. */
   match(method: string, segments: string[]): RouteMatch | { allowed: RouteMethod[] } {
     const wanted = method === "HEAD" ? "GET" : method;
+    const underUpload = segments[0] === UPLOAD_PREFIX ? segments.slice(1) : null;
+    for (const { route, pattern } of this.compiled) {
+      if (route.method !== wanted) continue;
+      const found = this.fit(route, pattern, segments, underUpload);
+      if (found) return found;
+    }
     const allowed: RouteMethod[] = [];
-    for (const candidate of this.candidates(segments)) {
-      if (candidate.route.method === wanted) return candidate;
-      if (!allowed.includes(candidate.route.method)) allowed.push(candidate.route.method);
+    for (const { route, pattern } of this.compiled) {
+      if (!allowed.includes(route.method) && this.fit(route, pattern, segments, underUpload)) allowed.push(route.method);
     }
     return { allowed };
   }
