@@ -180,7 +180,8 @@ in
 
         Restart = "on-failure";
         RestartSec = "5s";
-        TimeoutStopSec = "30s";
+        # above --server-shutdown-timeout (30s): ncps ends a slow shutdown itself, before SIGKILL
+        TimeoutStopSec = "45s";
         LimitNOFILE = 65536;
         UMask = "0027";
 

@@ -42,6 +42,7 @@ export interface RunningNcps {
   /** null without --cache-max-size */
   eviction: Eviction | null;
   publicKey: string;
+  /** Stop listening, let responses and downloads in flight finish, then close everything. */
   stop(): Promise<void>;
 }
 
@@ -259,8 +260,10 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
       pins,
       eviction: lru.eviction,
       publicKey: cache.publicKey,
+      // Graceful, with no deadline of its own (`ncps serve` sets one): the listener closes at
+      // once, responses already started run to their last byte, downloads to their commit.
       stop: async () => {
-        await server.stop(true);
+        await server.stop(false);
         await pins.close();
         await cache.close();
         await lru.stop();

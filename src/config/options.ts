@@ -64,6 +64,8 @@ export interface Config {
   cacheUpstreamNarMinRate: number;
   netrcFile?: string;
   serverAddr: string;
+  /** Milliseconds responses and downloads in flight get to finish after SIGTERM/SIGINT. */
+  serverShutdownTimeout: number;
   cacheAllowPutVerb: boolean;
   cacheAllowDeleteVerb: boolean;
   /** Bytes. */
@@ -585,6 +587,17 @@ const table = [
     type: "string",
     default: ":8501",
     help: "Address to listen on: host:port or :port",
+    group: "server",
+  },
+  {
+    // Not in the Go ncps. Below the units' TimeoutStopSec (45s), so ncps ends it, not SIGKILL.
+    key: "serverShutdownTimeout",
+    flag: "server-shutdown-timeout",
+    env: ["SERVER_SHUTDOWN_TIMEOUT"],
+    configKey: "server.shutdown-timeout",
+    type: "duration",
+    default: 30_000,
+    help: "On SIGTERM or SIGINT: how long responses and upstream downloads in flight may take to finish before ncps stops anyway (a second signal stops at once)",
     group: "server",
   },
   {
