@@ -60,7 +60,7 @@ class BatchWriter {
 
   constructor(
     private readonly fd: FileHandle,
-    private readonly onWritten: (total: number) => void,
+    private readonly onWritten: (total: number, batch: Uint8Array[]) => void,
   ) {}
 
   /** Resolves at once unless too much is waiting for the disk. */
@@ -88,13 +88,46 @@ class BatchWriter {
         const { bytesWritten } = await this.fd.writev(batch);
         if (bytesWritten < bytes) await writeAll(this.fd, Buffer.concat(batch).subarray(bytesWritten));
         this.total += bytes;
-        this.onWritten(this.total);
+        this.onWritten(this.total, batch);
       }
     } catch (err) {
       this.error = err;
     } finally {
       this.writing = null;
     }
+  }
+}
+
+/** How much of a download's most recent bytes stays in memory for its readers. */
+const RECENT_BYTES = 4 * 1024 * 1024;
+
+/** The most recently written chunks of a download, by file position. A reader that keeps up
+ * with the download (the usual case: clients stream at the upstream's speed) is handed these
+ * chunks themselves, shared by every such reader, instead of reading each back from the file
+ * into a buffer of its own: no read, no copy, no allocation per reader. Chunks are never
+ * changed once received, so sharing them is safe. */
+class RecentChunks {
+  private chunks: { start: number; bytes: Uint8Array }[] = [];
+  private held = 0;
+
+  /** Chunks written from file position `start` on, in order. */
+  add(start: number, batch: Uint8Array[]) {
+    for (const bytes of batch) {
+      this.chunks.push({ start, bytes });
+      start += bytes.length;
+      this.held += bytes.length;
+    }
+    while (this.held > RECENT_BYTES && this.chunks.length > 1) this.held -= this.chunks.shift()!.bytes.length;
+  }
+
+  /** The bytes from `pos` to the end of the chunk holding it (not past `end`), or null when
+   * they are no longer (or not yet) held. */
+  at(pos: number, end: number): Uint8Array | null {
+    for (const { start, bytes } of this.chunks) {
+      if (pos < start) return null;
+      if (pos < start + bytes.length) return bytes.subarray(pos - start, Math.min(bytes.length, end - start));
+    }
+    return null;
   }
 }
 
@@ -110,6 +143,8 @@ export class NarDownload {
   private state: State = "running";
   private error: Error | null = null;
   private readFd: FileHandle | null = null;
+  /** The last chunks written, as received: readers keeping up are served these very buffers. */
+  private readonly recent = new RecentChunks();
   private holders = 1; // the download itself, plus one per reader
   private wakeups: (() => void)[] = [];
   private readonly abort = new AbortController();
@@ -196,7 +231,8 @@ export class NarDownload {
       }
       const body = res.body.getReader();
       const toVerify = verification;
-      const writer = new BatchWriter(writeFd, (written) => {
+      const writer = new BatchWriter(writeFd, (written, batch) => {
+        this.recent.add(this.written, batch);
         this.written = written;
         this.released = this.size === null ? written : Math.min(written, this.size - 1);
         toVerify.written(written);
@@ -283,6 +319,16 @@ export class NarDownload {
             // A range's own last byte also waits for verification: no ranged read may end
             // cleanly on bytes that could still turn out wrong.
             const available = this.state === "verified" ? Math.min(this.written, limit) : Math.min(this.released, limit - 1);
+            const kept = pos < available ? this.recent.at(pos, available) : null;
+            if (kept) {
+              pos += kept.length;
+              controller.enqueue(kept);
+              if (pos >= limit) {
+                finish();
+                controller.close();
+              }
+              return;
+            }
             if (fd && pos < available) {
               const buf = new Uint8Array(Math.min(READ_CHUNK, available - pos));
               const { bytesRead } = await fd.read(buf, 0, buf.length, pos);
