@@ -32,6 +32,7 @@ import { createTelemetry } from "./telemetry/otel.ts";
 import { netrcAuthorization, parseNetrc, type Netrc } from "./upstream/netrc.ts";
 import { UpstreamPool } from "./upstream/pool.ts";
 import { parseOrigin, Upstream } from "./upstream/upstream.ts";
+import { parseUpstreamUrl } from "./upstream/upstream-url.ts";
 import { version } from "./version.ts";
 
 export interface RunningNcps {
@@ -167,10 +168,12 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
       throw new StartupError(`database schema is not up to date (pending: ${pending.join(", ")}): run \`ncps migrate up\``);
     }
     const headerTimeoutMs = config.cacheUpstreamDialerTimeout + config.cacheUpstreamResponseHeaderTimeout;
+    const unsigned = new Set(config.cacheUpstreamAcceptUnsigned.map((url) => parseUpstreamUrl(url).url));
     const upstreams = config.cacheUpstreamUrls.map(
       (url, i) =>
         new Upstream(url, i, {
           headerTimeoutMs,
+          acceptUnsigned: unsigned.has(parseUpstreamUrl(url).url),
           authorization: netrcAuthorization(netrc, new URL(url)),
           extraOrigins: narOrigins,
           logger,
@@ -179,7 +182,8 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
     );
     // Each upstream request ends within headerTimeoutMs and a lookup starts them at most a
     // hedge delay apart: this bounds a lookup without ever cutting a healthy one short.
-    const lookupTimeoutMs = 2 * headerTimeoutMs + upstreams.length * 250;
+    // (+ 300 ms: the backoff of an upstream's transient-failure retries)
+    const lookupTimeoutMs = 2 * headerTimeoutMs + upstreams.length * 250 + 300;
     const pool = new UpstreamPool(upstreams, {
       trustedKeys,
       negativeTtlMs: config.cacheUpstreamNegativeTtl,
@@ -188,7 +192,9 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
       logger,
       instruments: telemetry,
     });
-    void pool.refreshPriorities();
+    for (const upstream of upstreams.filter((u) => u.acceptsUnsigned)) {
+      logger.warn("accepting unsigned narinfos from this upstream (--cache-upstream-accept-unsigned): ncps signs them with its own key", { upstream: upstream.url });
+    }
     const signingKey = await startupStep("signing key", () =>
       loadSigningKey(db!, { path: config.cacheSecretKeyPath, hostname: config.cacheHostname }),
     );
@@ -250,6 +256,7 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
       throw new StartupError(`cannot listen on ${config.serverAddr}: ${(err as Error).message}`);
     }
     const url = `http://${hostname === "0.0.0.0" ? "127.0.0.1" : hostname}:${server.port}`;
+    void pool.startHealthChecks(); // once started: a failed start has nothing to say about upstreams
     void pins.warmIncomplete().catch((error: unknown) => logger.error("warming pinned closures failed", { error }));
     logger.info("ncps listening", { url, version, publicKey: cache.publicKey, upstreams: config.cacheUpstreamUrls, database: db.dialect });
     const openDb = db;
@@ -264,6 +271,7 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
       // once, responses already started run to their last byte, downloads to their commit.
       stop: async () => {
         await server.stop(false);
+        pool.close();
         await pins.close();
         await cache.close();
         await lru.stop();

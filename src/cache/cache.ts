@@ -74,6 +74,8 @@ function verificationReason(message: string): string {
 export class Cache {
   private readonly downloads = new Map<string, NarDownload>();
   private readonly downloadUpstreams = new WeakMap<NarDownload, string>();
+  /** Whether a download's upstream answered; when not, once its narinfos are forgotten. */
+  private readonly downloadReady = new WeakMap<NarDownload, Promise<boolean>>();
   private readonly instruments: Instruments;
   /** What runs after a download ends (replacing a narinfo that lied); drain() waits for it. */
   private readonly aftermath = new Set<Promise<void>>();
@@ -153,7 +155,7 @@ export class Cache {
     // In-flight first: a download records its NAR before it leaves this map, so checking in
     // this order leaves no moment where a finished download is found in neither place.
     const inFlight = opts.upstream === false ? undefined : this.downloads.get(req.key);
-    if (inFlight && !inFlight.failed) return this.downloadSource(inFlight);
+    if (inFlight && !inFlight.failed) return this.downloadSource(inFlight, opts.startDownload);
     // The record holds the verified size: a hit needs no stat before the read.
     const stored = await this.opts.nars.find(req.key);
     if (stored) return this.storedSource(stored);
@@ -178,7 +180,7 @@ export class Cache {
    * after the lock TTL, and the next waiter takes it over. */
   private async claimDownload(record: NarInfoRecord): Promise<NarSource | null> {
     const running = this.downloads.get(record.narKey);
-    if (running && !running.failed) return this.downloadSource(running);
+    if (running && !running.failed) return this.downloadSource(running, true);
     const { locker, ttlMs } = this.opts.downloadLock;
     const giveUpAt = Date.now() + WAIT_FOR_REPLICA_MS;
     for (;;) {
@@ -191,7 +193,7 @@ export class Cache {
         }
         const download = this.startDownload(record);
         void download.done.finally(() => release().catch(() => {}));
-        return this.downloadSource(download);
+        return this.downloadSource(download, true);
       }
       await Bun.sleep(REPLICA_POLL_MS);
       const stored = await this.opts.nars.find(record.narKey);
@@ -200,7 +202,11 @@ export class Cache {
     }
   }
 
-  private downloadSource(download: NarDownload): NarSource {
+  /** A download as a source, once its upstream has answered (a GET; a HEAD does not wait):
+   * null when the upstream refused the NAR or did not answer, so the client gets a 404 rather
+   * than a 200 and then a reset connection. */
+  private async downloadSource(download: NarDownload, waitForUpstream: boolean): Promise<NarSource | null> {
+    if (waitForUpstream && !(await (this.downloadReady.get(download) ?? download.started))) return null;
     return {
       size: download.size,
       served: "miss",
@@ -246,6 +252,13 @@ export class Cache {
     ));
     this.downloads.set(record.narKey, download);
     this.downloadUpstreams.set(download, host);
+    this.downloadReady.set(
+      download,
+      download.started.then(async (answered) => {
+        if (!answered) await this.forgetNarInfosNaming(record.narKey, upstream, download.failure);
+        return answered;
+      }),
+    );
     this.instruments.downloadStarted(record.narKey, download.size, () => download.written);
     void download.done.then(() => this.downloadEnded(download, host, span, (performance.now() - startedAt) / 1000));
     const after = download.done
@@ -258,6 +271,23 @@ export class Cache {
     this.aftermath.add(after);
     this.opts.logger.info("NAR download started", { key: record.narKey, upstream: record.upstream });
     return download;
+  }
+
+  /** The upstream did not give the NAR its own narinfo named (a 404, an error, no answer):
+   * its narinfos naming that NAR are forgotten (memory and database), so the next lookup asks
+   * the upstreams again instead of serving a narinfo whose NAR cannot be had. An uploaded
+   * narinfo (upstream null) is the uploader's and stays. */
+  private async forgetNarInfosNaming(narKey: string, upstream: Upstream, failure: Error | null) {
+    try {
+      for (const n of await this.opts.db.narInfosForNar(narKey)) {
+        if (n.upstream !== upstream.url) continue;
+        await this.opts.nars.forgetNarInfo(n.hash);
+        this.opts.hot.forget(n.hash);
+        this.opts.logger.warn("narinfo forgotten: its upstream did not give the NAR it named", { hash: n.hash, key: narKey, upstream: upstream.url, reason: failure?.message });
+      }
+    } catch (error) {
+      this.opts.logger.error("forgetting a narinfo whose NAR its upstream did not give failed", { key: narKey, error });
+    }
   }
 
   /** The NAR an upstream's narinfo named did not match it (its unsigned FileSize or FileHash

@@ -138,6 +138,10 @@ export class NarDownload {
   readonly done: Promise<void>;
   /** Declared length of the body, when the narinfo gives it (FileSize, or NarSize uncompressed). */
   readonly size: number | null;
+  /** True once the upstream answered 200 with a body; false when it answered anything else or
+   * not at all: a client is answered only once this is known (no 200 followed by a reset). */
+  readonly started: Promise<boolean>;
+  private readonly startedResolvers = Promise.withResolvers<boolean>();
   written = 0;
   private released = 0;
   private state: State = "running";
@@ -159,7 +163,8 @@ export class NarDownload {
     private readonly verifier: Verifier = verificationThread,
   ) {
     this.size = declaredFileSize(source.expect);
-    this.done = this.run().catch(() => {});
+    this.started = this.startedResolvers.promise;
+    this.done = this.run().catch(() => {}).finally(() => this.startedResolvers.resolve(false));
   }
 
   get failed(): boolean {
@@ -229,6 +234,7 @@ export class NarDownload {
         await res.body?.cancel();
         throw new NarDownloadError(`upstream answered HTTP ${res.status} for ${this.source.url}`);
       }
+      this.startedResolvers.resolve(true);
       const body = res.body.getReader();
       const toVerify = verification;
       const writer = new BatchWriter(writeFd, (written, batch) => {
@@ -270,6 +276,7 @@ export class NarDownload {
         const reason = this.abort.signal.aborted && this.abort.signal.reason instanceof Error ? this.abort.signal.reason : (err as Error);
         this.error = reason instanceof Error ? reason : new NarDownloadError(String(reason));
         this.state = "failed";
+        this.startedResolvers.resolve(false);
         this.notify();
         this.logger.warn("NAR download failed", { key: this.key, url: this.source.url, error: this.error });
       }

@@ -14,6 +14,7 @@ import type { BlobStore } from "../storage/blob-store.ts";
 import { LocalBlobStore } from "../storage/local.ts";
 import { openBlobStore } from "../storage/open.ts";
 import { createLogger } from "../telemetry/logger.ts";
+import { parseUpstreamUrl } from "../upstream/upstream-url.ts";
 
 export interface FsckFlags {
   repair: boolean;
@@ -46,7 +47,7 @@ export async function runFsck(config: Config, flags: FsckFlags, out: (text: stri
       db,
       store,
       nars: new StoredNars({ db, store, hot: new HotNarInfos(), logger }),
-      upstreams: config.cacheUpstreamUrls,
+      upstreams: config.cacheUpstreamUrls.map((url) => parseUpstreamUrl(url).url),
       staleTempFiles: async () => [...(await staleTempFiles(config.cacheTempPath)), ...(store instanceof LocalBlobStore ? await store.staleTempFiles() : [])],
       strayGraceMs: config.fsckStrayGrace,
       verifyContent: flags.verifyContent,

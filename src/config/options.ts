@@ -58,6 +58,8 @@ export interface Config {
   cacheUpstreamResponseHeaderTimeout: number;
   /** Milliseconds an upstream 404 is remembered; 0 disables. */
   cacheUpstreamNegativeTtl: number;
+  /** Upstream URLs (as in cacheUpstreamUrls) whose narinfos are used without a trusted signature. */
+  cacheUpstreamAcceptUnsigned: string[];
   /** Origins besides each upstream's own from which NARs (and redirects) may be fetched. */
   cacheUpstreamNarOrigins: string[];
   /** Bytes per second a NAR download must average over a minute; 0 disables. */
@@ -490,7 +492,7 @@ const table = [
     configKey: "cache.upstream.urls",
     type: "string[]",
     default: [defaultUpstreamUrl],
-    help: "Upstream cache URL (http or https); repeat the flag for several",
+    help: "Upstream cache URL (http or https); `?priority=N` ranks it as in the Go ncps (lower first, over its nix-cache-info Priority; not sent upstream); repeat the flag for several",
     group: "upstream",
     deprecated: { flags: ["upstream-cache"], env: ["UPSTREAM_CACHES"], configKeys: ["cache.upstream.caches"] },
   },
@@ -539,6 +541,17 @@ const table = [
     type: "duration",
     default: 60_000,
     help: "How long an upstream 404 is remembered (0 disables)",
+    group: "upstream",
+  },
+  {
+    key: "cacheUpstreamAcceptUnsigned",
+    // Not in the Go ncps: nix-binary-cache's `require-sigs = false`, for named upstreams only.
+    flag: "cache-upstream-accept-unsigned",
+    env: ["CACHE_UPSTREAM_ACCEPT_UNSIGNED"],
+    configKey: "cache.upstream.accept-unsigned",
+    type: "string[]",
+    default: [],
+    help: "An upstream URL (one of --cache-upstream-url) whose narinfos are used without a trusted signature: its NARs are still checked against the narinfo's hashes, but ncps then signs what it serves with its own key (see Unsigned upstreams); repeat for several",
     group: "upstream",
   },
   {

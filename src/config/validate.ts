@@ -9,6 +9,7 @@ import { ConfigError } from "./errors.ts";
 import { parseSchedule, ScheduleError } from "./schedule.ts";
 import { logLevels } from "./options.ts";
 import type { Config, LogLevel } from "./options.ts";
+import { parseUpstreamUrl, UpstreamUrlError } from "../upstream/upstream-url.ts";
 
 export function validateConfig(config: Config): void {
   if (!logLevels.includes(config.logLevel as LogLevel)) {
@@ -22,6 +23,13 @@ export function validateConfig(config: Config): void {
   }
   if (config.cacheUpstreamUrls.length === 0) throw new ConfigError("at least one --cache-upstream-url is required");
   for (const url of config.cacheUpstreamUrls) checkUpstreamUrl(url);
+  const upstreams = new Set(config.cacheUpstreamUrls.map((url) => parseUpstreamUrl(url).url));
+  for (const url of config.cacheUpstreamAcceptUnsigned ?? []) {
+    checkUpstreamUrl(url);
+    if (!upstreams.has(parseUpstreamUrl(url).url)) {
+      throw new ConfigError(`--cache-upstream-accept-unsigned ${url} is not one of the --cache-upstream-url upstreams`);
+    }
+  }
   for (const key of config.cacheUpstreamPublicKeys) checkPublicKey(key);
   parseServerAddr(config.serverAddr);
   for (const addr of config.cacheRedisAddrs) checkRedisAddr(addr);
@@ -101,16 +109,12 @@ function checkStorage(config: Config): void {
 }
 
 function checkUpstreamUrl(text: string): void {
-  let url: URL;
   try {
-    url = new URL(text);
-  } catch {
-    throw new ConfigError(`invalid upstream URL "${text}"`);
+    parseUpstreamUrl(text);
+  } catch (err) {
+    if (!(err instanceof UpstreamUrlError)) throw err;
+    throw new ConfigError(err.message);
   }
-  if (url.protocol !== "http:" && url.protocol !== "https:") {
-    throw new ConfigError(`unknown upstream URL scheme "${url.protocol}" in "${text}" (use http or https)`);
-  }
-  if (url.hostname === "") throw new ConfigError(`upstream URL "${text}" has no host`);
 }
 
 /** The parser the eviction scheduler uses (the time zone is checked with it). */

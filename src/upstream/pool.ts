@@ -35,6 +35,7 @@ const NEGATIVE_CACHE_MAX = 100_000;
  * for this long (its narinfo's unsigned fields lied, or its NAR is broken). */
 const DISTRUST_MS = 60 * 60_000;
 const DISTRUST_MAX = 10_000;
+const HEALTH_CHECK_EVERY_MS = 60_000;
 /** A broken upstream is logged once per upstream and reason per this period. */
 const PROBLEM_LOG_EVERY_MS = 60_000;
 
@@ -54,9 +55,25 @@ export class UpstreamPool {
     this.lookupTimeoutMs = opts.lookupTimeoutMs ?? 30_000;
   }
 
-  /** Ask every upstream for its nix-cache-info Priority, in the background. */
-  refreshPriorities(): Promise<void> {
-    return Promise.all(this.upstreams.map((u) => u.refreshCacheInfo())).then(() => {});
+  private healthTimer: ReturnType<typeof setInterval> | undefined;
+
+  /** Check every upstream now (learning their Priority) and then every `intervalMs` (the Go
+   * ncps: every minute), so a dead one is skipped without costing a miss its timeout, and
+   * comes back when it answers. */
+  startHealthChecks(intervalMs = HEALTH_CHECK_EVERY_MS): Promise<void> {
+    this.healthTimer ??= setInterval(() => void this.checkHealth(), intervalMs);
+    this.healthTimer.unref?.();
+    return this.checkHealth();
+  }
+
+  /** One health check of every upstream, together. */
+  checkHealth(): Promise<void> {
+    return Promise.all(this.upstreams.map((u) => u.checkHealth())).then(() => {});
+  }
+
+  close() {
+    clearInterval(this.healthTimer);
+    this.healthTimer = undefined;
   }
 
   /** Best first: an upstream whose NAR for this hash failed verification goes last. */
@@ -215,7 +232,8 @@ export class UpstreamPool {
 
   private unusable(upstream: Upstream, hash: string, narinfo: NarInfo): string | null {
     if (!narinfo.storePath.includes(`/${hash}-`)) return "it names another store path";
-    if (!verifyNarInfo(narinfo, this.opts.trustedKeys)) return "no trusted signature";
+    // --cache-upstream-accept-unsigned: the NAR is still checked against this narinfo's hashes
+    if (!upstream.acceptsUnsigned && !verifyNarInfo(narinfo, this.opts.trustedKeys)) return "no trusted signature";
     try {
       parseNarUrl(narinfo.url);
       const compression = parseCompression(narinfo.compression);

@@ -5,6 +5,7 @@ import { parseNarInfo, type NarInfo } from "../nix/narinfo.ts";
 import { readLimited, TooLargeError } from "../streams.ts";
 import { inSpan, noInstruments, type Instruments } from "../telemetry/instruments.ts";
 import type { Logger } from "../telemetry/logger.ts";
+import { parseUpstreamUrl } from "./upstream-url.ts";
 
 /** An error lookup names its `reason` from a small fixed set (the pool logs each upstream and
  * reason at most once a minute); `detail` says what exactly happened. */
@@ -22,6 +23,8 @@ export interface UpstreamOptions {
   /** Origins besides the upstream's own from which NARs and redirect targets are fetched
    * (a cache keeping its NARs on a CDN), e.g. "https://cdn.example.org". */
   extraOrigins?: string[];
+  /** Use its narinfos without a trusted signature (--cache-upstream-accept-unsigned). */
+  acceptUnsigned?: boolean;
   logger: Logger;
   /** a span per request (its traceparent sent along), narinfo fetch durations */
   instruments?: Instruments;
@@ -34,12 +37,43 @@ const SMALL_DOCUMENT_BYTES = 1024 * 1024;
 const FAILURES_BEFORE_DOWN = 3;
 const DOWN_FOR_MS = 30_000;
 
+/** A narinfo request that meets a transient failure (a reset connection, 502, 503, 504) is
+ * tried again this many times, after 100 ms, then 200 ms (the Go ncps: 3 tries from 100 ms),
+ * before the lookup counts it as failed and the next upstream is asked. */
+const TRANSIENT_RETRIES = 2;
+const RETRY_BACKOFF_MS = 100;
+const TRANSIENT_STATUSES = new Set([502, 503, 504]);
+
 /** Redirects followed per request; each must stay within the allowed origins. */
 const MAX_REDIRECTS = 3;
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
 
 export class UpstreamError extends Error {
   override name = "UpstreamError";
+  constructor(
+    message: string,
+    /** the connection broke (reset, closed early): worth one more try */
+    readonly transient = false,
+    /** a failure of the upstream that the request was asked not to count (it may be
+     * retried): the caller counts it if it gives up */
+    readonly uncountedFailure?: string,
+  ) {
+    super(message);
+  }
+}
+
+/** A connection that broke under a request, as opposed to one refused or timed out. */
+function isBrokenConnection(err: unknown): boolean {
+  const code = (err as { code?: unknown })?.code;
+  if (code === "ECONNRESET" || code === "EPIPE" || code === "ConnectionClosed" || code === "UND_ERR_SOCKET") return true;
+  return /reset|closed unexpectedly|broken pipe|socket hang up/i.test(String((err as Error)?.message ?? err));
+}
+
+function pause(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal?.addEventListener("abort", () => (clearTimeout(timer), resolve()), { once: true });
+  });
 }
 
 /** An allowed NAR origin as configured ("https://cdn.example.org"): http or https, no path. */
@@ -54,6 +88,12 @@ export class Upstream {
   readonly base: URL;
   /** Lower is preferred, as in nix-cache-info; ties keep the configured order. */
   priority: number;
+  /** Given as `?priority=N` in the configured URL: nix-cache-info does not change it. */
+  private readonly fixedPriority: boolean;
+  readonly acceptsUnsigned: boolean;
+  /** What the last health check (or request) found; a failed check takes the upstream out
+   * of lookups until one answers again. */
+  private healthy = true;
   private consecutiveFailures = 0;
   private downUntil = 0;
   private readonly origins: Set<string>;
@@ -64,8 +104,11 @@ export class Upstream {
     readonly order: number,
     private readonly opts: UpstreamOptions,
   ) {
-    this.base = new URL(url.endsWith("/") ? url : url + "/");
-    this.priority = 50; // Nix's default for a cache whose nix-cache-info names none
+    const parsed = parseUpstreamUrl(url);
+    this.base = new URL(`${parsed.url}/`);
+    this.fixedPriority = parsed.priority !== undefined;
+    this.priority = parsed.priority ?? 50; // Nix's default for a cache whose nix-cache-info names none
+    this.acceptsUnsigned = opts.acceptUnsigned ?? false;
     this.origins = new Set([this.base.origin, ...(opts.extraOrigins ?? []).map(parseOrigin)]);
     this.instruments = opts.instruments ?? noInstruments;
   }
@@ -74,9 +117,10 @@ export class Upstream {
     return this.base.href.replace(/\/$/, "");
   }
 
-  /** Up, or down long enough that the next request is a probe. */
+  /** Healthy, and not down after failed requests (or down long enough that the next
+   * request is a probe). */
   get available(): boolean {
-    return Date.now() >= this.downUntil;
+    return this.healthy && Date.now() >= this.downUntil;
   }
 
   resolve(relative: string): string {
@@ -103,6 +147,14 @@ export class Upstream {
   private noteSuccess() {
     this.consecutiveFailures = 0;
     this.downUntil = 0;
+    this.noteHealth(true, "answered");
+  }
+
+  private noteHealth(healthy: boolean, reason: string) {
+    if (healthy === this.healthy) return;
+    this.healthy = healthy;
+    if (healthy) this.opts.logger.info("upstream is back", { upstream: this.url });
+    else this.opts.logger.warn("upstream failed its health check: skipped until it answers", { upstream: this.url, reason });
   }
 
   private noteFailure(reason: string) {
@@ -127,9 +179,9 @@ export class Upstream {
 
   /** One upstream request in its own client span, which the upstream sees as the parent of
    * its work (traceparent); the span ends with the response headers. */
-  private send(url: string, signal: AbortSignal | undefined, due: AbortSignal): Promise<Response> {
+  private send(url: string, signal: AbortSignal | undefined, due: AbortSignal, countFailure = true): Promise<Response> {
     return inSpan(this.instruments, "ncps.upstream.request", { "url.full": url, "ncps.upstream": this.base.host }, async (span) => {
-      const res = await this.sendUntraced(url, signal, due);
+      const res = await this.sendUntraced(url, signal, due, countFailure);
       span.setAttributes({ "http.response.status_code": res.status });
       return res;
     }, "client");
@@ -137,19 +189,19 @@ export class Upstream {
 
   /** GET `url`, aborted by `signal` (the caller's) or `due` (our deadline, which aborts the
    * body too when it fires while the body is read). */
-  private async sendUntraced(url: string, signal: AbortSignal | undefined, due: AbortSignal): Promise<Response> {
+  private async sendUntraced(url: string, signal: AbortSignal | undefined, due: AbortSignal, countFailure: boolean): Promise<Response> {
     const combined = signal ? AbortSignal.any([signal, due]) : due;
     try {
       const res = await this.followAllowedRedirects(url, combined);
-      if (res.status >= 500) this.noteFailure(`HTTP ${res.status}`);
-      else this.noteSuccess();
+      if (res.status < 500) this.noteSuccess();
+      else if (countFailure) this.noteFailure(`HTTP ${res.status}`);
       return res;
     } catch (err) {
       if (signal?.aborted) throw err; // cancelled by us: says nothing about the upstream
       if (err instanceof UpstreamError && !due.aborted) throw err; // refused by us: not a sign of being down
       const reason = due.aborted ? `no answer within ${this.opts.headerTimeoutMs} ms` : String((err as Error).message ?? err);
-      this.noteFailure(reason);
-      throw new UpstreamError(`${this.url}: ${reason}`);
+      if (countFailure) this.noteFailure(reason);
+      throw new UpstreamError(`${this.url}: ${reason}`, !due.aborted && isBrokenConnection(err), countFailure ? undefined : reason);
     }
   }
 
@@ -170,11 +222,11 @@ export class Upstream {
 
   /** A small document (narinfo, nix-cache-info): status and body, bounded in size, and in
    * time as a whole (headers and body) by aborting the request itself. */
-  private async getSmall(url: string, signal?: AbortSignal): Promise<{ status: number; text: string }> {
+  private async getSmall(url: string, signal?: AbortSignal, countFailure = true): Promise<{ status: number; text: string }> {
     const due = new AbortController();
     const timer = setTimeout(() => due.abort(), this.opts.headerTimeoutMs);
     try {
-      const res = await this.send(url, signal, due.signal);
+      const res = await this.send(url, signal, due.signal, countFailure);
       if (res.status !== 200 || !res.body) {
         await res.body?.cancel().catch(() => {});
         return { status: res.status, text: "" };
@@ -184,8 +236,8 @@ export class Upstream {
       } catch (err) {
         if (signal?.aborted || err instanceof TooLargeError) throw err;
         const reason = due.signal.aborted ? `body not complete within ${this.opts.headerTimeoutMs} ms` : `reading body: ${(err as Error).message ?? err}`;
-        this.noteFailure(reason);
-        throw new UpstreamError(`${this.url}: ${reason}`);
+        if (countFailure) this.noteFailure(reason);
+        throw new UpstreamError(`${this.url}: ${reason}`, !due.signal.aborted && isBrokenConnection(err), countFailure ? undefined : reason);
       }
     } finally {
       clearTimeout(timer);
@@ -202,12 +254,26 @@ export class Upstream {
 
   private async lookUpNarInfo(hash: string, signal?: AbortSignal): Promise<NarInfoLookup> {
     let res: { status: number; text: string };
-    try {
-      res = await this.getSmall(this.resolve(`${hash}.narinfo`), signal);
-    } catch (err) {
-      const detail = (err as Error).message ?? String(err);
-      if (err instanceof TooLargeError) return { kind: "error", reason: "narinfo too large", detail };
-      return { kind: "error", reason: "request failed", detail };
+    for (let attempt = 0; ; attempt++) {
+      const last = attempt >= TRANSIENT_RETRIES;
+      try {
+        // a failure that will be retried does not count towards marking the upstream down
+        res = await this.getSmall(this.resolve(`${hash}.narinfo`), signal, last);
+      } catch (err) {
+        if (!last && err instanceof UpstreamError && err.transient && !signal?.aborted) {
+          await pause(RETRY_BACKOFF_MS * 2 ** attempt, signal);
+          continue;
+        }
+        if (err instanceof UpstreamError && err.uncountedFailure !== undefined) this.noteFailure(err.uncountedFailure);
+        const detail = (err as Error).message ?? String(err);
+        if (err instanceof TooLargeError) return { kind: "error", reason: "narinfo too large", detail };
+        return { kind: "error", reason: "request failed", detail };
+      }
+      if (last || !TRANSIENT_STATUSES.has(res.status) || signal?.aborted) {
+        if (!last && res.status >= 500) this.noteFailure(`HTTP ${res.status}`);
+        break;
+      }
+      await pause(RETRY_BACKOFF_MS * 2 ** attempt, signal);
     }
     if (res.status === 404 || res.status === 403 || res.status === 410) return { kind: "missing" };
     if (res.status !== 200) return { kind: "error", reason: `HTTP ${res.status}` };
@@ -219,15 +285,27 @@ export class Upstream {
     }
   }
 
-  /** Learn the upstream's own Priority. Failures are ignored: the configured order stands. */
-  async refreshCacheInfo(): Promise<void> {
+  /** The health check: ask for nix-cache-info. An answer below 500 is healthy (and a
+   * Priority in it is learnt, unless the URL gave one); no answer, or a 5xx, takes the
+   * upstream out of lookups until a later check (or a probe when every upstream is out)
+   * gets one. Resolves to whether it is healthy. */
+  async checkHealth(): Promise<boolean> {
     try {
       const res = await this.getSmall(this.resolve("nix-cache-info"));
-      if (res.status !== 200) return;
-      const info = parseCacheInfo(res.text);
-      if (info.priority !== undefined) this.priority = info.priority;
-    } catch {
-      // unreachable at start is allowed; lookups will find out
+      if (res.status >= 500) {
+        this.noteHealth(false, `HTTP ${res.status}`);
+        return false;
+      }
+      this.noteHealth(true, `HTTP ${res.status}`);
+      if (res.status === 200 && !this.fixedPriority) {
+        const info = parseCacheInfo(res.text);
+        if (info.priority !== undefined) this.priority = info.priority;
+      }
+      return true;
+    } catch (err) {
+      if (err instanceof NixFormatError) return true; // it answered; the configured order stands
+      this.noteHealth(false, (err as Error).message ?? String(err));
+      return false;
     }
   }
 }

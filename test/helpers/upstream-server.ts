@@ -21,6 +21,8 @@ export type Fault =
   | { kind: "status"; status: number }
   /** Read the request, never answer (until stop()). */
   | { kind: "hang" }
+  /** Read the request, then break the connection without answering (a reset). */
+  | { kind: "reset" }
   /** Wait, then serve normally. */
   | { kind: "delay"; ms: number }
   /** Send the full Content-Length, then break the connection after this many body bytes
@@ -44,8 +46,9 @@ export interface Upstream {
   requests: { method: string; path: string }[];
   /** Sets (or with null, removes) the fault for `match`: a string matches paths starting
    * with it, a RegExp is tested against the path. The latest matching fault wins; faults
-   * apply to GET and HEAD ("cut", "corrupt", "slow" and "hold" only change bodies). */
-  fault(match: string | RegExp, fault: Fault | null): void;
+   * apply to GET and HEAD ("cut", "corrupt", "slow" and "hold" only change bodies). With
+   * `times`, the fault applies to that many requests, then the path is served normally. */
+  fault(match: string | RegExp, fault: Fault | null, opts?: { times?: number }): void;
   /** Closes the server and every connection, releasing hung and delayed requests. */
   stop(): Promise<void>;
 }
@@ -93,7 +96,7 @@ function parseRange(header: string | undefined, size: number): [number, number] 
 export async function startUpstream(dir: string, opts: { port?: number } = {}): Promise<Upstream> {
   const root = await realpath(dir);
   const requests: { method: string; path: string }[] = [];
-  const faults: { match: string | RegExp; fault: Fault }[] = [];
+  const faults: { match: string | RegExp; fault: Fault; times?: number }[] = [];
   const sockets = new Set<Socket>();
   /** Requests parked by "hang" or waiting in "delay"; stop() ends them. */
   const parked = new Set<() => void>();
@@ -104,7 +107,9 @@ export async function startUpstream(dir: string, opts: { port?: number } = {}): 
       const entry = faults[i];
       if (entry === undefined) continue;
       const { match } = entry;
-      if (typeof match === "string" ? path.startsWith(match) : match.test(path)) return entry.fault;
+      if (!(typeof match === "string" ? path.startsWith(match) : match.test(path))) continue;
+      if (entry.times !== undefined && --entry.times <= 0) faults.splice(i, 1);
+      return entry.fault;
     }
     return undefined;
   }
@@ -225,6 +230,7 @@ export async function startUpstream(dir: string, opts: { port?: number } = {}): 
 
     const fault = faultFor(rawPath);
     if (fault?.kind === "status") return plain(fault.status, `injected fault ${fault.status}\n`);
+    if (fault?.kind === "reset") return void req.socket.destroy();
     if (fault?.kind === "hang") {
       await park(res);
       if (!res.destroyed) res.destroy();
@@ -293,13 +299,13 @@ export async function startUpstream(dir: string, opts: { port?: number } = {}): 
       const prefix = withSlash(pathOrPrefix);
       return requests.filter((r) => r.method === "GET" && r.path.startsWith(prefix)).length;
     },
-    fault(match: string | RegExp, fault: Fault | null) {
+    fault(match: string | RegExp, fault: Fault | null, opts: { times?: number } = {}) {
       const key = typeof match === "string" ? withSlash(match) : match;
       for (let i = faults.length - 1; i >= 0; i--) {
         const entry = faults[i];
         if (entry !== undefined && sameMatch(entry.match, key)) faults.splice(i, 1);
       }
-      if (fault !== null) faults.push({ match: key, fault });
+      if (fault !== null) faults.push({ match: key, fault, ...(opts.times !== undefined ? { times: opts.times } : {}) });
     },
     async stop() {
       if (stopped) return;

@@ -83,7 +83,7 @@ describe("UpstreamPool", () => {
   test("asks the upstream with the best nix-cache-info priority first", async () => {
     const { preferred, fallback } = twoUpstreams();
     const pool = makePool([fallback, preferred]);
-    await pool.refreshPriorities();
+    await pool.checkHealth();
     const found = await pool.lookupNarInfo(HELLO);
     expect(found?.upstream.url).toBe(preferred.url);
     expect(found?.narinfo.storePath).toBe(`/nix/store/${HELLO}-hello-2.12.1`);
@@ -92,7 +92,7 @@ describe("UpstreamPool", () => {
   test("a path only the lower-priority upstream has comes from it", async () => {
     const { preferred, fallback } = twoUpstreams();
     const pool = makePool([fallback, preferred]);
-    await pool.refreshPriorities();
+    await pool.checkHealth();
     const found = await pool.lookupNarInfo(OTHER);
     expect(found?.upstream.url).toBe(fallback.url);
   });

@@ -1,0 +1,36 @@
+/** An upstream URL as configured. `https://cache.example.org?priority=10` is the Go ncps's
+ * way to rank an upstream: the parameter sets the priority (lower is preferred, as in
+ * nix-cache-info, and wins over the upstream's own) and is never sent to the upstream. */
+export class UpstreamUrlError extends Error {
+  override name = "UpstreamUrlError";
+}
+
+export interface UpstreamUrl {
+  /** Without the priority parameter and without a trailing slash. */
+  url: string;
+  /** Absent when not given (or 0, which the Go ncps reads as "the default"). */
+  priority?: number;
+}
+
+export function parseUpstreamUrl(text: string): UpstreamUrl {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new UpstreamUrlError(`invalid upstream URL "${text}"`);
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    throw new UpstreamUrlError(`unknown upstream URL scheme "${url.protocol}" in "${text}" (use http or https)`);
+  }
+  if (url.hostname === "") throw new UpstreamUrlError(`upstream URL "${text}" has no host`);
+  let priority: number | undefined;
+  const given = url.searchParams.get("priority");
+  if (given !== null) {
+    if (!/^\d{1,5}$/.test(given) || Number(given) > 65_535) {
+      throw new UpstreamUrlError(`upstream URL "${text}": priority must be a whole number from 0 to 65535, got "${given}"`);
+    }
+    priority = Number(given) || undefined;
+    url.searchParams.delete("priority");
+  }
+  return { url: url.href.replace(/\/$/, "").replace(/\/\?/, "?"), ...(priority !== undefined ? { priority } : {}) };
+}
