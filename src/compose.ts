@@ -101,7 +101,8 @@ function warnAboutOpenWrites(config: Config, logger: Logger) {
   const verbs = [config.cacheAllowPutVerb && "PUT", config.cacheAllowDeleteVerb && "DELETE"].filter(Boolean);
   if (verbs.length === 0 || config.cachePutToken) return;
   const who = config.cacheGetToken ? "anyone with the read token" : "anyone who can reach ncps";
-  logger.warn(`${verbs.join(" and ")} enabled without --cache-put-token: ${who} can write and delete`, { verbs });
+  const can = [config.cacheAllowPutVerb && "write", config.cacheAllowDeleteVerb && "delete"].filter(Boolean).join(" and ");
+  logger.warn(`${verbs.join(" and ")} enabled without --cache-put-token: ${who} can ${can}`, { verbs });
 }
 
 /** With --cache-max-size: eviction when a commit passes the cap, on the schedule if one is
