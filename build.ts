@@ -2,13 +2,13 @@
 /** `bun run build [--all]`: compiles ncps into one executable per platform,
  * dist/ncps-<os>-<arch>, and writes dist/SHA256SUMS for them (the file install.sh checks).
  *
- * linux-x64 is always built (Bun has its runtime on this machine); `--all` adds linux-arm64,
- * whose runtime Bun downloads from the npm registry. Migrations are static text imports
- * (src/db/migrations.ts), so the bundler embeds them; the xz addon stays a lazy import
- * (src/nix/compression.ts) and is unpacked to $TMPDIR only when an xz NAR is first read. */
+ * The host's platform is always built (Bun has its runtime on this machine); `--all` builds
+ * linux-x64 and linux-arm64, the other's runtime downloaded by Bun from the npm registry.
+ * Migrations are static text imports (src/db/migrations.ts) and the xz decoder is WebAssembly
+ * held in a module (src/nix/xz-embedded-wasm.ts), so the bundler embeds both: the binary
+ * writes nothing to $TMPDIR and executes nothing from it. */
 import { createHash } from "node:crypto";
-import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { basename, join } from "node:path";
 
 const ROOT = import.meta.dir;
@@ -46,65 +46,20 @@ function gitCommit(): string {
   return dirty ? `${sha}-dirty` : sha;
 }
 
-/** A copy of the sources with the target's own native addons installed. The project's
- * node_modules holds only the host's optional packages (@napi-rs/lzma-linux-x64-gnu); a cross
- * build from it would embed no xz addon at all. Installing with --cpu/--os into a staging
- * directory fetches the target's packages (pinned by bun.lock) without touching the
- * node_modules the tests use. */
-async function stageCrossSources(p: Platform): Promise<string> {
-  const stage = await mkdtemp(join(tmpdir(), `ncps-build-${p.arch}-`));
-  for (const entry of ["package.json", "bun.lock", "src", "migrations"]) {
-    await cp(join(ROOT, entry), join(stage, entry), { recursive: true });
-  }
-  const install = Bun.spawnSync(
-    ["bun", "install", "--frozen-lockfile", "--production", "--ignore-scripts", `--os=${p.os}`, `--cpu=${p.arch}`],
-    { cwd: stage, stdout: "pipe", stderr: "pipe" },
-  );
-  if (install.exitCode !== 0) {
-    throw new Error(`installing ${p.os}-${p.arch} packages from the npm registry failed:\n${install.stderr.toString()}`);
-  }
-  return stage;
-}
-
-/** Native addons the bundle loads through a per-platform optional package. */
-const NATIVE_ADDONS = ["@napi-rs/lzma"];
-
-/** A binary without its platform's addon would start, then fail every xz NAR (most of
- * cache.nixos.org), so a missing one stops the build instead. */
-async function checkNativeAddons(sources: string, p: Platform): Promise<void> {
-  for (const addon of NATIVE_ADDONS) {
-    const pkg = `${addon}-${p.os}-${p.arch}-gnu`;
-    if (!(await Bun.file(join(sources, "node_modules", pkg, "package.json")).exists())) {
-      throw new Error(
-        `${binaryName(p)}: ${pkg} is not installed, so the binary would have no ${addon} native addon ` +
-          `(is the version bun.lock pins for ${addon} published for ${p.os}-${p.arch}?)`,
-      );
-    }
-  }
-}
-
 export interface Stamp {
   version: string;
   commit: string;
 }
 
+/** Every platform compiles from these sources: the bundle is plain JavaScript and
+ * WebAssembly (the xz decoder is wasm embedded as text, src/nix/xz-embedded-wasm.ts), with no
+ * native addon, so nothing per-platform is installed and nothing is unpacked at run time. */
 async function compile(p: Platform, stamp: Stamp, outDir: string): Promise<string> {
-  const cross = p.arch !== hostPlatform.arch;
-  const sources = cross ? await stageCrossSources(p) : ROOT;
-  try {
-    await checkNativeAddons(sources, p);
-    return await compileFrom(sources, p, stamp, outDir);
-  } finally {
-    if (cross) await rm(sources, { recursive: true, force: true });
-  }
-}
-
-async function compileFrom(sources: string, p: Platform, stamp: Stamp, outDir: string): Promise<string> {
   const outfile = join(outDir, binaryName(p));
   const result = await Bun.build({
     // The verification thread is a Worker: a compiled binary holds each worker entrypoint
     // beside the main one, found at run time by the same relative URL.
-    entrypoints: [join(sources, "src/main.ts"), join(sources, "src/cache/verify-worker.ts")],
+    entrypoints: [join(ROOT, "src/main.ts"), join(ROOT, "src/cache/verify-worker.ts")],
     target: "bun",
     format: "esm",
     minify: true,

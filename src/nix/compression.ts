@@ -1,6 +1,7 @@
 /** NAR file compressions: the narinfo `Compression` names, the file extensions in NAR URLs,
  * and streaming decompression for the ones ncps can check (NarSize/NarHash need the NAR). */
 import { NixFormatError } from "./errors.ts";
+import { xzDecompressStream } from "./xz-wasm.ts";
 
 export type Compression = "none" | "xz" | "zstd" | "bzip2" | "br" | "lzip" | "lz4" | "gzip";
 
@@ -61,25 +62,6 @@ export function unverifiableCompression(c: Compression, acceptUnverified: boolea
   return `${c} NARs cannot be verified (ncps cannot decompress them to check NarHash) and --cache-accept-unverified-compression is off`;
 }
 
-type XzModule = typeof import("@napi-rs/lzma");
-let xzModule: Promise<XzModule> | null = null;
-
-/** The xz decoder is a native addon; inside a `bun build --compile` binary it is unpacked to
- * $TMPDIR when first imported. Importing it only here keeps a broken TMPDIR from breaking
- * startup or any other compression; the failure is reported (and retried) per xz use. */
-function loadXz(): Promise<XzModule> {
-  xzModule ??= import("@napi-rs/lzma").catch((err: unknown) => {
-    xzModule = null;
-    const cause = err instanceof Error ? err.message : String(err);
-    throw new Error(
-      `xz decompression unavailable: loading the @napi-rs/lzma native addon failed ` +
-        `(a compiled ncps unpacks it to TMPDIR=${process.env.TMPDIR ?? "/tmp"}, which must be writable and allow exec): ${cause}`,
-      { cause: err },
-    );
-  });
-  return xzModule;
-}
-
 /** bun-types declares DecompressionStream over a narrower Uint8Array type than the streams
  * Bun hands out; at run time it is a plain byte transform. */
 function nativeDecompressor(format: Bun.CompressionFormat): TransformStream<Uint8Array, Uint8Array> {
@@ -95,6 +77,16 @@ function nativeDecompressor(format: Bun.CompressionFormat): TransformStream<Uint
  * 300 MB of /usr tar at zstd -3): DecompressionStream("zstd") 485-537 MB/s of output,
  * node:zlib createZstdDecompress 253-333 MB/s (via Node streams or Readable.toWeb), so the
  * web stream is used. Both error on truncation, bit flips and trailing junk.
+ *
+ * xz is xz-embedded in WebAssembly (xz-wasm.ts), the same on x64 and arm64, embedded in the
+ * compiled binary: nothing is unpacked to TMPDIR or executed from it. Measured here (Bun 1.4.4,
+ * 2 shared cores, load 3-5; a 124.7 MB NAR of /usr/lib/gcc at xz -6, 32.5 MB): xz -dc 46 MB/s
+ * of output; the @napi-rs/lzma 1.5.3 native addon (lzma-rust2) it replaces 38-40 MB/s, peak
+ * RSS 94-98 MB; xz-embedded WASM 29 MB/s (19 in one run under load), peak RSS 85-89 MB;
+ * xz-decompress's own wrapper around the same wasm 29 MB/s. The addon's ~1.3x was not kept
+ * on x64: it cost a native file written to TMPDIR and executed (lost on a noexec /tmp) and a
+ * second decoder to keep equally strict; @napi-rs/lzma-wasm32-wasi needs WASI threads, a
+ * worker file and a runtime package on disk, so it does not embed.
  */
 export async function decompressStream(c: Compression, input: ReadableStream<Uint8Array>): Promise<ReadableStream<Uint8Array>> {
   switch (c) {
@@ -106,10 +98,8 @@ export async function decompressStream(c: Compression, input: ReadableStream<Uin
       return input.pipeThrough(nativeDecompressor("gzip"));
     case "br":
       return input.pipeThrough(nativeDecompressor("brotli"));
-    case "xz": {
-      const { xz } = await loadXz();
-      return xz.decompressStream(input);
-    }
+    case "xz":
+      return xzDecompressStream(input);
     default:
       throw new NixFormatError(`unsupported compression ${c}: ncps cannot decompress it`, "Compression");
   }

@@ -235,7 +235,8 @@ export class NarVerifier {
     if (this.state !== "open") throw new Error("NarVerifier.end called twice");
     this.state = "ending";
     if (this.decompressing) {
-      this.input?.close();
+      // A decoder that failed may have cancelled its input already: the pipeline says why.
+      if (!this.inputGone) this.input?.close();
       await this.pipeline;
     }
     try {

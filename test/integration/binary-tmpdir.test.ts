@@ -1,7 +1,8 @@
-/** The compiled binary unpacks the xz native addon to $TMPDIR the first time an xz NAR is
- * read. With a TMPDIR it cannot use (mounted read-only, or noexec), ncps must still start and
- * serve everything else; only xz NARs fail, and the log says why. Each run gets its own
- * tmpfs in a private mount namespace (unshare), so nothing leaks into the machine's mounts. */
+/** The compiled binary writes nothing to $TMPDIR and executes nothing from it: the xz decoder
+ * is WebAssembly embedded in the binary (issue 19; before, a native addon was unpacked there
+ * and a noexec or read-only /tmp lost every xz NAR). With a TMPDIR mounted read-only or
+ * noexec, ncps starts and serves zstd and xz NARs alike. Each run gets its own tmpfs in a
+ * private mount namespace (unshare), so nothing leaks into the machine's mounts. */
 import { afterAll, beforeAll, describe, expect } from "bun:test";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -70,12 +71,12 @@ async function launcher(name: string, binary: string, tmp: string, mountOptions:
 }
 
 describe("compiled binary with an unusable TMPDIR", () => {
-  for (const { name, mountOptions, xzWorks } of [
-    { name: "read-only", mountOptions: "ro", xzWorks: false },
-    { name: "noexec", mountOptions: "noexec", xzWorks: false },
-    { name: "writable (control)", mountOptions: "", xzWorks: true },
+  for (const { name, mountOptions } of [
+    { name: "read-only", mountOptions: "ro" },
+    { name: "noexec", mountOptions: "noexec" },
+    { name: "writable (control)", mountOptions: "" },
   ]) {
-    test(`TMPDIR ${name}: ncps starts and serves zstd NARs; xz ${xzWorks ? "works" : "fails with a clear error"}`, async () => {
+    test(`TMPDIR ${name}: ncps starts and serves zstd and xz NARs`, async () => {
       const { binary } = await compiledNcps();
       const slug = name.replace(/\W+/g, "-");
       const tmp = join(work, `tmp-${slug}`);
@@ -93,17 +94,9 @@ describe("compiled binary with an unusable TMPDIR", () => {
         expect(zstd.code).toBe(0);
 
         const xz = await substitute(nix, { from: server.url, paths: [xzClosure.paths.at(-1)!], trustedKeys: [server.publicKey], store: nix.store(`xz-${slug}`) });
-        const xzErrors = server.logs.filter((line) => line.includes("xz decompression unavailable"));
-        if (xzWorks) {
-          expect(xz.code).toBe(0);
-          expect(xzErrors).toEqual([]);
-        } else {
-          expect(xz.code).not.toBe(0);
-          expect(xzErrors.length).toBeGreaterThan(0);
-          expect(xzErrors[0]).toContain(`TMPDIR=${tmp}`);
-        }
-        // still serving after the failure
-        expect((await fetch(`${server.url}/nix-cache-info`)).status).toBe(200);
+        expect(xz.stderr).not.toContain("error:");
+        expect(xz.code).toBe(0);
+        expect(server.logs.filter((line) => /TMPDIR|xz (stream|decompression)/.test(line))).toEqual([]);
       } finally {
         await server.stop();
       }

@@ -354,9 +354,9 @@ describe("NarVerifier: memory stays bounded", () => {
     300_000,
   );
 
-  // The xz decoder (@napi-rs/lzma) holds native memory that plateaus at 150-290 MB of RSS
-  // here whatever the stream length (measured over 256 MiB to 2 GiB, unchanged by a full
-  // GC), so its bound is looser; queueing the input instead of waiting would exceed it.
+  // The xz decoder keeps a WebAssembly memory per stream (its 128 KiB of buffers and the
+  // dictionary, 8 MiB at xz -6) and V8 frees it only when collected, so the bound is looser;
+  // queueing the input instead of waiting would exceed it.
   testIf(haveXz, "the xz tool is needed")(
     "512 MiB of xz NAR",
     async () => {
