@@ -202,7 +202,7 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
     locker = instrumentedLocker(await startupStep("redis", () => openLocker(redisChoice(config), logger)), telemetry);
     const downloadLock = { locker, ttlMs: config.cacheLockDownloadTtl };
     const hot = new HotNarInfos();
-    const nars = new StoredNars({ db, store, hot, logger });
+    const nars = new StoredNars({ db, store, hot, logger, tempDir: config.cacheTempPath });
     const shared = { db, nars, pool, signingKey, signNarInfo: config.cacheSignNarinfo, tempDir: config.cacheTempPath, hot, logger };
     const downloadLimits = { ...defaultDownloadLimits, minBytesPerSecond: config.cacheUpstreamNarMinRate };
     const cache = new Cache({ ...shared, priority: config.cachePriority, downloadLock, downloadLimits, instruments: telemetry });

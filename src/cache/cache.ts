@@ -20,7 +20,7 @@ import type { HotNarInfos } from "./hot-narinfos.ts";
 import { NarDownload, type DownloadLimits } from "./nar-download.ts";
 import { narInfoRecord } from "./narinfo-record.ts";
 import { SingleFlight } from "../single-flight.ts";
-import type { StoredNars } from "./stored-nars.ts";
+import { storedAsZstd, type StoredNars } from "./stored-nars.ts";
 import { tempFileName } from "./temp-files.ts";
 
 export interface CacheOptions {
@@ -56,6 +56,9 @@ export interface NarSource {
   served?: "hit" | "miss";
   upstream?: string;
   open(range?: ByteRange): Promise<BlobBody | { body: ReadableStream<Uint8Array>; length: number | null; size: number | null }>;
+  /** An uncompressed NAR stored zstd-compressed: `open` decompresses it, this gives the stored
+   * bytes as they are, for a client that accepts Content-Encoding: zstd. */
+  zstd?: { size: number; open(): Promise<BlobBody> };
 }
 
 /** How often a replica waiting on another's download looks for the recorded NAR, and how long
@@ -171,8 +174,16 @@ export class Cache {
     return this.claims.run(record.narKey, () => this.claimDownload(record));
   }
 
-  private storedSource(stored: NarRecord): NarSource {
-    return { size: stored.size, served: "hit", open: (range) => this.opts.nars.open(stored.key, range) };
+  private async storedSource(stored: NarRecord): Promise<NarSource> {
+    const { nars } = this.opts;
+    if (!storedAsZstd(stored)) return { size: stored.size, served: "hit", open: (range) => nars.open(stored.key, range) };
+    const size = (await this.opts.db.narInfosForNar(stored.key))[0]?.narSize ?? null;
+    return {
+      size,
+      served: "hit",
+      open: async (range) => ({ body: await nars.openDecompressed(stored.key, range), length: range ? range.end - range.start + 1 : size, size }),
+      zstd: { size: stored.size, open: () => nars.open(stored.key) },
+    };
   }
 
   /** Start the download here, or, when another replica holds the claim on it, wait until that

@@ -1,6 +1,7 @@
 /** The one way a narinfo becomes the record ncps serves, whether it came from an upstream or
  * from an upload: URL pointing at ncps's NAR key, explicit Compression, signed by ncps (other
- * signatures kept), rendered once so a hit serves the text as it is. */
+ * signatures kept), rendered once so a hit serves the text as it is. An uncompressed NAR's
+ * narinfo keeps Compression: none, NarHash and NarSize, without FileHash and FileSize. */
 import type { NarInfoRecord } from "../db/metadata-store.ts";
 import type { Compression } from "../nix/compression.ts";
 import { canonicalHash } from "../nix/hash.ts";
@@ -22,6 +23,9 @@ export function narInfoRecord(
   signingKey: SecretKey | null,
 ): NarInfoRecord {
   let served: NarInfo = { ...narinfo, url: nar.key, compression: nar.compression };
+  // An uncompressed NAR is stored zstd-compressed (stored-nars.ts): served as it is or
+  // decompressed, depending on the client, so no FileHash or FileSize describes both.
+  if (nar.compression === "none") served = { ...served, fileHash: undefined, fileSize: undefined };
   if (signingKey) served = signNarInfo(served, signingKey);
   return {
     hash,

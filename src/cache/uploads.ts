@@ -146,7 +146,9 @@ export class Uploads {
     }
     const storedSize = await this.opts.nars.storedSize(nar.key);
     if (storedSize === null) throw new Refusal("bad-request", `${nar.key} has not been uploaded: PUT the NAR first`);
-    if (narinfo.fileSize !== undefined && narinfo.fileSize !== storedSize) {
+    // An uncompressed NAR may be stored compressed already (another narinfo named it): its
+    // FileSize is its NarSize, which verification checks.
+    if (narinfo.fileSize !== undefined && compression !== "none" && narinfo.fileSize !== storedSize) {
       await this.opts.nars.discardUnrecorded(nar.key);
       throw new Refusal("bad-request", `FileSize ${narinfo.fileSize} does not match the stored NAR (${storedSize} bytes)`);
     }

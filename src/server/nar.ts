@@ -1,10 +1,22 @@
 /** GET/HEAD /nar/<hash>.nar[.ext]: from storage (sendfile, Range) or from a download in flight.
- * The same under /upload/ answers from storage only. */
+ * The same under /upload/ answers from storage only. An uncompressed NAR stored
+ * zstd-compressed goes as it is stored (Content-Encoding: zstd, sendfile) to a client that
+ * accepts zstd and asks for no Range, decompressed to any other; HEAD says which. */
 import type { Cache } from "../cache/cache.ts";
 import { parseNcpsNarRequest } from "../nix/nar-url.ts";
+import { acceptsEncoding } from "./accept-encoding.ts";
 import { notFound, textResponse } from "./errors.ts";
 import { resolveRange } from "./range.ts";
 import type { RequestContext } from "./router.ts";
+
+/** Nix (2.8 at least) sends no Accept-Encoding but decodes any Content-Encoding it gets (its
+ * filetransfer.cc hands it to its decompression sink), so its User-Agent counts as accepting
+ * zstd; without the header any other client gets identity bytes. */
+function acceptsZstd(req: Request): boolean {
+  const header = req.headers.get("accept-encoding");
+  if (header !== null) return acceptsEncoding(header, "zstd");
+  return /\bNix\/\d/.test(req.headers.get("user-agent") ?? "");
+}
 
 export function getNar(cache: Cache) {
   return async ({ req, params, head, upstream }: RequestContext): Promise<Response> => {
@@ -12,11 +24,20 @@ export function getNar(cache: Cache) {
     const source = await cache.nar(nar, { startDownload: !head, upstream });
     if (!source) return notFound();
     const headers: Record<string, string> = { "content-type": "application/x-nix-nar", "accept-ranges": "bytes" };
+    const rangeHeader = req.headers.get("range");
+    if (source.zstd) {
+      headers.vary = "Accept-Encoding";
+      if (rangeHeader === null && acceptsZstd(req)) {
+        headers["content-encoding"] = "zstd";
+        headers["content-length"] = String(source.zstd.size);
+        return new Response(head ? null : (await source.zstd.open()).body, { headers });
+      }
+    }
     if (head) {
       if (source.size !== null) headers["content-length"] = String(source.size);
       return new Response(null, { headers });
     }
-    const range = source.size === null ? null : resolveRange(req.headers.get("range"), source.size);
+    const range = source.size === null ? null : resolveRange(rangeHeader, source.size);
     if (range === "unsatisfiable") return textResponse(416, "range not satisfiable", { "content-range": `bytes */${source.size}` });
     const body = await source.open(range ?? undefined);
     if (body.length !== null) headers["content-length"] = String(body.length);

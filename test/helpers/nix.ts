@@ -199,7 +199,14 @@ const smallPathScript = [
 export async function buildClosure(
   nix: NixEnv,
   store: string,
-  opts: { count: number; bigBytes?: number; seed?: string },
+  opts: {
+    count: number;
+    bigBytes?: number;
+    seed?: string;
+    /** the big blob's bytes: random (default), or the host's /usr/bin files (compressible,
+     * as most store paths are; at most their total size) */
+    bigFrom?: "random" | "usr-bin";
+  },
 ): Promise<BuiltClosure> {
   if (!Number.isInteger(opts.count) || opts.count < 1) throw new Error("count must be >= 1");
   const seed = opts.seed ?? crypto.randomUUID();
@@ -217,7 +224,8 @@ export async function buildClosure(
 
   const bindings: string[] = [];
   if (opts.bigBytes !== undefined) {
-    const bigScript = `set -e\nmkdir $out\nhead -c ${opts.bigBytes} /dev/urandom > $out/blob`;
+    const source = opts.bigFrom === "usr-bin" ? "cat /usr/bin/* 2>/dev/null" : "cat /dev/urandom";
+    const bigScript = `set -e\nmkdir $out\n(${source}) | head -c ${opts.bigBytes} > $out/blob`;
     bindings.push(`big = ${derivation(`ncps-big-${tag}`, bigScript, [])};`);
   }
   for (let i = 0; i < opts.count; i++) {

@@ -24,6 +24,8 @@ export interface SyntheticPath {
 export interface PathOptions {
   /** NAR size in bytes (random content), default 4096 */
   size?: number;
+  /** the NAR's bytes, in place of random ones (compressible content) */
+  nar?: Uint8Array;
   compression?: "none" | "zstd" | Exclude<Compression, "none" | "zstd">;
   references?: string[];
   /** changes made after hashing and before signing: e.g. a URL elsewhere */
@@ -62,7 +64,7 @@ export async function makeSyntheticCache(dir: string, keyName = "synthetic-upstr
     publicKey: formatPublicKey(toPublicKey(key)),
     async add(name, opts = {}) {
       const compression = opts.compression ?? "none";
-      const nar = crypto.getRandomValues(new Uint8Array(opts.size ?? 4096));
+      const nar = opts.nar ?? crypto.getRandomValues(new Uint8Array(opts.size ?? 4096));
       const file = opts.fileBytes ?? compress(compression, nar);
       const fileHash = sha256Nix32(file);
       const hash = encodeNix32(crypto.getRandomValues(new Uint8Array(20)));
