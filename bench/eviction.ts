@@ -3,7 +3,8 @@
  * the peak RSS of the ncps process running it, and the narinfo-hit latency (p50/p99) of that
  * ncps while the pass runs against the same ncps idle.
  *
- *   bun bench/eviction.ts [--records 1000000] [--postgres postgres://...] [--connections 16] [--idle-seconds 10]
+ *   bun bench/eviction.ts [--records 1000000] [--postgres postgres://...] [--only sqlite|postgres] [--connections 16] [--idle-seconds 10]
+ *   (BENCH_BATCH=25 sets the pass's batch size, to compare)
  *
  * PostgreSQL runs when --postgres (a database the benchmark may create databases beside) or
  * NCPS_TEST_POSTGRES_URL is given. Records are inserted directly in batches: one narinfo per
