@@ -7,6 +7,7 @@ import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { migrationsFor } from "../../src/db/migrations.ts";
+import { allPlatforms, build } from "../../build.ts";
 import { compiledNcps, removeCompiledNcps, type CompiledNcps } from "../helpers/binary.ts";
 import { startNcpsProcess } from "../helpers/ncps.ts";
 
@@ -74,5 +75,29 @@ test("copied alone into an empty directory, the binary serves and applies its em
     expect(applied.map((m) => m.name)).toEqual(migrationsFor("sqlite").map((m) => m.name));
   } finally {
     db.close();
+  }
+}, T);
+
+/** e_machine of an ELF executable: 62 is x86-64, 183 is AArch64. */
+async function elfMachine(file: string): Promise<number> {
+  const head = new Uint8Array(await Bun.file(file).slice(0, 20).arrayBuffer());
+  expect([...head.subarray(0, 4)]).toEqual([0x7f, 0x45, 0x4c, 0x46]);
+  return head[18]! | (head[19]! << 8);
+}
+
+test("--all builds linux-x64 and linux-arm64 side by side, both in SHA256SUMS", async () => {
+  const out = join(work, "all");
+  try {
+    const result = await build({ outDir: out, platforms: allPlatforms });
+    expect((await readdir(out)).sort()).toEqual(["SHA256SUMS", "ncps-linux-arm64", "ncps-linux-x64"]);
+    expect(await elfMachine(join(out, "ncps-linux-x64"))).toBe(62);
+    expect(await elfMachine(join(out, "ncps-linux-arm64"))).toBe(183);
+    const lines = (await readFile(result.checksums, "utf8")).trimEnd().split("\n");
+    const expected = await Promise.all(
+      ["ncps-linux-x64", "ncps-linux-arm64"].map(async (name) => `${createHash("sha256").update(await readFile(join(out, name))).digest("hex")}  ${name}`),
+    );
+    expect(lines).toEqual(expected);
+  } finally {
+    await rm(out, { recursive: true, force: true });
   }
 }, T);

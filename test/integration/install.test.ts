@@ -124,3 +124,42 @@ testIf(isRoot && hasCommand("setpriv") && hasCommand("curl"), "needs root and se
   },
   T,
 );
+
+// On an aarch64 machine install.sh must fetch ncps-linux-arm64. Here uname is faked and the
+// "binaries" are scripts, so the choice is checked on any machine; the loader check still
+// looks for the real arm64 glibc loader (libc6:arm64, installed by .ci/run).
+const armLoader = "/lib/ld-linux-aarch64.so.1";
+testIf(hasCommand("curl") && (process.arch === "arm64" || (await Bun.file(armLoader).exists())), `needs curl and ${armLoader} (libc6:arm64)`)(
+  "on aarch64 it installs ncps-linux-arm64",
+  async () => {
+    const release = join(work, "two-arch-release");
+    await mkdir(release);
+    const sums: string[] = [];
+    for (const arch of ["x64", "arm64"]) {
+      const name = `ncps-linux-${arch}`;
+      const body = `#!/bin/sh\necho "ncps 0.0.0 (${arch})"\n`;
+      await writeFile(join(release, name), body);
+      sums.push(`${new Bun.CryptoHasher("sha256").update(body).digest("hex")}  ${name}`);
+    }
+    await writeFile(join(release, "SHA256SUMS"), `${sums.join("\n")}\n`);
+    releases.set("two-arch", release);
+    const fakeBin = join(work, "fake-uname");
+    await mkdir(fakeBin);
+    await writeFile(join(fakeBin, "uname"), `#!/bin/sh\ncase "$1" in -m) echo aarch64 ;; -s) echo Linux ;; *) exec /bin/uname "$@" ;; esac\n`, { mode: 0o755 });
+
+    const home = await mkdtemp(join(work, "home-arm64-"));
+    const prefix = join(work, "prefix-arm64");
+    const base = `http://127.0.0.1:${server.port}/two-arch`;
+    const proc = Bun.spawn(["/bin/sh", "-c", `curl -fsSL ${base}/install.sh | sh -s -- --prefix '${prefix}'`], {
+      env: { PATH: `${fakeBin}:/usr/bin:/bin`, HOME: home, NCPS_INSTALL_BASE_URL: base, TMPDIR: home },
+      stdout: "pipe",
+      stderr: "pipe",
+    });
+    const [stderr, code] = await Promise.all([new Response(proc.stderr).text(), proc.exited]);
+    expect(stderr).toContain(`downloading ${base}/ncps-linux-arm64`);
+    expect(stderr).toContain("installed ncps 0.0.0 (arm64)");
+    expect(code).toBe(0);
+    expect(await readFile(join(prefix, "bin", "ncps"), "utf8")).toContain("(arm64)");
+  },
+  T,
+);
