@@ -1,11 +1,13 @@
 /** Uncompressed NARs are stored zstd-compressed (issue 16): the narinfo keeps Compression:
  * none, NarHash and NarSize without FileHash/FileSize; a client accepting zstd gets the stored
  * bytes with Content-Encoding: zstd, any other client the NAR decompressed; Range is on the
- * NAR's own bytes; HEAD says the same as GET. From an upstream and from an upload. */
+ * NAR's own bytes; HEAD says the same as GET. From an upstream and from an upload. An
+ * upstream's Content-Encoding is undone before the bytes are verified. */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtemp, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { brotliCompressSync } from "node:zlib";
 import type { RunningNcps } from "../../src/compose.ts";
 import { parseNarInfo } from "../../src/nix/narinfo.ts";
 import { startInProcess } from "../helpers/ncps.ts";
@@ -134,4 +136,35 @@ test("an uploaded uncompressed NAR is stored compressed and served as one from a
   expect(sha256Nix32(Bun.zstdDecompressSync(zstd.body))).toBe(up.narinfo.narHash);
   const plain = await get(`${ncps.url}/${narinfo.url}`, { "accept-encoding": "identity" });
   expect(sha256Nix32(plain.body)).toBe(up.narinfo.narHash);
+});
+
+test.each([["zstd"], ["gzip"], ["br"]])("an upstream answering with Content-Encoding: %s is decoded, verified and stored", async (coding) => {
+  const encoders: Record<string, (b: Uint8Array<ArrayBuffer>) => Uint8Array> = {
+    zstd: (b) => Bun.zstdCompressSync(b),
+    gzip: (b) => Bun.gzipSync(b),
+    br: (b) => brotliCompressSync(b),
+  };
+  const other = await makeSyntheticCache(join(work, `encoded-${coding}`), `encoded-${coding}-1`);
+  const p = await other.add("encoded", { nar: compressible(5_000) });
+  // a static server that encodes every file it sends
+  const server = Bun.serve({
+    port: 0,
+    async fetch(req) {
+      const file = Bun.file(join(other.dir, new URL(req.url).pathname));
+      if (!(await file.exists())) return new Response("not found", { status: 404 });
+      return new Response(encoders[coding]!(new Uint8Array(await file.arrayBuffer())), { headers: { "content-encoding": coding } });
+    },
+  });
+  const proxy = await startInProcess(join(work, `data-${coding}`), { "cache-upstream-url": [server.url.href.replace(/\/$/, "")], "cache-upstream-public-key": [other.publicKey] });
+  try {
+    const narinfo = parseNarInfo(await (await fetch(`${proxy.url}/${p.hash}.narinfo`)).text());
+    expect(narinfo.narHash).toBe(p.narinfo.narHash);
+    const nar = await get(`${proxy.url}/${narinfo.url}`, { "accept-encoding": "identity" });
+    expect(sha256Nix32(nar.body)).toBe(p.narinfo.narHash);
+    await proxy.cache.drain();
+    expect(await proxy.cache.nar({ key: narinfo.url, hashPart: narinfo.url.slice(4, 56), compression: "none" }, { startDownload: false, upstream: false })).not.toBeNull();
+  } finally {
+    await proxy.stop();
+    server.stop(true);
+  }
 });

@@ -177,6 +177,31 @@ test(
 );
 
 test(
+  "responses still running at --server-shutdown-timeout are cut: the process exits 1 then, not later",
+  async () => {
+    const dataDir = join(work, "timeout");
+    const never = Promise.withResolvers<void>();
+    upstream.fault("/nar/", { kind: "hold", afterBytes: 10 * MB, until: never.promise });
+    const ncps = await startNcpsProcess({
+      dataDir,
+      args: ["--cache-upstream-url", upstream.url, "--cache-upstream-public-key", syn.publicKey, "--server-shutdown-timeout", "1s"],
+    });
+    try {
+      const client = await startReading(await narUrl(ncps, big), MB);
+      ncps.proc.kill("SIGTERM");
+      await waitForLog(ncps, "shutting down");
+      expect(await ncps.proc.exited).toBe(1);
+      expect(ncps.logs.some((l) => l.includes('"reason":"timeout"'))).toBe(true);
+      await expect(client.finish()).rejects.toThrow();
+    } finally {
+      never.resolve();
+      upstream.fault("/nar/", null);
+    }
+  },
+  T,
+);
+
+test(
   "with NOTIFY_SOCKET set, SIGTERM tells systemd STOPPING=1",
   async () => {
     const socket = join(work, "notify.sock");
