@@ -83,10 +83,14 @@ function nativeDecompressor(format: Bun.CompressionFormat): TransformStream<Uint
  * 2 shared cores, load 3-5; a 124.7 MB NAR of /usr/lib/gcc at xz -6, 32.5 MB): xz -dc 46 MB/s
  * of output; the @napi-rs/lzma 1.5.3 native addon (lzma-rust2) it replaces 38-40 MB/s, peak
  * RSS 94-98 MB; xz-embedded WASM 29 MB/s (19 in one run under load), peak RSS 85-89 MB;
- * xz-decompress's own wrapper around the same wasm 29 MB/s. The addon's ~1.3x was not kept
+ * xz-decompress's own wrapper around the same wasm 29 MB/s; the same C rebuilt with clang 14
+ * at -O2 or -O3 instead of the shipped -Os: 30-31 MB/s, no gain, so the npm-shipped bytes
+ * (checkable against the package) are used. The addon's ~1.3x was not kept
  * on x64: it cost a native file written to TMPDIR and executed (lost on a noexec /tmp) and a
- * second decoder to keep equally strict; @napi-rs/lzma-wasm32-wasi needs WASI threads, a
- * worker file and a runtime package on disk, so it does not embed.
+ * second decoder to keep equally strict. xzwasm 0.1.2 (the same decoder's older packaging)
+ * 32 MB/s. @napi-rs/lzma-wasm32-wasi 1.5.3 does not load in Bun 1.4.4 (its runtime calls
+ * node:wasi's WASI.initialize, which Bun lacks) and needs a worker file and runtime
+ * packages on disk besides.
  */
 export async function decompressStream(c: Compression, input: ReadableStream<Uint8Array>): Promise<ReadableStream<Uint8Array>> {
   switch (c) {

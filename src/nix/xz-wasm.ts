@@ -6,8 +6,8 @@
  * the stream's dictionary, 8 MiB at xz -6, at most 64 MiB), dropped when the stream ends,
  * fails or is cancelled, so concurrent NARs never wait on each other and a finished one's
  * memory is not kept. xz-decompress's own wrapper is not used: it serialises every stream in
- * the process behind one lock, never looks for input after the end of the xz data, and treats
- * an empty chunk from the source as the end of input.
+ * the process behind one lock (one stalled download would hold up every other xz NAR), and
+ * takes an empty chunk from the source for the end of input.
  *
  * Strictness, as liblzma's: concatenated streams and stream padding are accepted; truncation,
  * a bad CRC64/CRC32, a corrupt index, or anything after the last stream that is not stream
