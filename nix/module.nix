@@ -78,8 +78,8 @@ in
         type = types.str;
         default = "/var/cache/ncps";
         description = ''
-          Directory for NARs being downloaded, also the service's TMPDIR (the xz decoder is
-          unpacked there, so it must allow exec). Under /var/cache it is a CacheDirectory.
+          Directory for NARs being downloaded, also the service's TMPDIR; it must be
+          writable (nothing there is executed). Under /var/cache it is a CacheDirectory.
         '';
       };
       databaseURL = nullOrStr "Database URL (sqlite:PATH, postgres://..., mysql://...); default: SQLite under dataPath.";
