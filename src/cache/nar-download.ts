@@ -11,7 +11,7 @@
 import { open, rm, type FileHandle } from "node:fs/promises";
 import { declaredFileSize, NarVerifyError, type NarDigest, type NarExpectation } from "../nix/nar-verifier.ts";
 import { writeAll } from "../streams.ts";
-import { Verifier, type Verification } from "./verification.ts";
+import { verificationThread, type Verification, type Verifier } from "./verification.ts";
 import type { Logger } from "../telemetry/logger.ts";
 
 // Per read from the growing file. 64 KiB: 8 clients on a 200 MB miss peaked at 85-88 MB RSS,
@@ -41,9 +41,6 @@ export interface DownloadLimits {
 }
 
 export const defaultDownloadLimits: DownloadLimits = { stallTimeoutMs: 120_000, minBytesPerSecond: 1024, rateWindowMs: 60_000 };
-
-/** The one verification thread downloads share (started on first use). */
-const verificationThread = new Verifier();
 
 /** At most this much received and not yet written before the download waits for the disk. */
 const MAX_UNWRITTEN = 8 * 1024 * 1024;

@@ -19,11 +19,12 @@ import type { ReadableStream as NodeWebStream } from "node:stream/web";
 import { constants as zlib, createZstdCompress } from "node:zlib";
 import type { MetadataStore, NarInfoRecord, NarRecord } from "../db/metadata-store.ts";
 import { decompressStream } from "../nix/compression.ts";
-import { NarVerifier, type NarDigest, type NarExpectation } from "../nix/nar-verifier.ts";
+import type { NarDigest, NarExpectation } from "../nix/nar-verifier.ts";
 import type { BlobBody, BlobStore, ByteRange } from "../storage/blob-store.ts";
 import type { Logger } from "../telemetry/logger.ts";
 import { Refusal } from "./errors.ts";
 import type { HotNarInfos } from "./hot-narinfos.ts";
+import { verificationThread } from "./verification.ts";
 import { tempFileName } from "./temp-files.ts";
 import { verifyStoredNar } from "./verify-stored.ts";
 
@@ -109,17 +110,16 @@ export class StoredNars {
     try {
       const zstd = createZstdCompress({ params: { [zlib.ZSTD_c_compressionLevel]: ZSTD_LEVEL } });
       await pipeline(input, zstd, createWriteStream(path));
-      const verifier = new NarVerifier({ compression: "zstd", narSize: nar.narSize, narHash: nar.narHash });
-      try {
-        for await (const chunk of Bun.file(path).stream()) await verifier.write(chunk);
-        const digest = await verifier.end();
-        if (digest.fileSize < nar.narSize) return { path, digest };
+      const size = Bun.file(path).size;
+      if (size >= nar.narSize) {
         await rm(path, { force: true });
         return null;
-      } catch (err) {
-        verifier.abort();
-        throw err;
       }
+      // On the verification thread: decompressing and hashing a whole NAR here held up every
+      // request on the main thread for as long (narinfo-hit p99 110 ms during 8 misses).
+      const check = verificationThread.start(path, { compression: "zstd", narSize: nar.narSize, narHash: nar.narHash });
+      check.end(size);
+      return { path, digest: await check.result };
     } catch (err) {
       await rm(path, { force: true });
       throw err;

@@ -115,3 +115,6 @@ export class Verifier {
     this.worker = null;
   }
 }
+
+/** The one verification thread every download and every re-check shares. */
+export const verificationThread = new Verifier();
