@@ -57,8 +57,10 @@ export interface NarSource {
   upstream?: string;
   open(range?: ByteRange): Promise<BlobBody | { body: ReadableStream<Uint8Array>; length: number | null; size: number | null }>;
   /** An uncompressed NAR stored zstd-compressed: `open` decompresses it, this gives the stored
-   * bytes as they are, for a client that accepts Content-Encoding: zstd. */
-  zstd?: { size: number; open(): Promise<BlobBody> };
+   * bytes as they are, for a client that accepts Content-Encoding: zstd. `size` above is then
+   * null: the NAR's own size (`narSize`) costs a lookup that a client taking the stored bytes,
+   * as Nix does, never needs. */
+  zstd?: { size: number; open(): Promise<BlobBody>; narSize(): Promise<number | null> };
 }
 
 /** How often a replica waiting on another's download looks for the recorded NAR, and how long
@@ -101,14 +103,15 @@ export class Cache {
     let body = this.opts.hot.get(hash);
     if (body === null) {
       let text = await this.opts.db.getNarInfoText(hash);
-      if (text === null && opts.upstream !== false) {
+      if (text === null) {
+        if (opts.upstream === false) return null;
         const fetched = await this.narInfoMisses.run(hash, () => this.fetchNarInfo(hash));
         this.instruments.narInfoServed("miss", fetched ? "success" : "error", fetched?.upstream);
-        text = fetched?.text ?? null;
-      } else if (text !== null) {
+        if (!fetched) return null;
+        text = fetched.text;
+      } else {
         this.instruments.narInfoServed("hit", "success");
       }
-      if (text === null) return null;
       body = Buffer.from(text);
       this.opts.hot.set(hash, body);
     } else {
@@ -177,12 +180,16 @@ export class Cache {
   private async storedSource(stored: NarRecord): Promise<NarSource> {
     const { nars } = this.opts;
     if (!storedAsZstd(stored)) return { size: stored.size, served: "hit", open: (range) => nars.open(stored.key, range) };
-    const size = (await this.opts.db.narInfosForNar(stored.key))[0]?.narSize ?? null;
+    let narSize: Promise<number | null> | undefined;
+    const sizeOfNar = () => (narSize ??= this.opts.db.narInfosForNar(stored.key).then((named) => named[0]?.narSize ?? null));
     return {
-      size,
+      size: null,
       served: "hit",
-      open: async (range) => ({ body: await nars.openDecompressed(stored.key, range), length: range ? range.end - range.start + 1 : size, size }),
-      zstd: { size: stored.size, open: () => nars.open(stored.key) },
+      open: async (range) => {
+        const size = await sizeOfNar();
+        return { body: await nars.openDecompressed(stored.key, range), length: range ? range.end - range.start + 1 : size, size };
+      },
+      zstd: { size: stored.size, open: () => nars.open(stored.key), narSize: sizeOfNar },
     };
   }
 

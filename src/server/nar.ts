@@ -33,15 +33,16 @@ export function getNar(cache: Cache) {
         return new Response(head ? null : (await source.zstd.open()).body, { headers });
       }
     }
+    const size = source.zstd ? await source.zstd.narSize() : source.size;
     if (head) {
-      if (source.size !== null) headers["content-length"] = String(source.size);
+      if (size !== null) headers["content-length"] = String(size);
       return new Response(null, { headers });
     }
-    const range = source.size === null ? null : resolveRange(rangeHeader, source.size);
-    if (range === "unsatisfiable") return textResponse(416, "range not satisfiable", { "content-range": `bytes */${source.size}` });
+    const range = size === null ? null : resolveRange(rangeHeader, size);
+    if (range === "unsatisfiable") return textResponse(416, "range not satisfiable", { "content-range": `bytes */${size}` });
     const body = await source.open(range ?? undefined);
     if (body.length !== null) headers["content-length"] = String(body.length);
-    if (range) headers["content-range"] = `bytes ${range.start}-${range.end}/${source.size}`;
+    if (range) headers["content-range"] = `bytes ${range.start}-${range.end}/${size}`;
     return new Response(body.body, { status: range ? 206 : 200, headers });
   };
 }
