@@ -32,6 +32,7 @@ import { createTelemetry } from "./telemetry/otel.ts";
 import { netrcAuthorization, parseNetrc, type Netrc } from "./upstream/netrc.ts";
 import { UpstreamPool } from "./upstream/pool.ts";
 import { parseOrigin, Upstream } from "./upstream/upstream.ts";
+import { withoutCredentials } from "./upstream/upstream-url.ts";
 import { parseUpstreamUrl } from "./upstream/upstream-url.ts";
 import { version } from "./version.ts";
 
@@ -207,7 +208,7 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
     const downloadLimits = { ...defaultDownloadLimits, minBytesPerSecond: config.cacheUpstreamNarMinRate };
     const cache = new Cache({ ...shared, priority: config.cachePriority, downloadLock, downloadLimits, instruments: telemetry });
     telemetry.setSources({
-      upstreams: () => upstreams.map((u) => ({ url: u.url, healthy: u.available })),
+      upstreams: () => upstreams.map((u) => ({ url: withoutCredentials(u.url), healthy: u.available })),
       storedBytes: () => db!.storedBytes(),
       maxSizeBytes: config.cacheMaxSize || undefined,
     });

@@ -34,3 +34,12 @@ export function parseUpstreamUrl(text: string): UpstreamUrl {
   }
   return { url: url.href.replace(/\/$/, "").replace(/\/\?/, "?"), ...(priority !== undefined ? { priority } : {}) };
 }
+
+/** An upstream URL fit to show (the status page): without any user or password in it. */
+export function withoutCredentials(url: string): string {
+  const u = new URL(url);
+  if (u.username === "" && u.password === "") return url;
+  u.username = "";
+  u.password = "";
+  return u.href.replace(/\/$/, "");
+}
