@@ -184,12 +184,8 @@ export class StoredNars {
   }
 
   /** The one removal rule: the NAR's record and bytes, and every narinfo naming it. */
-  async remove(key: string): Promise<Removed> {
-    const named = await this.opts.db.narInfosForNar(key);
-    for (const n of named) await this.forgetNarInfo(n.hash);
-    const recorded = await this.opts.db.deleteNar(key);
-    const stored = await this.opts.store.delete(key);
-    return { nar: recorded || stored, narInfos: named.map((n) => n.hash) };
+  remove(key: string): Promise<Removed> {
+    return this.forget(key, () => false);
   }
 
   /** Remove one narinfo, and its NAR when no other narinfo names it. False when there was none. */
