@@ -124,21 +124,31 @@ export class Uploads {
       throw err;
     }
     const narinfo = asBadRequest(() => parseNarInfo(text));
+    const nar = asBadRequest(() => parseNcpsNarRequest(narinfo.url));
+    try {
+      return await this.acceptNarInfo(hash, narinfo, nar);
+    } catch (err) {
+      // Whatever the reason (refusal, lost race, fault), the NAR uploaded for this narinfo
+      // goes with it, unless a recorded NAR or narinfo holds it.
+      await this.opts.nars.discardUnrecorded(nar.key).catch((cleanup) => {
+        this.opts.logger.warn("could not remove the NAR of a refused narinfo; fsck removes it", { key: nar.key, err: cleanup });
+      });
+      throw err;
+    }
+  }
+
+  private async acceptNarInfo(hash: string, narinfo: NarInfo, nar: NcpsNarRequest): Promise<WriteResult> {
     const { hashPart, baseName } = asBadRequest(() => parseStorePath(narinfo.storePath));
     if (hashPart !== hash) throw new Refusal("bad-request", `narinfo is for ${narinfo.storePath}, not ${hash}`);
-    const nar = asBadRequest(() => parseNcpsNarRequest(narinfo.url));
     const compression = asBadRequest(() => parseCompression(narinfo.compression));
     if (compression !== nar.compression) {
       throw new Refusal("bad-request", `Compression ${compression} does not match the URL ${narinfo.url}`);
     }
     const unverifiable = unverifiableCompression(compression, this.opts.acceptUnverifiedCompression);
-    if (unverifiable) {
-      await this.opts.nars.discardUnrecorded(nar.key); // stored before the option was turned off
-      throw new Refusal("bad-request", unverifiable);
-    }
+    // an unverifiable NAR may have been stored before the option was turned off
+    if (unverifiable) throw new Refusal("bad-request", unverifiable);
+    // the NAR came first and could not be judged then
     if (this.opts.trustedUploadKeys && !verifyNarInfo(narinfo, this.opts.trustedUploadKeys)) {
-      // The NAR came first and could not be judged then: an untrusted upload leaves nothing.
-      await this.opts.nars.discardUnrecorded(nar.key);
       throw new Refusal("forbidden", "narinfo carries no valid signature by a trusted upload key");
     }
     if (narinfo.fileHash !== undefined && asBadRequest(() => canonicalHash(narinfo.fileHash!)) !== `sha256:${nar.hashPart}`) {
@@ -149,13 +159,12 @@ export class Uploads {
     // An uncompressed NAR may be stored compressed already (another narinfo named it): its
     // FileSize is its NarSize, which verification checks.
     if (narinfo.fileSize !== undefined && compression !== "none" && narinfo.fileSize !== storedSize) {
-      await this.opts.nars.discardUnrecorded(nar.key);
       throw new Refusal("bad-request", `FileSize ${narinfo.fileSize} does not match the stored NAR (${storedSize} bytes)`);
     }
     const existing = await this.opts.db.getNarInfo(hash);
     const signingKey = this.opts.signNarInfo ? this.opts.signingKey : null;
     const record = narInfoRecord(hash, narinfo, { key: nar.key, compression }, { upstream: null, upstreamNarUrl: null }, signingKey);
-    if (existing) return this.sameOrConflict(existing, record, nar.key);
+    if (existing) return this.sameOrConflict(existing, record);
     await this.checkReferences(narinfo, baseName);
 
     let digest;
@@ -169,7 +178,6 @@ export class Uploads {
       });
     } catch (err) {
       if (!(err instanceof NarVerifyError)) throw err;
-      await this.opts.nars.discardUnrecorded(nar.key);
       throw new Refusal("bad-request", `stored NAR does not match the narinfo: ${err.reason}`);
     }
     // The NAR is recorded before the narinfo naming it, so no moment (and no crash) leaves a
@@ -180,18 +188,14 @@ export class Uploads {
     }
     if (!(await this.opts.db.insertNarInfoIfAbsent(record))) {
       if (!recordedBefore) await this.opts.nars.removeIfUnnamed(nar.key);
-      return this.sameOrConflict((await this.opts.db.getNarInfo(hash))!, record, nar.key);
+      return this.sameOrConflict((await this.opts.db.getNarInfo(hash))!, record);
     }
     this.opts.logger.info("narinfo uploaded", { hash, storePath: narinfo.storePath });
     return "created";
   }
 
-
-
-  /** A conflicting upload leaves nothing: its NAR goes unless something recorded holds it. */
-  private async sameOrConflict(existing: NarInfoRecord, record: NarInfoRecord, narKey: string): Promise<WriteResult> {
+  private sameOrConflict(existing: NarInfoRecord, record: NarInfoRecord): WriteResult {
     if (existing.text === record.text) return "unchanged";
-    await this.opts.nars.discardUnrecorded(narKey);
     throw new Refusal("conflict", `ncps already holds a different narinfo for ${existing.storePath}`);
   }
 

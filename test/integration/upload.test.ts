@@ -41,19 +41,20 @@ interface Upload {
   text: string;
 }
 
-function makeUpload(name: string, opts: { references?: string[]; key?: typeof clientKey | null } = {}): Upload {
-  const nar = makeNar(`contents of ${name} ${Math.random()}`);
+function makeUpload(name: string, opts: { references?: string[]; key?: typeof clientKey | null; zstd?: boolean } = {}): Upload {
+  const narBytes = makeNar(`contents of ${name} ${Math.random()}`);
+  const nar = opts.zstd ? new Uint8Array(Bun.zstdCompressSync(narBytes)) : narBytes;
   const hash = storeHash(name + Math.random());
   const fileHash = sha(nar);
-  const narUrl = `nar/${fileHash.slice(7)}.nar`;
+  const narUrl = `nar/${fileHash.slice(7)}.nar${opts.zstd ? ".zst" : ""}`;
   let narinfo: NarInfo = {
     storePath: `/nix/store/${hash}-${name}`,
     url: narUrl,
-    compression: "none",
+    compression: opts.zstd ? "zstd" : "none",
     fileHash,
     fileSize: nar.length,
-    narHash: fileHash,
-    narSize: nar.length,
+    narHash: sha(narBytes),
+    narSize: narBytes.length,
     references: opts.references ?? [],
     sigs: [],
     extra: [],
@@ -198,6 +199,46 @@ describe("uploads", () => {
     expect(reason).toContain("NarHash");
   });
 
+  describe("a refused narinfo takes the NAR uploaded for it along, whatever the reason", () => {
+    const resign = (u: Upload, change: Partial<NarInfo>) => serializeNarInfo(signNarInfo({ ...u.narinfo, ...change, sigs: [] }, clientKey));
+    const refusals: { reason: string; status: number; says: string; zstd?: boolean; narinfo: (u: Upload) => { hash?: string; text: string } }[] = [
+      { reason: "it is another path's narinfo", status: 400, says: "not", narinfo: (u) => ({ hash: storeHash(`other ${Math.random()}`), text: u.text }) },
+      { reason: "its Compression does not match its URL", status: 400, says: "Compression", narinfo: (u) => ({ text: resign(u, { compression: "xz" }) }) },
+      { reason: "its FileHash does not match its URL", status: 400, says: "FileHash", narinfo: (u) => ({ text: resign(u, { fileHash: sha(new Uint8Array([2])) }) }) },
+      { reason: "its FileSize does not match the NAR", status: 400, says: "FileSize", zstd: true, narinfo: (u) => ({ text: resign(u, { fileSize: u.nar.length + 1 }) }) },
+      { reason: "its NarHash does not match the NAR", status: 400, says: "NarHash", narinfo: (u) => ({ text: resign(u, { narHash: sha(new Uint8Array([1])) }) }) },
+      { reason: "its NarSize does not match the NAR", status: 400, says: "NarSize", zstd: true, narinfo: (u) => ({ text: resign(u, { narSize: u.narinfo.narSize + 8 }) }) },
+      { reason: "a reference is neither in ncps nor upstream", status: 400, says: "reference", narinfo: (u) => ({ text: resign(u, { references: [`${storeHash(`nowhere ${Math.random()}`)}-nowhere`] }) }) },
+      {
+        reason: "it names more references than ncps looks up",
+        status: 400,
+        says: "references",
+        narinfo: (u) => ({ text: resign(u, { references: Array.from({ length: 1001 }, (_, i) => `${storeHash(`r${i} ${Math.random()}`)}-r${i}`) }) }),
+      },
+    ];
+    for (const refusal of refusals) {
+      test(`${refusal.reason}: ${refusal.status}, and storage and database are as before the NAR came`, async () => {
+        const u = makeUpload("refused", { zstd: refusal.zstd });
+        const before = await open.snapshot();
+        expect((await put(open, u.narUrl, u.nar)).status).toBe(201);
+        const { hash = u.hash, text } = refusal.narinfo(u);
+        expect(await expectRefused(open, refusal.status, () => put(open, `${hash}.narinfo`, text), before)).toContain(refusal.says);
+      });
+    }
+
+    test("a refused narinfo naming a NAR a recorded narinfo names leaves that NAR served", async () => {
+      const kept = makeUpload("kept");
+      expect((await put(open, kept.narUrl, kept.nar)).status).toBe(201);
+      expect((await put(open, `${kept.hash}.narinfo`, kept.text)).status).toBe(201);
+      const other = makeUpload("sharing");
+      const sharing = serializeNarInfo(
+        signNarInfo({ ...kept.narinfo, storePath: other.narinfo.storePath, references: [`${storeHash(`nowhere ${Math.random()}`)}-nowhere`], sigs: [] }, clientKey),
+      );
+      await expectRefused(open, 400, () => put(open, `${other.hash}.narinfo`, sharing));
+      expect(Buffer.from(await (await open.req(kept.narUrl)).arrayBuffer()).equals(Buffer.from(kept.nar))).toBe(true);
+    });
+  });
+
   test("a PUT of anything but a narinfo, NAR or log is a 400, not a 500", async () => {
     const u = makeUpload("listing");
     await expectRefused(open, 400, () => put(open, `${u.hash}.ls`, "{}"));
@@ -207,8 +248,9 @@ describe("uploads", () => {
   test("a reference neither in ncps nor upstream is refused; one upstream has is accepted", async () => {
     const missingRef = `${storeHash("nowhere")}-nowhere`;
     const u = makeUpload("dangling", { references: [missingRef] });
+    const beforeNar = await open.snapshot();
     expect((await put(open, u.narUrl, u.nar)).status).toBe(201);
-    const reason = await expectRefused(open, 400, () => put(open, `${u.hash}.narinfo`, u.text));
+    const reason = await expectRefused(open, 400, () => put(open, `${u.hash}.narinfo`, u.text), beforeNar);
     expect(reason).toContain(missingRef);
     const ok = makeUpload("upstream-ref", { references: [`${FIXTURE}-hello-2.12.1`] });
     expect((await put(open, ok.narUrl, ok.nar)).status).toBe(201);
