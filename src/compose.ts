@@ -31,6 +31,7 @@ import { createLogger, type Logger } from "./telemetry/logger.ts";
 import { createTelemetry } from "./telemetry/otel.ts";
 import { netrcAuthorization, parseNetrc, type Netrc } from "./upstream/netrc.ts";
 import { UpstreamPool } from "./upstream/pool.ts";
+import { parseUpstreamProxy } from "./upstream/proxy.ts";
 import { parseOrigin, Upstream } from "./upstream/upstream.ts";
 import { withoutCredentials } from "./upstream/upstream-url.ts";
 import { parseUpstreamUrl } from "./upstream/upstream-url.ts";
@@ -171,11 +172,17 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
     }
     const headerTimeoutMs = config.cacheUpstreamDialerTimeout + config.cacheUpstreamResponseHeaderTimeout;
     const unsigned = new Set(config.cacheUpstreamAcceptUnsigned.map((url) => parseUpstreamUrl(url).url));
+    const proxies = new Map<string, URL>();
+    for (const text of config.cacheUpstreamProxies) {
+      const { upstream, proxy } = parseUpstreamProxy(text);
+      proxies.set(upstream, proxy);
+    }
     const upstreams = config.cacheUpstreamUrls.map(
       (url, i) =>
         new Upstream(url, i, {
           headerTimeoutMs,
           acceptUnsigned: unsigned.has(parseUpstreamUrl(url).url),
+          proxy: proxies.get(parseUpstreamUrl(url).url),
           authorization: netrcAuthorization(netrc, new URL(url)),
           extraOrigins: narOrigins,
           logger,
@@ -194,6 +201,9 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
       logger,
       instruments: telemetry,
     });
+    for (const upstream of upstreams.filter((u) => u.proxy !== null)) {
+      logger.info("upstream reached through a proxy", { upstream: withoutCredentials(upstream.url), proxy: upstream.proxy });
+    }
     for (const upstream of upstreams.filter((u) => u.acceptsUnsigned)) {
       logger.warn("accepting unsigned narinfos from this upstream (--cache-upstream-accept-unsigned): ncps signs them with its own key", { upstream: upstream.url });
     }

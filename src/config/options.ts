@@ -62,6 +62,8 @@ export interface Config {
   cacheUpstreamAcceptUnsigned: string[];
   /** Origins besides each upstream's own from which NARs (and redirects) may be fetched. */
   cacheUpstreamNarOrigins: string[];
+  /** `UPSTREAM_URL=PROXY_URL`: the proxy each named upstream is reached through. */
+  cacheUpstreamProxies: string[];
   /** Bytes per second a NAR download must average over a minute; 0 disables. */
   cacheUpstreamNarMinRate: number;
   netrcFile?: string;
@@ -564,6 +566,18 @@ const table = [
     type: "string[]",
     default: [],
     help: "Extra origin (e.g. https://cdn.example.org) from which NARs and upstream redirects may be fetched; by default only each upstream's own origin; repeat the flag for several",
+    group: "upstream",
+  },
+  {
+    key: "cacheUpstreamProxies",
+    // Not in the Go ncps, which (like Bun's fetch) only reads HTTP_PROXY, HTTPS_PROXY and
+    // NO_PROXY for every upstream at once. nix-binary-cache offers a proxy per upstream.
+    flag: "cache-upstream-proxy",
+    env: ["CACHE_UPSTREAM_PROXIES"],
+    configKey: "cache.upstream.proxies",
+    type: "string[]",
+    default: [],
+    help: "UPSTREAM_URL=PROXY_URL: reach that upstream (one of --cache-upstream-url) through an http://, https://, socks5:// or socks5h:// proxy ([user:password@]host:port); every request for it goes there, health checks and NARs from --cache-upstream-nar-origin included; repeat for several. Upstreams without one use HTTP_PROXY/HTTPS_PROXY/NO_PROXY",
     group: "upstream",
   },
   {

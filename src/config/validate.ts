@@ -9,6 +9,7 @@ import { ConfigError } from "./errors.ts";
 import { parseSchedule, ScheduleError } from "./schedule.ts";
 import { logLevels } from "./options.ts";
 import type { Config, LogLevel } from "./options.ts";
+import { parseUpstreamProxy, ProxyError } from "../upstream/proxy.ts";
 import { parseUpstreamUrl, UpstreamUrlError } from "../upstream/upstream-url.ts";
 
 export function validateConfig(config: Config): void {
@@ -29,6 +30,13 @@ export function validateConfig(config: Config): void {
     if (!upstreams.has(parseUpstreamUrl(url).url)) {
       throw new ConfigError(`--cache-upstream-accept-unsigned ${url} is not one of the --cache-upstream-url upstreams`);
     }
+  }
+  const proxied = new Set<string>();
+  for (const text of config.cacheUpstreamProxies ?? []) {
+    const upstream = checkUpstreamProxy(text);
+    if (!upstreams.has(upstream)) throw new ConfigError(`--cache-upstream-proxy: ${upstream} is not one of the --cache-upstream-url upstreams`);
+    if (proxied.has(upstream)) throw new ConfigError(`--cache-upstream-proxy: ${upstream} is given more than one proxy`);
+    proxied.add(upstream);
   }
   for (const key of config.cacheUpstreamPublicKeys) checkPublicKey(key);
   parseServerAddr(config.serverAddr);
@@ -114,6 +122,16 @@ function checkUpstreamUrl(text: string): void {
   } catch (err) {
     if (!(err instanceof UpstreamUrlError)) throw err;
     throw new ConfigError(err.message);
+  }
+}
+
+/** The upstream a --cache-upstream-proxy names. */
+function checkUpstreamProxy(text: string): string {
+  try {
+    return parseUpstreamProxy(text).upstream;
+  } catch (err) {
+    if (!(err instanceof UpstreamUrlError) && !(err instanceof ProxyError)) throw err;
+    throw new ConfigError(`--cache-upstream-proxy: ${err.message}`);
   }
 }
 

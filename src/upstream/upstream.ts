@@ -5,6 +5,7 @@ import { parseNarInfo, type NarInfo } from "../nix/narinfo.ts";
 import { readLimited, TooLargeError } from "../streams.ts";
 import { inSpan, noInstruments, type Instruments } from "../telemetry/instruments.ts";
 import type { Logger } from "../telemetry/logger.ts";
+import { displayProxy, sender, type Send } from "./proxy.ts";
 import { parseUpstreamUrl } from "./upstream-url.ts";
 
 /** An error lookup names its `reason` from a small fixed set (the pool logs each upstream and
@@ -25,6 +26,9 @@ export interface UpstreamOptions {
   extraOrigins?: string[];
   /** Use its narinfos without a trusted signature (--cache-upstream-accept-unsigned). */
   acceptUnsigned?: boolean;
+  /** Every request for this upstream (narinfos, NARs, logs, health checks, redirects) goes
+   * through it (--cache-upstream-proxy); without it, fetch's own (HTTP_PROXY, HTTPS_PROXY). */
+  proxy?: URL;
   logger: Logger;
   /** a span per request (its traceparent sent along), narinfo fetch durations */
   instruments?: Instruments;
@@ -98,6 +102,7 @@ export class Upstream {
   private downUntil = 0;
   private readonly origins: Set<string>;
   private readonly instruments: Instruments;
+  private readonly sendOne: Send;
 
   constructor(
     url: string,
@@ -111,6 +116,12 @@ export class Upstream {
     this.acceptsUnsigned = opts.acceptUnsigned ?? false;
     this.origins = new Set([this.base.origin, ...(opts.extraOrigins ?? []).map(parseOrigin)]);
     this.instruments = opts.instruments ?? noInstruments;
+    this.sendOne = sender(opts.proxy);
+  }
+
+  /** The proxy requests go through, fit to show (no credentials); null when direct. */
+  get proxy(): string | null {
+    return this.opts.proxy ? displayProxy(this.opts.proxy) : null;
   }
 
   get url(): string {
@@ -211,7 +222,7 @@ export class Upstream {
     let current = url;
     for (let hop = 0; ; hop++) {
       if (!this.allows(current)) throw new UpstreamError(`${this.url}: ${current} is not on the upstream's origin or an allowed NAR origin`);
-      const res = await fetch(current, { headers: { ...this.headers(current), ...this.instruments.traceHeaders() }, signal, redirect: "manual" });
+      const res = await this.sendOne(current, { headers: { ...this.headers(current), ...this.instruments.traceHeaders() }, signal });
       const location = res.headers.get("location");
       if (!REDIRECT_STATUSES.has(res.status) || location === null) return res;
       await res.body?.cancel().catch(() => {});
