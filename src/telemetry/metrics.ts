@@ -2,12 +2,14 @@
  * /metrics, OTLP) reads the same ones, and the status page reads the same tallies, so no two
  * of them disagree. Counters are plain numbers kept here and reported through observable
  * instruments when an exporter collects: the hot path pays a Map lookup and an addition, not
- * an SDK call. Histograms are recorded through the SDK. Names follow the Go ncps's, so its
+ * an SDK call. Histograms are bucket counts kept here too (histograms.ts), handed to the
+ * exporters as finished data when they collect. Names follow the Go ncps's, so its
  * dashboards keep working; the `ncps_*_bytes_*`, download, verification, negative-cache,
  * upload and delete series are ours. */
-import type { Attributes as OtelAttributes, Histogram, Meter, ObservableResult, Tracer } from "@opentelemetry/api";
+import type { Attributes as OtelAttributes, Meter, ObservableResult, Tracer } from "@opentelemetry/api";
 import { context, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
 import { W3CTraceContextPropagator } from "@opentelemetry/core";
+import { BucketHistogram } from "./histograms.ts";
 import { noInstruments, upstreamHostname, type Attributes, type EvictionInstruments, type Instruments, type LockInstruments, type Outcome, type Served, type SpanHandle } from "./instruments.ts";
 
 /** A counter by label set, read at collection time. */
@@ -69,6 +71,10 @@ export interface DownloadProgress {
   startedAt: number;
 }
 
+function secondsHistogram(name: string, description: string): BucketHistogram {
+  return new BucketHistogram(name, description, "s", SECONDS_BUCKETS);
+}
+
 const RECENT_ERRORS = 20;
 /** Stored size is a database query: at most once per this period, whoever asks. */
 const STORED_BYTES_TTL_MS = 5_000;
@@ -94,25 +100,25 @@ export class Telemetry implements Instruments, LockInstruments, EvictionInstrume
   activeRequests = 0;
   private sources: GaugeSources | null = null;
   private stored: { at: number; value: Promise<number> } | null = null;
-  private readonly requestDuration: Histogram;
-  private readonly narInfoFetchDuration: Histogram;
-  private readonly narFetchDuration: Histogram;
-  private readonly lockHold: Histogram;
-  private readonly lruDuration: Histogram;
+  private readonly requestDuration = secondsHistogram("http_server_request_duration_seconds", "HTTP request duration (to the last byte sent)");
+  private readonly narInfoFetchDuration = secondsHistogram("ncps_upstream_narinfo_fetch_duration_seconds", "One narinfo request to one upstream");
+  private readonly narFetchDuration = secondsHistogram("ncps_upstream_nar_fetch_duration_seconds", "One NAR download from an upstream, start to verified (or failed)");
+  private readonly lockHold = secondsHistogram("ncps_lock_hold_duration_seconds", "How long a lock was held");
+  private readonly lruDuration = secondsHistogram("ncps_lru_cleanup_duration_seconds", "One LRU eviction pass");
+  /** for the exporters (a metric producer) */
+  readonly histograms: readonly BucketHistogram[] = [this.requestDuration, this.narInfoFetchDuration, this.narFetchDuration, this.lockHold, this.lruDuration];
   private readonly requestAttrs = new Map<string, OtelAttributes>();
 
   constructor(
     meter: Meter,
     private readonly tracer: Tracer | null,
   ) {
-    const seconds = { unit: "s", advice: { explicitBucketBoundaries: SECONDS_BUCKETS } };
     const counter = (name: string, description: string, tally: Tally, unit?: string) =>
       meter.createObservableCounter(name, { description, unit }).addCallback(tally.observe);
     const gauge = (name: string, description: string, read: (r: ObservableResult) => void | Promise<void>, unit?: string) =>
       meter.createObservableGauge(name, { description, unit }).addCallback(read);
 
     counter("http_server_requests", "HTTP requests answered, by route, method and status", this.requests);
-    this.requestDuration = meter.createHistogram("http_server_request_duration_seconds", { description: "HTTP request duration (to the last byte sent)", ...seconds });
     meter.createObservableUpDownCounter("http_server_active_requests", { description: "HTTP requests in progress" }).addCallback((r) => r.observe(this.activeRequests));
     counter("ncps_narinfo_served", "narinfo requests answered, by result (hit, miss) and status", this.narInfos);
     counter("ncps_nar_served", "NAR requests answered, by result (hit, miss) and status", this.nars);
@@ -121,8 +127,6 @@ export class Telemetry implements Instruments, LockInstruments, EvictionInstrume
     counter("ncps_nar_verification_failures", "NARs whose bytes were not what their narinfo said, by reason", this.verificationFailures);
     counter("ncps_upstream_negative_cache_hits", "narinfo lookups answered from the memory of a recent upstream 404", this.negativeHits);
     counter("ncps_writes", "Uploads and deletes accepted, by operation (upload, delete) and kind (narinfo, nar, log)", this.writes);
-    this.narInfoFetchDuration = meter.createHistogram("ncps_upstream_narinfo_fetch_duration_seconds", { description: "One narinfo request to one upstream", ...seconds });
-    this.narFetchDuration = meter.createHistogram("ncps_upstream_nar_fetch_duration_seconds", { description: "One NAR download from an upstream, start to verified (or failed)", ...seconds });
     gauge("ncps_downloads_in_flight", "NAR downloads running", (r) => r.observe(this.downloads.size));
     gauge("ncps_upstream_count_healthy", "Upstreams answering", (r) => r.observe(this.sources?.upstreams().filter((u) => u.healthy).length ?? 0));
     gauge("ncps_upstream_count_total", "Upstreams configured", (r) => r.observe(this.sources?.upstreams().length ?? 0));
@@ -133,13 +137,11 @@ export class Telemetry implements Instruments, LockInstruments, EvictionInstrume
       r.observe(max ? (await this.storedBytes()) / max : 0);
     });
     counter("ncps_lock_acquisitions", "Lock requests, by type, result (success, busy, failure) and mode", this.lockAcquisitions);
-    this.lockHold = meter.createHistogram("ncps_lock_hold_duration_seconds", { description: "How long a lock was held", ...seconds });
     counter("ncps_lock_failures", "Lock operations that failed (backend errors)", this.lockFailures);
     counter("ncps_lru_cleanup_runs", "LRU eviction passes", this.lru.runs);
     counter("ncps_lru_bytes_freed", "Bytes freed by LRU eviction", this.lru.bytes, "By");
     counter("ncps_lru_narinfos_evicted", "narinfos removed by LRU eviction", this.lru.narInfos);
     counter("ncps_lru_nar_files_evicted", "NARs removed by LRU eviction", this.lru.nars);
-    this.lruDuration = meter.createHistogram("ncps_lru_cleanup_duration_seconds", { description: "One LRU eviction pass", ...seconds });
     // Series of rare events exist from the start (at 0), so dashboards and rate() see them
     // before the first one.
     for (const t of [this.lru.runs, this.lru.bytes, this.lru.narInfos, this.lru.nars, this.negativeHits]) t.add("", () => ({}), 0);
@@ -198,7 +200,7 @@ export class Telemetry implements Instruments, LockInstruments, EvictionInstrume
     }
     const labels = attrs;
     this.requests.add(key, () => labels);
-    this.requestDuration.record(seconds, labels);
+    this.requestDuration.record(seconds, key, () => labels);
     if (bytes > 0) this.bytesServed.add(route, () => ({ http_route: route }), bytes);
     if (status >= 500) this.noteError(`${method} ${route}: HTTP ${status}`);
     if (status < 300 && (method === "PUT" || method === "DELETE") && (route === "narinfo" || route === "nar" || route === "log")) {
@@ -218,7 +220,7 @@ export class Telemetry implements Instruments, LockInstruments, EvictionInstrume
   }
 
   upstreamNarInfoFetch(upstream: string, seconds: number, result: string) {
-    this.narInfoFetchDuration.record(seconds, { upstream_hostname: upstream, result });
+    this.narInfoFetchDuration.record(seconds, `${upstream} ${result}`, () => ({ upstream_hostname: upstream, result }));
     const l = this.upstreamLatency.get(upstream) ?? { last: 0, average: 0, count: 0 };
     l.last = seconds;
     l.count++;
@@ -227,7 +229,7 @@ export class Telemetry implements Instruments, LockInstruments, EvictionInstrume
   }
 
   upstreamNarFetch(upstream: string, seconds: number, bytes: number, result: "verified" | "failed") {
-    this.narFetchDuration.record(seconds, { upstream_hostname: upstream, result });
+    this.narFetchDuration.record(seconds, `${upstream} ${result}`, () => ({ upstream_hostname: upstream, result }));
     this.bytesFetched.add(upstream, () => ({ upstream_hostname: upstream }), bytes);
   }
 
@@ -257,7 +259,7 @@ export class Telemetry implements Instruments, LockInstruments, EvictionInstrume
   }
 
   lockHeld(type: string, seconds: number, mode: string) {
-    this.lockHold.record(seconds, { type, mode });
+    this.lockHold.record(seconds, `${type} ${mode}`, () => ({ type, mode }));
   }
 
   lockFailed(type: string, mode: string) {

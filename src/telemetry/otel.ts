@@ -11,6 +11,7 @@ import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-grpc";
 import { resourceFromAttributes } from "@opentelemetry/resources";
 import { ConsoleMetricExporter, MeterProvider, PeriodicExportingMetricReader, type IMetricReader } from "@opentelemetry/sdk-metrics";
 import { BasicTracerProvider, BatchSpanProcessor, ConsoleSpanExporter } from "@opentelemetry/sdk-trace-base";
+import { histogramProducer } from "./histograms.ts";
 import { Telemetry } from "./metrics.ts";
 
 export interface TelemetryOptions {
@@ -43,19 +44,21 @@ function installContextManager() {
 
 export function createTelemetry(opts: TelemetryOptions): TelemetrySetup {
   const resource = resourceFromAttributes({ "service.name": "ncps", "service.version": opts.version });
+  // The histograms live in `telemetry`, made below once the meter exists.
+  let telemetry: Telemetry | null = null;
+  const histograms = histogramProducer(() => telemetry?.histograms ?? [], { name: "ncps", version: opts.version });
   const readers: IMetricReader[] = [];
   let prometheus: PrometheusExporter | null = null;
   if (opts.prometheus) {
     // No server of its own: ncps serves /metrics from its route table.
-    prometheus = new PrometheusExporter({ preventServerStart: true, withoutScopeInfo: true, withoutTargetInfo: true });
+    prometheus = new PrometheusExporter({ preventServerStart: true, withoutScopeInfo: true, withoutTargetInfo: true, metricProducers: [histograms] });
     readers.push(prometheus);
   }
   if (opts.otel) {
     const exporter = opts.otelGrpcUrl ? new OTLPMetricExporter({ url: opts.otelGrpcUrl }) : new ConsoleMetricExporter();
-    readers.push(new PeriodicExportingMetricReader({ exporter, exportIntervalMillis: opts.exportIntervalMs ?? 60_000 }));
+    readers.push(new PeriodicExportingMetricReader({ exporter, exportIntervalMillis: opts.exportIntervalMs ?? 60_000, metricProducers: [histograms] }));
   }
-  // Without an exporter nothing reads the instruments: the no-op meter makes recording free
-  // (the SDK's histograms hash their attributes on every record, a visible share of a hit).
+  // Without an exporter nothing reads the instruments: the no-op meter keeps the SDK out.
   const meterProvider = readers.length > 0 ? new MeterProvider({ resource, readers }) : null;
   const meter = meterProvider?.getMeter("ncps", opts.version) ?? createNoopMeter();
   let tracerProvider: BasicTracerProvider | null = null;
@@ -64,7 +67,7 @@ export function createTelemetry(opts: TelemetryOptions): TelemetrySetup {
     const exporter = opts.otelGrpcUrl ? new OTLPTraceExporter({ url: opts.otelGrpcUrl }) : new ConsoleSpanExporter();
     tracerProvider = new BasicTracerProvider({ resource, spanProcessors: [new BatchSpanProcessor(exporter, { scheduledDelayMillis: 1000 })] });
   }
-  const telemetry = new Telemetry(meter, tracerProvider?.getTracer("ncps", opts.version) ?? null);
+  telemetry = new Telemetry(meter, tracerProvider?.getTracer("ncps", opts.version) ?? null);
   const serializer = new PrometheusSerializer(undefined, false, undefined, true, true);
   const metricsText = prometheus
     ? async () => {
