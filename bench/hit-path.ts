@@ -6,7 +6,9 @@
  * An upstream directory holds one signed narinfo and its NAR. nginx serves that directory
  * as a static binary cache; ncps proxies it (warmed, so both answer from local disk). wrk
  * then measures, on loopback, a narinfo hit and a NAR hit against each. 25 connections is
- * what one Nix client opens (http-connections). Prints one JSON line per measurement. */
+ * what one Nix client opens (http-connections). Prints one JSON line per measurement, with
+ * the server's CPU time per request (`cpuUsPerRequest`, from /proc): on a shared machine
+ * throughput swings with the neighbours' load, CPU per request much less. */
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -75,6 +77,16 @@ end
   return { rps: j.rps, p50ms: j.p50, p99ms: j.p99, errors: j.errors };
 }
 
+/** CPU seconds (user + system) used so far by a process and its threads or workers. */
+async function cpuSeconds(pids: number[]): Promise<number> {
+  let ticks = 0;
+  for (const pid of pids) {
+    const fields = (await Bun.file(`/proc/${pid}/stat`).text()).split(") ")[1]!.split(" ");
+    ticks += Number(fields[11]) + Number(fields[12]); // utime, stime
+  }
+  return ticks / 100; // USER_HZ
+}
+
 const nginx = await startNginx(work, cacheDir);
 const nginxUrl = nginx.urls[0]!;
 let ncps: NcpsProcess | undefined;
@@ -103,9 +115,12 @@ try {
     for (const [server, url] of [["ncps", ncpsUrl], ["nginx", nginxTarget]] as const) {
       if (server === "nginx" && values["only-ncps"]) continue;
       const telemetry = server === "ncps" ? { telemetry: values.telemetry, spansReceived: 0 } : {};
+      const pids = server === "ncps" ? [ncps!.proc.pid] : nginx.pids;
+      const cpuBefore = await cpuSeconds(pids);
       const result = await wrk(url);
+      const cpuUsPerRequest = Math.round((((await cpuSeconds(pids)) - cpuBefore) * 1e6) / (result.rps * Number(values.seconds)));
       if (collector) telemetry.spansReceived = collector.spans.length;
-      console.log(JSON.stringify({ case: name, server, connections: Number(values.connections), ...telemetry, ...result }));
+      console.log(JSON.stringify({ case: name, server, connections: Number(values.connections), ...telemetry, ...result, cpuUsPerRequest }));
     }
   }
 } finally {

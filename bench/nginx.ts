@@ -7,6 +7,8 @@ import { freePort } from "../test/helpers/ports.ts";
 
 export interface Nginx {
   urls: string[];
+  /** the master's and its workers' process ids (for CPU accounting) */
+  pids: number[];
   stop(): Promise<void>;
 }
 
@@ -49,5 +51,6 @@ ${blocks}
       throw new Error(`nginx did not start: ${await Bun.file(join(work, "nginx-error.log")).text().catch(() => "")}`);
     }
   }
-  return { urls, stop };
+  const children = await Bun.file(`/proc/${nginx.pid}/task/${nginx.pid}/children`).text();
+  return { urls, pids: [nginx.pid, ...children.split(" ").filter(Boolean).map(Number)], stop };
 }
