@@ -210,7 +210,8 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
     const signingKey = await startupStep("signing key", () =>
       loadSigningKey(db!, { path: config.cacheSecretKeyPath, hostname: config.cacheHostname }),
     );
-    locker = instrumentedLocker(await startupStep("redis", () => openLocker(redisChoice(config), logger)), telemetry);
+    const degradedMode = config.cacheLockAllowDegradedMode ? { onDegraded: (on: boolean) => telemetry.lockDegraded(on) } : undefined;
+    locker = instrumentedLocker(await startupStep("redis", () => openLocker(redisChoice(config), logger, degradedMode)), telemetry);
     const downloadLock = { locker, ttlMs: config.cacheLockDownloadTtl };
     const hot = new HotNarInfos();
     const nars = new StoredNars({ db, store, hot, logger, tempDir: config.cacheTempPath });

@@ -32,6 +32,8 @@ export interface Config {
   cacheRedisDb: number;
   cacheRedisUseTls: boolean;
   cacheLockRedisKeyPrefix: string;
+  /** With Redis unreachable, take locks in-process instead of failing. */
+  cacheLockAllowDegradedMode: boolean;
   /** Milliseconds. */
   cacheLockDownloadTtl: number;
   /** Bytes the stored NARs may take; unset or 0: no cap. */
@@ -324,7 +326,7 @@ const table = [
     configKey: "cache.redis.addrs",
     type: "string[]",
     default: [],
-    help: "Redis host:port for replicas sharing one database and storage: one upstream download per NAR across all of them (the first address is used)",
+    help: "Redis host:port for replicas sharing one database and storage: one upstream download per NAR across all of them. Several addresses are independent Redis servers (not a Sentinel set or a Cluster), and a lock is held on a majority of them (Redlock, as in the Go ncps)",
     group: "cache",
   },
   {
@@ -373,6 +375,16 @@ const table = [
     type: "string",
     default: "ncps:lock:",
     help: "Prefix of ncps's lock keys in Redis (to share one Redis between caches)",
+    group: "cache",
+  },
+  {
+    key: "cacheLockAllowDegradedMode",
+    flag: "cache-lock-allow-degraded-mode",
+    env: ["CACHE_LOCK_ALLOW_DEGRADED_MODE"],
+    configKey: "cache.lock.allow-degraded-mode",
+    type: "boolean",
+    default: false,
+    help: "With Redis unreachable (at start or later), take locks in this process only, with a warning and ncps_lock_degraded at 1, instead of failing requests; Redis is asked again every 5 s and used again once it answers. Replicas may then download a NAR twice",
     group: "cache",
   },
   {
@@ -784,7 +796,6 @@ export const goOnlyOptions: readonly GoOnlyOption[] = [
   { flag: "cache-lock-retry-initial-delay", env: ["CACHE_LOCK_RETRY_INITIAL_DELAY"], configKey: "cache.lock.retry.initial-delay", type: "duration", instead: lockRetry },
   { flag: "cache-lock-retry-max-delay", env: ["CACHE_LOCK_RETRY_MAX_DELAY"], configKey: "cache.lock.retry.max-delay", type: "duration", instead: lockRetry },
   { flag: "cache-lock-retry-jitter", env: ["CACHE_LOCK_RETRY_JITTER"], configKey: "cache.lock.retry.jitter", type: "boolean", instead: lockRetry },
-  { flag: "cache-lock-allow-degraded-mode", env: ["CACHE_LOCK_ALLOW_DEGRADED_MODE"], configKey: "cache.lock.allow-degraded-mode", type: "boolean", instead: "ncps never falls back to in-process locks: with Redis configured and unreachable it refuses to start" },
   { flag: "cache-download-poll-timeout", env: ["CACHE_DOWNLOAD_POLL_TIMEOUT"], configKey: "cache.download.poll-timeout", type: "duration", instead: "a replica waiting on another's download polls for it for as long as that replica's lock lives (renewed while it downloads, lapsing after --cache-lock-download-ttl if it dies), then downloads itself" },
   { flag: "cache-inflight-staging-enabled", env: ["CACHE_INFLIGHT_STAGING_ENABLED"], configKey: "cache.inflight-staging.enabled", type: "boolean", instead: noStaging },
   { flag: "cache-inflight-staging-retention", env: ["CACHE_INFLIGHT_STAGING_RETENTION"], configKey: "cache.inflight-staging.retention", type: "duration", instead: noStaging },

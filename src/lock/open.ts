@@ -1,14 +1,23 @@
-/** Which Locker a configuration names: Redis when replicas share the work, else in-process. */
+/** Which Locker a configuration names: Redis when replicas share the work (one server, or a
+ * quorum of several), else in-process; with degraded mode allowed, in-process whenever Redis
+ * cannot be reached. */
 import type { Logger } from "../telemetry/logger.ts";
+import type { DegradableOptions } from "./degradable.ts";
 import type { Locker } from "./locker.ts";
 import { MemoryLocker } from "./memory.ts";
 import type { RedisLockerOptions } from "./redis.ts";
 
-/** A MemoryLocker without `redis`; with it, a RedisLocker that has answered a PING. Until
- * that first answer, trouble is the caller's one start-up error, not also log records. */
-export async function openLocker(redis: Omit<RedisLockerOptions, "logger"> | null, logger: Logger): Promise<Locker> {
+/** Degraded mode (--cache-lock-allow-degraded-mode): absent, Redis trouble fails requests. */
+export type DegradedMode = Omit<DegradableOptions, "logger">;
+
+/** A MemoryLocker without `redis`; with it, a Redis locker that has answered a PING (or,
+ * with `degraded`, one that will be asked again while locks are taken in-process). Until
+ * that first answer, trouble is the caller's one start-up error (or the one degraded-mode
+ * warning), not also log records. */
+export async function openLocker(redis: Omit<RedisLockerOptions, "logger"> | null, logger: Logger, degraded?: DegradedMode): Promise<Locker> {
   if (redis === null) return new MemoryLocker();
-  const { RedisLocker } = await import("./redis.ts"); // ioredis loads only when used
+  // ioredis loads only when used
+  const [{ RedisLocker }, { QuorumLocker }, { DegradableLocker }] = await Promise.all([import("./redis.ts"), import("./quorum.ts"), import("./degradable.ts")]);
   let reachable = false;
   const once = (log: Logger["info"]): Logger["info"] => (msg, fields) => reachable && log(msg, fields);
   const lockLogger: Logger = {
@@ -18,7 +27,23 @@ export async function openLocker(redis: Omit<RedisLockerOptions, "logger"> | nul
     error: once(logger.error),
     child: (fields) => logger.child(fields),
   };
-  const locker = new RedisLocker({ ...redis, logger: lockLogger });
+  const options = { ...redis, logger: lockLogger };
+  const locker = redis.addrs.length > 1 ? new QuorumLocker(options) : new RedisLocker(options);
+  if (degraded) {
+    const degradable = new DegradableLocker(locker, {
+      ...degraded,
+      logger,
+      onDegraded: (on) => {
+        if (!on) reachable = true;
+        degraded.onDegraded?.(on);
+      },
+    });
+    await locker.check().then(
+      () => (reachable = true),
+      (err: Error) => degradable.startDegraded(err.message),
+    );
+    return degradable;
+  }
   try {
     await locker.check();
     reachable = true;

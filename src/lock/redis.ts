@@ -3,7 +3,8 @@
  * it and a dead process frees it after one TTL. Only the token's owner may extend or delete
  * the key (Lua compare-and-act), so a late release never frees somebody else's lock. */
 import { Redis } from "ioredis";
-import { LockerClosedError, LockTimeoutError, type Locker } from "./locker.ts";
+import { LockerClosedError, type Locker } from "./locker.ts";
+import { withLockByTrying } from "./retry.ts";
 import { formatRedisAddr, parseRedisAddr } from "./redis-addr.ts";
 import type { Logger } from "../telemetry/logger.ts";
 
@@ -27,8 +28,6 @@ const DEFAULT_WAIT_MS = 30_000;
 const CHECK_TIMEOUT_MS = 3_000;
 /** Bounds every command, so a stalled server fails a lock attempt instead of hanging it. */
 const COMMAND_TIMEOUT_MS = 5_000;
-const FIRST_RETRY_MS = 20;
-const MAX_RETRY_MS = 1_000;
 
 /** Extends the lease only while the key still holds our token. */
 const RENEW_SCRIPT = `if redis.call("get", KEYS[1]) == ARGV[1] then
@@ -114,16 +113,10 @@ export class RedisLocker implements Locker {
     }
   }
 
-  async withLock<T>(name: string, fn: () => Promise<T>, waitMs = DEFAULT_WAIT_MS): Promise<T> {
-    const release = await this.acquire(name, waitMs);
-    try {
-      return await fn();
-    } finally {
-      // a failed release must not hide fn's outcome; the key expires after its TTL anyway
-      await release().catch((err: unknown) =>
-        this.logger?.warn("redis lock release failed", { lock: name, error: this.redact(String(err)) }),
-      );
-    }
+  withLock<T>(name: string, fn: () => Promise<T>, waitMs = DEFAULT_WAIT_MS): Promise<T> {
+    return withLockByTrying(this, name, fn, waitMs, (err) =>
+      this.logger?.warn("redis lock release failed", { lock: name, error: this.redact(String(err)) }),
+    );
   }
 
   async tryLock(name: string, ttlMs = DEFAULT_TTL_MS): Promise<(() => Promise<void>) | null> {
@@ -158,21 +151,6 @@ export class RedisLocker implements Locker {
       return;
     }
     await this.redis.quit().catch(() => this.redis.disconnect());
-  }
-
-  /** tryLock until it succeeds, with jittered exponential backoff, for at most `waitMs`. */
-  private async acquire(name: string, waitMs: number): Promise<() => Promise<void>> {
-    const deadline = Date.now() + waitMs;
-    let backoff = FIRST_RETRY_MS;
-    for (;;) {
-      const release = await this.tryLock(name);
-      if (release) return release;
-      const left = deadline - Date.now();
-      if (left <= 0) throw new LockTimeoutError(name, waitMs);
-      // full jitter keeps waiting replicas from retrying in lockstep
-      await Bun.sleep(Math.min(left, Math.random() * backoff));
-      backoff = Math.min(backoff * 2, MAX_RETRY_MS);
-    }
   }
 
   private scheduleRenewal(lease: Lease): void {

@@ -47,6 +47,8 @@ export interface LockInstruments {
   lockAcquired(type: string, result: "success" | "busy" | "failure", mode: string): void;
   lockHeld(type: string, seconds: number, mode: string): void;
   lockFailed(type: string, mode: string): void;
+  /** Locks left Redis for in-process ones (true: degraded mode) or came back (false). */
+  lockDegraded(degraded: boolean): void;
 }
 
 export interface EvictionInstruments {
@@ -76,6 +78,7 @@ export const noInstruments: Instruments & LockInstruments & EvictionInstruments 
   lockAcquired() {},
   lockHeld() {},
   lockFailed() {},
+  lockDegraded() {},
   lruCleanup() {},
 };
 

@@ -98,6 +98,8 @@ export class Telemetry implements Instruments, LockInstruments, EvictionInstrume
   readonly downloads = new Map<string, { size: number | null; progress: () => number; startedAt: number }>();
   readonly recentErrors: RecentError[] = [];
   activeRequests = 0;
+  /** Locks are in-process because Redis does not answer (--cache-lock-allow-degraded-mode). */
+  lockDegradedNow = false;
   private sources: GaugeSources | null = null;
   private stored: { at: number; value: Promise<number> } | null = null;
   private readonly requestDuration = secondsHistogram("http_server_request_duration_seconds", "HTTP request duration (to the last byte sent)");
@@ -138,6 +140,7 @@ export class Telemetry implements Instruments, LockInstruments, EvictionInstrume
     });
     counter("ncps_lock_acquisitions", "Lock requests, by type, result (success, busy, failure) and mode", this.lockAcquisitions);
     counter("ncps_lock_failures", "Lock operations that failed (backend errors)", this.lockFailures);
+    gauge("ncps_lock_degraded", "1 while locks are taken in-process because Redis does not answer (--cache-lock-allow-degraded-mode)", (r) => r.observe(this.lockDegradedNow ? 1 : 0));
     counter("ncps_lru_cleanup_runs", "LRU eviction passes", this.lru.runs);
     counter("ncps_lru_bytes_freed", "Bytes freed by LRU eviction", this.lru.bytes, "By");
     counter("ncps_lru_narinfos_evicted", "narinfos removed by LRU eviction", this.lru.narInfos);
@@ -264,6 +267,10 @@ export class Telemetry implements Instruments, LockInstruments, EvictionInstrume
 
   lockFailed(type: string, mode: string) {
     this.lockFailures.add(`${type} ${mode}`, () => ({ type, mode }));
+  }
+
+  lockDegraded(degraded: boolean) {
+    this.lockDegradedNow = degraded;
   }
 
   lruCleanup(seconds: number, bytesFreed: number, narInfosEvicted: number, narFilesEvicted: number) {
