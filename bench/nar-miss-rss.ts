@@ -16,6 +16,7 @@ import { encodeNix32 } from "../src/nix/nix32.ts";
 import { serializeNarInfo } from "../src/nix/narinfo.ts";
 import { formatPublicKey, generateSecretKey, signNarInfo, toPublicKey } from "../src/nix/signature.ts";
 import { startNcpsProcess } from "../test/helpers/ncps.ts";
+import { readDigest } from "../test/helpers/synthetic-cache.ts";
 
 const { values } = parseArgs({
   options: { "size-mb": { type: "string", default: "200" }, clients: { type: "string", default: "8" } },
@@ -83,14 +84,7 @@ try {
   const url = /^URL: (.*)$/m.exec(served)![1]!;
   const results = await Promise.all(
     Array.from({ length: clients }, async () => {
-      const res = await fetch(`${ncps.url}/${url}`);
-      const h = new Bun.CryptoHasher("sha256");
-      let n = 0;
-      for await (const chunk of res.body!) {
-        h.update(chunk);
-        n += chunk.length;
-      }
-      return { status: res.status, n, hash: `sha256:${encodeNix32(h.digest())}` };
+      return readDigest(await fetch(`${ncps.url}/${url}`));
     }),
   );
   const seconds = (performance.now() - started) / 1000;

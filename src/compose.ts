@@ -2,18 +2,20 @@
  * parts; each part's choice of backend lives beside the backends (storage/open.ts,
  * lock/open.ts, db/open.ts). */
 import { mkdir } from "node:fs/promises";
+import { hostname as machineHostname } from "node:os";
 import { Cache } from "./cache/cache.ts";
 import { loadSigningKey } from "./cache/signing-key.ts";
 import { Pins } from "./cache/pins.ts";
 import { Eviction } from "./cache/eviction.ts";
 import { HotNarInfos } from "./cache/hot-narinfos.ts";
 import { defaultDownloadLimits } from "./cache/nar-download.ts";
+import { ReplicaPeers } from "./cache/replica-peers.ts";
 import { StoredNars } from "./cache/stored-nars.ts";
 import { removeStaleTempFiles } from "./cache/temp-files.ts";
 import { Uploads } from "./cache/uploads.ts";
 import type { Config } from "./config/options.ts";
 import { parseSchedule, startSchedule } from "./config/schedule.ts";
-import { parseOtelGrpcUrl, parseServerAddr } from "./config/validate.ts";
+import { parseAdvertiseUrl, parseOtelGrpcUrl, parseServerAddr } from "./config/validate.ts";
 import type { MetadataStore } from "./db/metadata-store.ts";
 import type { Locker } from "./lock/locker.ts";
 import { openMetadataStore } from "./db/open.ts";
@@ -96,6 +98,17 @@ function redisChoice(config: Config) {
     tls: config.cacheRedisUseTls,
     keyPrefix: config.cacheLockRedisKeyPrefix,
   };
+}
+
+/** The URL other replicas reach this one at: --cache-advertise-url, else http:// and the
+ * address ncps listens on when that is one address, or the machine's host name when it
+ * listens on all of them (what other machines can resolve, in a cluster or on a LAN), with
+ * the port it listens on. */
+function advertiseUrl(config: Config, listening: { hostname: string; port: number }): string {
+  if (config.cacheAdvertiseUrl !== undefined) return parseAdvertiseUrl(config.cacheAdvertiseUrl);
+  const all = listening.hostname === "0.0.0.0" || listening.hostname === "::";
+  const host = all ? machineHostname() : listening.hostname;
+  return `http://${host.includes(":") ? `[${host}]` : host}:${listening.port}`;
 }
 
 /** Writes without a put token are allowed by design (documented), but never silently. */
@@ -213,11 +226,14 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
     const degradedMode = config.cacheLockAllowDegradedMode ? { onDegraded: (on: boolean) => telemetry.lockDegraded(on) } : undefined;
     locker = instrumentedLocker(await startupStep("redis", () => openLocker(redisChoice(config), logger, degradedMode)), telemetry);
     const downloadLock = { locker, ttlMs: config.cacheLockDownloadTtl };
+    // Known once listening (the port may be 0 until then); asked for only while serving.
+    let advertised = "";
+    const peers = redisChoice(config) ? new ReplicaPeers(signingKey, () => advertised) : undefined;
     const hot = new HotNarInfos();
     const nars = new StoredNars({ db, store, hot, logger, tempDir: config.cacheTempPath });
     const shared = { db, nars, pool, signingKey, signNarInfo: config.cacheSignNarinfo, tempDir: config.cacheTempPath, hot, logger };
     const downloadLimits = { ...defaultDownloadLimits, minBytesPerSecond: config.cacheUpstreamNarMinRate };
-    const cache = new Cache({ ...shared, priority: config.cachePriority, downloadLock, downloadLimits, instruments: telemetry });
+    const cache = new Cache({ ...shared, priority: config.cachePriority, downloadLock, peers, downloadLimits, instruments: telemetry });
     telemetry.setSources({
       upstreams: () => upstreams.map((u) => ({ url: withoutCredentials(u.url), healthy: u.available })),
       storedBytes: () => db!.storedBytes(),
@@ -239,7 +255,7 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
       pins,
       hostname: config.cacheHostname,
       policy: { allowPut: config.cacheAllowPutVerb, allowDelete: config.cacheAllowDeleteVerb },
-      auth: { getToken: config.cacheGetToken, putToken: config.cachePutToken },
+      auth: { getToken: config.cacheGetToken, putToken: config.cachePutToken, replica: peers && ((req) => peers.authorises(req)) },
       logger,
       observers: [
         accessLog(logger, trustedProxies),
@@ -269,9 +285,10 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
       throw new StartupError(`cannot listen on ${config.serverAddr}: ${(err as Error).message}`);
     }
     const url = `http://${hostname === "0.0.0.0" ? "127.0.0.1" : hostname}:${server.port}`;
+    advertised = advertiseUrl(config, { hostname, port: server.port! });
     void pool.startHealthChecks(); // once started: a failed start has nothing to say about upstreams
     void pins.warmIncomplete().catch((error: unknown) => logger.error("warming pinned closures failed", { error }));
-    logger.info("ncps listening", { url, version, publicKey: cache.publicKey, upstreams: config.cacheUpstreamUrls, database: db.dialect });
+    logger.info("ncps listening", { url, ...(peers ? { advertised } : {}), version, publicKey: cache.publicKey, upstreams: config.cacheUpstreamUrls, database: db.dialect });
     const openDb = db;
     return {
       url,

@@ -17,8 +17,9 @@ import type { Upstream } from "../upstream/upstream.ts";
 import { AccessTimes } from "./access-times.ts";
 import { Refusal } from "./errors.ts";
 import type { HotNarInfos } from "./hot-narinfos.ts";
-import { NarDownload, type DownloadLimits } from "./nar-download.ts";
+import { defaultDownloadLimits, NarDownload, NarDownloadError, type DownloadLimits, type DownloadSource } from "./nar-download.ts";
 import { narInfoRecord } from "./narinfo-record.ts";
+import type { ReplicaPeers } from "./replica-peers.ts";
 import { SingleFlight } from "../single-flight.ts";
 import { storedAsZstd, type StoredNars } from "./stored-nars.ts";
 import { tempFileName } from "./temp-files.ts";
@@ -39,8 +40,10 @@ export interface CacheOptions {
   hot: HotNarInfos;
   /** Who downloads a NAR: the holder of this lock. In-process (MemoryLocker) for one
    * instance; across replicas sharing database and storage (Redis), so one of them downloads
-   * while the others wait for it to be recorded. */
+   * while the others stream it from that one (with `peers`) or wait for it to be recorded. */
   downloadLock: { locker: Locker; ttlMs: number };
+  /** Replicas streaming in-flight NARs from each other (replica-peers.ts); none for one instance. */
+  peers?: ReplicaPeers;
   /** when an upstream NAR download is given up (stalled, too slow) */
   downloadLimits?: DownloadLimits;
   logger: Logger;
@@ -63,10 +66,10 @@ export interface NarSource {
   zstd?: { size: number; open(): Promise<BlobBody>; narSize(): Promise<number | null> };
 }
 
-/** How often a replica waiting on another's download looks for the recorded NAR, and how long
- * it waits at most. */
+/** How often a replica waiting on another's download looks for the recorded NAR (or tries
+ * again to stream it from that replica). */
 const REPLICA_POLL_MS = 250;
-const WAIT_FOR_REPLICA_MS = 30 * 60_000;
+const MAX_RELAY_BACKOFF_MS = 4_000;
 
 /** A verification failure as a metric label: a fixed word, never the hashes. */
 function verificationReason(message: string): string {
@@ -78,6 +81,10 @@ function verificationReason(message: string): string {
 
 export class Cache {
   private readonly downloads = new Map<string, NarDownload>();
+  /** Downloads that stream a NAR from the replica holding its claim, not from an upstream. */
+  private readonly relays = new WeakSet<NarDownload>();
+  /** Claims whose holder note did not check out, already logged (once per NAR). */
+  private readonly unverifiedClaims = new Set<string>();
   private readonly downloadUpstreams = new WeakMap<NarDownload, string>();
   /** Whether a download's upstream answered; when not, once its narinfos are forgotten. */
   private readonly downloadReady = new WeakMap<NarDownload, Promise<boolean>>();
@@ -193,16 +200,22 @@ export class Cache {
     };
   }
 
-  /** Start the download here, or, when another replica holds the claim on it, wait until that
-   * replica has recorded the NAR and serve the stored copy. A claim whose holder died expires
-   * after the lock TTL, and the next waiter takes it over. */
+  /** Start the download here, or, when another replica holds the claim on it, stream it from
+   * that replica as it downloads (relay), or else wait until that replica has recorded the NAR
+   * and serve the stored copy. A claim whose holder died expires after the lock TTL, and the
+   * next waiter takes it over. There is no other deadline: a living holder's download ends by
+   * its own limits (stalled, too slow), and its claim with it. */
   private async claimDownload(record: NarInfoRecord): Promise<NarSource | null> {
     const running = this.downloads.get(record.narKey);
     if (running && !running.failed) return this.downloadSource(running, true);
     const { locker, ttlMs } = this.opts.downloadLock;
-    const giveUpAt = Date.now() + WAIT_FOR_REPLICA_MS;
+    const claim = `download:${record.narKey}`;
+    // A holder that did not answer (dead until its claim lapses, or finishing) is asked again
+    // less and less often: each failed attempt is a logged failed download.
+    let relayAt = 0;
+    let relayBackoff = REPLICA_POLL_MS;
     for (;;) {
-      const release = await locker.tryLock(`download:${record.narKey}`, ttlMs);
+      const release = await locker.tryLock(claim, ttlMs, this.opts.peers?.claimNote(record.narKey));
       if (release) {
         const stored = await this.opts.nars.find(record.narKey); // finished while we asked?
         if (stored) {
@@ -213,11 +226,97 @@ export class Cache {
         void download.done.finally(() => release().catch(() => {}));
         return this.downloadSource(download, true);
       }
+      if (Date.now() >= relayAt) {
+        const relayed = await this.relayFromHolder(record, claim);
+        if (relayed) return relayed;
+        relayAt = Date.now() + relayBackoff;
+        relayBackoff = Math.min(relayBackoff * 2, MAX_RELAY_BACKOFF_MS);
+      }
       await Bun.sleep(REPLICA_POLL_MS);
       const stored = await this.opts.nars.find(record.narKey);
       if (stored) return this.storedSource(stored);
-      if (Date.now() > giveUpAt) throw new Error(`another replica has held ${record.narKey} for ${WAIT_FOR_REPLICA_MS / 60_000} minutes`);
     }
+  }
+
+  /** The NAR streamed from the replica whose claim names it, once that replica answers; null
+   * (keep waiting) without peers, when the claim names no replica this one can trust, or when
+   * the holder does not answer with the NAR (it died, or has just finished). */
+  private async relayFromHolder(record: NarInfoRecord, claim: string): Promise<NarSource | null> {
+    const { peers } = this.opts;
+    if (!peers) return null;
+    const note = await this.opts.downloadLock.locker.holderOf(claim);
+    const holder = peers.holderUrl(record.narKey, note);
+    if (holder === null) {
+      if (note !== null && !note.startsWith(`${peers.advertiseUrl} `) && !this.unverifiedClaims.has(record.narKey)) {
+        if (this.unverifiedClaims.size > 1000) this.unverifiedClaims.clear();
+        this.unverifiedClaims.add(record.narKey);
+        this.opts.logger.warn("download claim names a replica whose proof does not check out (a different signing key, or written by someone else): waiting for storage instead", { key: record.narKey });
+      }
+      return null;
+    }
+    const existing = this.downloads.get(record.narKey);
+    const relay = existing && !existing.failed ? existing : this.startRelay(record, holder, peers);
+    return this.downloadSource(relay, true);
+  }
+
+  /** A download from the holder's internal route: written to a temp file and read by clients
+   * exactly as a download from an upstream (verified here too, last byte withheld until then),
+   * and never committed: the holder records the NAR just after its verdict, and until it has
+   * (or for a stall timeout at most) new clients here keep reading this copy. The holder
+   * withholds its own last byte until it has verified, so a relay never ends before the
+   * holder's verdict either. */
+  private startRelay(record: NarInfoRecord, holder: string, peers: ReplicaPeers): NarDownload {
+    const limits = this.opts.downloadLimits ?? defaultDownloadLimits;
+    const source: DownloadSource = {
+      url: holder,
+      // The holder answers once its upstream has: a holder that never answers is given up
+      // after the stall timeout, as a silent upstream would be.
+      fetch: async (_, signal) => {
+        const headers = new AbortController();
+        const timer = setTimeout(() => headers.abort(new NarDownloadError(`replica ${holder} did not answer within ${limits.stallTimeoutMs} ms`)), limits.stallTimeoutMs);
+        const forward = () => headers.abort(signal.reason);
+        signal.addEventListener("abort", forward, { once: true });
+        try {
+          return await peers.fetchFromHolder(holder, record.narKey, headers.signal);
+        } finally {
+          clearTimeout(timer);
+        }
+      },
+      expect: this.expectation(record),
+    };
+    const tempPath = join(this.opts.tempDir, tempFileName("relay", record.narKey));
+    const recorded = async () => {
+      const until = Date.now() + limits.stallTimeoutMs;
+      while (Date.now() < until && !(await this.opts.nars.find(record.narKey))) await Bun.sleep(REPLICA_POLL_MS);
+      if (this.downloads.get(record.narKey) === relay) this.downloads.delete(record.narKey);
+    };
+    const relay: NarDownload = new NarDownload(record.narKey, tempPath, source, recorded, this.opts.logger, limits);
+    this.relays.add(relay);
+    this.downloads.set(record.narKey, relay);
+    void relay.done.finally(() => {
+      if (this.downloads.get(record.narKey) === relay) this.downloads.delete(record.narKey);
+    });
+    this.opts.logger.info("NAR streaming from the replica downloading it", { key: record.narKey, holder });
+    return relay;
+  }
+
+  /** An upstream download running here, for another replica to stream (never a relay, never
+   * storage: the asking replica reads storage itself). Null when there is none. */
+  async downloadForReplica(req: NcpsNarRequest): Promise<NarSource | null> {
+    const download = this.downloads.get(req.key);
+    if (!download || download.failed || this.relays.has(download)) return null;
+    return this.downloadSource(download, true);
+  }
+
+  /** What the NAR a narinfo record names must turn out to be. */
+  private expectation(record: NarInfoRecord): DownloadSource["expect"] {
+    return {
+      compression: parseCompression(record.compression),
+      fileHash: record.fileHash,
+      fileSize: record.fileSize,
+      narHash: record.narHash,
+      narSize: record.narSize,
+    };
   }
 
   /** A download as a source, once its upstream has answered (a GET; a HEAD does not wait):
@@ -253,13 +352,7 @@ export class Cache {
       {
         url: record.upstreamNarUrl!,
         fetch: (url, signal) => upstream.get(url, signal),
-        expect: {
-          compression: parseCompression(record.compression),
-          fileHash: record.fileHash,
-          fileSize: record.fileSize,
-          narHash: record.narHash,
-          narSize: record.narSize,
-        },
+        expect: this.expectation(record),
       },
       async (path, digest) => {
         await this.commitNar(record.narKey, path, digest);

@@ -36,6 +36,8 @@ export interface Config {
   cacheLockAllowDegradedMode: boolean;
   /** Milliseconds. */
   cacheLockDownloadTtl: number;
+  /** The URL other replicas reach this one at; unset: derived from the host name and the port. */
+  cacheAdvertiseUrl?: string;
   /** Bytes the stored NARs may take; unset or 0: no cap. */
   cacheMaxSize?: number;
   /** When the LRU eviction also runs (cron or `@every`); see src/config/schedule.ts. */
@@ -397,6 +399,17 @@ const table = [
     help: "How long a replica's claim on a NAR download outlives the replica (renewed while it runs)",
     group: "cache",
     deprecated: { configKeys: ["cache.lock.download-ttl"] },
+  },
+  {
+    // Not in the Go ncps: its replicas do not stream in-flight NARs from each other.
+    key: "cacheAdvertiseUrl",
+    flag: "cache-advertise-url",
+    env: ["CACHE_ADVERTISE_URL"],
+    configKey: "cache.advertise-url",
+    type: "string",
+    defaultText: "http://<the --server-addr host, or the machine's host name when it listens on all addresses>:<port>",
+    help: "With --cache-redis-addrs: the http(s)://host:port other replicas reach this one at, to stream a NAR it is downloading",
+    group: "cache",
   },
   {
     key: "cacheLockLruTtl",
@@ -767,7 +780,7 @@ export interface GoOnlyOption {
 }
 
 const noCdc = "ncps stores every NAR whole (no content-defined chunking)";
-const noStaging = "a NAR downloading on another replica is served once that replica has stored it; no staging objects are written";
+const noStaging = "a NAR downloading on another replica is streamed from that replica as it downloads (see Replicas); no staging objects are written";
 const lockRetry = "ncps waits for a taken Redis lock with a fixed, jittered exponential backoff: nothing to tune";
 
 export const goOnlyOptions: readonly GoOnlyOption[] = [
@@ -796,7 +809,7 @@ export const goOnlyOptions: readonly GoOnlyOption[] = [
   { flag: "cache-lock-retry-initial-delay", env: ["CACHE_LOCK_RETRY_INITIAL_DELAY"], configKey: "cache.lock.retry.initial-delay", type: "duration", instead: lockRetry },
   { flag: "cache-lock-retry-max-delay", env: ["CACHE_LOCK_RETRY_MAX_DELAY"], configKey: "cache.lock.retry.max-delay", type: "duration", instead: lockRetry },
   { flag: "cache-lock-retry-jitter", env: ["CACHE_LOCK_RETRY_JITTER"], configKey: "cache.lock.retry.jitter", type: "boolean", instead: lockRetry },
-  { flag: "cache-download-poll-timeout", env: ["CACHE_DOWNLOAD_POLL_TIMEOUT"], configKey: "cache.download.poll-timeout", type: "duration", instead: "a replica waiting on another's download polls for it for as long as that replica's lock lives (renewed while it downloads, lapsing after --cache-lock-download-ttl if it dies), then downloads itself" },
+  { flag: "cache-download-poll-timeout", env: ["CACHE_DOWNLOAD_POLL_TIMEOUT"], configKey: "cache.download.poll-timeout", type: "duration", instead: "a replica waiting on another's download streams it from that replica, else waits for as long as that replica's claim lives (renewed while it downloads, lapsing after --cache-lock-download-ttl if it dies), then downloads itself" },
   { flag: "cache-inflight-staging-enabled", env: ["CACHE_INFLIGHT_STAGING_ENABLED"], configKey: "cache.inflight-staging.enabled", type: "boolean", instead: noStaging },
   { flag: "cache-inflight-staging-retention", env: ["CACHE_INFLIGHT_STAGING_RETENTION"], configKey: "cache.inflight-staging.retention", type: "duration", instead: noStaging },
   { flag: "cache-inflight-staging-part-size", env: ["CACHE_INFLIGHT_STAGING_PART_SIZE"], configKey: "cache.inflight-staging.part-size", type: "integer", instead: noStaging },

@@ -41,6 +41,7 @@ export function validateConfig(config: Config): void {
   for (const key of config.cacheUpstreamPublicKeys) checkPublicKey(key);
   parseServerAddr(config.serverAddr);
   for (const addr of config.cacheRedisAddrs) checkRedisAddr(addr);
+  if (config.cacheAdvertiseUrl !== undefined) parseAdvertiseUrl(config.cacheAdvertiseUrl);
   if (config.netrcFile !== undefined && !existsSync(config.netrcFile)) {
     throw new ConfigError(`netrc file not found: ${config.netrcFile}`);
   }
@@ -78,6 +79,22 @@ export function parseOtelGrpcUrl(text: string): { url: string; insecure: boolean
     throw new ConfigError(`invalid --otel-grpc-url "${text}" (use http://host:port or https://host:port)`);
   }
   return { url: url.origin, insecure: url.protocol === "http:" };
+}
+
+/** --cache-advertise-url: an http(s) origin (no path: the internal route's path is fixed, and
+ * a proxy rewriting it would break the replicas' request proof), without credentials. */
+export function parseAdvertiseUrl(text: string): string {
+  const bad = (why: string) => new ConfigError(`invalid --cache-advertise-url "${text}": ${why} (use http://host:port or https://host:port)`);
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw bad("not a URL");
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") throw bad("not http or https");
+  if (url.username !== "" || url.password !== "") throw bad("credentials are not allowed");
+  if (url.pathname !== "/" || url.search !== "" || url.hash !== "") throw bad("a path, query or fragment is not allowed");
+  return url.origin;
 }
 
 /** Exactly one of local or S3 storage; S3 with all it needs. (The key prefix is checked by

@@ -64,14 +64,25 @@ export class DegradableLocker implements Locker {
     }
   }
 
-  async tryLock(name: string, ttlMs?: number): Promise<(() => Promise<void>) | null> {
-    if (this.degraded) return this.local.tryLock(name, ttlMs);
+  async tryLock(name: string, ttlMs?: number, holder?: string): Promise<(() => Promise<void>) | null> {
+    if (this.degraded) return this.local.tryLock(name, ttlMs, holder);
     try {
-      return await this.redis.tryLock(name, ttlMs);
+      return await this.redis.tryLock(name, ttlMs, holder);
     } catch (err) {
       if (!backendFault(err) || this.closed) throw err;
       this.degrade((err as Error).message);
-      return this.local.tryLock(name, ttlMs);
+      return this.local.tryLock(name, ttlMs, holder);
+    }
+  }
+
+  async holderOf(name: string): Promise<string | null> {
+    if (this.degraded) return this.local.holderOf(name);
+    try {
+      return await this.redis.holderOf(name);
+    } catch (err) {
+      if (!backendFault(err) || this.closed) throw err;
+      this.degrade((err as Error).message);
+      return this.local.holderOf(name);
     }
   }
 

@@ -41,11 +41,11 @@ export function instrumentedLocker(locker: Locker, m: LockInstruments): Locker {
         if (heldSince !== 0) m.lockHeld(type, (performance.now() - heldSince) / 1000, MODE);
       }
     },
-    async tryLock(name, ttlMs) {
+    async tryLock(name, ttlMs, holder) {
       const type = lockType(name);
       let release: (() => Promise<void>) | null;
       try {
-        release = await locker.tryLock(name, ttlMs);
+        release = await locker.tryLock(name, ttlMs, holder);
       } catch (err) {
         failed(type, err);
         throw err;
@@ -66,6 +66,7 @@ export function instrumentedLocker(locker: Locker, m: LockInstruments): Locker {
         await inner();
       };
     },
+    holderOf: (name) => locker.holderOf(name),
     close: () => locker.close(),
   };
 }

@@ -34,9 +34,14 @@ export interface Locker {
    * someone holds it. The release function is idempotent and only ever releases this
    * holding (never a later holder's after the lease ran out). `ttlMs` bounds the lease: a
    * holder that never releases (crashed, or forgot) loses the lock after it; Redis renews
-   * the lease while the process lives, memory frees it at the ttl. Throws LockerClosedError
-   * after close. */
-  tryLock(name: string, ttlMs?: number): Promise<(() => Promise<void>) | null>;
+   * the lease while the process lives, memory frees it at the ttl. `holder`, when given, is
+   * recorded with the holding for `holderOf` to read (a download claim names the replica
+   * downloading). Throws LockerClosedError after close. */
+  tryLock(name: string, ttlMs?: number, holder?: string): Promise<(() => Promise<void>) | null>;
+  /** The `holder` text the current holding of `name` was taken with; null when the lock is
+   * free or was taken without one. Only a hint: the holding may end as it is read, and
+   * anyone who can write to Redis can write it (check it before acting on it). */
+  holderOf(name: string): Promise<string | null>;
   /** Stop: later and still-waiting calls fail with LockerClosedError. Current holders run on
    * (memory frees their locks when they release; Redis stops renewing and leaves the keys to
    * expire after their TTL, as if the process had died). Idempotent. */

@@ -10,6 +10,7 @@ interface Waiter {
 /** One holding of a lock; `release` is idempotent and only ever releases this holding. */
 interface Holder {
   released: boolean;
+  note?: string;
   ttlTimer: ReturnType<typeof setTimeout> | null;
 }
 
@@ -33,15 +34,20 @@ export class MemoryLocker implements Locker {
 
   /** `ttlMs` releases the lock by itself after that long (as a Redis lock expires), in case
    * the holder never calls release. */
-  async tryLock(name: string, ttlMs?: number): Promise<(() => Promise<void>) | null> {
+  async tryLock(name: string, ttlMs?: number, note?: string): Promise<(() => Promise<void>) | null> {
     if (this.closed) throw new LockerClosedError();
     if (this.locks.has(name)) return null;
     const holder = this.take(name);
+    holder.note = note;
     if (ttlMs !== undefined) {
       holder.ttlTimer = setTimeout(() => this.release(name, holder), ttlMs);
       holder.ttlTimer.unref?.();
     }
     return async () => this.release(name, holder);
+  }
+
+  async holderOf(name: string): Promise<string | null> {
+    return this.locks.get(name)?.holder.note ?? null;
   }
 
   /** Waiters still queued fail with LockerClosedError; current holders finish normally. */

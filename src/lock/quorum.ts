@@ -45,9 +45,9 @@ export class QuorumLocker implements Locker {
   /** SET on every node at once; held when a majority took it soon enough. Otherwise what was
    * taken is given back at once, and the answer is "busy" (null) when the nodes that said no
    * could still make a majority, an error (Redis unreachable) when too few answered at all. */
-  async tryLock(name: string, ttlMs = DEFAULT_TTL_MS): Promise<(() => Promise<void>) | null> {
+  async tryLock(name: string, ttlMs = DEFAULT_TTL_MS, holder?: string): Promise<(() => Promise<void>) | null> {
     const startedAt = Date.now();
-    const results = await Promise.allSettled(this.nodes.map((n) => n.tryLock(name, ttlMs)));
+    const results = await Promise.allSettled(this.nodes.map((n) => n.tryLock(name, ttlMs, holder)));
     const releases = results.flatMap((r) => (r.status === "fulfilled" && r.value ? [r.value] : []));
     const releaseAll = () => this.releaseAll(name, releases);
     const inTime = Date.now() - startedAt < ttlMs * (1 - CLOCK_DRIFT_FACTOR);
@@ -61,6 +61,16 @@ export class QuorumLocker implements Locker {
       const prefix = `cannot take lock ${JSON.stringify(name)}: `;
       throw new Error(`${prefix}${this.shortOf(answered)}: ${errors.map((e) => e.message.replace(prefix, "")).join("; ")}`);
     }
+    return null;
+  }
+
+  /** The holder note a majority of the nodes hold for `name`; null when none is (a lock being
+   * taken or given back, or nodes down). */
+  async holderOf(name: string): Promise<string | null> {
+    const results = await Promise.allSettled(this.nodes.map((n) => n.holderOf(name)));
+    const counts = new Map<string, number>();
+    for (const r of results) if (r.status === "fulfilled" && r.value !== null) counts.set(r.value, (counts.get(r.value) ?? 0) + 1);
+    for (const [note, count] of counts) if (count >= this.quorum) return note;
     return null;
   }
 

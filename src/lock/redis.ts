@@ -119,8 +119,10 @@ export class RedisLocker implements Locker {
     );
   }
 
-  async tryLock(name: string, ttlMs = DEFAULT_TTL_MS): Promise<(() => Promise<void>) | null> {
-    const lease: Lease = { key: this.keyPrefix + name, token: crypto.randomUUID(), ttlMs, renewTimer: null, released: false };
+  async tryLock(name: string, ttlMs = DEFAULT_TTL_MS, holder?: string): Promise<(() => Promise<void>) | null> {
+    // The key's value is the token; a holder note follows it after a space (UUIDs have none).
+    const token = holder === undefined ? crypto.randomUUID() : `${crypto.randomUUID()} ${holder}`;
+    const lease: Lease = { key: this.keyPrefix + name, token, ttlMs, renewTimer: null, released: false };
     let taken: string | null;
     try {
       const redis = await this.connected();
@@ -137,6 +139,18 @@ export class RedisLocker implements Locker {
     this.leases.add(lease);
     this.scheduleRenewal(lease);
     return () => this.release(lease);
+  }
+
+  async holderOf(name: string): Promise<string | null> {
+    let value: string | null;
+    try {
+      value = await (await this.connected()).get(this.keyPrefix + name);
+    } catch (err) {
+      if (err instanceof LockerClosedError) throw err;
+      throw new Error(`cannot read lock ${JSON.stringify(name)}: redis at ${this.address}: ${this.reason(err)}`);
+    }
+    const space = value?.indexOf(" ") ?? -1;
+    return space < 0 ? null : value!.slice(space + 1);
   }
 
   /** Stops every renewal and closes the connection. Held keys are not deleted: they expire

@@ -8,7 +8,8 @@ import type { Logger } from "../telemetry/logger.ts";
 import { createAuthGuard, type AuthOptions } from "./auth.ts";
 import { getCacheInfo, getHealth, getPublicKey, getSummary } from "./cache-info.ts";
 import { errorResponse, notFound, textResponse } from "./errors.ts";
-import { getNar } from "./nar.ts";
+import { getNar, getNarForReplica } from "./nar.ts";
+import { REPLICA_PREFIX } from "../cache/replica-peers.ts";
 import { getMetrics } from "./metrics.ts";
 import { getNarInfo } from "./narinfo.ts";
 import { statusOrSummary, type StatusFigures } from "./status-page.ts";
@@ -69,6 +70,7 @@ export function routeTable({ cache, uploads, pins, hostname, policy, auth, metri
     { name: "nar", method: "GET", pattern: "/nar/:file", uploadPrefix: true, access: "read", handler: getNar(cache) },
     { name: "nar", method: "PUT", pattern: "/nar/:file", uploadPrefix: true, access: "write", handler: putNar(uploads, policy) },
     { name: "nar", method: "DELETE", pattern: "/nar/:file", uploadPrefix: true, access: "write", handler: deleteNar(uploads, policy) },
+    { name: "replica-nar", method: "GET", pattern: `${REPLICA_PREFIX}nar/:file`, access: "replica", handler: getNarForReplica(cache) },
     { name: "log", method: "GET", pattern: "/log/:drv", uploadPrefix: true, access: "read", handler: getLog(uploads) },
     { name: "log", method: "PUT", pattern: "/log/:drv", uploadPrefix: true, access: "write", handler: putLog(uploads, policy) },
     { name: "pins", method: "GET", pattern: "/pins", access: "write", handler: getPins(pins, pinPolicy) },

@@ -7,6 +7,8 @@ import type { Access } from "./router.ts";
 export interface AuthOptions {
   getToken?: string;
   putToken?: string;
+  /** Whether a request carries another replica's proof; absent: no replica is let in. */
+  replica?: (req: Request) => boolean;
 }
 
 function presentedToken(header: string | null): string | null {
@@ -35,12 +37,13 @@ function sameToken(a: string, b: string): boolean {
 export function createAuthGuard(opts: AuthOptions): (access: Access, req: Request) => Response | null {
   const readToken = opts.getToken || undefined;
   const writeToken = opts.putToken || readToken;
-  const accepted: Record<Access, string[]> = {
+  const accepted: Record<Exclude<Access, "replica">, string[]> = {
     open: [],
     read: readToken ? [readToken, writeToken!] : [],
     write: writeToken ? [writeToken] : [],
   };
   return (access, req) => {
+    if (access === "replica") return opts.replica?.(req) ? null : textResponse(401, "replica proof required");
     const tokens = accepted[access];
     if (tokens.length === 0) return null;
     const presented = presentedToken(req.headers.get("authorization"));

@@ -2,8 +2,8 @@
  * The same under /upload/ answers from storage only. An uncompressed NAR stored
  * zstd-compressed goes as it is stored (Content-Encoding: zstd, sendfile) to a client that
  * accepts zstd and asks for no Range, decompressed to any other; HEAD says which. */
-import type { Cache } from "../cache/cache.ts";
-import { parseNcpsNarRequest } from "../nix/nar-url.ts";
+import type { Cache, NarSource } from "../cache/cache.ts";
+import { parseNcpsNarRequest, type NcpsNarRequest } from "../nix/nar-url.ts";
 import { acceptsEncoding } from "./accept-encoding.ts";
 import { notFound, textResponse } from "./errors.ts";
 import { resolveRange } from "./range.ts";
@@ -19,9 +19,20 @@ function acceptsZstd(req: Request): boolean {
 }
 
 export function getNar(cache: Cache) {
+  return serveNar((nar, opts) => cache.nar(nar, opts));
+}
+
+/** The internal route another replica streams a NAR from while this one downloads it. */
+export function getNarForReplica(cache: Cache) {
+  return serveNar((nar) => cache.downloadForReplica(nar));
+}
+
+type FindNar = (nar: NcpsNarRequest, opts: { startDownload: boolean; upstream: boolean }) => Promise<NarSource | null>;
+
+function serveNar(find: FindNar) {
   return async ({ req, params, head, upstream }: RequestContext): Promise<Response> => {
     const nar = parseNcpsNarRequest(`nar/${params.file}`);
-    const source = await cache.nar(nar, { startDownload: !head, upstream });
+    const source = await find(nar, { startDownload: !head, upstream });
     if (!source) return notFound();
     const headers: Record<string, string> = { "content-type": "application/x-nix-nar", "accept-ranges": "bytes" };
     const rangeHeader = req.headers.get("range");

@@ -5,8 +5,9 @@ import { NixFormatError } from "../nix/errors.ts";
 /** GET routes also answer HEAD, with the same handler told not to send a body. */
 export type RouteMethod = "GET" | "PUT" | "POST" | "DELETE";
 
-/** open: anyone; read: the read token (or the write token); write: the write token. */
-export type Access = "open" | "read" | "write";
+/** open: anyone; read: the read token (or the write token); write: the write token;
+ * replica: a proof made with the replicas' shared secret (cache/replica-peers.ts). */
+export type Access = "open" | "read" | "write" | "replica";
 
 export interface RequestContext {
   req: Request;

@@ -46,6 +46,17 @@ export interface SyntheticCache {
 
 export const sha256Nix32 = (bytes: Uint8Array) => `sha256:${encodeNix32(new Bun.CryptoHasher("sha256").update(bytes).digest())}`;
 
+/** A response read to its end: status, body length and sha256 (rejects if the body breaks). */
+export async function readDigest(res: Response): Promise<{ status: number; n: number; hash: string }> {
+  const h = new Bun.CryptoHasher("sha256");
+  let n = 0;
+  for await (const chunk of res.body!) {
+    h.update(chunk);
+    n += chunk.length;
+  }
+  return { status: res.status, n, hash: `sha256:${encodeNix32(h.digest())}` };
+}
+
 function compress(c: Compression, nar: Uint8Array): Uint8Array {
   if (c === "none") return nar;
   if (c === "zstd") return Bun.zstdCompressSync(nar);

@@ -95,6 +95,24 @@ describe("several --cache-redis-addrs: a lock is held on a majority", () => {
     await back!();
   });
 
+  redisTest("holderOf reads the holder note a majority holds: one server down or rewritten changes nothing", async () => {
+    const all = await redisServers(3);
+    const keyPrefix = `ncps:test:${crypto.randomUUID()}:`;
+    const [a, b] = [0, 1].map(() => {
+      const l = new QuorumLocker({ addrs: all.map((s) => s.addr), keyPrefix });
+      opened.push(l);
+      return l;
+    }) as [QuorumLocker, QuorumLocker];
+    const release = (await a.tryLock("download:x", 10_000, "http://replica-a:8501 proof"))!;
+    expect(await b.holderOf("download:x")).toBe("http://replica-a:8501 proof");
+    await all[0]!.client().set(`${keyPrefix}download:x`, "forged http://elsewhere:1 proof");
+    expect(await b.holderOf("download:x")).toBe("http://replica-a:8501 proof");
+    await all[1]!.kill();
+    expect(await b.holderOf("download:x")).toBeNull(); // one honest copy left: no majority
+    await release();
+    expect(await b.holderOf("download:y")).toBeNull();
+  });
+
   redisTest("many replicas racing for one lock: exactly one holds it at a time", async () => {
     const all = await redisServers(3);
     const keyPrefix = `ncps:test:${crypto.randomUUID()}:`;

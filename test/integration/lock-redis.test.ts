@@ -114,6 +114,23 @@ describe("RedisLocker", () => {
     await releaseB!();
   });
 
+  redisTest("holderOf reads the holder note a holding was taken with; renewal and release keep to that holding", async () => {
+    const { keyPrefix, locker, raw } = scope();
+    const a = locker();
+    const b = locker();
+    const release = (await a.tryLock("k", 300, "http://replica-a:8501 proof"))!;
+    expect(await b.holderOf("k")).toBe("http://replica-a:8501 proof");
+    expect(await b.tryLock("k", 300, "http://replica-b:8501 proof")).toBeNull();
+    await Bun.sleep(400); // renewed past its first TTL, the note with it
+    expect(await b.holderOf("k")).toBe("http://replica-a:8501 proof");
+    await release();
+    expect(await raw().exists(`${keyPrefix}k`)).toBe(0);
+    expect(await b.holderOf("k")).toBeNull();
+    const plain = (await b.tryLock("k"))!;
+    expect(await a.holderOf("k")).toBeNull();
+    await plain();
+  });
+
   redisTest("a stale release after expiry and re-acquisition keeps the new holder's key", async () => {
     const { keyPrefix, locker, raw } = scope();
     const a = locker();

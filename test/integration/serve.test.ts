@@ -10,7 +10,7 @@ import { loadConfig } from "../../src/config/load.ts";
 import type { MetadataStore } from "../../src/db/metadata-store.ts";
 import { openMetadataStore } from "../../src/db/open.ts";
 import { canonicalHash } from "../../src/nix/hash.ts";
-import { encodeNix32 } from "../../src/nix/nix32.ts";
+import { readDigest, sha256Nix32 } from "../helpers/synthetic-cache.ts";
 import { parseNarInfo, type NarInfo } from "../../src/nix/narinfo.ts";
 import { parsePublicKey, verifyNarInfo } from "../../src/nix/signature.ts";
 import { silentLogger } from "../../src/telemetry/logger.ts";
@@ -21,7 +21,6 @@ import { startStoppedPort, startUpstream, type Upstream } from "../helpers/upstr
 const test = testIf(nixAvailable, "the real Nix (nix-bin) is needed to make upstream caches");
 const T = 120_000;
 
-const sha256Nix32 = (bytes: Uint8Array) => `sha256:${encodeNix32(new Bun.CryptoHasher("sha256").update(bytes).digest())}`;
 
 describe.skipIf(!nixAvailable && process.env.NCPS_TEST_STRICT !== "1")("ncps serve against real upstreams", () => {
   let nix: NixEnv;
@@ -177,14 +176,7 @@ describe.skipIf(!nixAvailable && process.env.NCPS_TEST_STRICT !== "1")("ncps ser
     try {
       const results = await Promise.all(
         Array.from({ length: 8 }, async () => {
-          const res = await get(ni.url);
-          const h = new Bun.CryptoHasher("sha256");
-          let n = 0;
-          for await (const chunk of res.body!) {
-            h.update(chunk);
-            n += chunk.length;
-          }
-          return { status: res.status, n, hash: `sha256:${encodeNix32(h.digest())}` };
+          return readDigest(await get(ni.url));
         }),
       );
       for (const r of results) {

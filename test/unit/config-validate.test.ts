@@ -22,6 +22,10 @@ const badInputs: [string, Record<string, unknown>, Record<string, string>, strin
   ["sqlite without a path", { "cache-database-url": "sqlite:" }, {}, "invalid --cache-database-url: sqlite URL has no file path"],
   ["postgres without a database", { "cache-database-url": "postgres://u:pw@db:5432" }, {}, "invalid --cache-database-url: postgres URL has no database name"],
   ["redis address without a port", { "cache-redis-addrs": ["redis.internal"] }, {}, 'invalid --cache-redis-addrs entry: invalid redis address "redis.internal"'],
+  ["advertise URL with a path", { "cache-advertise-url": "http://ncps-0.ncps:8501/cache" }, {}, 'invalid --cache-advertise-url "http://ncps-0.ncps:8501/cache": a path, query or fragment is not allowed'],
+  ["advertise URL with credentials", {}, { CACHE_ADVERTISE_URL: "http://u:p@ncps-0:8501" }, "credentials are not allowed"],
+  ["advertise URL of another scheme", { "cache-advertise-url": "ftp://ncps-0:21" }, {}, "not http or https"],
+  ["advertise URL that is no URL", { "cache-advertise-url": "ncps-0:8501" }, {}, "invalid --cache-advertise-url"],
   ["negative priority", { "cache-priority": "-1" }, {}, "--cache-priority must be a whole number >= 0"],
   ["priority that is no number", {}, { CACHE_PRIORITY: "high" }, 'CACHE_PRIORITY: invalid integer "high"'],
   ["boolean that is no boolean", {}, { CACHE_SIGN_NARINFO: "maybe" }, 'CACHE_SIGN_NARINFO: invalid boolean "maybe"'],
@@ -43,6 +47,12 @@ describe("accepted values", () => {
   test("server addresses", async () => {
     for (const addr of [":8501", "0.0.0.0:8501", "localhost:80", "[::1]:8080", "[::]:0"]) {
       expect((await load({ "server-addr": addr })).config.serverAddr).toBe(addr);
+    }
+  });
+
+  test("advertise URLs", async () => {
+    for (const url of ["http://ncps-0.ncps.default.svc:8501", "https://10.0.0.7", "http://[fd00::7]:8501/"]) {
+      expect((await load({ "cache-advertise-url": url })).config.cacheAdvertiseUrl).toBe(url);
     }
   });
 

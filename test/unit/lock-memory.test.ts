@@ -105,6 +105,17 @@ describe("MemoryLocker", () => {
     await holding;
   });
 
+  test("holderOf reads the note a holding was taken with, null when free or taken without one", async () => {
+    const locker = new MemoryLocker();
+    const release = (await locker.tryLock("k", undefined, "http://replica-a:8501 proof"))!;
+    expect(await locker.holderOf("k")).toBe("http://replica-a:8501 proof");
+    await release();
+    expect(await locker.holderOf("k")).toBeNull();
+    const plain = (await locker.tryLock("k"))!;
+    expect(await locker.holderOf("k")).toBeNull();
+    await plain();
+  });
+
   test("a release called twice does not release the next holder", async () => {
     const locker = new MemoryLocker();
     const release = (await locker.tryLock("k"))!;
