@@ -224,7 +224,7 @@ const table = [
     env: ["CACHE_STORAGE_S3_ACCESS_KEY_ID"],
     configKey: "cache.storage.s3.access-key-id",
     type: "string",
-    help: "S3 access key ID",
+    help: "S3 access key ID; with neither key given, credentials come from the AWS chain (environment, AWS_PROFILE, web identity, container or instance role)",
     group: "cache",
   },
   {
@@ -233,7 +233,7 @@ const table = [
     env: ["CACHE_STORAGE_S3_SECRET_ACCESS_KEY"],
     configKey: "cache.storage.s3.secret-access-key",
     type: "string",
-    help: "S3 secret access key",
+    help: "S3 secret access key (give both keys or neither)",
     group: "cache",
   },
   {

@@ -116,8 +116,12 @@ function checkStorage(config: Config): void {
   if (config.cacheStorageLocal !== undefined) {
     throw new ConfigError("--cache-storage-local and --cache-storage-s3-bucket are both set: choose local or S3 storage");
   }
-  const missing = s3Flags.slice(0, 3).filter(([key]) => config[key] === undefined).map(([, flag]) => flag);
-  if (missing.length > 0) throw new ConfigError(`S3 storage needs ${missing.join(", ")}`);
+  if (config.cacheStorageS3Endpoint === undefined) throw new ConfigError("S3 storage needs --cache-storage-s3-endpoint");
+  // without both, the AWS credential chain (environment, profiles, roles) is asked at start
+  const keys = s3Flags.slice(1, 3).filter(([key]) => config[key] === undefined).map(([, flag]) => flag);
+  if (keys.length === 1) {
+    throw new ConfigError(`S3 storage needs ${keys[0]} too (or neither key, to take credentials from the AWS chain: environment, profile, role)`);
+  }
   if (/[/\\\s]/.test(config.cacheStorageS3Bucket)) {
     throw new ConfigError(`invalid --cache-storage-s3-bucket "${config.cacheStorageS3Bucket}" (a bucket name, without slashes)`);
   }

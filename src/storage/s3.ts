@@ -28,8 +28,12 @@ export interface S3BlobStoreOptions {
   endpoint?: string;
   /** default us-east-1 (self-hosted servers accept any) */
   region?: string;
-  accessKeyId: string;
-  secretAccessKey: string;
+  /** Both or neither. Without them, the AWS SDK's default credential chain: the
+   * environment (AWS_ACCESS_KEY_ID...), the shared credentials and config files (AWS_PROFILE,
+   * AWS_SHARED_CREDENTIALS_FILE), SSO, web identity (EKS), container and instance roles;
+   * refreshed before they expire. */
+  accessKeyId?: string;
+  secretAccessKey?: string;
   /** `endpoint/bucket/key` instead of `bucket.endpoint/key` (MinIO, Garage, s3rver) */
   forcePathStyle?: boolean;
   /** keys live under `<prefix>/`, so one bucket can hold several caches */
@@ -66,7 +70,8 @@ export class S3BlobStore implements BlobStore {
       endpoint: opts.endpoint,
       region: opts.region || "us-east-1",
       forcePathStyle: opts.forcePathStyle ?? false,
-      credentials: { accessKeyId: opts.accessKeyId, secretAccessKey: opts.secretAccessKey },
+      // undefined: the SDK's default chain (fromNodeProviderChain's)
+      credentials: opts.accessKeyId !== undefined && opts.secretAccessKey !== undefined ? { accessKeyId: opts.accessKeyId, secretAccessKey: opts.secretAccessKey } : undefined,
       // Bun's own fetch: request bodies leave with fewer copies than through node:http
       // (a 300 MB upload grew RSS by about 3x less, measured), and response bodies are
       // web streams that Bun.serve sends as they are.
@@ -78,8 +83,17 @@ export class S3BlobStore implements BlobStore {
     });
   }
 
-  /** HeadBucket: the endpoint answers, the bucket exists, the credentials may use it. */
+  /** Credentials found (from the options or the AWS chain), then HeadBucket: the endpoint
+   * answers, the bucket exists, the credentials may use it. */
   async check(): Promise<void> {
+    try {
+      await this.client.config.credentials();
+    } catch (err) {
+      throw new Error(
+        `${this.where}: no credentials: neither --cache-storage-s3-access-key-id/--cache-storage-s3-secret-access-key nor the AWS chain ` +
+          `(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE in the shared credentials or config file, web identity, container or instance role) gave any: ${describeError(err)}`,
+      );
+    }
     try {
       await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }));
     } catch (err) {

@@ -80,10 +80,17 @@ describe("S3 storage options", () => {
     expect(config.cacheStorageLocal).toBeUndefined();
   });
 
-  test("missing S3 pieces are named in one line", async () => {
+  test("missing S3 pieces are named in one line: the endpoint, and a key without the other", async () => {
     const err = await loadError({ "cache-storage-s3-bucket": "b", "cache-storage-s3-secret-access-key": "s" });
     expect(err).toBeInstanceOf(ConfigError);
-    expect(err.message).toBe("S3 storage needs --cache-storage-s3-endpoint, --cache-storage-s3-access-key-id");
+    expect(err.message).toBe("S3 storage needs --cache-storage-s3-endpoint");
+    const half = await loadError({ "cache-storage-s3-bucket": "b", "cache-storage-s3-endpoint": "http://s3.lan", "cache-storage-s3-secret-access-key": "s" });
+    expect(half.message).toBe("S3 storage needs --cache-storage-s3-access-key-id too (or neither key, to take credentials from the AWS chain: environment, profile, role)");
+  });
+
+  test("no keys at all is accepted: credentials come from the AWS chain at start", async () => {
+    const { config } = await load({ "cache-storage-s3-bucket": "b", "cache-storage-s3-endpoint": "http://s3.lan" });
+    expect(config.cacheStorageS3AccessKeyId).toBeUndefined();
   });
 
   test("S3 options without a bucket are refused", async () => {
