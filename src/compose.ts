@@ -6,6 +6,7 @@ import { hostname as machineHostname } from "node:os";
 import { Cache } from "./cache/cache.ts";
 import { loadSigningKey } from "./cache/signing-key.ts";
 import { Pins } from "./cache/pins.ts";
+import { Realisations } from "./cache/realisations.ts";
 import { Eviction } from "./cache/eviction.ts";
 import { HotNarInfos } from "./cache/hot-narinfos.ts";
 import { defaultDownloadLimits } from "./cache/nar-download.ts";
@@ -247,11 +248,20 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
       trustedUploadKeys: config.cacheRequireTrustedSignature ? trustedUploadKeys : null,
       logger,
     });
+    const realisations = new Realisations({
+      db,
+      pool,
+      signingKey,
+      sign: config.cacheSignNarinfo,
+      trustedUploadKeys: config.cacheRequireTrustedSignature ? trustedUploadKeys : null,
+      logger,
+    });
     const pins = new Pins({ db, cache, logger });
     const lru = startEviction(config, { db, nars, cache, locker, logger });
     const handle = createFetchHandler({
       cache,
       uploads,
+      realisations,
       pins,
       hostname: config.cacheHostname,
       policy: { allowPut: config.cacheAllowPutVerb, allowDelete: config.cacheAllowDeleteVerb },

@@ -1,4 +1,6 @@
 /** Refusals of the cache domain, each a one-line reason; src/server maps kind -> status. */
+import { NixFormatError } from "../nix/errors.ts";
+
 export type RefusalKind = "bad-request" | "forbidden" | "conflict" | "too-large" | "not-found";
 
 export class Refusal extends Error {
@@ -8,5 +10,15 @@ export class Refusal extends Error {
     message: string,
   ) {
     super(message);
+  }
+}
+
+/** `fn`, its malformed-input error (a client's) as a 400 Refusal. */
+export function asBadRequest<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    if (err instanceof NixFormatError) throw new Refusal("bad-request", err.message);
+    throw err;
   }
 }

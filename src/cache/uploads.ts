@@ -5,7 +5,6 @@ import { open, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { MetadataStore, NarInfoRecord } from "../db/metadata-store.ts";
 import { parseCompression, unverifiableCompression } from "../nix/compression.ts";
-import { NixFormatError } from "../nix/errors.ts";
 import { canonicalHash } from "../nix/hash.ts";
 import { parseNcpsNarRequest, type NcpsNarRequest } from "../nix/nar-url.ts";
 import { NarVerifyError } from "../nix/nar-verifier.ts";
@@ -17,7 +16,7 @@ import type { BlobStore } from "../storage/blob-store.ts";
 import type { Logger } from "../telemetry/logger.ts";
 import type { UpstreamPool } from "../upstream/pool.ts";
 import { readLimited, TooLargeError, writeAll } from "../streams.ts";
-import { Refusal } from "./errors.ts";
+import { asBadRequest, Refusal } from "./errors.ts";
 import { tempFileName } from "./temp-files.ts";
 import { narInfoRecord } from "./narinfo-record.ts";
 import type { StoredNars } from "./stored-nars.ts";
@@ -289,13 +288,4 @@ export function logKey(drv: string): string {
   if (!drv.endsWith(".drv")) throw new Refusal("bad-request", "a build log is named by its derivation: <hash>-<name>.drv");
   asBadRequest(() => parseStorePathBaseName(drv));
   return `log/${drv}`;
-}
-
-function asBadRequest<T>(fn: () => T): T {
-  try {
-    return fn();
-  } catch (err) {
-    if (err instanceof NixFormatError) throw new Refusal("bad-request", err.message);
-    throw err;
-  }
 }

@@ -2,7 +2,7 @@
  * writes in a fixed row order, set-if-absent. Each engine brings its SQL and its driver's
  * calls; `ServerMetadataStore` is the whole MetadataStore of the two server engines
  * (postgres, mysql), which differ only in those. */
-import type { MetadataStore, NarInfoAge, NarInfoListing, NarInfoRecord, NarRecord, Pin } from "./metadata-store.ts";
+import type { MetadataStore, NarInfoAge, NarInfoListing, NarInfoRecord, NarRecord, Pin, RealisationRecord } from "./metadata-store.ts";
 import { migrationStatusOf, pendingMigrations, type Migration } from "./migrations.ts";
 import {
   FIRST_AGE,
@@ -14,6 +14,8 @@ import {
   narInfoValues,
   narValues,
   pinFromRow,
+  realisationFromRow,
+  realisationValues,
   referencesByHash,
   sortedChunks,
   sortedUnique,
@@ -22,6 +24,7 @@ import {
   type NarInfoRow,
   type NarRow,
   type PinRow,
+  type RealisationRow,
 } from "./rows.ts";
 
 
@@ -75,6 +78,9 @@ export type ServerQueries = Record<
   | "deleteReferences"
   | "insertReferences"
   | "deleteNarInfo"
+  | "deleteRealisationsOf"
+  | "realisation"
+  | "insertRealisationIfAbsent"
   | "nar"
   | "upsertNar"
   | "deleteNar"
@@ -167,8 +173,11 @@ export abstract class ServerMetadataStore<Db, Tx, Refs> implements MetadataStore
   }
 
   async deleteNarInfo(hash: string): Promise<boolean> {
-    // references go with it (ON DELETE CASCADE)
-    return (await this.changes(this.pool, "deleteNarInfo", [hash])) > 0;
+    // references go with it (ON DELETE CASCADE); realisations of the path with it
+    return this.write(async (tx) => {
+      await this.changes(tx, "deleteRealisationsOf", [[hash]]);
+      return (await this.changes(tx, "deleteNarInfo", [hash])) > 0;
+    });
   }
 
   async narInfosForNar(narKey: string): Promise<NarInfoRecord[]> {
@@ -214,7 +223,12 @@ export abstract class ServerMetadataStore<Db, Tx, Refs> implements MetadataStore
 
   async deleteNarInfos(hashes: string[]): Promise<number> {
     let deleted = 0;
-    for (const chunk of sortedChunks(hashes)) deleted += await this.changes(this.pool, "deleteNarInfos", [chunk]);
+    for (const chunk of sortedChunks(hashes)) {
+      deleted += await this.write(async (tx) => {
+        await this.changes(tx, "deleteRealisationsOf", [chunk]);
+        return this.changes(tx, "deleteNarInfos", [chunk]);
+      });
+    }
     return deleted;
   }
 
@@ -276,6 +290,15 @@ export abstract class ServerMetadataStore<Db, Tx, Refs> implements MetadataStore
 
   async listNars(limit: number, after: string = FIRST_KEY): Promise<NarRecord[]> {
     return (await this.rows<NarRow>(this.pool, "listNars", [after, limit])).map(narFromRow);
+  }
+
+  async getRealisation(id: string): Promise<RealisationRecord | null> {
+    const [row] = await this.rows<RealisationRow>(this.pool, "realisation", [id]);
+    return row ? realisationFromRow(row) : null;
+  }
+
+  async insertRealisationIfAbsent(rec: RealisationRecord): Promise<boolean> {
+    return (await this.changes(this.pool, "insertRealisationIfAbsent", realisationValues(rec))) > 0;
   }
 
   async addPin(pin: Pin): Promise<boolean> {

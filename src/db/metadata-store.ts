@@ -51,6 +51,19 @@ export interface NarInfoListing {
   upstream: string | null;
 }
 
+/** A realisation of a content-addressed derivation output, as ncps serves it. */
+export interface RealisationRecord {
+  /** the derivation output: `sha256:<hex>!<output>` or `<drv>^<output>` (nix/realisation.ts) */
+  id: string;
+  /** the output's store path base name */
+  outPath: string;
+  /** the document served, byte for byte (re-signed at ingest) */
+  text: string;
+  /** upstream base URL it came from, or null for uploads */
+  upstream: string | null;
+  createdAt: number;
+}
+
 /** A pinned narinfo hash protects its whole closure (references, transitively) from eviction. */
 export interface Pin {
   hash: string;
@@ -83,8 +96,9 @@ export interface MetadataStore {
   /** Insert only if absent; returns false if a record already existed (left unchanged).
    * Atomic across replicas: of concurrent inserts of one hash exactly one returns true. */
   insertNarInfoIfAbsent(rec: NarInfoRecord): Promise<boolean>;
-  /** Remove the record and its references; false when there was none. Idempotent. The NAR
-   * record it named stays (removing it is StoredNars' decision). */
+  /** Remove the record and its references, and the realisations whose output is that path
+   * (one transaction); false when there was no narinfo. Idempotent. The NAR record it named
+   * stays (removing it is StoredNars' decision). */
   deleteNarInfo(hash: string): Promise<boolean>;
   /** narinfos whose NAR is `narKey`, references included; empty when none. */
   narInfosForNar(narKey: string): Promise<NarInfoRecord[]>;
@@ -109,7 +123,8 @@ export interface MetadataStore {
    * `after`, at most `limit`: eviction walks them with this cursor. */
   narInfosByAge(limit: number, after?: { lastAccessedAt: number; hash: string }): Promise<NarInfoAge[]>;
   /** Eviction's batch writes, each one transaction (or statement) for the whole list.
-   * Narinfos deleted (their references with them); returns how many there were. */
+   * Narinfos deleted (their references, and the realisations whose output they are, with
+   * them); returns how many narinfos there were. */
   deleteNarInfos(hashes: string[]): Promise<number>;
   /** The keys among `narKeys` that some narinfo names. */
   namedNarKeys(narKeys: string[]): Promise<Set<string>>;
@@ -122,6 +137,12 @@ export interface MetadataStore {
   /** Paged listings in key order, strictly after `after` (fsck). */
   listNarInfos(limit: number, after?: string): Promise<NarInfoListing[]>;
   listNars(limit: number, after?: string): Promise<NarRecord[]>;
+
+  /** The realisation of a derivation output, or null when there is none. */
+  getRealisation(id: string): Promise<RealisationRecord | null>;
+  /** Insert only if absent; false when one was there (left unchanged). Of concurrent inserts
+   * of one id exactly one returns true. Needs no narinfo of its output path. */
+  insertRealisationIfAbsent(rec: RealisationRecord): Promise<boolean>;
 
   /** False when the hash was already pinned (the pin is left unchanged). */
   addPin(pin: Pin): Promise<boolean>;

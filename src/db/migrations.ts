@@ -7,6 +7,9 @@ import sqliteInit from "../../migrations/sqlite/0001_init.sql" with { type: "tex
 import mysqlSizeAndPins from "../../migrations/mysql/0002_size_and_pins.sql" with { type: "text" };
 import postgresSizeAndPins from "../../migrations/postgres/0002_size_and_pins.sql" with { type: "text" };
 import sqliteSizeAndPins from "../../migrations/sqlite/0002_size_and_pins.sql" with { type: "text" };
+import mysqlRealisations from "../../migrations/mysql/0003_realisations.sql" with { type: "text" };
+import postgresRealisations from "../../migrations/postgres/0003_realisations.sql" with { type: "text" };
+import sqliteRealisations from "../../migrations/sqlite/0003_realisations.sql" with { type: "text" };
 
 export type Dialect = "sqlite" | "postgres" | "mysql";
 
@@ -20,14 +23,17 @@ const MIGRATIONS: Record<Dialect, readonly Migration[]> = {
   sqlite: [
     { name: "0001_init", sql: sqliteInit },
     { name: "0002_size_and_pins", sql: sqliteSizeAndPins },
+    { name: "0003_realisations", sql: sqliteRealisations },
   ],
   postgres: [
     { name: "0001_init", sql: postgresInit },
     { name: "0002_size_and_pins", sql: postgresSizeAndPins },
+    { name: "0003_realisations", sql: postgresRealisations },
   ],
   mysql: [
     { name: "0001_init", sql: mysqlInit },
     { name: "0002_size_and_pins", sql: mysqlSizeAndPins },
+    { name: "0003_realisations", sql: mysqlRealisations },
   ],
 };
 

@@ -7,7 +7,7 @@ import mysql from "mysql2/promise";
 import type { ServerUrl } from "./database-url.ts";
 import { connectChecked, ServerMetadataStore, type MigrationDriver, type ServerParam, type ServerQueries, type ServerQueryName } from "./engine.ts";
 import { migrationsFor, type Migration } from "./migrations.ts";
-import { DEFAULT_CONNECT_TIMEOUT_SECONDS, NARINFO_AGE_COLUMNS, NARINFO_COLUMNS, poolSizes, retryAborted, STORED_BYTES, type PoolSettings } from "./rows.ts";
+import { DEFAULT_CONNECT_TIMEOUT_SECONDS, NARINFO_AGE_COLUMNS, NARINFO_COLUMNS, poolSizes, REALISATION_COLUMNS, retryAborted, STORED_BYTES, type PoolSettings } from "./rows.ts";
 
 const NARINFO_VALUES = "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?";
 /** a narinfo row with its references, read in one statement (one snapshot); JSON_ARRAYAGG
@@ -37,6 +37,11 @@ export const MYSQL_QUERIES = {
   /** `query`, not `execute`: the `?` takes a list of [hash, reference] rows */
   insertReferences: "INSERT INTO narinfo_references (hash, reference) VALUES ?",
   deleteNarInfo: "DELETE FROM narinfos WHERE hash = ?",
+  /** `query`: the `?` takes the list of hashes. A realisation goes with the narinfo of its
+   * output path. */
+  deleteRealisationsOf: "DELETE FROM realisations WHERE out_hash IN (?)",
+  realisation: `SELECT ${REALISATION_COLUMNS} FROM realisations WHERE id = ?`,
+  insertRealisationIfAbsent: `INSERT INTO realisations (${REALISATION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE id = id`,
   nar: "SELECT `key`, size, file_hash, nar_hash, created_at FROM nars WHERE `key` = ?",
   upsertNar: `INSERT INTO nars (\`key\`, size, file_hash, nar_hash, created_at, last_accessed_at) VALUES (?, ?, ?, ?, ?, ?)
     ON DUPLICATE KEY UPDATE size = VALUES(size), file_hash = VALUES(file_hash),
@@ -84,6 +89,7 @@ export const MYSQL_QUERIES = {
  * LIMIT, which prepared statements take as a number on some servers only. */
 const CLIENT_SIDE = new Set<ServerQueryName>([
   "insertReferences",
+  "deleteRealisationsOf",
   "touchNarInfos",
   "touchNarsOfNarInfos",
   "narInfosByAge",

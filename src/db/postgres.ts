@@ -6,7 +6,7 @@ import postgres from "postgres";
 import type { ServerUrl } from "./database-url.ts";
 import { connectChecked, ServerMetadataStore, type MigrationDriver, type MigrationSession, type ServerParam, type ServerQueries, type ServerQueryName } from "./engine.ts";
 import { migrationsFor, type Migration } from "./migrations.ts";
-import { DEFAULT_CONNECT_TIMEOUT_SECONDS, NARINFO_AGE_COLUMNS, NARINFO_COLUMNS, poolSizes, retryAborted, STORED_BYTES, type PoolSettings } from "./rows.ts";
+import { DEFAULT_CONNECT_TIMEOUT_SECONDS, NARINFO_AGE_COLUMNS, NARINFO_COLUMNS, poolSizes, REALISATION_COLUMNS, retryAborted, STORED_BYTES, type PoolSettings } from "./rows.ts";
 
 const NARINFO_VALUES = "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13";
 /** a narinfo row with its references, read in one statement (one snapshot) */
@@ -31,6 +31,10 @@ export const POSTGRES_QUERIES = {
   deleteReferences: "DELETE FROM narinfo_references WHERE hash = $1",
   insertReferences: "INSERT INTO narinfo_references (hash, reference) SELECT $1, unnest($2::text[])",
   deleteNarInfo: "DELETE FROM narinfos WHERE hash = $1",
+  // a realisation goes with the narinfo of its output path
+  deleteRealisationsOf: "DELETE FROM realisations WHERE out_hash = ANY($1::text[])",
+  realisation: `SELECT ${REALISATION_COLUMNS} FROM realisations WHERE id = $1`,
+  insertRealisationIfAbsent: `INSERT INTO realisations (${REALISATION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING`,
   nar: "SELECT key, size, file_hash, nar_hash, created_at FROM nars WHERE key = $1",
   upsertNar: `INSERT INTO nars (key, size, file_hash, nar_hash, created_at, last_accessed_at) VALUES ($1, $2, $3, $4, $5, $6)
     ON CONFLICT (key) DO UPDATE SET size = excluded.size, file_hash = excluded.file_hash,

@@ -1,7 +1,7 @@
 /** What the engines share: the shape of their rows and how a row becomes a record; for the
  * two server engines (postgres, mysql) also pool sizes and the retry of a write transaction
  * the server chose to abort. */
-import type { NarInfoAge, NarInfoListing, NarInfoRecord, NarRecord, Pin } from "./metadata-store.ts";
+import type { NarInfoAge, NarInfoListing, NarInfoRecord, NarRecord, Pin, RealisationRecord } from "./metadata-store.ts";
 
 /** Connection pool size; 0 or absent means the engine's default. */
 export interface PoolSettings {
@@ -172,4 +172,25 @@ export async function retryAborted<T>(isAborted: (err: unknown) => boolean, fn: 
       await Bun.sleep(attempt * 5 * Math.random());
     }
   }
+}
+
+/** The realisations columns in the order realisationValues gives their values. */
+export const REALISATION_COLUMNS = "id, out_path, out_hash, text, upstream, created_at";
+
+export interface RealisationRow {
+  id: string;
+  out_path: string;
+  text: string;
+  upstream: string | null;
+  created_at: number;
+}
+
+export function realisationFromRow(row: RealisationRow): RealisationRecord {
+  return { id: row.id, outPath: row.out_path, text: row.text, upstream: row.upstream, createdAt: Number(row.created_at) };
+}
+
+/** The realisation columns in insert order; out_hash is the output's hash part, what removing
+ * that path's narinfo looks realisations up by. */
+export function realisationValues(rec: RealisationRecord): (string | number | null)[] {
+  return [rec.id, rec.outPath, rec.outPath.slice(0, 32), rec.text, rec.upstream, rec.createdAt];
 }

@@ -4,7 +4,7 @@
  * busy_timeout. */
 import { Database, type Statement } from "bun:sqlite";
 import { chmodSync, closeSync, openSync } from "node:fs";
-import type { MetadataStore, NarInfoAge, NarInfoListing, NarInfoRecord, NarRecord, Pin } from "./metadata-store.ts";
+import type { MetadataStore, NarInfoAge, NarInfoListing, NarInfoRecord, NarRecord, Pin, RealisationRecord } from "./metadata-store.ts";
 import { migrateUnderLock, type MigrationDriver } from "./engine.ts";
 import {
   FIRST_AGE,
@@ -18,6 +18,9 @@ import {
   narInfoValues,
   narValues,
   pinFromRow,
+  REALISATION_COLUMNS,
+  realisationFromRow,
+  realisationValues,
   referencesByHash,
   STORED_BYTES,
   type NarInfoAgeRow,
@@ -25,6 +28,7 @@ import {
   type NarInfoRow,
   type NarRow,
   type PinRow,
+  type RealisationRow,
 } from "./rows.ts";
 import { migrationStatusOf, migrationsFor, type Migration } from "./migrations.ts";
 
@@ -47,6 +51,10 @@ export const SQLITE_QUERIES = {
   deleteReferences: "DELETE FROM narinfo_references WHERE hash = ?",
   insertReference: "INSERT OR IGNORE INTO narinfo_references (hash, reference) VALUES (?, ?)",
   deleteNarInfo: "DELETE FROM narinfos WHERE hash = ?",
+  // a realisation goes with the narinfo of its output path
+  deleteRealisationsOf: "DELETE FROM realisations WHERE out_hash = ?",
+  realisation: `SELECT ${REALISATION_COLUMNS} FROM realisations WHERE id = ?`,
+  insertRealisationIfAbsent: `INSERT INTO realisations (${REALISATION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
   nar: "SELECT key, size, file_hash, nar_hash, created_at FROM nars WHERE key = ?",
   upsertNar: `INSERT INTO nars (key, size, file_hash, nar_hash, created_at, last_accessed_at) VALUES (?, ?, ?, ?, ?, ?)
     ON CONFLICT (key) DO UPDATE SET size = excluded.size, file_hash = excluded.file_hash,
@@ -208,8 +216,14 @@ export class SqliteMetadataStore implements MetadataStore {
   }
 
   async deleteNarInfo(hash: string): Promise<boolean> {
+    const q = this.q;
     // references go with it (ON DELETE CASCADE)
-    return this.q.deleteNarInfo.run(hash).changes > 0;
+    return this.db
+      .transaction(() => {
+        q.deleteRealisationsOf.run(hash);
+        return q.deleteNarInfo.run(hash).changes > 0;
+      })
+      .immediate();
   }
 
   async narInfosForNar(narKey: string): Promise<NarInfoRecord[]> {
@@ -250,7 +264,14 @@ export class SqliteMetadataStore implements MetadataStore {
 
   async deleteNarInfos(hashes: string[]): Promise<number> {
     const q = this.q;
-    return this.db.transaction(() => hashes.reduce((n, hash) => n + q.deleteNarInfo.run(hash).changes, 0)).immediate();
+    return this.db
+      .transaction(() =>
+        hashes.reduce((n, hash) => {
+          q.deleteRealisationsOf.run(hash);
+          return n + q.deleteNarInfo.run(hash).changes;
+        }, 0),
+      )
+      .immediate();
   }
 
   async namedNarKeys(narKeys: string[]): Promise<Set<string>> {
@@ -312,6 +333,15 @@ export class SqliteMetadataStore implements MetadataStore {
 
   async listNars(limit: number, after: string = FIRST_KEY): Promise<NarRecord[]> {
     return (this.q.listNars.all(after, limit) as NarRow[]).map(narFromRow);
+  }
+
+  async getRealisation(id: string): Promise<RealisationRecord | null> {
+    const row = this.q.realisation.get(id) as RealisationRow | null;
+    return row ? realisationFromRow(row) : null;
+  }
+
+  async insertRealisationIfAbsent(rec: RealisationRecord): Promise<boolean> {
+    return this.q.insertRealisationIfAbsent.run(...realisationValues(rec)).changes > 0;
   }
 
   async addPin(pin: Pin): Promise<boolean> {

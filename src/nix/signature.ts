@@ -123,11 +123,21 @@ function sigName(sig: string): string | undefined {
   return colon > 0 ? sig.slice(0, colon) : undefined;
 }
 
+/** "name:base64" signatures over `fingerprint`: any earlier one by `key`'s name replaced by
+ * a fresh one (narinfos, realisations). */
+export function signFingerprint(fingerprint: string, sigs: readonly string[], key: SecretKey): string[] {
+  const signature = sign(null, Buffer.from(fingerprint), privateKeyObject(key));
+  return [...sigs.filter((sig) => sigName(sig) !== key.name), `${key.name}:${signature.toString("base64")}`];
+}
+
+/** The signatures among `sigs` that a trusted key of the same name verifies over `fingerprint`. */
+export function trustedSignatures(fingerprint: string, sigs: readonly string[], trusted: PublicKey[]): string[] {
+  const fp = Buffer.from(fingerprint);
+  return sigs.filter((sig) => verifiesUnder(fp, sig, trusted) !== undefined);
+}
+
 export function signNarInfo(ni: NarInfo, key: SecretKey): NarInfo {
-  const signature = sign(null, Buffer.from(narInfoFingerprint(ni)), privateKeyObject(key));
-  const sigs = ni.sigs.filter((sig) => sigName(sig) !== key.name);
-  sigs.push(`${key.name}:${signature.toString("base64")}`);
-  return { ...ni, sigs };
+  return { ...ni, sigs: signFingerprint(narInfoFingerprint(ni), ni.sigs, key) };
 }
 
 function verifiesUnder(fingerprint: Buffer, sig: string, trusted: PublicKey[]): string | undefined {

@@ -3,6 +3,7 @@
  * to statuses, and is where request observers (access log, metrics, traces) attach. */
 import type { Cache } from "../cache/cache.ts";
 import type { Pins } from "../cache/pins.ts";
+import type { Realisations } from "../cache/realisations.ts";
 import type { Uploads } from "../cache/uploads.ts";
 import type { Logger } from "../telemetry/logger.ts";
 import { createAuthGuard, type AuthOptions } from "./auth.ts";
@@ -12,14 +13,16 @@ import { getNar, getNarForReplica } from "./nar.ts";
 import { REPLICA_PREFIX } from "../cache/replica-peers.ts";
 import { getMetrics } from "./metrics.ts";
 import { getNarInfo } from "./narinfo.ts";
+import { buildTraceOf, getRealisation, realisationOf } from "./realisation.ts";
 import { statusOrSummary, type StatusFigures } from "./status-page.ts";
 import { deletePin, getPins, postPin } from "./pins.ts";
 import { requestSegments, Router, type Route } from "./router.ts";
-import { deleteNar, deleteNarInfo, getLog, putCacheInfo, putLog, putNar, putNarInfo, type WritePolicy } from "./write.ts";
+import { deleteNar, deleteNarInfo, getLog, putCacheInfo, putLog, putNar, putNarInfo, putRealisation, type WritePolicy } from "./write.ts";
 
 export interface ServerDeps {
   cache: Cache;
   uploads: Uploads;
+  realisations: Realisations;
   pins: Pins;
   hostname: string;
   policy: WritePolicy;
@@ -58,7 +61,7 @@ export interface RequestObserver {
 }
 
 /** Table order decides between patterns that fit the same path: literals first. */
-export function routeTable({ cache, uploads, pins, hostname, policy, auth, metricsText, status }: ServerDeps): Route[] {
+export function routeTable({ cache, uploads, realisations, pins, hostname, policy, auth, metricsText, status }: ServerDeps): Route[] {
   const pinPolicy = { tokenRequired: Boolean(auth.getToken || auth.putToken), policy };
   return [
     { name: "health", method: "GET", pattern: "/healthz", access: "open", handler: getHealth() },
@@ -73,6 +76,10 @@ export function routeTable({ cache, uploads, pins, hostname, policy, auth, metri
     { name: "replica-nar", method: "GET", pattern: `${REPLICA_PREFIX}nar/:file`, access: "replica", handler: getNarForReplica(cache) },
     { name: "log", method: "GET", pattern: "/log/:drv", uploadPrefix: true, access: "read", handler: getLog(uploads) },
     { name: "log", method: "PUT", pattern: "/log/:drv", uploadPrefix: true, access: "write", handler: putLog(uploads, policy) },
+    { name: "realisation", method: "GET", pattern: "/realisations/:file", uploadPrefix: true, access: "read", handler: getRealisation(realisations, realisationOf) },
+    { name: "realisation", method: "PUT", pattern: "/realisations/:file", uploadPrefix: true, access: "write", handler: putRealisation(realisations, policy, realisationOf) },
+    { name: "build-trace", method: "GET", pattern: "/build-trace-v2/:drv/:output", uploadPrefix: true, access: "read", handler: getRealisation(realisations, buildTraceOf) },
+    { name: "build-trace", method: "PUT", pattern: "/build-trace-v2/:drv/:output", uploadPrefix: true, access: "write", handler: putRealisation(realisations, policy, buildTraceOf) },
     { name: "pins", method: "GET", pattern: "/pins", access: "write", handler: getPins(pins, pinPolicy) },
     { name: "pin", method: "POST", pattern: "/pin/:name", access: "write", handler: postPin(pins, pinPolicy) },
     { name: "pin", method: "DELETE", pattern: "/pin/:name", access: "write", handler: deletePin(pins, pinPolicy) },

@@ -1,10 +1,12 @@
-/** PUT and DELETE (`nix copy --to`, `nix store copy-log --to`), at the root and under the Go
+/** PUT and DELETE (`nix copy --to`, `nix store copy-log --to`, realisations), at the root and under the Go
  * ncps prefix /upload/, plus GET /log/<drv>. Bodies are streamed, never buffered whole. */
 import { Refusal } from "../cache/errors.ts";
+import type { Realisations } from "../cache/realisations.ts";
 import type { Uploads, WriteResult } from "../cache/uploads.ts";
 import { parseNcpsNarRequest } from "../nix/nar-url.ts";
 import { notFound, textResponse } from "./errors.ts";
 import { narInfoHashOf } from "./narinfo.ts";
+import type { DrvOutputOf } from "./realisation.ts";
 import type { RequestContext } from "./router.ts";
 
 export interface WritePolicy {
@@ -45,6 +47,9 @@ export const putNar = (uploads: Uploads, policy: WritePolicy) =>
 
 export const putLog = (uploads: Uploads, policy: WritePolicy) =>
   putWhenAllowed(policy, ({ req, params }) => uploads.putLog(params.drv!, req.body, declaredLength(req)));
+
+export const putRealisation = (realisations: Realisations, policy: WritePolicy, idOf: DrvOutputOf) =>
+  putWhenAllowed(policy, ({ req, params }) => realisations.put(idOf(params), req.body, declaredLength(req)));
 
 export const putCacheInfo = () => async () => textResponse(405, "nix-cache-info belongs to ncps", { allow: "GET, HEAD" });
 

@@ -4,10 +4,11 @@ import { SingleFlight } from "../single-flight.ts";
 import { canDecompress, parseCompression, unverifiableCompression } from "../nix/compression.ts";
 import { parseNarUrl } from "../nix/nar-url.ts";
 import type { NarInfo } from "../nix/narinfo.ts";
+import { parseRealisation, realisationPath, trustedRealisationSignatures, type DrvOutput, type Realisation } from "../nix/realisation.ts";
 import { verifiedSignerNames, verifyNarInfo, type PublicKey } from "../nix/signature.ts";
 import type { Instruments } from "../telemetry/instruments.ts";
 import type { Logger } from "../telemetry/logger.ts";
-import type { NarInfoLookup, Upstream } from "./upstream.ts";
+import type { Lookup, NarInfoLookup, Upstream } from "./upstream.ts";
 
 export interface PoolOptions {
   trustedKeys: PublicKey[];
@@ -30,6 +31,12 @@ export interface Found {
   narinfo: NarInfo;
 }
 
+/** What one upstream had, usable. */
+interface Answer<T> {
+  upstream: Upstream;
+  value: T;
+}
+
 const NEGATIVE_CACHE_MAX = 100_000;
 /** An upstream whose narinfo named a NAR that failed verification comes last for that hash
  * for this long (its narinfo's unsigned fields lied, or its NAR is broken). */
@@ -40,8 +47,8 @@ const HEALTH_CHECK_EVERY_MS = 60_000;
 const PROBLEM_LOG_EVERY_MS = 60_000;
 
 export class UpstreamPool {
-  private readonly misses = new Map<string, number>(); // hash -> expiry (ms epoch)
-  private readonly inFlight = new SingleFlight<string, Found | null>();
+  private readonly misses = new Map<string, number>(); // hash (or document path) -> expiry (ms epoch)
+  private readonly inFlight = new SingleFlight<string, Answer<unknown> | null>();
   private readonly hedgeDelayMs: number;
   private readonly lookupTimeoutMs: number;
   private readonly distrusted = new Map<string, number>(); // "upstream hash" -> expiry (ms epoch)
@@ -87,16 +94,42 @@ export class UpstreamPool {
 
   /** The verified narinfo from the best upstream that has it, or null. Concurrent lookups of
    * one hash share one set of upstream requests. */
-  lookupNarInfo(hash: string): Promise<Found | null> {
-    const expiry = this.misses.get(hash);
+  async lookupNarInfo(hash: string): Promise<Found | null> {
+    const found = await this.lookup(hash, "narinfo", (upstream, signal) =>
+      upstream.fetchNarInfo(hash, signal).then((r) => this.checkSignature(upstream, hash, r)),
+    );
+    return found && { upstream: found.upstream, narinfo: found.value };
+  }
+
+  /** The realisation from the best upstream that has it with a trusted signature (or from an
+   * upstream accepting unsigned ones), keeping only its trusted signatures; or null. Misses
+   * are remembered like a narinfo's. */
+  lookupRealisation(id: DrvOutput): Promise<Answer<Realisation> | null> {
+    const path = realisationPath(id);
+    return this.lookup(path, "realisation", async (upstream, signal) => {
+      const r = await upstream.fetchDocument(path, (text) => parseRealisation(text, id), signal);
+      if (r.kind !== "found") return r;
+      const signatures = trustedRealisationSignatures(r.value, this.opts.trustedKeys);
+      if (signatures.length === 0 && !upstream.acceptsUnsigned) {
+        this.logProblem(upstream, path, "no trusted signature", undefined, "realisation");
+        return { kind: "missing" };
+      }
+      return { kind: "found", value: { ...r.value, signatures } };
+    });
+  }
+
+  /** Asks the upstreams for `key` (a narinfo hash, a document path) unless it is a
+   * remembered miss; concurrent lookups of one key share one set of requests. */
+  private lookup<T>(key: string, what: string, ask: (upstream: Upstream, signal: AbortSignal) => Promise<Lookup<T>>): Promise<Answer<T> | null> {
+    const expiry = this.misses.get(key);
     if (expiry !== undefined) {
       if (expiry > Date.now()) {
         this.opts.instruments?.negativeCacheHit();
         return Promise.resolve(null);
       }
-      this.misses.delete(hash);
+      this.misses.delete(key);
     }
-    return this.inFlight.run(hash, () => this.askAll(hash));
+    return this.inFlight.run(key, () => this.askAll(key, what, ask)) as Promise<Answer<T> | null>;
   }
 
   private rememberMiss(hash: string) {
@@ -125,19 +158,19 @@ export class UpstreamPool {
 
   /** A broken upstream answers 404 to clients: say so in the log, once per upstream and
    * reason a minute, so a hostile or broken upstream cannot flood the log either. */
-  private logProblem(upstream: Upstream, hash: string, reason: string, detail?: string) {
-    const key = `${upstream.url} ${reason}`;
+  private logProblem(upstream: Upstream, hash: string, reason: string, detail?: string, what = "narinfo") {
+    const key = `${upstream.url} ${what} ${reason}`;
     const now = Date.now();
     if (now - (this.problemsLogged.get(key) ?? -Infinity) < PROBLEM_LOG_EVERY_MS) return;
     if (this.problemsLogged.size >= NEGATIVE_CACHE_MAX) this.problemsLogged.clear();
     this.problemsLogged.set(key, now);
-    this.opts.logger.warn(`upstream narinfo not usable: ${reason}`, { upstream: upstream.url, hash, detail });
+    this.opts.logger.warn(`upstream ${what} not usable: ${reason}`, { upstream: upstream.url, hash, detail });
   }
 
-  private async askAll(hash: string): Promise<Found | null> {
+  private async askAll<T>(hash: string, what: string, ask: (upstream: Upstream, signal: AbortSignal) => Promise<Lookup<T>>): Promise<Answer<T> | null> {
     const candidates = this.ordered(hash);
     const abort = new AbortController();
-    const results: (NarInfoLookup | undefined)[] = candidates.map(() => undefined);
+    const results: (Lookup<T> | undefined)[] = candidates.map(() => undefined);
     let wake: () => void = () => {};
     const timers: ReturnType<typeof setTimeout>[] = [];
     let started = 0;
@@ -148,13 +181,11 @@ export class UpstreamPool {
       if (settled || started >= candidates.length) return;
       const index = started++;
       const upstream = candidates[index]!;
-      upstream
-        .fetchNarInfo(hash, abort.signal)
-        .then((r) => this.checkSignature(upstream, hash, r))
-        .catch((err: unknown): NarInfoLookup => ({ kind: "error", reason: "lookup failed", detail: String(err) }))
+      ask(upstream, abort.signal)
+        .catch((err: unknown): Lookup<T> => ({ kind: "error", reason: "lookup failed", detail: String(err) }))
         .then((r) => {
           if (settled) return;
-          if (r.kind === "error") this.logProblem(upstream, hash, r.reason, r.detail);
+          if (r.kind === "error") this.logProblem(upstream, hash, r.reason, r.detail, what);
           results[index] = r;
           if (r.kind === "found" && firstFoundAt === 0) firstFoundAt = Date.now();
           if (r.kind !== "found") startNext(); // no need to wait for the hedge delay
@@ -193,7 +224,7 @@ export class UpstreamPool {
   }
 
   /** Best answer so far by priority, "wait" while a better one may still come. */
-  private decide(candidates: Upstream[], results: (NarInfoLookup | undefined)[], firstFoundAt: number): Found | null | "wait" {
+  private decide<T>(candidates: Upstream[], results: (Lookup<T> | undefined)[], firstFoundAt: number): Answer<T> | null | "wait" {
     const graceOver = firstFoundAt !== 0 && Date.now() - firstFoundAt >= this.hedgeDelayMs;
     let waitingOnBetter = false;
     for (let i = 0; i < candidates.length; i++) {
@@ -203,7 +234,7 @@ export class UpstreamPool {
         continue;
       }
       if (r.kind === "found") {
-        if (!waitingOnBetter || graceOver) return { upstream: candidates[i]!, narinfo: r.narinfo };
+        if (!waitingOnBetter || graceOver) return { upstream: candidates[i]!, value: r.value };
         return "wait";
       }
     }
@@ -216,12 +247,12 @@ export class UpstreamPool {
    * data. (The signature does not cover URL: it is checked here, not trusted.) */
   private checkSignature(upstream: Upstream, hash: string, r: NarInfoLookup): NarInfoLookup {
     if (r.kind !== "found") return r;
-    const problem = this.unusable(upstream, hash, r.narinfo);
+    const problem = this.unusable(upstream, hash, r.value);
     if (problem) {
       this.logProblem(upstream, hash, problem);
       return { kind: "missing" };
     }
-    return { kind: "found", narinfo: { ...r.narinfo, sigs: this.trustedSigs(r.narinfo) } };
+    return { kind: "found", value: { ...r.value, sigs: this.trustedSigs(r.value) } };
   }
 
   /** Only the signatures by trusted keys are kept (and served): junk Sig lines an upstream

@@ -10,10 +10,8 @@ import { parseUpstreamUrl } from "./upstream-url.ts";
 
 /** An error lookup names its `reason` from a small fixed set (the pool logs each upstream and
  * reason at most once a minute); `detail` says what exactly happened. */
-export type NarInfoLookup =
-  | { kind: "found"; narinfo: NarInfo }
-  | { kind: "missing" }
-  | { kind: "error"; reason: string; detail?: string };
+export type Lookup<T> = { kind: "found"; value: T } | { kind: "missing" } | { kind: "error"; reason: string; detail?: string };
+export type NarInfoLookup = Lookup<NarInfo>;
 
 export interface UpstreamOptions {
   /** connect + response headers, in ms; for a small document (narinfo, nix-cache-info,
@@ -86,6 +84,17 @@ export function parseOrigin(text: string): string {
   if (url.protocol !== "http:" && url.protocol !== "https:") throw new Error(`${text}: use an http or https origin`);
   if (url.pathname !== "/" || url.search !== "") throw new Error(`${text}: an origin has no path (scheme://host[:port])`);
   return url.origin;
+}
+
+/** A document found, parsed: a NixFormatError is the upstream's garbage, an error lookup. */
+function parsed<T>(lookup: Lookup<string>, parse: (text: string) => T, malformed: string): Lookup<T> {
+  if (lookup.kind !== "found") return lookup;
+  try {
+    return { kind: "found", value: parse(lookup.value) };
+  } catch (err) {
+    if (err instanceof NixFormatError) return { kind: "error", reason: malformed, detail: err.message };
+    throw err;
+  }
 }
 
 export class Upstream {
@@ -257,19 +266,27 @@ export class Upstream {
 
   async fetchNarInfo(hash: string, signal?: AbortSignal): Promise<NarInfoLookup> {
     const startedAt = performance.now();
-    const lookup = await this.lookUpNarInfo(hash, signal);
+    const lookup = parsed(await this.lookUpDocument(`${hash}.narinfo`, signal), parseNarInfo, "malformed narinfo");
     this.instruments.upstreamNarInfoFetch(this.base.host, (performance.now() - startedAt) / 1000, lookup.kind);
     if (lookup.kind === "error") this.instruments.noteError(`${this.url}: narinfo ${lookup.reason}`);
     return lookup;
   }
 
-  private async lookUpNarInfo(hash: string, signal?: AbortSignal): Promise<NarInfoLookup> {
+  /** A small document other than a narinfo (a realisation), by its path under the
+   * upstream: with the narinfo's retries, deadline and size bound, parsed by `parse`. */
+  async fetchDocument<T>(path: string, parse: (text: string) => T, signal?: AbortSignal): Promise<Lookup<T>> {
+    const lookup = parsed(await this.lookUpDocument(path, signal), parse, "malformed document");
+    if (lookup.kind === "error") this.instruments.noteError(`${this.url}: ${path}: ${lookup.reason}`);
+    return lookup;
+  }
+
+  private async lookUpDocument(path: string, signal?: AbortSignal): Promise<Lookup<string>> {
     let res: { status: number; text: string };
     for (let attempt = 0; ; attempt++) {
       const last = attempt >= TRANSIENT_RETRIES;
       try {
         // a failure that will be retried does not count towards marking the upstream down
-        res = await this.getSmall(this.resolve(`${hash}.narinfo`), signal, last);
+        res = await this.getSmall(this.resolve(path), signal, last);
       } catch (err) {
         if (!last && err instanceof UpstreamError && err.transient && !signal?.aborted) {
           await pause(RETRY_BACKOFF_MS * 2 ** attempt, signal);
@@ -277,7 +294,7 @@ export class Upstream {
         }
         if (err instanceof UpstreamError && err.uncountedFailure !== undefined) this.noteFailure(err.uncountedFailure);
         const detail = (err as Error).message ?? String(err);
-        if (err instanceof TooLargeError) return { kind: "error", reason: "narinfo too large", detail };
+        if (err instanceof TooLargeError) return { kind: "error", reason: "document too large", detail };
         return { kind: "error", reason: "request failed", detail };
       }
       if (last || !TRANSIENT_STATUSES.has(res.status) || signal?.aborted) {
@@ -288,12 +305,7 @@ export class Upstream {
     }
     if (res.status === 404 || res.status === 403 || res.status === 410) return { kind: "missing" };
     if (res.status !== 200) return { kind: "error", reason: `HTTP ${res.status}` };
-    try {
-      return { kind: "found", narinfo: parseNarInfo(res.text) };
-    } catch (err) {
-      if (err instanceof NixFormatError) return { kind: "error", reason: "malformed narinfo", detail: err.message };
-      throw err;
-    }
+    return { kind: "found", value: res.text };
   }
 
   /** The health check: ask for nix-cache-info. An answer below 500 is healthy (and a

@@ -5,7 +5,7 @@ import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { MetadataStore, NarInfoRecord, NarRecord } from "../../src/db/metadata-store.ts";
+import type { MetadataStore, NarInfoRecord, NarRecord, RealisationRecord } from "../../src/db/metadata-store.ts";
 import { migrationsFor, type Migration } from "../../src/db/migrations.ts";
 import { parseDatabaseUrl, type ServerUrl } from "../../src/db/database-url.ts";
 import { MYSQL_QUERIES, MysqlMetadataStore } from "../../src/db/mysql.ts";
@@ -71,6 +71,13 @@ function narInfo(n: number, overrides: Partial<NarInfoRecord> = {}): NarInfoReco
     createdAt: 1_700_000_000_000 + n,
   };
   return { ...base, ...overrides };
+}
+
+/** A realisation of output `output` of derivation n, its output the path of narinfo `outOf`. */
+function realisation(n: number, outOf: number, output = "out"): RealisationRecord {
+  const id = `sha256:${n.toString(16).padStart(64, "0")}!${output}`;
+  const outPath = `${hashOf(outOf)}-hello-${outOf}`;
+  return { id, outPath, text: JSON.stringify({ id, outPath }), upstream: null, createdAt: 1_700_000_000_000 + n };
 }
 
 function nar(key: string, overrides: Partial<NarRecord> = {}): NarRecord {
@@ -206,6 +213,49 @@ function describeMetadataStore(name: string, makeHarness: () => Promise<Metadata
       expect((await store.getNarInfo(rec.hash))!.references).toEqual([]);
     });
 
+    // ---- issue 16: realisations ----
+
+    test("realisations: insert once, read back exactly, no narinfo needed", async () => {
+      const r = realisation(1, 1);
+      expect(await store.getRealisation(r.id)).toBeNull();
+      expect(await store.insertRealisationIfAbsent(r)).toBe(true);
+      expect(await store.insertRealisationIfAbsent({ ...r, text: "other", upstream: "https://up.example" })).toBe(false);
+      expect(await store.getRealisation(r.id)).toEqual(r);
+      const traced: RealisationRecord = { ...realisation(2, 1), id: `${hashOf(9)}-x.drv^dev`, upstream: "https://up.example" };
+      expect(await store.insertRealisationIfAbsent(traced)).toBe(true);
+      expect(await store.getRealisation(traced.id)).toEqual(traced);
+      expect(await store.getRealisation(r.id.toUpperCase())).toBeNull(); // ids compare byte for byte
+    });
+
+    test("removing a narinfo removes the realisations whose output it is, and only those", async () => {
+      const [a, b] = [narInfo(30), narInfo(31)];
+      for (const rec of [a, b]) await store.putNarInfo(rec);
+      const ofA = [realisation(10, 30), realisation(11, 30, "dev")];
+      const ofB = realisation(12, 31);
+      const ofC = realisation(13, 32); // its output has no narinfo here
+      for (const r of [...ofA, ofB, ofC]) await store.insertRealisationIfAbsent(r);
+      expect(await store.deleteNarInfo(a.hash)).toBe(true);
+      for (const r of ofA) expect(await store.getRealisation(r.id)).toBeNull();
+      expect(await store.getRealisation(ofB.id)).toEqual(ofB);
+      // eviction's batch, with a hash that has a realisation but no narinfo
+      expect(await store.deleteNarInfos([b.hash, hashOf(32)])).toBe(1);
+      expect(await store.getRealisation(ofB.id)).toBeNull();
+      expect(await store.getRealisation(ofC.id)).toBeNull();
+    });
+
+    test("two connections: insertRealisationIfAbsent races have exactly one winner", async () => {
+      const other = await connect();
+      for (let n = 200; n < 210; n++) {
+        const r = realisation(n, n);
+        const [a, b] = await Promise.all([
+          store.insertRealisationIfAbsent({ ...r, text: "A" }),
+          other.insertRealisationIfAbsent({ ...r, text: "B" }),
+        ]);
+        expect([a, b].filter(Boolean).length).toBe(1);
+        expect((await store.getRealisation(r.id))!.text).toBe(a ? "A" : "B");
+      }
+    });
+
     test("narInfosForNar finds every narinfo naming a NAR, and only those", async () => {
       const shared = "nar/1111111111111111111111111111111111111111111111111111.nar.xz";
       const a = narInfo(10, { narKey: shared });
@@ -335,7 +385,7 @@ function describeMetadataStore(name: string, makeHarness: () => Promise<Metadata
         );
         const current = await fresh.connect();
         try {
-          expect(await current.migrate()).toEqual(["0002_size_and_pins"]);
+          expect(await current.migrate()).toEqual(["0002_size_and_pins", "0003_realisations"]);
           expect(await current.storedBytes()).toBe(2_500_001_000);
         } finally {
           await current.close();
