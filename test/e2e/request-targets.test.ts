@@ -5,6 +5,9 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { mkdir, writeFile } from "node:fs/promises";
+import { dirname } from "node:path";
+import { parseBuildTraceTarget, parseRealisationFileName, realisationPath, renderRealisation, signRealisation, type DrvOutput } from "../../src/nix/realisation.ts";
 import { startNcpsProcess, type NcpsProcess } from "../helpers/ncps.ts";
 import { rawRequest } from "../helpers/raw-http.ts";
 import { makeSyntheticCache, type SyntheticPath } from "../helpers/synthetic-cache.ts";
@@ -22,11 +25,22 @@ describe("request targets and the tokens", () => {
   let port: number;
   let narUrl: string;
   let narinfoText: string;
+  let realisation: DrvOutput;
+  let buildTrace: DrvOutput;
 
   beforeAll(async () => {
     work = await mkdtemp(join(tmpdir(), "ncps-targets-"));
     const cache = await makeSyntheticCache(join(work, "upstream"));
     path = await cache.add("secret-thing");
+    // a realisation and a build trace of the path, which the upstream signed
+    realisation = parseRealisationFileName(`sha256:${"5a".repeat(32)}!out.doi`);
+    buildTrace = parseBuildTraceTarget(`${path.hash}-secret-thing.drv`, "out");
+    for (const id of [realisation, buildTrace]) {
+      const file = join(cache.dir, realisationPath(id));
+      await mkdir(dirname(file), { recursive: true });
+      const outPath = path.storePath.slice("/nix/store/".length);
+      await writeFile(file, renderRealisation(signRealisation({ id, outPath, signatures: [], dependentRealisations: {} }, cache.key)));
+    }
     upstream = await startUpstream(cache.dir);
     ncps = await startNcpsProcess({
       dataDir: join(work, "ncps"),
@@ -45,6 +59,9 @@ describe("request targets and the tokens", () => {
     narUrl = `/${/^URL: (.*)$/m.exec(narinfoText)![1]}`;
     const nar = await fetch(`${ncps.url}${narUrl}`, { headers: bearer(READ_TOKEN) });
     expect(Buffer.from(await nar.arrayBuffer()).equals(Buffer.from(path.file))).toBe(true);
+    for (const id of [realisation, buildTrace]) {
+      expect((await fetch(`${ncps.url}/${realisationPath(id)}`, { headers: bearer(READ_TOKEN) })).status).toBe(200);
+    }
   }, 60_000);
 
   afterAll(async () => {
@@ -68,6 +85,10 @@ describe("request targets and the tokens", () => {
     `/upload/log/${path.storePath.slice("/nix/store/".length)}.drv`,
     "/pins",
     `/pin/${path.hash}.narinfo`,
+    `/${realisationPath(realisation)}`,
+    `/upload/${realisationPath(realisation)}`,
+    `/${realisationPath(buildTrace)}`,
+    `/upload/${realisationPath(buildTrace).slice(0, -".doi".length)}`,
     "/unknown/thing",
   ];
 
@@ -149,6 +170,14 @@ describe("request targets and the tokens", () => {
     }
     const del = await rawRequest(port, `DELETE /${path.hash}.narinfo HTTP/1.1\r\nHost: a${auth}`);
     expect(del.status).toBe(401);
+    for (const id of [realisation, buildTrace]) {
+      const get = await rawRequest(port, `GET /${realisationPath(id)} HTTP/1.1\r\nHost: a${auth}`);
+      expect([id.kind, get.status]).toEqual([id.kind, 200]);
+      for (const target of [`/${realisationPath(id)}`, `/upload/${realisationPath(id)}`]) {
+        const put = await rawRequest(port, `PUT ${target} HTTP/1.1\r\nHost: a${auth}\r\nContent-Length: 0`);
+        expect([target, put.status]).toEqual([target, 401]);
+      }
+    }
   });
 
   test("undecodable or missing request parts are a 400 with a one-line reason, never an error page", async () => {

@@ -330,3 +330,52 @@ export async function verifyStore(
   await nix.run(["nix-store", "--store", store, "--check-validity", ...paths]);
   await nix.run(["nix", "store", "verify", "--store", store, "--recursive", ...trust, ...paths]);
 }
+
+/** nix.conf lines for content-addressed derivations (`experimental-features` replaced, as
+ * later lines win). */
+export const caDerivationsConf = "experimental-features = nix-command ca-derivations";
+
+export interface BuiltCaClosure {
+  /** the expression file: `nix-build <file>` builds (or substitutes) the top derivation */
+  exprFile: string;
+  /** output store paths, dependency first, then the top */
+  paths: string[];
+  /** the realisation ids (`sha256:<hex>!out`), in the order of `paths` */
+  ids: string[];
+}
+
+/** Builds two content-addressed derivations in `store` (`dep` and `top`, whose output names
+ * dep's), signing their realisations with `key` (Nix signs them as it builds, with
+ * secret-key-files), and returns their outputs and realisation ids. */
+export async function buildCaClosure(nix: NixEnv, store: string, opts: { key: KeyPair; seed?: string }): Promise<BuiltCaClosure> {
+  const seed = opts.seed ?? crypto.randomUUID();
+  const tag = nameSafe(seed);
+  const derivation = (name: string, script: string, deps: string) => `builtins.derivation {
+    name = ${nixString(name)};
+    system = builtins.currentSystem;
+    builder = "/bin/sh";
+    PATH = "/usr/bin:/bin";
+    seed = ${nixString(seed)};
+    __contentAddressed = true;
+    outputHashMode = "recursive";
+    outputHashAlgo = "sha256";
+    ${deps}
+    args = [ "-c" ${nixString(script)} ];
+  }`;
+  const expr = `let
+  dep = ${derivation(`ncps-ca-dep-${tag}`, 'mkdir $out; echo "$seed" > $out/seed', "")};
+in ${derivation(`ncps-ca-top-${tag}`, "mkdir $out; echo $dep > $out/dep", "inherit dep;")}
+`;
+  const exprDir = join(nix.root, "exprs");
+  await mkdir(exprDir, { recursive: true });
+  const exprFile = join(exprDir, `ca-${tag}-${crypto.randomUUID()}.nix`);
+  await writeFile(exprFile, expr);
+  const conf = { extraConf: `${caDerivationsConf}\nsecret-key-files = ${opts.key.secretKeyFile}` };
+  await nix.run(["nix-build", "--store", store, "--no-out-link", exprFile], conf);
+  const info = await nix.run(["nix", "realisation", "info", "--store", store, "--file", exprFile, "--json"], conf);
+  const [top] = JSON.parse(info.stdout) as { id: string; outPath: string; dependentRealisations: Record<string, string> }[];
+  if (!top) throw new Error(`no realisation for ${exprFile}:\n${info.stdout}`);
+  const [depId, depPath] = Object.entries(top.dependentRealisations)[0] ?? [];
+  if (!depId || !depPath) throw new Error(`the top realisation names no dependency:\n${info.stdout}`);
+  return { exprFile, paths: [`/nix/store/${depPath}`, `/nix/store/${top.outPath}`], ids: [depId, top.id] };
+}
