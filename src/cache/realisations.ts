@@ -21,11 +21,10 @@ import {
   type Realisation,
 } from "../nix/realisation.ts";
 import type { PublicKey, SecretKey } from "../nix/signature.ts";
-import { readLimited, TooLargeError } from "../streams.ts";
 import type { Logger } from "../telemetry/logger.ts";
 import type { UpstreamPool } from "../upstream/pool.ts";
 import { asBadRequest, Refusal } from "./errors.ts";
-import type { WriteResult } from "./uploads.ts";
+import { receiveDocument, type WriteResult } from "./uploads.ts";
 
 export interface RealisationsOptions {
   db: MetadataStore;
@@ -62,17 +61,7 @@ export class Realisations {
    * recorded. The same realisation again is "unchanged"; another output path for the same
    * derivation output is a conflict (the first one recorded stays). */
   async put(id: DrvOutput, body: ReadableStream<Uint8Array> | null, declaredLength: number | null): Promise<WriteResult> {
-    if (declaredLength !== null && declaredLength > MAX_REALISATION_BYTES) {
-      throw new Refusal("too-large", `body of ${declaredLength} bytes exceeds the limit of ${MAX_REALISATION_BYTES}`);
-    }
-    if (!body) throw new Refusal("bad-request", "empty realisation upload");
-    let text: string;
-    try {
-      text = await readLimited(body, MAX_REALISATION_BYTES);
-    } catch (err) {
-      if (err instanceof TooLargeError) throw new Refusal("too-large", `realisation exceeds ${MAX_REALISATION_BYTES} bytes`);
-      throw err;
-    }
+    const text = await receiveDocument(body, declaredLength, MAX_REALISATION_BYTES, "realisation");
     const realisation = asBadRequest(() => parseRealisation(text, id));
     const { trustedUploadKeys } = this.opts;
     if (trustedUploadKeys && trustedRealisationSignatures(realisation, trustedUploadKeys).length === 0) {

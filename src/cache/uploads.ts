@@ -54,12 +54,25 @@ const REFERENCE_LOOKUP_CONCURRENCY = 8;
 
 export type WriteResult = "created" | "unchanged";
 
+function checkDeclaredLength(length: number | null, max: number) {
+  if (length !== null && length > max) throw new Refusal("too-large", `body of ${length} bytes exceeds the limit of ${max}`);
+}
+
+/** A small document's body (a narinfo, a realisation) as text; refused when it is missing
+ * or over `max` bytes, declared or sent. */
+export async function receiveDocument(body: ReadableStream<Uint8Array> | null, declaredLength: number | null, max: number, what: string): Promise<string> {
+  checkDeclaredLength(declaredLength, max);
+  if (!body) throw new Refusal("bad-request", `empty ${what} upload`);
+  try {
+    return await readLimited(body, max);
+  } catch (err) {
+    if (err instanceof TooLargeError) throw new Refusal("too-large", `${what} exceeds ${max} bytes`);
+    throw err;
+  }
+}
+
 export class Uploads {
   constructor(private readonly opts: UploadOptions) {}
-
-  private checkDeclaredLength(length: number | null, max: number) {
-    if (length !== null && length > max) throw new Refusal("too-large", `body of ${length} bytes exceeds the limit of ${max}`);
-  }
 
   /** Stream a body to a temp file, hashing it; refuses more than `max` bytes. */
   private async receive(body: ReadableStream<Uint8Array>, max: number): Promise<{ path: string; size: number; sha256: string }> {
@@ -87,7 +100,7 @@ export class Uploads {
   /** PUT /nar/<hash>.nar[.ext]: the URL names the FileHash, which the body must match. Stored
    * now, recorded when the narinfo naming it arrives and verifies. */
   async putNar(req: NcpsNarRequest, body: ReadableStream<Uint8Array> | null, declaredLength: number | null): Promise<WriteResult> {
-    this.checkDeclaredLength(declaredLength, this.opts.maxUploadBytes);
+    checkDeclaredLength(declaredLength, this.opts.maxUploadBytes);
     if (!body) throw new Refusal("bad-request", "empty NAR upload");
     const unverifiable = unverifiableCompression(req.compression, this.opts.acceptUnverifiedCompression);
     if (unverifiable) {
@@ -113,15 +126,7 @@ export class Uploads {
 
   /** PUT /<hash>.narinfo: validated, its NAR verified, re-signed, recorded. */
   async putNarInfo(hash: string, body: ReadableStream<Uint8Array> | null, declaredLength: number | null): Promise<WriteResult> {
-    this.checkDeclaredLength(declaredLength, MAX_NARINFO_BYTES);
-    if (!body) throw new Refusal("bad-request", "empty narinfo upload");
-    let text: string;
-    try {
-      text = await readLimited(body, MAX_NARINFO_BYTES);
-    } catch (err) {
-      if (err instanceof TooLargeError) throw new Refusal("too-large", `narinfo exceeds ${MAX_NARINFO_BYTES} bytes`);
-      throw err;
-    }
+    const text = await receiveDocument(body, declaredLength, MAX_NARINFO_BYTES, "narinfo");
     const narinfo = asBadRequest(() => parseNarInfo(text));
     const nar = asBadRequest(() => parseNcpsNarRequest(narinfo.url));
     try {
@@ -246,7 +251,7 @@ export class Uploads {
   /** PUT /log/<drv>: a build log, kept as sent. */
   async putLog(drv: string, body: ReadableStream<Uint8Array> | null, declaredLength: number | null): Promise<WriteResult> {
     const key = logKey(drv);
-    this.checkDeclaredLength(declaredLength, this.opts.maxUploadBytes);
+    checkDeclaredLength(declaredLength, this.opts.maxUploadBytes);
     // A build that printed nothing has an empty log: Bun gives no body for Content-Length: 0.
     const received = await this.receive(body ?? new Blob([]).stream(), this.opts.maxUploadBytes);
     try {

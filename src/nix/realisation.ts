@@ -200,28 +200,20 @@ function sortedObject<T>(entries: [string, T][]): Record<string, T> {
   return Object.fromEntries(entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }
 
+/** A realisations/ document without its signatures, keys in nlohmann's order. */
+function unsignedRealisation(r: Realisation) {
+  return { dependentRealisations: sortedObject(Object.entries(r.dependentRealisations)), id: drvOutputId(r.id), outPath: r.outPath };
+}
+
 /** What Nix signs (UnkeyedRealisation::fingerprint / Realisation::fingerprint). */
 export function realisationFingerprint(r: Realisation): string {
-  if (r.id.kind === "realisation") {
-    return JSON.stringify({
-      dependentRealisations: sortedObject(Object.entries(r.dependentRealisations)),
-      id: drvOutputId(r.id),
-      outPath: r.outPath,
-    });
-  }
+  if (r.id.kind === "realisation") return JSON.stringify(unsignedRealisation(r));
   return JSON.stringify({ key: { drvPath: r.id.drvName, outputName: r.id.outputName }, value: { outPath: r.outPath } });
 }
 
 /** The document served, in the form Nix reads back from a binary cache. */
 export function renderRealisation(r: Realisation): string {
-  if (r.id.kind === "realisation") {
-    return JSON.stringify({
-      dependentRealisations: sortedObject(Object.entries(r.dependentRealisations)),
-      id: drvOutputId(r.id),
-      outPath: r.outPath,
-      signatures: r.signatures,
-    });
-  }
+  if (r.id.kind === "realisation") return JSON.stringify({ ...unsignedRealisation(r), signatures: r.signatures });
   const signatures = r.signatures.map((sig) => {
     const colon = sig.indexOf(":");
     return { keyName: sig.slice(0, colon), sig: sig.slice(colon + 1) };
