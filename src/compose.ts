@@ -22,7 +22,8 @@ import type { Locker } from "./lock/locker.ts";
 import { openMetadataStore } from "./db/open.ts";
 import { errnoReason } from "./errors.ts";
 import { instrumentedLocker } from "./lock/instrumented.ts";
-import { openLocker } from "./lock/open.ts";
+import { openBroadcast, openLocker } from "./lock/open.ts";
+import type { Broadcast } from "./lock/broadcast.ts";
 import { StartupError, startupStep } from "./startup.ts";
 import { parsePublicKey } from "./nix/signature.ts";
 import { createFetchHandler } from "./server/app.ts";
@@ -177,6 +178,7 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
   const { telemetry } = observability;
   let db: MetadataStore | null = null;
   let locker: Locker | null = null;
+  let broadcast: Broadcast | null = null;
   try {
     const dbPool = { maxOpenConns: config.cacheDatabasePoolMaxOpenConns, maxIdleConns: config.cacheDatabasePoolMaxIdleConns };
     db = await startupStep("database", () => openMetadataStore(config.cacheDatabaseUrl, { migrate: config.cacheDatabaseAutoMigrate, pool: dbPool }));
@@ -231,6 +233,8 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
     let advertised = "";
     const peers = redisChoice(config) ? new ReplicaPeers(signingKey, () => advertised) : undefined;
     const hot = new HotNarInfos();
+    broadcast = await openBroadcast(redisChoice(config), "narinfo-forget", logger);
+    hot.shareThrough(broadcast);
     const nars = new StoredNars({ db, store, hot, logger, tempDir: config.cacheTempPath });
     const shared = { db, nars, pool, signingKey, signNarInfo: config.cacheSignNarinfo, tempDir: config.cacheTempPath, hot, logger };
     const downloadLimits = { ...defaultDownloadLimits, minBytesPerSecond: config.cacheUpstreamNarMinRate };
@@ -300,6 +304,7 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
     void pins.warmIncomplete().catch((error: unknown) => logger.error("warming pinned closures failed", { error }));
     logger.info("ncps listening", { url, ...(peers ? { advertised } : {}), version, publicKey: cache.publicKey, upstreams: config.cacheUpstreamUrls, database: db.dialect });
     const openDb = db;
+    const forgets = broadcast;
     return {
       url,
       port: server.port!,
@@ -316,12 +321,14 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
         await cache.close();
         await lru.stop();
         await downloadLock.locker.close();
+        await forgets.close();
         await openDb.close();
         await observability.shutdown();
       },
     };
   } catch (err) {
     await locker?.close().catch(() => {});
+    await broadcast?.close().catch(() => {});
     await db?.close().catch(() => {});
     await observability.shutdown();
     throw err;

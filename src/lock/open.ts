@@ -2,10 +2,20 @@
  * quorum of several), else in-process; with degraded mode allowed, in-process whenever Redis
  * cannot be reached. */
 import type { Logger } from "../telemetry/logger.ts";
+import { noBroadcast, type Broadcast } from "./broadcast.ts";
 import type { DegradableOptions } from "./degradable.ts";
 import type { Locker } from "./locker.ts";
 import { MemoryLocker } from "./memory.ts";
 import type { RedisLockerOptions } from "./redis.ts";
+
+/** Messages to every replica: through Redis pub/sub on every server of `redis`, else to
+ * nobody. Trouble (Redis down) is logged, never thrown: losing a message costs a narinfo
+ * copy that lives until it expires. */
+export async function openBroadcast(redis: Omit<RedisLockerOptions, "logger"> | null, channel: string, logger: Logger): Promise<Broadcast> {
+  if (redis === null) return noBroadcast;
+  const { RedisBroadcast } = await import("./redis-broadcast.ts");
+  return new RedisBroadcast({ ...redis, channel, logger });
+}
 
 /** Degraded mode (--cache-lock-allow-degraded-mode): absent, Redis trouble fails requests. */
 export type DegradedMode = Omit<DegradableOptions, "logger">;

@@ -2,7 +2,7 @@
  * A holder's lease (the key's TTL) is renewed while it holds the lock, so a long holder keeps
  * it and a dead process frees it after one TTL. Only the token's owner may extend or delete
  * the key (Lua compare-and-act), so a late release never frees somebody else's lock. */
-import { Redis } from "ioredis";
+import { Redis, type RedisOptions } from "ioredis";
 import { LockerClosedError, type Locker } from "./locker.ts";
 import { withLockByTrying } from "./retry.ts";
 import { formatRedisAddr, parseRedisAddr } from "./redis-addr.ts";
@@ -22,7 +22,7 @@ export interface RedisLockerOptions {
   logger?: Logger;
 }
 
-const DEFAULT_KEY_PREFIX = "ncps:lock:";
+export const DEFAULT_KEY_PREFIX = "ncps:lock:";
 const DEFAULT_TTL_MS = 60_000;
 const DEFAULT_WAIT_MS = 30_000;
 const CHECK_TIMEOUT_MS = 3_000;
@@ -50,6 +50,18 @@ interface Lease {
   released: boolean;
 }
 
+/** How to reach one Redis server: what every ncps connection to it shares. */
+export function redisConnection(addr: { host: string; port: number }, opts: Omit<RedisLockerOptions, "addrs">): RedisOptions {
+  return {
+    host: addr.host,
+    port: addr.port,
+    username: opts.username,
+    password: opts.password,
+    db: opts.db ?? 0,
+    tls: opts.tls ? { servername: addr.host } : undefined,
+  };
+}
+
 export class RedisLocker implements Locker {
   private readonly redis: Redis;
   /** "host:port" as shown in messages (never with credentials). */
@@ -72,12 +84,7 @@ export class RedisLocker implements Locker {
     this.password = opts.password;
     this.logger = opts.logger;
     this.redis = new Redis({
-      host,
-      port,
-      username: opts.username,
-      password: opts.password,
-      db: opts.db ?? 0,
-      tls: opts.tls ? { servername: host } : undefined,
+      ...redisConnection({ host, port }, opts),
       // connect on first use (or check()), not in the constructor
       lazyConnect: true,
       // while disconnected, commands fail at once instead of queueing for an unknown time;

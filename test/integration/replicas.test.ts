@@ -16,7 +16,7 @@ import { serializeNarInfo } from "../../src/nix/narinfo.ts";
 import { formatPublicKey, formatSecretKey, generateSecretKey, signNarInfo, toPublicKey } from "../../src/nix/signature.ts";
 import { createLogger, silentLogger } from "../../src/telemetry/logger.ts";
 import { testIf } from "../helpers/prereq.ts";
-import { readDigest } from "../helpers/synthetic-cache.ts";
+import { readDigest, sha256Nix32 } from "../helpers/synthetic-cache.ts";
 import { startUpstream, type Upstream } from "../helpers/upstream-server.ts";
 
 const redisUrl = process.env.NCPS_TEST_REDIS_URL;
@@ -86,6 +86,8 @@ describe("replicas sharing database and storage, coordinated through Redis", () 
           "cache-redis-addrs": [`${r.hostname}:${r.port || "6379"}`],
           "cache-lock-redis-key-prefix": prefix,
           "cache-lock-download-ttl": "2s",
+          "cache-allow-delete-verb": true,
+          "cache-allow-put-verb": true,
         },
         {},
       );
@@ -201,6 +203,39 @@ describe("replicas sharing database and storage, coordinated through Redis", () 
       await liar.stop(true);
     }
   }, 60_000);
+
+  /** Resolves once `check` holds; fails after `ms` (the narinfo copies' own expiry is 30 s). */
+  async function within(ms: number, check: () => Promise<boolean>): Promise<void> {
+    const until = Date.now() + ms;
+    while (!(await check())) {
+      if (Date.now() > until) throw new Error(`not within ${ms} ms`);
+      await Bun.sleep(20);
+    }
+  }
+
+  test("a narinfo deleted through one replica stops being served by the other at once, not after its copy expires", async () => {
+    const nar = await addNar(1024);
+    const [a, b] = replicas as [RunningNcps, RunningNcps];
+    const narinfo = `${nar.storeHash}.narinfo`;
+    for (const r of [a, b]) expect((await fetch(`${r.url}/${narinfo}`)).status).toBe(200); // both hold a copy in memory
+    upstream.fault(`/${narinfo}`, { kind: "status", status: 404 }); // asked again, the upstream no longer has it
+    expect((await fetch(`${a.url}/${narinfo}`, { method: "DELETE" })).status).toBeLessThan(300);
+    expect((await fetch(`${a.url}/${narinfo}`)).status).toBe(404);
+    await within(2_000, async () => (await fetch(`${b.url}/${narinfo}`)).status === 404);
+  }, 30_000);
+
+  test("a narinfo uploaded through one replica is served by the other at once, though it remembered the path as missing", async () => {
+    const bytes = crypto.getRandomValues(new Uint8Array(4096));
+    const fileHash = sha256Nix32(bytes);
+    const storeHash = encodeNix32(crypto.getRandomValues(new Uint8Array(20)));
+    const [a, b] = replicas as [RunningNcps, RunningNcps];
+    expect((await fetch(`${b.url}/${storeHash}.narinfo`)).status).toBe(404); // no upstream has it: remembered as a miss
+    const narUrl = `nar/${fileHash.slice(7)}.nar`;
+    expect((await fetch(`${a.url}/${narUrl}`, { method: "PUT", body: bytes })).status).toBeLessThan(300);
+    const text = serializeNarInfo({ storePath: `/nix/store/${storeHash}-uploaded`, url: narUrl, compression: "none", fileHash, fileSize: bytes.length, narHash: fileHash, narSize: bytes.length, references: [], sigs: [], extra: [] });
+    expect((await fetch(`${a.url}/${storeHash}.narinfo`, { method: "PUT", body: text })).status).toBeLessThan(300);
+    expect((await fetch(`${b.url}/${storeHash}.narinfo`)).status).toBe(200);
+  }, 30_000);
 
   test("the replica route answers only a proof made with the shared secret, and only for a download in flight", async () => {
     const nar = await addNar();

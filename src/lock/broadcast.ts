@@ -1,0 +1,21 @@
+/** Short messages every replica hears: what one replica forgets (a narinfo deleted, evicted or
+ * replaced), the others forget at once instead of serving their in-memory copy until it
+ * expires. Through Redis pub/sub (redis-broadcast.ts) when replicas share Redis; with one
+ * instance there is nobody to tell (`noBroadcast`).
+ *
+ * Delivery is best effort (pub/sub keeps nothing for a subscriber that is disconnected), so
+ * what listeners keep must still expire on its own; and anyone who can publish to Redis can
+ * send anything, so a listener checks what it receives. */
+export interface Broadcast {
+  /** Sends to every other replica; never throws (trouble is logged). */
+  publish(message: string): void;
+  /** `listener` hears every message other replicas publish (not this replica's own). */
+  listen(listener: (message: string) => void): void;
+  close(): Promise<void>;
+}
+
+export const noBroadcast: Broadcast = {
+  publish() {},
+  listen() {},
+  close: async () => {},
+};

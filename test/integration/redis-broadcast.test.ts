@@ -1,0 +1,52 @@
+/** Forgets shared through Redis pub/sub: what one replica's HotNarInfos forgets, another's
+ * forgets; its own messages are not heard back; what is not a store path hash is ignored. */
+import { afterEach, expect } from "bun:test";
+import { Redis } from "ioredis";
+import { HotNarInfos } from "../../src/cache/hot-narinfos.ts";
+import { RedisBroadcast } from "../../src/lock/redis-broadcast.ts";
+import { testIf } from "../helpers/prereq.ts";
+
+const redisUrl = process.env.NCPS_TEST_REDIS_URL;
+const test = testIf(redisUrl !== undefined, "NCPS_TEST_REDIS_URL is not set");
+const opened: { close(): Promise<unknown> }[] = [];
+afterEach(async () => {
+  await Promise.all(opened.splice(0).map((c) => c.close()));
+});
+
+async function within(ms: number, check: () => boolean): Promise<void> {
+  const until = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > until) throw new Error(`not within ${ms} ms`);
+    await Bun.sleep(10);
+  }
+}
+
+test("a forget on one replica reaches the other's copy; its own is not heard back; junk is ignored", async () => {
+  const r = new URL(redisUrl!);
+  const addr = `${r.hostname}:${r.port || "6379"}`;
+  const keyPrefix = `ncps-test-${crypto.randomUUID()}:`;
+  const heard: string[][] = [[], []];
+  const hots = [0, 1].map((i) => {
+    const broadcast = new RedisBroadcast({ addrs: [addr], keyPrefix, channel: "narinfo-forget" });
+    opened.push(broadcast);
+    broadcast.listen((m) => heard[i]!.push(m));
+    const hot = new HotNarInfos();
+    hot.shareThrough(broadcast);
+    return hot;
+  }) as [HotNarInfos, HotNarInfos];
+  const raw = new Redis({ host: r.hostname, port: Number(r.port || "6379") });
+  opened.push({ close: async () => raw.disconnect() });
+  const hash = "0".repeat(32);
+  const other = "1".repeat(32);
+  for (const hot of hots) for (const h of [hash, other]) hot.set(h, new Uint8Array(8));
+  let subscribers = 0;
+  while (subscribers < 2) subscribers = Number((await raw.pubsub("NUMSUB", `${keyPrefix}narinfo-forget`))[1]);
+
+  await raw.publish(`${keyPrefix}narinfo-forget`, `someone ../../etc/passwd`);
+  await raw.publish(`${keyPrefix}narinfo-forget`, `someone ${"e".repeat(32)}`);
+  hots[0].forget(hash);
+  await within(2_000, () => hots[1].get(hash) === null);
+  expect(hots[1].get(other)).not.toBeNull();
+  expect(heard[0]).toEqual(["../../etc/passwd", "e".repeat(32)]);
+  expect(heard[1]).toEqual(["../../etc/passwd", "e".repeat(32), hash]);
+});
