@@ -30,3 +30,12 @@ export async function loadSigningKey(db: MetadataStore, opts: { path?: string; h
   const stored = await db.setConfigIfAbsent(CONFIG_KEY, formatSecretKey(generateSecretKey(opts.hostname)));
   return parseSecretKey(stored);
 }
+
+/** Make `key` (a Go ncps's, being imported) the key this ncps signs with, unless it has one
+ * already: returns the key it signs with now, which is not `key` when it had another (in
+ * --cache-secret-key-path, or stored earlier). A key already there is never replaced, since
+ * the narinfos held were signed with it. */
+export async function adoptSigningKey(db: MetadataStore, key: SecretKey, opts: { path?: string }): Promise<SecretKey> {
+  if (opts.path) return loadSigningKey(db, { path: opts.path, hostname: key.name });
+  return parseSecretKey(await db.setConfigIfAbsent(CONFIG_KEY, formatSecretKey(key)));
+}

@@ -10,7 +10,7 @@ import type { Logger } from "../telemetry/logger.ts";
 let seq = 0;
 
 /** A fresh temp file name for this run; `detail` (optional) helps a reader of the directory. */
-export function tempFileName(kind: "download" | "relay" | "upload", detail = ""): string {
+export function tempFileName(kind: "download" | "relay" | "upload" | "import", detail = ""): string {
   return `ncps-${runTag}-${++seq}-${kind}${detail ? `-${detail.replace(/[^A-Za-z0-9.]/g, "_")}` : ""}`;
 }
 

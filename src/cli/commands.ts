@@ -5,6 +5,7 @@ import type { Config } from "../config/options.ts";
 import { ConfigError } from "../config/errors.ts";
 import { flagSpecsOf, withGoNames } from "./flags.ts";
 import type { FlagSpec } from "./flags.ts";
+import { importGoFlags } from "./import-go-flags.ts";
 
 export interface CliCommand {
   name: string;
@@ -107,6 +108,16 @@ const fsck: CliCommand = {
   },
 };
 
+const importGo: CliCommand = {
+  name: "import-go",
+  description: "Import a Go ncps deployment: its narinfos, NARs (each verified) and signing key; re-run it to finish an interrupted import",
+  flags: withGoNames([...flagSpecsOf(optionsFor("serve")), ...importGoFlags]),
+  run: async (config, flags) => {
+    const { runImportGo } = await import("./import-go.ts");
+    await runImportGo(config, flags);
+  },
+};
+
 const pinFlags: FlagSpec[] = withGoNames([
   ...sharedFlags.filter((f) => !f.hidden),
   // the storage directory too: the default database lives in it, as for serve
@@ -151,8 +162,8 @@ export const rootCommand: CliCommand = {
     { name: "v", type: "boolean", help: "Print the version and exit", hidden: true },
     ...sharedFlags,
   ],
-  subCommands: [serve, migrate, pin, fsck, ...goMigrations],
+  subCommands: [serve, migrate, pin, fsck, importGo, ...goMigrations],
 };
 
 /** Flags that belong to the command itself, not to the config: loadConfig never sees them. */
-export const commandLocalFlags: ReadonlySet<string> = new Set(["dry-run", "version", "v", "server-url", "repair", "verify-content"]);
+export const commandLocalFlags: ReadonlySet<string> = new Set(["dry-run", "version", "v", "server-url", "repair", "verify-content", ...importGoFlags.map((f) => f.name)]);

@@ -15,6 +15,7 @@ import { LocalBlobStore } from "../storage/local.ts";
 import { openBlobStore } from "../storage/open.ts";
 import { createLogger } from "../telemetry/logger.ts";
 import { parseUpstreamUrl } from "../upstream/upstream-url.ts";
+import { progressDisplay } from "./progress.ts";
 
 export interface FsckFlags {
   repair: boolean;
@@ -42,7 +43,7 @@ export async function runFsck(config: Config, flags: FsckFlags, out: (text: stri
       throw new StartupError(`database schema is not up to date (pending: ${pending.join(", ")}): run \`ncps migrate up\``);
     }
     const repair = flags.repair && !flags.dryRun;
-    const progress = progressDisplay(process.stderr.isTTY === true);
+    const progress = progressDisplay(process.stderr.isTTY === true, "fsck");
     const report = await fsck({
       db,
       store,
@@ -52,7 +53,7 @@ export async function runFsck(config: Config, flags: FsckFlags, out: (text: stri
       strayGraceMs: config.fsckStrayGrace,
       verifyContent: flags.verifyContent,
       repair,
-      progress: progress.update,
+      progress: (p) => progress.update({ label: phaseNames[p.phase], done: p.done, total: p.total }),
     });
     progress.end();
     out(render(report, repair));
@@ -82,42 +83,6 @@ const phaseNames: Record<FsckProgress["phase"], string> = {
   "re-check": "re-checking suspects",
   repair: "repairing",
 };
-
-/** A bar redrawn in place on a terminal; elsewhere (a log, a CI job) a plain line every 2 s
- * and at each phase's end. */
-function progressDisplay(tty: boolean): { update: (p: FsckProgress) => void; end: () => void } {
-  let last = 0;
-  let lastPhase = "";
-  let drawn = false;
-  const line = (p: FsckProgress) => {
-    const name = phaseNames[p.phase];
-    if (p.total === null || p.total === 0) return `${name}: ${p.done}`;
-    const done = Math.min(p.done, p.total);
-    if (!tty) return `${name}: ${done}/${p.total}`;
-    const width = 30;
-    const filled = Math.round((done / p.total) * width);
-    return `${name} [${"#".repeat(filled)}${".".repeat(width - filled)}] ${done}/${p.total}`;
-  };
-  return {
-    update: (p) => {
-      const now = Date.now();
-      const phaseEnded = p.total !== null && p.done >= p.total;
-      if (tty) {
-        if (now - last < 100 && !phaseEnded && p.phase === lastPhase) return;
-        process.stderr.write(`\r\x1b[2K${line(p)}`);
-        drawn = true;
-      } else {
-        if (now - last < 2000 && !(phaseEnded && p.phase !== lastPhase)) return;
-        process.stderr.write(`fsck: ${line(p)}\n`);
-      }
-      last = now;
-      lastPhase = phaseEnded ? `${p.phase}:ended` : p.phase;
-    },
-    end: () => {
-      if (tty && drawn) process.stderr.write("\r\x1b[2K");
-    },
-  };
-}
 
 function render(report: FsckReport, repair: boolean): string {
   const lines: string[] = [];

@@ -1,6 +1,7 @@
 /** Open the MetadataStore a `--cache-database-url` names. */
 import { access, constants, mkdir, stat } from "node:fs/promises";
 import { dirname } from "node:path";
+import { GoDatabase } from "./go-database.ts";
 import { DatabaseUrlError, parseDatabaseUrl, type DatabaseUrl, type ServerUrl, type SqliteUrl } from "./database-url.ts";
 import type { MetadataStore } from "./metadata-store.ts";
 import type { PoolSettings } from "./rows.ts";
@@ -34,6 +35,7 @@ export async function openMetadataStore(url: string, opts: { migrate?: boolean; 
       store = await openServer(target, opts.pool ?? {});
       break;
   }
+  await refuseGoDatabase(store, url, target.redacted);
   if (opts.migrate ?? true) {
     try {
       await store.migrate();
@@ -43,6 +45,27 @@ export async function openMetadataStore(url: string, opts: { migrate?: boolean; 
     }
   }
   return store;
+}
+
+/** A Go ncps database has tables of the same names (schema_migrations included) and another
+ * schema: reading or migrating it fails halfway with a driver error. Checked only while none
+ * of ncps's own migrations is applied. */
+async function refuseGoDatabase(store: MetadataStore, url: string, redacted: string): Promise<void> {
+  let fresh: boolean;
+  try {
+    fresh = (await store.migrationStatus()).every((m) => !m.applied);
+  } catch (err) {
+    fresh = true; // Go's schema_migrations has other columns than ours
+    if (!(await GoDatabase.detect(url))) {
+      await store.close().catch(() => {});
+      throw err;
+    }
+  }
+  if (!fresh || !(await GoDatabase.detect(url))) return;
+  await store.close().catch(() => {});
+  throw new DatabaseOpenError(
+    `${redacted} is a Go ncps database, which ncps does not use as it is: give ncps a database of its own and bring the Go ncps's content over with \`ncps import-go --from-cache-database-url ...\` (see the README, "Switching from the Go ncps")`,
+  );
 }
 
 async function openSqlite(target: SqliteUrl): Promise<SqliteMetadataStore> {

@@ -1,0 +1,231 @@
+/** Bringing a Go ncps's narinfos and NARs into this ncps. Each narinfo is taken the way an
+ * upload is: its NAR copied out of the Go storage into a temp file, verified there against
+ * the narinfo (FileHash and FileSize, and NarHash and NarSize, which the Go ncps never
+ * checked), committed through StoredNars, and only then the narinfo recorded, rewritten and
+ * signed by this ncps. So a crash at any point leaves either nothing of that narinfo, or a
+ * recorded NAR whose narinfo the next run adds; and a narinfo this ncps holds already is
+ * skipped with one primary-key lookup, which is what makes a re-run cheap. */
+import { copyFile, rm } from "node:fs/promises";
+import { createWriteStream } from "node:fs";
+import { join } from "node:path";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import type { ReadableStream as NodeWebStream } from "node:stream/web";
+import type { MetadataStore } from "../db/metadata-store.ts";
+import { narInfoRecord } from "../cache/narinfo-record.ts";
+import type { StoredNars } from "../cache/stored-nars.ts";
+import { tempFileName } from "../cache/temp-files.ts";
+import { verificationThread } from "../cache/verification.ts";
+import { parseCompression, unverifiableCompression } from "../nix/compression.ts";
+import { NixFormatError } from "../nix/errors.ts";
+import { ncpsNarKey } from "../nix/nar-url.ts";
+import { NarVerifyError } from "../nix/nar-verifier.ts";
+import { parseNarInfo, serializeNarInfo, type NarInfo } from "../nix/narinfo.ts";
+import type { SecretKey } from "../nix/signature.ts";
+import { parseStorePath } from "../nix/store-path.ts";
+import type { BlobStore } from "../storage/blob-store.ts";
+import { LocalBlobStore } from "../storage/local.ts";
+import type { Logger } from "../telemetry/logger.ts";
+import type { GoDatabase, GoNarInfoFields, GoNarInfoRow } from "../db/go-database.ts";
+import { goNarInfoKey, goNarKey } from "./go-storage.ts";
+
+export interface ImportOptions {
+  goDb: GoDatabase;
+  /** the Go ncps's storage, only read */
+  goStore: BlobStore;
+  db: MetadataStore;
+  nars: StoredNars;
+  /** this ncps's key (null: narinfos are not signed, --cache-sign-narinfo off) */
+  signingKey: SecretKey | null;
+  tempDir: string;
+  acceptUnverifiedCompression: boolean;
+  logger: Logger;
+  /** narinfos worked on at once */
+  concurrency?: number;
+  progress?: (p: ImportProgress) => void;
+  /** stop taking new narinfos (an interrupt); those under way finish */
+  stopped?: () => boolean;
+}
+
+export interface ImportProgress {
+  done: number;
+  total: number;
+}
+
+export interface Skipped {
+  hash: string;
+  storePath: string | null;
+  reason: string;
+}
+
+export interface ImportReport {
+  /** narinfos in the Go database */
+  total: number;
+  imported: number;
+  /** held by this ncps already (an earlier run) */
+  present: number;
+  skipped: Skipped[];
+  /** NAR bytes copied and verified */
+  bytes: number;
+  /** an interrupt stopped the run before the end */
+  interrupted: boolean;
+}
+
+const PAGE = 200;
+const DEFAULT_CONCURRENCY = 4;
+
+/** A narinfo that cannot be imported: reported, skipped, never fatal. */
+class Skip extends Error {}
+
+export async function importGoNcps(opts: ImportOptions): Promise<ImportReport> {
+  const total = await opts.goDb.countNarInfos();
+  const report: ImportReport = { total, imported: 0, present: 0, skipped: [], bytes: 0, interrupted: false };
+  // two narinfos naming one NAR: the second waits for the first's commit, then finds it
+  const commits = new Map<string, Promise<void>>();
+  let done = 0;
+  let afterId = 0;
+  const concurrency = opts.concurrency ?? DEFAULT_CONCURRENCY;
+  opts.progress?.({ done, total });
+  for (;;) {
+    if (opts.stopped?.()) {
+      report.interrupted = true;
+      break;
+    }
+    const page = await opts.goDb.narInfos(afterId, PAGE);
+    if (page.length === 0) break;
+    afterId = page[page.length - 1]!.id;
+    let next = 0;
+    const worker = async () => {
+      while (next < page.length && !opts.stopped?.()) {
+        const row = page[next++]!;
+        const outcome = await importOne(opts, row, commits);
+        if (outcome === "present") report.present++;
+        else if (typeof outcome === "number") {
+          report.imported++;
+          report.bytes += outcome;
+        } else report.skipped.push(outcome);
+        done++;
+        opts.progress?.({ done, total: Math.max(total, done) });
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(concurrency, page.length) }, worker));
+  }
+  if (!report.interrupted && opts.stopped?.() && done < total) report.interrupted = true;
+  return report;
+}
+
+/** "present", the NAR bytes copied (0 when another narinfo brought the NAR), or why skipped. */
+async function importOne(opts: ImportOptions, row: GoNarInfoRow, commits: Map<string, Promise<void>>): Promise<"present" | number | Skipped> {
+  let storePath: string | null = row.fields?.storePath ?? null;
+  try {
+    if ((await opts.db.getNarInfoText(row.hash)) !== null) return "present";
+    const narinfo = await readNarInfo(opts, row);
+    storePath = narinfo.storePath;
+    if (parseStorePath(narinfo.storePath).hashPart !== row.hash) throw new Skip(`narinfo is for ${narinfo.storePath}, not ${row.hash}`);
+    const compression = parseCompression(narinfo.compression);
+    const unverifiable = unverifiableCompression(compression, opts.acceptUnverifiedCompression);
+    if (unverifiable) throw new Skip(unverifiable);
+    const key = ncpsNarKey(narinfo.fileHash ?? narinfo.narHash, compression);
+    let copied = 0;
+    if ((await opts.nars.find(key)) === null) {
+      const running = commits.get(key);
+      if (running) await running;
+      if ((await opts.nars.find(key)) === null) {
+        const commit = copyVerifyCommit(opts, row, narinfo, key);
+        commits.set(key, commit.then(() => {}, () => {})); // the waiter looks for the record, not the outcome
+        try {
+          copied = await commit;
+        } finally {
+          commits.delete(key);
+        }
+      }
+    }
+    const record = narInfoRecord(row.hash, narinfo, { key, compression }, { upstream: null, upstreamNarUrl: null }, opts.signingKey);
+    // false: a running ncps recorded this narinfo meanwhile; the NAR goes unless it names it
+    if (!(await opts.db.insertNarInfoIfAbsent(record))) await opts.nars.removeIfUnnamed(key);
+    return copied;
+  } catch (err) {
+    if (!(err instanceof Skip || err instanceof NixFormatError || err instanceof NarVerifyError)) throw err;
+    const reason = err instanceof NarVerifyError ? `NAR does not match the narinfo: ${err.message}` : err.message;
+    opts.logger.warn("narinfo not imported", { hash: row.hash, storePath, reason });
+    return { hash: row.hash, storePath, reason };
+  }
+}
+
+/** The narinfo: from the database's columns (Go v0.8 on), else the text in storage; parsed by
+ * this ncps's one narinfo parser either way, so both get the same checks. */
+async function readNarInfo(opts: ImportOptions, row: GoNarInfoRow): Promise<NarInfo> {
+  if (row.fields) return parseNarInfo(narInfoText(row.fields));
+  const body = await opts.goStore.get(goNarInfoKey(row.hash));
+  if (!body) throw new Skip(`its narinfo is neither in the Go database nor in the Go storage (${goNarInfoKey(row.hash)})`);
+  return parseNarInfo(await new Response(body.body).text());
+}
+
+/** The Go columns written as a narinfo text (what the Go ncps serves from them). */
+export function narInfoText(f: GoNarInfoFields): string {
+  if (f.storePath === null || f.narHash === null || f.narSize === null) throw new Skip("the Go database row lacks StorePath, NarHash or NarSize");
+  const narinfo: NarInfo = {
+    storePath: f.storePath,
+    url: f.url,
+    narHash: f.narHash,
+    narSize: f.narSize,
+    references: f.references,
+    sigs: f.signatures,
+    extra: [],
+  };
+  if (f.compression !== null) narinfo.compression = f.compression;
+  if (f.fileHash !== null) narinfo.fileHash = f.fileHash;
+  if (f.fileSize !== null) narinfo.fileSize = f.fileSize;
+  if (f.deriver !== null) narinfo.deriver = f.deriver;
+  if (f.system !== null) narinfo.system = f.system;
+  if (f.ca !== null) narinfo.ca = f.ca;
+  return serializeNarInfo(narinfo);
+}
+
+/** Copy the NAR out of the Go storage into a temp file, verify it on the verification thread,
+ * commit it through StoredNars (which consumes the temp file). Returns the bytes copied. */
+async function copyVerifyCommit(opts: ImportOptions, row: GoNarInfoRow, narinfo: NarInfo, key: string): Promise<number> {
+  const goKey = goNarKey(narinfo.url, narinfo.narHash);
+  const path = join(opts.tempDir, tempFileName("import", key));
+  try {
+    const size = await copyOut(opts.goStore, goKey, path);
+    if (size === null) {
+      if (await opts.goDb.chunked(row.id)) {
+        throw new Skip("the Go ncps holds its NAR as CDC chunks: run `ncps migrate-chunks-to-nar` with the Go ncps first, then import again");
+      }
+      throw new Skip(`its NAR is not in the Go storage (${goKey})`);
+    }
+    const check = verificationThread.start(path, {
+      compression: parseCompression(narinfo.compression),
+      fileHash: narinfo.fileHash ?? null,
+      fileSize: narinfo.fileSize ?? null,
+      narHash: narinfo.narHash,
+      narSize: narinfo.narSize,
+    });
+    check.end(size);
+    const digest = await check.result;
+    await opts.nars.commitFile(key, path, digest);
+    return size;
+  } finally {
+    await rm(path, { force: true });
+  }
+}
+
+/** The object's bytes in a file at `path`; its size, or null when there is no such object. */
+async function copyOut(store: BlobStore, key: string, path: string): Promise<number | null> {
+  if (store instanceof LocalBlobStore) {
+    // a plain copy (the kernel's, where it can): never a rename of the Go ncps's file
+    try {
+      await copyFile(join(store.rootDir, key), path);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return null;
+      throw err;
+    }
+    return Bun.file(path).size;
+  }
+  const body = await store.get(key);
+  if (!body) return null;
+  const stream = body.body instanceof Blob ? body.body.stream() : body.body;
+  await pipeline(Readable.fromWeb(stream as NodeWebStream<Uint8Array>), createWriteStream(path));
+  return Bun.file(path).size;
+}

@@ -1,0 +1,337 @@
+/** `ncps import-go` as an operator runs it (the CLI in its own process), on Go ncps deployments
+ * built from the Go ncps's own migration SQL of several versions (test/helpers/go-ncps.ts),
+ * on SQLite and PostgreSQL: every good narinfo and NAR arrives and is served, signed with the
+ * Go key; a NAR whose NarHash is wrong (which the Go ncps never checked), a lost NAR and a
+ * CDC-chunked one are reported and skipped; a second run does nothing; a run killed midway
+ * leaves a state that the next run completes and fsck finds clean; an ncps that already has
+ * another key refuses unless told to keep it. */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { Database } from "bun:sqlite";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { RunningNcps } from "../../src/compose.ts";
+import { parseNarInfo } from "../../src/nix/narinfo.ts";
+import { formatPublicKey, formatSecretKey, generateSecretKey, parsePublicKey, signNarInfo, toPublicKey, verifyNarInfo } from "../../src/nix/signature.ts";
+import { createGoDeployment, type GoDeployment, type GoDialect, type GoVersion } from "../helpers/go-ncps.ts";
+import { ncpsCommand, startInProcess } from "../helpers/ncps.ts";
+import { testIf } from "../helpers/prereq.ts";
+import { createTestDatabase, testServer, type TestDatabase } from "../helpers/server-databases.ts";
+import { makeSyntheticCache, type SyntheticCache, type SyntheticPath } from "../helpers/synthetic-cache.ts";
+import { startStoppedPort } from "../helpers/upstream-server.ts";
+
+const T = 120_000;
+const goKey = generateSecretKey("go-ncps-1");
+const goPublicKey = formatPublicKey(toPublicKey(goKey));
+let work: string;
+let syn: SyntheticCache;
+let stoppedUpstream: string;
+const postgres = await testServer("postgres");
+const databases: TestDatabase[] = [];
+
+beforeAll(async () => {
+  work = await mkdtemp(join(tmpdir(), "ncps-import-go-"));
+  syn = await makeSyntheticCache(join(work, "upstream"));
+  stoppedUpstream = (await startStoppedPort()).url;
+});
+
+afterAll(async () => {
+  for (const db of databases) await db.drop().catch(() => {});
+  if (work) await rm(work, { recursive: true, force: true });
+}, T);
+
+async function goDeployment(name: string, version: GoVersion, dialect: GoDialect): Promise<GoDeployment> {
+  let databaseUrl = `sqlite:${join(work, name, "go", "db", "db.sqlite")}`;
+  if (dialect === "postgres") {
+    const db = await createTestDatabase(postgres.url!);
+    databases.push(db);
+    databaseUrl = db.url;
+  }
+  return createGoDeployment({ version, dialect, databaseUrl, storageDir: join(work, name, "go", "data"), secretKey: goKey });
+}
+
+/** A synthetic path as the Go ncps keeps it: the upstream's narinfo, signed by the Go ncps too. */
+async function goPath(go: GoDeployment, name: string, opts: Parameters<SyntheticCache["add"]>[1] = {}, addOpts: Parameters<GoDeployment["add"]>[2] = {}): Promise<SyntheticPath> {
+  const path = await syn.add(name, opts);
+  await go.add(signNarInfo(path.narinfo, goKey), path.file, addOpts);
+  return path;
+}
+
+/** This ncps's side: a data directory (storage, SQLite database, temp files). */
+function ours(name: string): { dataDir: string; args: string[] } {
+  const dataDir = join(work, name, "ncps");
+  return {
+    dataDir,
+    args: ["--cache-storage-local", dataDir, "--cache-temp-path", join(dataDir, "tmp"), "--cache-upstream-url", stoppedUpstream, "--cache-hostname", "ncps-test"],
+  };
+}
+
+interface Run {
+  status: number;
+  stdout: string;
+  stderr: string;
+  /** a summary figure ("imported 3 (...)" -> 3) */
+  figure(label: string): number;
+}
+
+function cli(...args: string[]): ReturnType<typeof Bun.spawn> {
+  return Bun.spawn([...ncpsCommand(), ...args], {
+    stdout: "pipe",
+    stderr: "pipe",
+    env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/root" },
+  });
+}
+
+async function finished(proc: ReturnType<typeof Bun.spawn>): Promise<Run> {
+  const [stdout, stderr, status] = await Promise.all([
+    new Response(proc.stdout as ReadableStream).text(),
+    new Response(proc.stderr as ReadableStream).text(),
+    proc.exited,
+  ]);
+  return {
+    status,
+    stdout,
+    stderr,
+    figure(label) {
+      const m = new RegExp(`^${label}\\s+(\\d+)`, "m").exec(stdout);
+      if (!m) throw new Error(`no "${label}" in:\n${stdout}\n${stderr}`);
+      return Number(m[1]);
+    },
+  };
+}
+
+const importGo = (go: GoDeployment, side: { args: string[] }, ...extra: string[]) => finished(cli("import-go", ...go.flags(), ...side.args, ...extra));
+
+async function withNcps<T>(side: { dataDir: string }, fn: (ncps: RunningNcps) => Promise<T>): Promise<T> {
+  const ncps = await startInProcess(side.dataDir, { "cache-upstream-url": [stoppedUpstream] });
+  try {
+    return await fn(ncps);
+  } finally {
+    await ncps.stop();
+  }
+}
+
+/** The path is served whole by ncps, its narinfo signed with the Go key. */
+async function expectServed(ncps: RunningNcps, path: SyntheticPath) {
+  const res = await fetch(`${ncps.url}/${path.hash}.narinfo`);
+  expect(res.status).toBe(200);
+  const narinfo = parseNarInfo(await res.text());
+  expect(narinfo.storePath).toBe(path.storePath);
+  expect(verifyNarInfo(narinfo, [parsePublicKey(goPublicKey)])).toBe(true);
+  const nar = await fetch(`${ncps.url}/${narinfo.url}`);
+  expect(nar.status).toBe(200);
+  const expected = narinfo.compression === "none" ? path.nar : path.file;
+  expect(Buffer.from(await nar.arrayBuffer()).equals(Buffer.from(expected))).toBe(true);
+}
+
+const combinations: { version: GoVersion; dialect: GoDialect }[] = [
+  { version: "v0.5.0", dialect: "sqlite" },
+  { version: "v0.7.0", dialect: "sqlite" },
+  { version: "v0.7.0", dialect: "postgres" },
+  { version: "v0.9.4", dialect: "sqlite" },
+  { version: "v0.9.4", dialect: "postgres" },
+  { version: "816f6378", dialect: "sqlite" },
+  { version: "816f6378", dialect: "postgres" },
+];
+
+describe("import-go: a Go ncps deployment of each schema", () => {
+  for (const { version, dialect } of combinations) {
+    const name = `go-${version}-${dialect}`;
+    const available = dialect === "sqlite" || postgres.url !== null;
+    testIf(available, `${name}: ${postgres.problem}`)(
+      `Go ${version} on ${dialect}: good paths imported and served with the Go key, bad ones skipped, a re-run does nothing`,
+      async () => {
+        const go = await goDeployment(name, version, dialect);
+        const fieldsInDb = version === "v0.9.4" || version === "816f6378";
+        let good: SyntheticPath[];
+        try {
+          const base = await goPath(go, "base", { compression: "zstd", size: 8192 });
+          good = [
+            base,
+            await goPath(go, "plain", { compression: "none", size: 5000 }),
+            await goPath(go, "user", { compression: "zstd", references: [base.storePath.slice("/nix/store/".length)] }),
+          ];
+          // a v0.8+ row whose text `migrate-narinfo` has not moved into the database yet
+          if (fieldsInDb) good.push(await goPath(go, "not-yet-migrated", { compression: "zstd" }, { textInStorage: true }));
+          // FileHash right, NarHash wrong: the Go ncps never checked it
+          await goPath(go, "corrupt", { compression: "zstd", fileBytes: Bun.zstdCompressSync(crypto.getRandomValues(new Uint8Array(4096))) });
+          await goPath(go, "lost", { compression: "zstd" }, { omitNar: true });
+          if (fieldsInDb) await goPath(go, "chunked", { compression: "zstd" }, { chunked: true });
+        } finally {
+          await go.close();
+        }
+        const side = ours(name);
+
+        const first = await importGo(go, side);
+        expect(first.stderr).not.toContain("    at "); // no stack trace
+        expect(first.status).toBe(0);
+        expect(first.figure("imported")).toBe(good.length);
+        expect(first.figure("not imported")).toBe(fieldsInDb ? 3 : 2);
+        expect(first.stdout).toContain("-corrupt: NAR does not match the narinfo");
+        expect(first.stdout).toMatch(/-lost: its NAR is not in the Go storage \(store\/nar\//);
+        if (fieldsInDb) expect(first.stdout).toContain("-chunked: the Go ncps holds its NAR as CDC chunks");
+        expect(first.stdout).toContain(`signing key              ${goPublicKey}`);
+
+        await withNcps(side, async (ncps) => {
+          expect(ncps.publicKey).toBe(goPublicKey);
+          for (const path of good) await expectServed(ncps, path);
+        });
+
+        const second = await importGo(go, side);
+        expect(second.status).toBe(0);
+        expect(second.figure("imported")).toBe(0);
+        expect(second.figure("already here")).toBe(good.length);
+        expect(second.figure("not imported")).toBe(fieldsInDb ? 3 : 2);
+      },
+      T,
+    );
+  }
+});
+
+describe("import-go: interrupted and re-run", () => {
+  test(
+    "killed midway (SIGKILL), the next run completes the import and fsck finds nothing to repair",
+    async () => {
+      const go = await goDeployment("killed", "816f6378", "sqlite");
+      const paths: SyntheticPath[] = [];
+      try {
+        for (let i = 0; i < 40; i++) paths.push(await goPath(go, `p${i}`, { compression: i % 2 ? "zstd" : "none", size: 256 * 1024 }));
+      } finally {
+        await go.close();
+      }
+      const side = ours("killed");
+      const proc = cli("import-go", ...go.flags(), ...side.args);
+      // kill once some narinfos are recorded, well before all are
+      const dbPath = join(side.dataDir, "db", "db.sqlite");
+      let recorded = 0;
+      for (let waited = 0; waited < 60_000; waited += 10) {
+        if (await Bun.file(dbPath).exists()) {
+          try {
+            const db = new Database(dbPath, { readonly: true });
+            recorded = (db.prepare("SELECT COUNT(*) AS n FROM narinfos").get() as { n: number }).n;
+            db.close();
+          } catch {}
+        }
+        if (recorded >= 3) break;
+        await Bun.sleep(10);
+      }
+      proc.kill("SIGKILL");
+      await proc.exited;
+      expect(recorded).toBeGreaterThanOrEqual(3);
+      expect(recorded).toBeLessThan(paths.length);
+
+      const rerun = await importGo(go, side);
+      expect(rerun.status).toBe(0);
+      expect(rerun.figure("already here") + rerun.figure("imported")).toBe(paths.length);
+      expect(rerun.figure("imported")).toBeGreaterThan(0);
+      expect(rerun.figure("not imported")).toBe(0);
+
+      const fsck = await finished(cli("fsck", ...side.args));
+      expect(fsck.stdout).toContain("no problems found");
+      expect(fsck.status).toBe(0);
+      await withNcps(side, async (ncps) => {
+        for (const path of paths) await expectServed(ncps, path);
+      });
+    },
+    T,
+  );
+});
+
+describe("import-go: the signing key", () => {
+  test(
+    "an ncps that already has another key refuses and changes nothing; --keep-signing-key imports, signed with its own key",
+    async () => {
+      const go = await goDeployment("other-key", "v0.9.4", "sqlite");
+      let path: SyntheticPath;
+      try {
+        path = await goPath(go, "only", { compression: "zstd" });
+      } finally {
+        await go.close();
+      }
+      const side = ours("other-key");
+      // this ncps has run before: it generated a key of its own
+      const ownKey = await withNcps(side, async (ncps) => ncps.publicKey);
+      expect(ownKey).not.toBe(goPublicKey);
+
+      const refused = await importGo(go, side);
+      expect(refused.status).toBe(1);
+      expect(refused.stderr).toContain(`this ncps already signs with a key of its own (in its database) (${ownKey}), not the Go ncps's (${goPublicKey}): nothing was imported`);
+      await withNcps(side, async (ncps) => {
+        expect(ncps.publicKey).toBe(ownKey);
+        expect((await fetch(`${ncps.url}/${path.hash}.narinfo`)).status).toBe(404);
+      });
+
+      const kept = await importGo(go, side, "--keep-signing-key");
+      expect(kept.status).toBe(0);
+      expect(kept.figure("imported")).toBe(1);
+      await withNcps(side, async (ncps) => {
+        const narinfo = parseNarInfo(await (await fetch(`${ncps.url}/${path.hash}.narinfo`)).text());
+        expect(verifyNarInfo(narinfo, [parsePublicKey(ownKey)])).toBe(true);
+      });
+    },
+    T,
+  );
+
+  test(
+    "the Go key from --from-cache-secret-key-path; a wrong database is refused in one line",
+    async () => {
+      const go = await goDeployment("key-file", "v0.7.0", "sqlite");
+      let path: SyntheticPath;
+      const fileKey = generateSecretKey("go-file-1");
+      try {
+        path = await syn.add("from-file", { compression: "zstd" });
+        await go.add(path.narinfo, path.file);
+      } finally {
+        await go.close();
+      }
+      const keyFile = join(work, "key-file", "go.key");
+      await Bun.write(keyFile, formatSecretKey(fileKey));
+      const side = ours("key-file");
+      const run = await importGo(go, side, "--from-cache-secret-key-path", keyFile);
+      expect(run.status).toBe(0);
+      expect(run.figure("imported")).toBe(1);
+      await withNcps(side, async (ncps) => {
+        expect(ncps.publicKey).toBe(formatPublicKey(toPublicKey(fileKey)));
+      });
+
+      // this ncps's own database given as the Go one
+      const wrong = await finished(
+        cli("import-go", "--from-cache-database-url", `sqlite:${join(side.dataDir, "db", "db.sqlite")}`, "--from-cache-storage-local", side.dataDir, ...ours("wrong").args),
+      );
+      expect(wrong.status).toBe(1);
+      expect(wrong.stderr.trim().split("\n")).toHaveLength(1);
+      expect(wrong.stderr).toContain("is a database of this ncps, not of the Go ncps");
+    },
+    T,
+  );
+});
+
+describe("a Go ncps database given to ncps as its own", () => {
+  for (const { version, dialect } of [
+    { version: "v0.5.0", dialect: "sqlite" },
+    { version: "816f6378", dialect: "sqlite" },
+    { version: "v0.9.4", dialect: "postgres" },
+  ] as const) {
+    testIf(dialect === "sqlite" || postgres.url !== null, `${dialect}: ${postgres.problem}`)(
+      `Go ${version} on ${dialect}: migrate up and serve refuse in one line, naming import-go, and leave it as it was`,
+      async () => {
+        const go = await goDeployment(`as-own-${version}-${dialect}`, version, dialect);
+        await goPath(go, "kept", { compression: "zstd" });
+        await go.close();
+        const side = ours(`as-own-${version}-${dialect}`);
+        for (const command of [["migrate", "up"], ["serve", "--server-addr", "127.0.0.1:0"]]) {
+          const run = await finished(cli(...command, ...side.args, "--cache-database-url", go.databaseUrl));
+          expect(run.status).toBe(1);
+          expect(run.stderr.trim().split("\n")).toHaveLength(1);
+          expect(run.stderr).toContain("is a Go ncps database, which ncps does not use as it is");
+          expect(run.stderr).toContain("ncps import-go --from-cache-database-url");
+        }
+        // still a Go database the import reads whole
+        const imported = await importGo(go, side);
+        expect(imported.status).toBe(0);
+        expect(imported.figure("imported")).toBe(1);
+      },
+      T,
+    );
+  }
+});
