@@ -19,6 +19,9 @@ import { testIf } from "../helpers/prereq.ts";
 import { createTestDatabase, testServer, type TestDatabase } from "../helpers/server-databases.ts";
 import { makeSyntheticCache, type SyntheticCache, type SyntheticPath } from "../helpers/synthetic-cache.ts";
 import { startStoppedPort } from "../helpers/upstream-server.ts";
+import { s3rverAvailable, startS3rver } from "../helpers/s3rver.ts";
+import { S3BlobStore } from "../../src/storage/s3.ts";
+import { readdir } from "node:fs/promises";
 
 const T = 120_000;
 const goKey = generateSecretKey("go-ncps-1");
@@ -188,33 +191,66 @@ describe("import-go: a Go ncps deployment of each schema", () => {
   }
 });
 
+/** Waits until this ncps's SQLite database holds at least `least` narinfos (a run under way);
+ * returns how many it holds then. */
+async function narInfosRecorded(dataDir: string, least: number): Promise<number> {
+  const dbPath = join(dataDir, "db", "db.sqlite");
+  let recorded = 0;
+  for (let waited = 0; waited < 60_000 && recorded < least; waited += 10) {
+    if (await Bun.file(dbPath).exists()) {
+      try {
+        const db = new Database(dbPath, { readonly: true });
+        recorded = (db.prepare("SELECT COUNT(*) AS n FROM narinfos").get() as { n: number }).n;
+        db.close();
+      } catch {}
+    }
+    if (recorded < least) await Bun.sleep(10);
+  }
+  return recorded;
+}
+
+async function manyPaths(name: string): Promise<{ go: GoDeployment; paths: SyntheticPath[] }> {
+  const go = await goDeployment(name, "816f6378", "sqlite");
+  const paths: SyntheticPath[] = [];
+  try {
+    for (let i = 0; i < 40; i++) paths.push(await goPath(go, `p${i}`, { compression: i % 2 ? "zstd" : "none", size: 256 * 1024 }));
+  } finally {
+    await go.close();
+  }
+  return { go, paths };
+}
+
 describe("import-go: interrupted and re-run", () => {
+  test(
+    "Ctrl-C (SIGINT): the narinfos under way finish, the run says how far it got and exits 1; the next run does the rest",
+    async () => {
+      const { go, paths } = await manyPaths("sigint");
+      const side = ours("sigint");
+      const proc = cli("import-go", ...go.flags(), ...side.args);
+      expect(await narInfosRecorded(side.dataDir, 2)).toBeGreaterThanOrEqual(2);
+      proc.kill("SIGINT");
+      const stopped = await finished(proc);
+      expect(stopped.status).toBe(1);
+      expect(stopped.stderr).toMatch(/ncps: interrupted after \d+ of 40 narinfos: run the same command again to import the rest/);
+      expect(stopped.stdout).toContain("interrupted: run the same command again");
+      const done = stopped.figure("imported");
+      expect(done).toBeLessThan(paths.length);
+
+      const rerun = await importGo(go, side);
+      expect(rerun.status).toBe(0);
+      expect(rerun.figure("already here")).toBe(done);
+      expect(rerun.figure("imported")).toBe(paths.length - done);
+    },
+    T,
+  );
+
   test(
     "killed midway (SIGKILL), the next run completes the import and fsck finds nothing to repair",
     async () => {
-      const go = await goDeployment("killed", "816f6378", "sqlite");
-      const paths: SyntheticPath[] = [];
-      try {
-        for (let i = 0; i < 40; i++) paths.push(await goPath(go, `p${i}`, { compression: i % 2 ? "zstd" : "none", size: 256 * 1024 }));
-      } finally {
-        await go.close();
-      }
+      const { go, paths } = await manyPaths("killed");
       const side = ours("killed");
       const proc = cli("import-go", ...go.flags(), ...side.args);
-      // kill once some narinfos are recorded, well before all are
-      const dbPath = join(side.dataDir, "db", "db.sqlite");
-      let recorded = 0;
-      for (let waited = 0; waited < 60_000; waited += 10) {
-        if (await Bun.file(dbPath).exists()) {
-          try {
-            const db = new Database(dbPath, { readonly: true });
-            recorded = (db.prepare("SELECT COUNT(*) AS n FROM narinfos").get() as { n: number }).n;
-            db.close();
-          } catch {}
-        }
-        if (recorded >= 3) break;
-        await Bun.sleep(10);
-      }
+      const recorded = await narInfosRecorded(side.dataDir, 3);
       proc.kill("SIGKILL");
       await proc.exited;
       expect(recorded).toBeGreaterThanOrEqual(3);
@@ -334,4 +370,57 @@ describe("a Go ncps database given to ncps as its own", () => {
       T,
     );
   }
+});
+
+describe("import-go: a Go ncps on S3", () => {
+  testIf(s3rverAvailable, "s3rver (node and node_modules/s3rver) is needed")(
+    "Go v0.5.0 with its narinfo texts and key in an S3 bucket (an endpoint without a scheme, use-ssl off, as the Go flags give it)",
+    async () => {
+      const s3 = await startS3rver({ bucket: "go-ncps" });
+      try {
+        const go = await goDeployment("s3", "v0.5.0", "sqlite");
+        const good: SyntheticPath[] = [];
+        try {
+          good.push(await goPath(go, "s3-a", { compression: "zstd", size: 20_000 }));
+          good.push(await goPath(go, "s3-b", { compression: "none" }));
+          await goPath(go, "s3-corrupt", { compression: "zstd", fileBytes: Bun.zstdCompressSync(crypto.getRandomValues(new Uint8Array(1000))) });
+        } finally {
+          await go.close();
+        }
+        // the Go storage, object for object, in the bucket instead of the directory
+        const bucket = new S3BlobStore({ bucket: s3.bucket, endpoint: s3.endpoint, accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey, forcePathStyle: true });
+        const files = (await readdir(go.storageDir, { recursive: true, withFileTypes: true })).filter((e) => e.isFile());
+        for (const f of files) await bucket.putFile(join(f.parentPath, f.name).slice(go.storageDir.length + 1), join(f.parentPath, f.name));
+        const side = ours("s3");
+        const run = await finished(
+          cli(
+            "import-go",
+            "--from-cache-database-url", go.databaseUrl,
+            "--from-cache-storage-s3-bucket", s3.bucket,
+            "--from-cache-storage-s3-endpoint", s3.endpoint.replace("http://", ""),
+            "--from-cache-storage-s3-use-ssl=false",
+            "--from-cache-storage-s3-access-key-id", s3.accessKeyId,
+            "--from-cache-storage-s3-secret-access-key", s3.secretAccessKey,
+            "--from-cache-storage-s3-force-path-style",
+            ...side.args,
+          ),
+        );
+        expect(run.status).toBe(0);
+        expect(run.figure("imported")).toBe(2);
+        expect(run.figure("not imported")).toBe(1);
+        expect(run.stdout).toContain("-s3-corrupt: NAR does not match the narinfo");
+        expect(run.stderr).toContain('"from":"its storage (config/cache.key)"');
+        await withNcps(side, async (ncps) => {
+          expect(ncps.publicKey).toBe(goPublicKey);
+          for (const path of good) await expectServed(ncps, path);
+        });
+        // only read: nothing was written to or removed from the Go bucket
+        await s3.settle();
+        expect(s3.requests().filter((r) => r.url.startsWith(`/${s3.bucket}`) && r.method !== "GET" && r.method !== "HEAD").length).toBe(files.length);
+      } finally {
+        await s3.stop();
+      }
+    },
+    T,
+  );
 });
