@@ -253,4 +253,25 @@ describe("uploads", () => {
     await publish(id, renderRealisation(realisation(id, own, upstreamCache.key)));
     expect((await get(ncps, realisationPath(id))).status).toBe(200);
   });
+
+  test("eviction of the output path takes its realisations along", async () => {
+    const [first, second] = [await upstreamCache.add("ca-evicted"), await upstreamCache.add("ca-kept")];
+    // room for one of the two 4 KiB NARs
+    const small = await start({ "cache-allow-put-verb": true, "cache-max-size": "6000" });
+    /** narinfo then NAR, as Nix fetches a path, then the eviction pass its commit starts */
+    const fetchPath = async (p: SyntheticPath) => {
+      const narinfo = await get(small, `${p.hash}.narinfo`);
+      const url = /^URL: (.*)$/m.exec(await narinfo.text())![1]!;
+      expect((await get(small, url)).status).toBe(200);
+      const deadline = Date.now() + 10_000;
+      while (small.cache.isDownloading(url) && Date.now() < deadline) await Bun.sleep(5);
+      await small.eviction!.trigger("manual");
+    };
+    await fetchPath(first);
+    const id = newRealisationId();
+    expect((await put(small, realisationPath(id), renderRealisation(realisation(id, first)))).status).toBe(201);
+    await fetchPath(second);
+    expect((await get(small, `upload/${first.hash}.narinfo`)).status).toBe(404); // evicted
+    expect((await get(small, `upload/${realisationPath(id)}`)).status).toBe(404);
+  });
 });
