@@ -92,6 +92,31 @@ describe.skipIf(!nixAvailable && process.env.NCPS_TEST_STRICT !== "1")("e2e: rea
     }, T);
   }
 
+  test("--cache-require-trusted-signature: Nix's copy of realisations signed by a trusted builder is accepted, by another key refused (403)", async () => {
+    const down = await startStoppedPort();
+    const ncps = await startNcps([
+      "--cache-upstream-url", down.url,
+      "--cache-upstream-public-key", "nobody-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=",
+      "--cache-allow-put-verb",
+      "--cache-require-trusted-signature",
+      "--cache-trusted-upload-key", builderKey.publicKey,
+    ]);
+    const stranger = await makeKeyPair(nix, "stranger-1");
+    for (const [realisationKey, expected] of [[builderKey, 0], [stranger, 1]] as const) {
+      const builder = nix.store(`strict-builder-${realisationKey.name}`);
+      const built = await buildCaClosure(nix, builder, { key: realisationKey, seed: `strict-${realisationKey.name}-${Date.now()}` });
+      // the narinfos carry the trusted builder's signature either way: only the realisations differ
+      await nix.run(["nix", "store", "sign", "--store", builder, "--key-file", builderKey.secretKeyFile, ...built.paths], ca);
+      const copy = await nix.run(["nix", "copy", "--store", builder, "--to", ncps.url, "--file", built.exprFile], { ...ca, allowFail: true });
+      expect([realisationKey.name, copy.code === 0 ? 0 : 1]).toEqual([realisationKey.name, expected]);
+      if (expected === 1) expect(copy.stderr).toContain("HTTP error 403");
+      for (const id of built.ids) {
+        const res = await fetch(`${ncps.url}/realisations/${id}.doi`);
+        expect([realisationKey.name, res.status]).toEqual([realisationKey.name, expected === 0 ? 200 : 404]);
+      }
+    }
+  }, T);
+
   test("ncps fetches realisations from an upstream binary cache Nix wrote (nix copy --to file://), keeps and re-signs them", async () => {
     const upBuilder = nix.store("upstream-builder");
     const built = await buildCaClosure(nix, upBuilder, { key: upstreamKey, seed: `pull-${Date.now()}` });
