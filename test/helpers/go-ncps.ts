@@ -6,8 +6,10 @@
 import { Database } from "bun:sqlite";
 import { mkdir, readdir, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
+import mysql from "mysql2/promise";
 import postgres from "postgres";
 import { parseDatabaseUrl, type ServerUrl } from "../../src/db/database-url.ts";
+import { mysqlConnectOptions } from "../../src/db/mysql.ts";
 import { postgresConnectOptions } from "../../src/db/postgres.ts";
 import { goNarInfoKey, goNarKey, GO_SECRET_KEY_KEY } from "../../src/goimport/go-storage.ts";
 import { parseNarInfo, serializeNarInfo, type NarInfo } from "../../src/nix/narinfo.ts";
@@ -22,7 +24,7 @@ const FIXTURES = new URL("../fixtures/go-ncps/", import.meta.url).pathname;
 export type GoVersion = "v0.5.0" | "v0.7.0" | "v0.9.4" | "816f6378";
 export const GO_VERSIONS: GoVersion[] = ["v0.5.0", "v0.7.0", "v0.9.4", "816f6378"];
 
-export type GoDialect = "sqlite" | "postgres";
+export type GoDialect = "sqlite" | "postgres" | "mysql";
 
 /** Go versions that keep narinfo fields in the database (v0.8 on). */
 const holdsFields = (v: GoVersion) => v === "v0.9.4" || v === "816f6378";
@@ -51,17 +53,22 @@ async function recordMigrations(sql: Sql, version: GoVersion, dialect: GoDialect
     for (const v of versions) await sql.run("INSERT INTO schema_migrations (version) VALUES (?)", [v]);
     return;
   }
-  await sql.script(
-    dialect === "sqlite"
-      ? "CREATE TABLE schema_migrations (id INTEGER PRIMARY KEY AUTOINCREMENT, version_id INTEGER NOT NULL, is_applied INTEGER NOT NULL, tstamp TIMESTAMP DEFAULT (datetime('now')))"
-      : "CREATE TABLE schema_migrations (id serial NOT NULL, version_id bigint NOT NULL, is_applied boolean NOT NULL, tstamp timestamp NULL DEFAULT now(), PRIMARY KEY (id))",
-  );
-  for (const v of ["0", ...versions]) await sql.run("INSERT INTO schema_migrations (version_id, is_applied) VALUES (?, ?)", [Number(v), dialect === "sqlite" ? 1 : true]);
+  const gooseTable = {
+    sqlite: "CREATE TABLE schema_migrations (id INTEGER PRIMARY KEY AUTOINCREMENT, version_id INTEGER NOT NULL, is_applied INTEGER NOT NULL, tstamp TIMESTAMP DEFAULT (datetime('now')))",
+    postgres: "CREATE TABLE schema_migrations (id serial NOT NULL, version_id bigint NOT NULL, is_applied boolean NOT NULL, tstamp timestamp NULL DEFAULT now(), PRIMARY KEY (id))",
+    mysql: "CREATE TABLE schema_migrations (id serial NOT NULL, version_id bigint NOT NULL, is_applied boolean NOT NULL, tstamp timestamp NULL DEFAULT now(), PRIMARY KEY (id))",
+  };
+  await sql.script(gooseTable[dialect]);
+  for (const v of ["0", ...versions]) await sql.run("INSERT INTO schema_migrations (version_id, is_applied) VALUES (?, ?)", [Number(v), dialect === "postgres" ? true : 1]);
 }
 
 /** Parameterised statements on the Go database, `?` placeholders on both engines. */
 interface Sql {
   run(sql: string, params?: unknown[]): Promise<Record<string, unknown>[]>;
+  /** an INSERT; the id of the row it made */
+  insert(sql: string, params: unknown[]): Promise<number>;
+  /** `key` is a reserved word in MySQL */
+  quote(identifier: string): string;
   /** several statements (a migration file), outside a transaction as goose runs them */
   script(sql: string): Promise<void>;
   close(): Promise<void>;
@@ -76,19 +83,36 @@ async function connect(dialect: GoDialect, url: string): Promise<Sql> {
     db.exec("PRAGMA journal_mode = WAL"); // as the Go ncps opens it
     return {
       run: async (sql, params = []) => db.prepare(sql).all(...(params as never[])) as Record<string, unknown>[],
+      insert: async (sql, params) => Number((db.prepare(`${sql} RETURNING id`).get(...(params as never[])) as { id: number }).id),
+      quote: (identifier) => `"${identifier}"`,
       script: async (sql) => {
         db.exec(sql);
       },
       close: async () => db.close(),
     };
   }
+  if (dialect === "mysql") {
+    const conn = await mysql.createConnection({ ...mysqlConnectOptions(parseDatabaseUrl(url) as ServerUrl), multipleStatements: true });
+    return {
+      run: async (sql, params = []) => (await conn.query(sql, params))[0] as Record<string, unknown>[],
+      insert: async (sql, params) => ((await conn.query(sql, params))[0] as mysql.ResultSetHeader).insertId,
+      quote: (identifier) => `\`${identifier}\``,
+      script: async (sql) => {
+        await conn.query(sql);
+      },
+      close: () => conn.end(),
+    };
+  }
   const pg = postgres({ ...postgresConnectOptions(parseDatabaseUrl(url) as ServerUrl), max: 1 });
+  const run: Sql["run"] = async (sql, params = []) => {
+    let n = 0;
+    const text = params.length === 0 ? sql : sql.replace(/\?/g, () => `$${++n}`);
+    return (await pg.unsafe(text, params as never[])) as unknown as Record<string, unknown>[];
+  };
   return {
-    run: async (sql, params = []) => {
-      let n = 0;
-      const text = params.length === 0 ? sql : sql.replace(/\?/g, () => `$${++n}`);
-      return (await pg.unsafe(text, params as never[])) as unknown as Record<string, unknown>[];
-    },
+    run,
+    insert: async (sql, params) => Number((await run(`${sql} RETURNING id`, params))[0]!.id),
+    quote: (identifier) => `"${identifier}"`,
     script: async (sql) => {
       await pg.unsafe(sql);
     },
@@ -130,9 +154,9 @@ export async function createGoDeployment(opts: {
     await mkdir(dirname(join(storageDir, key)), { recursive: true });
     await writeFile(join(storageDir, key), bytes);
   };
-  if (keyInDatabase(version)) await sql.run("INSERT INTO config (key, value) VALUES (?, ?)", ["secret_key", formatSecretKey(opts.secretKey)]);
+  if (keyInDatabase(version)) await sql.run(`INSERT INTO config (${sql.quote("key")}, value) VALUES (?, ?)`, ["secret_key", formatSecretKey(opts.secretKey)]);
   else await put(GO_SECRET_KEY_KEY, formatSecretKey(opts.secretKey));
-  const returningId = async (statement: string, params: unknown[]) => Number((await sql.run(`${statement} RETURNING id`, params))[0]!.id);
+  const returningId = (statement: string, params: unknown[]) => sql.insert(statement, params);
 
   return {
     version,

@@ -30,6 +30,9 @@ let work: string;
 let syn: SyntheticCache;
 let stoppedUpstream: string;
 const postgres = await testServer("postgres");
+const mysql = await testServer("mysql");
+/** The server a Go dialect needs, or why it is missing. */
+const serverFor = (dialect: GoDialect) => (dialect === "sqlite" ? { url: "", problem: null } : dialect === "postgres" ? postgres : mysql);
 const databases: TestDatabase[] = [];
 
 beforeAll(async () => {
@@ -45,8 +48,8 @@ afterAll(async () => {
 
 async function goDeployment(name: string, version: GoVersion, dialect: GoDialect): Promise<GoDeployment> {
   let databaseUrl = `sqlite:${join(work, name, "go", "db", "db.sqlite")}`;
-  if (dialect === "postgres") {
-    const db = await createTestDatabase(postgres.url!);
+  if (dialect !== "sqlite") {
+    const db = await createTestDatabase(serverFor(dialect).url!);
     databases.push(db);
     databaseUrl = db.url;
   }
@@ -135,13 +138,15 @@ const combinations: { version: GoVersion; dialect: GoDialect }[] = [
   { version: "v0.9.4", dialect: "postgres" },
   { version: "816f6378", dialect: "sqlite" },
   { version: "816f6378", dialect: "postgres" },
+  { version: "v0.7.0", dialect: "mysql" },
+  { version: "816f6378", dialect: "mysql" },
 ];
 
 describe("import-go: a Go ncps deployment of each schema", () => {
   for (const { version, dialect } of combinations) {
     const name = `go-${version}-${dialect}`;
-    const available = dialect === "sqlite" || postgres.url !== null;
-    testIf(available, `${name}: ${postgres.problem}`)(
+    const server = serverFor(dialect);
+    testIf(server.url !== null, `${name}: ${server.problem}`)(
       `Go ${version} on ${dialect}: good paths imported and served with the Go key, bad ones skipped, a re-run does nothing`,
       async () => {
         const go = await goDeployment(name, version, dialect);
@@ -347,8 +352,10 @@ describe("a Go ncps database given to ncps as its own", () => {
     { version: "v0.5.0", dialect: "sqlite" },
     { version: "816f6378", dialect: "sqlite" },
     { version: "v0.9.4", dialect: "postgres" },
+    { version: "816f6378", dialect: "mysql" },
   ] as const) {
-    testIf(dialect === "sqlite" || postgres.url !== null, `${dialect}: ${postgres.problem}`)(
+    const server = serverFor(dialect);
+    testIf(server.url !== null, `${dialect}: ${server.problem}`)(
       `Go ${version} on ${dialect}: migrate up and serve refuse in one line, naming import-go, and leave it as it was`,
       async () => {
         const go = await goDeployment(`as-own-${version}-${dialect}`, version, dialect);
