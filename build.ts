@@ -51,17 +51,33 @@ export interface Stamp {
   commit: string;
 }
 
+/** The OTLP/gRPC exporters reach grpc-js through a require() made at run time
+ * (`__require("@grpc/grpc-js")`), which a compiled binary, having no node_modules, cannot
+ * resolve: every export failed and nothing reached the collector. This makes those requires
+ * the bundled module. */
+const grpcRequiredStatically: import("bun").BunPlugin = {
+  name: "grpc-js required statically",
+  setup(build) {
+    build.onLoad({ filter: /[\\/]otlp-grpc-exporter-base[\\/]dist[\\/].*\.mjs$/ }, async ({ path }) => {
+      const text = await Bun.file(path).text();
+      if (!text.includes('__require("@grpc/grpc-js")')) return undefined;
+      return { contents: `import * as __grpcJs from "@grpc/grpc-js";\n${text.replaceAll('__require("@grpc/grpc-js")', "__grpcJs")}`, loader: "js" };
+    });
+  },
+};
+
 /** Every platform compiles from these sources: the bundle is plain JavaScript and
  * WebAssembly (the xz decoder is wasm embedded as text, src/nix/xz-embedded-wasm.ts), with no
  * native addon, so nothing per-platform is installed and nothing is unpacked at run time. */
 async function compile(p: Platform, stamp: Stamp, outDir: string): Promise<string> {
   const outfile = join(outDir, binaryName(p));
   const result = await Bun.build({
-    // The verification thread is a Worker: a compiled binary holds each worker entrypoint
-    // beside the main one, found at run time by the same relative URL.
-    entrypoints: [join(ROOT, "src/main.ts"), join(ROOT, "src/cache/verify-worker.ts")],
+    // The verification and OTLP export threads are Workers: a compiled binary holds each
+    // worker entrypoint beside the main one (src/worker-entry.ts finds it there).
+    entrypoints: [join(ROOT, "src/main.ts"), join(ROOT, "src/cache/verify-worker.ts"), join(ROOT, "src/telemetry/otlp-worker.ts")],
     target: "bun",
     format: "esm",
+    plugins: [grpcRequiredStatically],
     minify: true,
     sourcemap: "none",
     bytecode: true,

@@ -158,17 +158,7 @@ function startEviction(
 }
 
 /** Start ncps and return once it listens. */
-export async function startNcps(config: Config, logger: Logger = createLogger(config.logLevel)): Promise<RunningNcps> {
-  const { hostname, port } = parseServerAddr(config.serverAddr);
-  await ensureDir(config.cacheTempPath, "temp directory");
-  await removeStaleTempFiles(config.cacheTempPath, logger);
-  const store = await startupStep("storage", () => openBlobStore(storageChoice(config)));
-  const trustedKeys = await startupStep("upstream public key", () => config.cacheUpstreamPublicKeys.map((k) => parsePublicKey(k)));
-  const trustedUploadKeys = await startupStep("trusted upload key", () => config.cacheTrustedUploadKeys.map((k) => parsePublicKey(k)));
-  const netrc = await startupStep("netrc file", () => readNetrc(config.netrcFile, logger));
-  const narOrigins = await startupStep("upstream NAR origin", () => config.cacheUpstreamNarOrigins.map(parseOrigin));
-
-  const trustedProxies = config.serverTrustedProxies.map(parseAddressRange);
+export async function startNcps(config: Config, consoleLogger: Logger = createLogger(config.logLevel)): Promise<RunningNcps> {
   const observability = createTelemetry({
     prometheus: config.prometheusEnabled,
     otel: config.otelEnabled,
@@ -176,10 +166,21 @@ export async function startNcps(config: Config, logger: Logger = createLogger(co
     version,
   });
   const { telemetry } = observability;
+  const logger = observability.logLine ? consoleLogger.tee(observability.logLine) : consoleLogger;
   let db: MetadataStore | null = null;
   let locker: Locker | null = null;
   let broadcast: Broadcast | null = null;
   try {
+    const { hostname, port } = parseServerAddr(config.serverAddr);
+    await ensureDir(config.cacheTempPath, "temp directory");
+    await removeStaleTempFiles(config.cacheTempPath, logger);
+    const store = await startupStep("storage", () => openBlobStore(storageChoice(config)));
+    const trustedKeys = await startupStep("upstream public key", () => config.cacheUpstreamPublicKeys.map((k) => parsePublicKey(k)));
+    const trustedUploadKeys = await startupStep("trusted upload key", () => config.cacheTrustedUploadKeys.map((k) => parsePublicKey(k)));
+    const netrc = await startupStep("netrc file", () => readNetrc(config.netrcFile, logger));
+    const narOrigins = await startupStep("upstream NAR origin", () => config.cacheUpstreamNarOrigins.map(parseOrigin));
+
+    const trustedProxies = config.serverTrustedProxies.map(parseAddressRange);
     const dbPool = { maxOpenConns: config.cacheDatabasePoolMaxOpenConns, maxIdleConns: config.cacheDatabasePoolMaxIdleConns };
     db = await startupStep("database", () => openMetadataStore(config.cacheDatabaseUrl, { migrate: config.cacheDatabaseAutoMigrate, pool: dbPool }));
     const pending = (await db.migrationStatus()).filter((m) => !m.applied).map((m) => m.name);

@@ -7,6 +7,7 @@
  * worker reads the temp file behind the download, so the download runs at the upstream's
  * speed and only the last byte of each response waits for the verdict. */
 import { NarVerifyError, type NarDigest, type NarExpectation } from "../nix/nar-verifier.ts";
+import { workerEntry } from "../worker-entry.ts";
 
 export type ToWorker =
   | { type: "start"; id: number; path: string; expect: NarExpectation }
@@ -30,14 +31,6 @@ export interface Verification {
 /** How long an idle verification thread is kept for the next download. */
 const IDLE_MS = 5_000;
 
-/** From source, the file beside this one. In a compiled binary (build.ts lists the worker as
- * a second entrypoint) it is embedded under the entrypoints' common root, src/, and a relative
- * name resolves there. */
-function workerEntry(): string {
-  if (Bun.main.startsWith("/$bunfs/")) return "./cache/verify-worker.ts";
-  return new URL("./verify-worker.ts", import.meta.url).href;
-}
-
 interface Pending {
   resolve(digest: NarDigest): void;
   reject(err: Error): void;
@@ -53,7 +46,7 @@ export class Verifier {
 
   private thread(): Worker {
     if (this.worker) return this.worker;
-    const worker = new Worker(workerEntry());
+    const worker = new Worker(workerEntry("cache/verify-worker.ts", new URL("./verify-worker.ts", import.meta.url)));
     worker.onmessage = (event: MessageEvent<ToMain>) => {
       const m = event.data;
       const p = this.pending.get(m.id);

@@ -36,6 +36,7 @@ export async function openLocker(redis: Omit<RedisLockerOptions, "logger"> | nul
     warn: once(logger.warn),
     error: once(logger.error),
     child: (fields) => logger.child(fields),
+    tee: (also) => logger.tee(also),
   };
   const options = { ...redis, logger: lockLogger };
   const locker = redis.addrs.length > 1 ? new QuorumLocker(options) : new RedisLocker(options);

@@ -4,6 +4,7 @@
  * at about 3 µs of a narinfo hit's 40. Recording here is a Map lookup and a bucket search. */
 import type { Attributes, HrTime } from "@opentelemetry/api";
 import { ValueType } from "@opentelemetry/api";
+import { millisToHrTime } from "@opentelemetry/core";
 import { AggregationTemporality, DataPointType, type CollectionResult, type HistogramMetricData, type MetricProducer } from "@opentelemetry/sdk-metrics";
 
 interface Series {
@@ -64,18 +65,13 @@ export class BucketHistogram {
   }
 }
 
-function hrTimeOf(ms: number): HrTime {
-  const seconds = Math.floor(ms / 1000);
-  return [seconds, Math.round((ms - seconds * 1000) * 1e6)];
-}
-
 /** The histograms as one more source for a metric reader (`metricProducers`); `histograms`
  * is asked at each collection. */
 export function histogramProducer(histograms: () => readonly BucketHistogram[], scope: { name: string; version: string }): MetricProducer {
-  const start = hrTimeOf(Date.now());
+  const start = millisToHrTime(Date.now());
   return {
     collect: async (): Promise<CollectionResult> => {
-      const now = hrTimeOf(Date.now());
+      const now = millisToHrTime(Date.now());
       return {
         // A reader keeps the SDK's resource and takes only the scopes from here.
         resourceMetrics: { resource: undefined as never, scopeMetrics: [{ scope, metrics: histograms().map((h) => h.data(start, now)) }] },

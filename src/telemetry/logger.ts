@@ -11,6 +11,8 @@ export interface Logger {
   warn(msg: string, fields?: LogFields): void;
   error(msg: string, fields?: LogFields): void;
   child(fields: LogFields): Logger;
+  /** The same logger, each line also handed to `also` (the OTLP log export). */
+  tee(also: (line: string) => void): Logger;
 }
 
 /** An Error as a log field: name, message, errno code, stack and the chain of causes (an
@@ -84,6 +86,11 @@ export function createLogger(
     warn: (m, f) => emit("warn", m, f),
     error: (m, f) => emit("error", m, f),
     child: (fields) => createLogger(level, { ...base, ...fields }, write),
+    tee: (also) =>
+      createLogger(level, base, (line) => {
+        write(line);
+        also(line);
+      }),
   };
 }
 

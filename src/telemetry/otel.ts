@@ -1,18 +1,18 @@
 /** The OpenTelemetry SDK behind the instruments: one MeterProvider whose readers are the
  * Prometheus exporter (for /metrics) and, with --otel-enabled, an OTLP/gRPC exporter (or
  * stdout without --otel-grpc-url, as the Go ncps does); and with --otel-enabled a tracer
- * provider exporting spans the same way. Each running ncps has its own providers (nothing
+ * provider exporting spans the same way, and the log lines too when a collector is named.
+ * OTLP/gRPC runs on a thread of its own (otlp-thread.ts). Each running ncps has its own providers (nothing
  * global but the async context manager, which carries no state of its own). */
 import { context, createNoopMeter } from "@opentelemetry/api";
 import { AsyncLocalStorageContextManager } from "@opentelemetry/context-async-hooks";
-import { OTLPMetricExporter } from "@opentelemetry/exporter-metrics-otlp-grpc";
 import { PrometheusExporter, PrometheusSerializer } from "@opentelemetry/exporter-prometheus";
-import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-grpc";
 import { resourceFromAttributes } from "@opentelemetry/resources";
 import { ConsoleMetricExporter, MeterProvider, PeriodicExportingMetricReader, type IMetricReader } from "@opentelemetry/sdk-metrics";
 import { BasicTracerProvider, BatchSpanProcessor, ConsoleSpanExporter } from "@opentelemetry/sdk-trace-base";
 import { histogramProducer } from "./histograms.ts";
 import { Telemetry } from "./metrics.ts";
+import { startOtlpThread } from "./otlp-thread.ts";
 
 export interface TelemetryOptions {
   prometheus: boolean;
@@ -28,6 +28,8 @@ export interface TelemetrySetup {
   telemetry: Telemetry;
   /** The Prometheus text of every instrument; null when --prometheus-enabled is off. */
   metricsText: (() => Promise<string>) | null;
+  /** With --otel-enabled and a collector: hands one JSON log line to the OTLP export. */
+  logLine: ((line: string) => void) | null;
   /** Flush what is pending (spans, a last metrics push) and stop. */
   shutdown(): Promise<void>;
 }
@@ -43,7 +45,10 @@ function installContextManager() {
 }
 
 export function createTelemetry(opts: TelemetryOptions): TelemetrySetup {
-  const resource = resourceFromAttributes({ "service.name": "ncps", "service.version": opts.version });
+  const resourceAttributes = { "service.name": "ncps", "service.version": opts.version };
+  const resource = resourceFromAttributes(resourceAttributes);
+  // To a collector over gRPC from a thread of its own; without one, to stdout as Go does.
+  const otlp = opts.otel && opts.otelGrpcUrl ? startOtlpThread(opts.otelGrpcUrl, resourceAttributes) : null;
   // The histograms live in `telemetry`, made below once the meter exists.
   let telemetry: Telemetry | null = null;
   const histograms = histogramProducer(() => telemetry?.histograms ?? [], { name: "ncps", version: opts.version });
@@ -55,7 +60,7 @@ export function createTelemetry(opts: TelemetryOptions): TelemetrySetup {
     readers.push(prometheus);
   }
   if (opts.otel) {
-    const exporter = opts.otelGrpcUrl ? new OTLPMetricExporter({ url: opts.otelGrpcUrl }) : new ConsoleMetricExporter();
+    const exporter = otlp?.metricExporter ?? new ConsoleMetricExporter();
     readers.push(new PeriodicExportingMetricReader({ exporter, exportIntervalMillis: opts.exportIntervalMs ?? 60_000, metricProducers: [histograms] }));
   }
   // Without an exporter nothing reads the instruments: the no-op meter keeps the SDK out.
@@ -64,7 +69,7 @@ export function createTelemetry(opts: TelemetryOptions): TelemetrySetup {
   let tracerProvider: BasicTracerProvider | null = null;
   if (opts.otel) {
     installContextManager();
-    const exporter = opts.otelGrpcUrl ? new OTLPTraceExporter({ url: opts.otelGrpcUrl }) : new ConsoleSpanExporter();
+    const exporter = otlp?.spanExporter ?? new ConsoleSpanExporter();
     tracerProvider = new BasicTracerProvider({ resource, spanProcessors: [new BatchSpanProcessor(exporter, { scheduledDelayMillis: 1000 })] });
   }
   telemetry = new Telemetry(meter, tracerProvider?.getTracer("ncps", opts.version) ?? null);
@@ -78,9 +83,11 @@ export function createTelemetry(opts: TelemetryOptions): TelemetrySetup {
   return {
     telemetry,
     metricsText,
+    logLine: otlp ? (line) => otlp.logLine(line) : null,
     shutdown: async () => {
       await tracerProvider?.shutdown().catch(() => {});
       await meterProvider?.shutdown().catch(() => {});
+      await otlp?.shutdown();
     },
   };
 }

@@ -7,6 +7,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { RunningNcps } from "../../src/compose.ts";
+import { createLogger } from "../../src/telemetry/logger.ts";
 import { startInProcess } from "../helpers/ncps.ts";
 import { startCollector, type Collector, type ReceivedSpan } from "../helpers/otlp-collector.ts";
 import { makeSyntheticCache, type SyntheticPath } from "../helpers/synthetic-cache.ts";
@@ -43,7 +44,7 @@ beforeAll(async () => {
     "cache-upstream-public-key": [cache.publicKey],
     "otel-enabled": true,
     "otel-grpc-url": collector.url,
-  });
+  }, createLogger("info", {}, () => {})); // lines at info, written nowhere but to the collector
 }, 60_000);
 
 afterAll(async () => {
@@ -120,8 +121,22 @@ test("without a traceparent a request starts a trace of its own", async () => {
   expect(fresh?.traceId).not.toBe(TRACE_ID);
 });
 
-test("the same instruments go out over OTLP: a stopping ncps pushes its metrics", async () => {
+test("log lines go out as OTLP log records: the access log of the traced requests, at info", async () => {
+  const until = Date.now() + 15_000;
+  const accessLine = () => collector.logs.find((l) => l.body === "request" && l.attributes.route === "narinfo" && l.attributes.status === 200);
+  while (!accessLine() && Date.now() < until) await Bun.sleep(100);
+  const line = accessLine();
+  expect(line?.severityText).toBe("info");
+  expect(line?.severityNumber).toBe("SEVERITY_NUMBER_INFO");
+  expect(line?.attributes.method).toBe("GET");
+  expect(line?.attributes.path).toBe(`/${path.hash}.narinfo`);
+  expect(collector.logs.some((l) => l.body === "ncps listening" && typeof l.attributes.publicKey === "string")).toBe(true);
+}, 20_000);
+
+test("the same instruments go out over OTLP: a stopping ncps pushes its metrics, histograms included", async () => {
   await ncps!.stop();
   ncps = null;
   expect(collector.metricExports).toBeGreaterThan(0);
+  const pushed = Buffer.concat(collector.metricBytes).toString("latin1");
+  for (const name of ["http_server_requests", "http_server_request_duration_seconds", "ncps_upstream_nar_fetch_duration_seconds"]) expect(pushed).toContain(name);
 });

@@ -1,0 +1,136 @@
+/** OTLP/gRPC export on a thread of its own (otlp-worker.ts). grpc-js and the protobuf
+ * encoding on the main thread cost a traced span 30-110 µs and paused the event loop for
+ * up to a quarter of a second per batch (bench/hit-path.ts --telemetry: narinfo-hit p99 from
+ * ~25 ms to 100-420 ms, CPU per hit up by half at 1% sampling). Here the main thread only
+ * copies the finished spans, metrics and log lines into messages. */
+import type { Attributes } from "@opentelemetry/api";
+import { ExportResultCode, type ExportResult } from "@opentelemetry/core";
+import type { PushMetricExporter, ResourceMetrics } from "@opentelemetry/sdk-metrics";
+import type { ReadableSpan, SpanExporter } from "@opentelemetry/sdk-trace-base";
+import { workerEntry } from "../worker-entry.ts";
+
+/** A span as a message carries it: plain data, its span context included. */
+export interface SpanMessage {
+  name: string;
+  kind: number;
+  traceId: string;
+  spanId: string;
+  traceFlags: number;
+  traceState?: string;
+  parentSpanId?: string;
+  parentIsRemote?: boolean;
+  startTime: [number, number];
+  endTime: [number, number];
+  status: { code: number; message?: string };
+  attributes: Attributes;
+  events: { name: string; time: [number, number]; attributes?: Attributes }[];
+  scope: { name: string; version?: string };
+}
+
+export type ToOtlpThread =
+  | { type: "init"; url: string; resource: Attributes }
+  | { type: "spans"; id: number; spans: SpanMessage[] }
+  | { type: "metrics"; id: number; scopeMetrics: ResourceMetrics["scopeMetrics"] }
+  | { type: "logs"; lines: Uint8Array }
+  | { type: "shutdown"; id: number };
+
+export type FromOtlpThread = { type: "done"; id: number; error?: string };
+
+export interface OtlpThread {
+  spanExporter: SpanExporter;
+  metricExporter: PushMetricExporter;
+  /** One JSON log line (as the logger writes it), to go out as an OTLP log record. */
+  logLine(line: string): void;
+  /** Sends what is pending and ends the thread: after the providers' own shutdown. */
+  shutdown(): Promise<void>;
+}
+
+const SHUTDOWN_MS = 5_000;
+const encoder = new TextEncoder();
+const LOG_BATCH_MS = 200;
+const MAX_LOG_TEXT = 1 << 20;
+
+function spanMessage(span: ReadableSpan): SpanMessage {
+  const ctx = span.spanContext();
+  return {
+    name: span.name,
+    kind: span.kind,
+    traceId: ctx.traceId,
+    spanId: ctx.spanId,
+    traceFlags: ctx.traceFlags,
+    traceState: ctx.traceState?.serialize(),
+    parentSpanId: span.parentSpanContext?.spanId,
+    parentIsRemote: span.parentSpanContext?.isRemote,
+    startTime: span.startTime,
+    endTime: span.endTime,
+    status: span.status,
+    attributes: span.attributes,
+    events: span.events.map((e) => ({ name: e.name, time: e.time, attributes: e.attributes })),
+    scope: { name: span.instrumentationScope.name, version: span.instrumentationScope.version },
+  };
+}
+
+export function startOtlpThread(url: string, resource: Attributes): OtlpThread {
+  const worker = new Worker(workerEntry("telemetry/otlp-worker.ts", new URL("./otlp-worker.ts", import.meta.url)));
+  worker.unref(); // telemetry never keeps the process alive
+  const pending = new Map<number, (error?: string) => void>();
+  let nextId = 1;
+  worker.onmessage = (event: MessageEvent<FromOtlpThread>) => {
+    const done = pending.get(event.data.id);
+    pending.delete(event.data.id);
+    done?.(event.data.error);
+  };
+  const post = (message: ToOtlpThread) => worker.postMessage(message);
+  const call = (make: (id: number) => ToOtlpThread): Promise<string | undefined> =>
+    new Promise((resolve) => {
+      const id = nextId++;
+      pending.set(id, resolve);
+      post(make(id));
+    });
+  const reportTo = (callback: (result: ExportResult) => void) => (error?: string) =>
+    callback(error === undefined ? { code: ExportResultCode.SUCCESS } : { code: ExportResultCode.FAILED, error: new Error(error) });
+  post({ type: "init", url, resource });
+
+  // Lines go over gathered, a message per LOG_BATCH_MS: one per event-loop turn made
+  // postMessage 9% of a narinfo hit's time.
+  let lines = "";
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const sendLines = () => {
+    clearTimeout(timer);
+    timer = undefined;
+    if (lines === "") return;
+    // UTF-8 bytes, handed over rather than copied: a long string cost more to post
+    const bytes = encoder.encode(lines);
+    lines = "";
+    worker.postMessage({ type: "logs", lines: bytes } satisfies ToOtlpThread, [bytes.buffer]);
+  };
+
+  // Ends the thread once the providers have flushed into it (they shut down first); a
+  // collector that does not answer holds the stop of ncps at most this long.
+  let ended: Promise<void> | null = null;
+  const shutdown = () =>
+    (ended ??= (async () => {
+      sendLines();
+      await Promise.race([call((id) => ({ type: "shutdown", id })), Bun.sleep(SHUTDOWN_MS)]);
+      worker.terminate();
+    })());
+
+  return {
+    spanExporter: {
+      export: (spans, callback) => void call((id) => ({ type: "spans", id, spans: spans.map(spanMessage) })).then(reportTo(callback)),
+      shutdown: async () => {},
+    },
+    metricExporter: {
+      export: (metrics, callback) => void call((id) => ({ type: "metrics", id, scopeMetrics: metrics.scopeMetrics })).then(reportTo(callback)),
+      forceFlush: async () => {},
+      shutdown: async () => {},
+    },
+    logLine(line) {
+      if (ended) return;
+      lines += line;
+      if (lines.length > MAX_LOG_TEXT) sendLines();
+      else if (!timer) (timer = setTimeout(sendLines, LOG_BATCH_MS)).unref();
+    },
+    shutdown,
+  };
+}
