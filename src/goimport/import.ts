@@ -24,6 +24,7 @@ import { parseNarInfo, serializeNarInfo, type NarInfo } from "../nix/narinfo.ts"
 import type { SecretKey } from "../nix/signature.ts";
 import { parseStorePath } from "../nix/store-path.ts";
 import type { BlobStore } from "../storage/blob-store.ts";
+import { validateKey } from "../storage/keys.ts";
 import { LocalBlobStore } from "../storage/local.ts";
 import type { Logger } from "../telemetry/logger.ts";
 import type { GoDatabase, GoNarInfoFields, GoNarInfoRow } from "../db/go-database.ts";
@@ -87,10 +88,6 @@ export async function importGoNcps(opts: ImportOptions): Promise<ImportReport> {
   const concurrency = opts.concurrency ?? DEFAULT_CONCURRENCY;
   opts.progress?.({ done, total });
   for (;;) {
-    if (opts.stopped?.()) {
-      report.interrupted = true;
-      break;
-    }
     const page = await opts.goDb.narInfos(afterId, PAGE);
     if (page.length === 0) break;
     afterId = page[page.length - 1]!.id;
@@ -109,8 +106,12 @@ export async function importGoNcps(opts: ImportOptions): Promise<ImportReport> {
       }
     };
     await Promise.all(Array.from({ length: Math.min(concurrency, page.length) }, worker));
+    // stopped with narinfos of this page not taken: the rest waits for the next run
+    if (next < page.length) {
+      report.interrupted = true;
+      break;
+    }
   }
-  if (!report.interrupted && opts.stopped?.() && done < total) report.interrupted = true;
   return report;
 }
 
@@ -215,6 +216,7 @@ async function copyVerifyCommit(opts: ImportOptions, row: GoNarInfoRow, narinfo:
 async function copyOut(store: BlobStore, key: string, path: string): Promise<number | null> {
   if (store instanceof LocalBlobStore) {
     // a plain copy (the kernel's, where it can): never a rename of the Go ncps's file
+    validateKey(key);
     try {
       await copyFile(join(store.rootDir, key), path);
     } catch (err) {
