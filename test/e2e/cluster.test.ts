@@ -150,7 +150,7 @@ ${replicas.map((r) => `  server ${r.name} 127.0.0.1:${r.port} check`).join("\n")
     await db?.drop();
     await nix?.cleanup();
     if (work) await rm(work, { recursive: true, force: true });
-  });
+  }, 60_000);
 
   test("two Nix clients substitute one closure through the balancer at once: one upstream download per NAR, both replicas used", async () => {
     const stores = [nix.store("client-a"), nix.store("client-b")];
