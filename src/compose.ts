@@ -243,6 +243,7 @@ export async function startNcps(config: Config, consoleLogger: Logger = createLo
     telemetry.setSources({
       upstreams: () => upstreams.map((u) => ({ url: withoutCredentials(u.url), healthy: u.available })),
       storedBytes: () => db!.storedBytes(),
+      storedCounts: () => db!.storedCounts(),
       maxSizeBytes: config.cacheMaxSize || undefined,
     });
     const uploads = new Uploads({

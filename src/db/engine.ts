@@ -2,7 +2,7 @@
  * writes in a fixed row order, set-if-absent. Each engine brings its SQL and its driver's
  * calls; `ServerMetadataStore` is the whole MetadataStore of the two server engines
  * (postgres, mysql), which differ only in those. */
-import type { MetadataStore, NarInfoAge, NarInfoListing, NarInfoRecord, NarRecord, Pin, RealisationRecord } from "./metadata-store.ts";
+import type { MetadataStore, NarInfoAge, NarInfoListing, NarInfoRecord, NarRecord, Pin, RealisationRecord, StoredCounts } from "./metadata-store.ts";
 import { migrationStatusOf, pendingMigrations, type Migration } from "./migrations.ts";
 import {
   FIRST_AGE,
@@ -89,6 +89,7 @@ export type ServerQueries = Record<
   | "lockStoredBytes"
   | "narSizeForUpdate"
   | "storedBytes"
+  | "storedCounts"
   | "addStoredBytes"
   | "setStoredBytes"
   | "sumNarSizes"
@@ -262,6 +263,11 @@ export abstract class ServerMetadataStore<Db, Tx, Refs> implements MetadataStore
   async storedBytes(): Promise<number> {
     const [row] = await this.rows<{ value: number }>(this.pool, "storedBytes", []);
     return row ? Number(row.value) : 0;
+  }
+
+  async storedCounts(): Promise<StoredCounts> {
+    const [row] = await this.rows<{ narinfos: number | string; nars: number | string }>(this.pool, "storedCounts", []);
+    return { narInfos: Number(row?.narinfos ?? 0), nars: Number(row?.nars ?? 0) };
   }
 
   async recountStoredBytes(): Promise<{ before: number; after: number }> {

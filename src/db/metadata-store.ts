@@ -71,6 +71,11 @@ export interface Pin {
   createdAt: number;
 }
 
+export interface StoredCounts {
+  narInfos: number;
+  nars: number;
+}
+
 /** Outcomes, for every method: "absent" is a value (null, false, an empty list), never a
  * throw. A throw is the database failing (unreachable, locked past its busy timeout, read-only,
  * a constraint a caller should have prevented) and carries the driver's error, its code
@@ -117,6 +122,8 @@ export interface MetadataStore {
    * under concurrent writers on any number of connections (NAR record writes take the
    * figure's row lock, so they commit one at a time). */
   storedBytes(): Promise<number>;
+  /** How many narinfos and NAR records there are (a count of rows: for metrics, read rarely). */
+  storedCounts(): Promise<StoredCounts>;
   /** Set the running figure to SUM(size) of the records; returns both (fsck). */
   recountStoredBytes(): Promise<{ before: number; after: number }>;
   /** Narinfos, least recently used first (last_accessed_at, then hash), strictly after

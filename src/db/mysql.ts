@@ -58,6 +58,7 @@ export const MYSQL_QUERIES = {
   // a locking read: it sees the latest committed row, not the transaction's snapshot
   narSizeForUpdate: "SELECT size FROM nars WHERE `key` = ? FOR UPDATE",
   storedBytes: `SELECT value FROM stats WHERE name = '${STORED_BYTES}'`,
+  storedCounts: `SELECT (SELECT COUNT(*) FROM narinfos) AS narinfos, (SELECT COUNT(*) FROM nars) AS nars`,
   addStoredBytes: `UPDATE stats SET value = value + ? WHERE name = '${STORED_BYTES}'`,
   setStoredBytes: `INSERT INTO stats (name, value) VALUES ('${STORED_BYTES}', ?) ON DUPLICATE KEY UPDATE value = VALUES(value)`,
   /** fsck only: the one statement that reads every NAR record */

@@ -48,6 +48,7 @@ export const POSTGRES_QUERIES = {
   lockStoredBytes: `SELECT value FROM stats WHERE name = '${STORED_BYTES}' FOR UPDATE`,
   narSizeForUpdate: "SELECT size FROM nars WHERE key = $1 FOR UPDATE",
   storedBytes: `SELECT value FROM stats WHERE name = '${STORED_BYTES}'`,
+  storedCounts: `SELECT (SELECT COUNT(*) FROM narinfos) AS narinfos, (SELECT COUNT(*) FROM nars) AS nars`,
   addStoredBytes: `UPDATE stats SET value = value + $1 WHERE name = '${STORED_BYTES}'`,
   setStoredBytes: `INSERT INTO stats (name, value) VALUES ('${STORED_BYTES}', $1) ON CONFLICT (name) DO UPDATE SET value = excluded.value`,
   /** fsck only: the one statement that reads every NAR record */

@@ -4,7 +4,7 @@
  * busy_timeout. */
 import { Database, type Statement } from "bun:sqlite";
 import { chmodSync, closeSync, openSync } from "node:fs";
-import type { MetadataStore, NarInfoAge, NarInfoListing, NarInfoRecord, NarRecord, Pin, RealisationRecord } from "./metadata-store.ts";
+import type { MetadataStore, NarInfoAge, NarInfoListing, NarInfoRecord, NarRecord, Pin, RealisationRecord, StoredCounts } from "./metadata-store.ts";
 import { migrateUnderLock, type MigrationDriver } from "./engine.ts";
 import {
   FIRST_AGE,
@@ -67,6 +67,7 @@ export const SQLITE_QUERIES = {
     WHERE key = (SELECT nar_key FROM narinfos WHERE hash = ?)`,
   narKeyNamed: "SELECT 1 FROM narinfos WHERE nar_key = ? LIMIT 1",
   storedBytes: `SELECT value FROM stats WHERE name = '${STORED_BYTES}'`,
+  storedCounts: `SELECT (SELECT COUNT(*) FROM narinfos) AS narinfos, (SELECT COUNT(*) FROM nars) AS nars`,
   addStoredBytes: `UPDATE stats SET value = value + ? WHERE name = '${STORED_BYTES}'`,
   setStoredBytes: `INSERT INTO stats (name, value) VALUES ('${STORED_BYTES}', ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value`,
   /** fsck only: the one statement that reads every NAR record */
@@ -298,6 +299,11 @@ export class SqliteMetadataStore implements MetadataStore {
   async storedBytes(): Promise<number> {
     const row = this.q.storedBytes.get() as { value: number } | null;
     return row ? Number(row.value) : 0;
+  }
+
+  async storedCounts(): Promise<StoredCounts> {
+    const row = this.q.storedCounts.get() as { narinfos: number; nars: number };
+    return { narInfos: row.narinfos, nars: row.nars };
   }
 
   async recountStoredBytes(): Promise<{ before: number; after: number }> {

@@ -55,6 +55,7 @@ export interface UpstreamState {
 export interface GaugeSources {
   upstreams(): UpstreamState[];
   storedBytes(): Promise<number>;
+  storedCounts(): Promise<{ narInfos: number; nars: number }>;
   /** Bytes the stored NARs may take; absent: no cap. */
   maxSizeBytes?: number;
 }
@@ -78,6 +79,8 @@ function secondsHistogram(name: string, description: string): BucketHistogram {
 const RECENT_ERRORS = 20;
 /** Stored size is a database query: at most once per this period, whoever asks. */
 const STORED_BYTES_TTL_MS = 5_000;
+/** Counting rows reads a whole index: at most once per this period. */
+const STORED_COUNTS_TTL_MS = 30_000;
 
 const propagator = new W3CTraceContextPropagator();
 
@@ -101,7 +104,8 @@ export class Telemetry implements Instruments, LockInstruments, EvictionInstrume
   /** Locks are in-process because Redis does not answer (--cache-lock-allow-degraded-mode). */
   lockDegradedNow = false;
   private sources: GaugeSources | null = null;
-  private stored: { at: number; value: Promise<number> } | null = null;
+  readonly storedBytes = this.fromSources(STORED_BYTES_TTL_MS, (s) => s.storedBytes(), 0);
+  readonly storedCounts = this.fromSources(STORED_COUNTS_TTL_MS, (s) => s.storedCounts(), { narInfos: 0, nars: 0 });
   private readonly requestDuration = secondsHistogram("http_server_request_duration_seconds", "HTTP request duration (to the last byte sent)");
   private readonly narInfoFetchDuration = secondsHistogram("ncps_upstream_narinfo_fetch_duration_seconds", "One narinfo request to one upstream");
   private readonly narFetchDuration = secondsHistogram("ncps_upstream_nar_fetch_duration_seconds", "One NAR download from an upstream, start to verified (or failed)");
@@ -133,6 +137,8 @@ export class Telemetry implements Instruments, LockInstruments, EvictionInstrume
     gauge("ncps_upstream_count_healthy", "Upstreams answering", (r) => r.observe(this.sources?.upstreams().filter((u) => u.healthy).length ?? 0));
     gauge("ncps_upstream_count_total", "Upstreams configured", (r) => r.observe(this.sources?.upstreams().length ?? 0));
     gauge("ncps_store_total_size_bytes", "Bytes of the stored NARs", async (r) => r.observe(await this.storedBytes()), "By");
+    gauge("ncps_narinfo_count", "narinfos stored", async (r) => r.observe((await this.storedCounts()).narInfos));
+    gauge("ncps_nar_file_count", "NAR files stored", async (r) => r.observe((await this.storedCounts()).nars));
     gauge("ncps_cache_max_size_bytes", "The cap on stored bytes (0: none)", (r) => r.observe(this.sources?.maxSizeBytes ?? 0), "By");
     gauge("ncps_cache_utilization_ratio", "Stored bytes over the cap (0 without a cap)", async (r) => {
       const max = this.sources?.maxSizeBytes;
@@ -155,13 +161,16 @@ export class Telemetry implements Instruments, LockInstruments, EvictionInstrume
     this.sources = sources;
   }
 
-  storedBytes(): Promise<number> {
-    if (!this.sources) return Promise.resolve(0);
-    const now = Date.now();
-    if (!this.stored || now - this.stored.at > STORED_BYTES_TTL_MS) {
-      this.stored = { at: now, value: this.sources.storedBytes().catch(() => 0) };
-    }
-    return this.stored.value;
+  /** A figure the sources give (a database query), asked at most once per `ms` whoever
+   * asks; `fallback` before there are sources or when the query fails. */
+  private fromSources<T>(ms: number, read: (sources: GaugeSources) => Promise<T>, fallback: T): () => Promise<T> {
+    let last: { at: number; value: Promise<T> } | null = null;
+    return () => {
+      if (!this.sources) return Promise.resolve(fallback);
+      const now = Date.now();
+      if (!last || now - last.at > ms) last = { at: now, value: read(this.sources).catch(() => fallback) };
+      return last.value;
+    };
   }
 
   /** The figures of the status page, from the same tallies the exporters read. */

@@ -64,6 +64,9 @@ describe.skipIf(!nixAvailable && process.env.NCPS_TEST_STRICT !== "1")("metrics:
     const before = await scrape(ncps.url);
     expect(before.value("ncps_narinfo_served_total")).toBe(0);
     expect(before.value("ncps_upstream_count_total")).toBe(1);
+    // Go's gauges of what is stored, there from the start (a count of rows, refreshed every 30 s)
+    expect(before.names.has("ncps_narinfo_count") && before.names.has("ncps_nar_file_count")).toBe(true);
+    expect(before.value("ncps_narinfo_count") + before.value("ncps_nar_file_count")).toBe(0);
 
     const cold = nix.store("client-cold");
     expect((await substitute(nix, { from: ncps.url, paths: [paths.at(-1)!], trustedKeys: [ncps.publicKey], store: cold })).code).toBe(0);

@@ -411,6 +411,17 @@ function describeMetadataStore(name: string, makeHarness: () => Promise<Metadata
       expect(await store.recountStoredBytes()).toEqual({ before: 40, after: 40 });
     });
 
+    test("storedCounts counts narinfos and NAR records as they come and go", async () => {
+      expect(await store.storedCounts()).toEqual({ narInfos: 0, nars: 0 });
+      for (const i of [40, 41, 42]) await store.putNarInfo(narInfo(i));
+      await store.putNar(nar("nar/a.nar", { size: 1 }));
+      await store.putNar(nar("nar/b.nar", { size: 2 }));
+      await store.putNar(nar("nar/a.nar", { size: 3 })); // replaced, not another
+      expect(await store.storedCounts()).toEqual({ narInfos: 3, nars: 2 });
+      await store.deleteNar("nar/a.nar");
+      expect(await store.storedCounts()).toEqual({ narInfos: 3, nars: 1 });
+    });
+
     test("recountStoredBytes sets the figure to the sum of the records and returns both", async () => {
       await store.putNar(nar("nar/a.nar", { size: 100 }));
       await store.putNar(nar("nar/b.nar", { size: 23 }));
