@@ -18,6 +18,8 @@ export const REPLICA_PREFIX = "/_ncps/replica/";
 const AUTH_SCHEME = "NcpsReplica";
 /** How far a request's time may be from ours: replicas' clocks are assumed within a minute. */
 const REQUEST_WINDOW_MS = 60_000;
+/** "NcpsReplica <ms since the epoch>.<base64url MAC>" */
+const PROOF = new RegExp(`^${AUTH_SCHEME} (\\d{1,15})\\.([A-Za-z0-9_-]{1,100})$`);
 
 export class ReplicaPeers {
   private readonly secret: Buffer;
@@ -72,7 +74,7 @@ export class ReplicaPeers {
   /** Whether a request to the route carries a fresh proof made with the shared secret. */
   authorises(req: Request, now = Date.now()): boolean {
     const header = req.headers.get("authorization") ?? "";
-    const m = new RegExp(`^${AUTH_SCHEME} (\\d{1,15})\\.([A-Za-z0-9_-]{1,100})$`).exec(header);
+    const m = PROOF.exec(header);
     if (!m) return false;
     if (Math.abs(now - Number(m[1])) > REQUEST_WINDOW_MS) return false;
     let pathname: string;

@@ -5,6 +5,8 @@
 import { afterAll, beforeAll, describe, expect } from "bun:test";
 import { Redis } from "ioredis";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ReplicaPeers, REPLICA_PREFIX } from "../../src/cache/replica-peers.ts";
@@ -236,6 +238,33 @@ describe("replicas sharing database and storage, coordinated through Redis", () 
     expect((await fetch(`${a.url}/${storeHash}.narinfo`, { method: "PUT", body: text })).status).toBeLessThan(300);
     expect((await fetch(`${b.url}/${storeHash}.narinfo`)).status).toBe(200);
   }, 30_000);
+
+  test("the holder dies while the waiting replica streams from it: its client's stream breaks, and the retry gets the NAR once the claim is taken over", async () => {
+    const nar = await addNar();
+    // A holder (with a valid proof) that sends half the NAR and dies.
+    const dying = createServer((_, res) => {
+      res.writeHead(200, { "content-length": String(SIZE) });
+      res.write(nar.bytes.subarray(0, SIZE / 2), () => setTimeout(() => res.socket?.destroy(), 50));
+    });
+    await new Promise<void>((resolve) => dying.listen(0, "127.0.0.1", resolve));
+    const stopDying = () => new Promise<void>((resolve) => {
+      dying.closeAllConnections();
+      dying.close(() => resolve());
+    });
+    try {
+      const peers = new ReplicaPeers(cacheKey, () => `http://127.0.0.1:${(dying.address() as AddressInfo).port}`);
+      expect(await redis.set(`${prefix}download:${nar.key}`, `${crypto.randomUUID()} ${peers.claimNote(nar.key)}`, "PX", 1500, "NX")).toBe("OK");
+      const b = replicas[1]!;
+      const broken = await fetch(`${b.url}/${nar.key}`);
+      expect(broken.status).toBe(200);
+      await expect(readDigest(broken)).rejects.toThrow();
+      await stopDying(); // dead for good: connections refused until the claim lapses
+      expect(await readDigest(await fetch(`${b.url}/${nar.key}`))).toEqual({ status: 200, n: SIZE, hash: nar.fileHash });
+      expect(upstream.hits(nar.upstreamPath)).toBe(1);
+    } finally {
+      if (dying.listening) await stopDying();
+    }
+  }, 60_000);
 
   test("the replica route answers only a proof made with the shared secret, and only for a download in flight", async () => {
     const nar = await addNar();
