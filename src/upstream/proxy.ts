@@ -76,7 +76,9 @@ function namingProxy(proxy: URL, send: Send): Send {
       return await send(url, init);
     } catch (err) {
       if (init.signal.aborted) throw err;
-      throw new Error(`via proxy ${shown}: ${(err as Error)?.message ?? err}`, { cause: err });
+      // the code stays: it tells a reset connection (worth a retry) from a refused one
+      const code = (err as { code?: unknown })?.code;
+      throw Object.assign(new Error(`via proxy ${shown}: ${(err as Error)?.message ?? err}`, { cause: err }), code === undefined ? {} : { code });
     }
   };
 }

@@ -91,6 +91,18 @@ for (const kind of kinds) {
   });
 }
 
+describe("transient failures through a proxy", () => {
+  testIf(haveDante, "danted installed")("a connection the upstream resets behind a SOCKS5 proxy is retried like a direct one", async () => {
+    const proxy = await startDante(work);
+    cleanups.push(() => proxy.stop());
+    const { server, path } = await upstreamWithPath();
+    server.fault(`/${path.hash}.narinfo`, { kind: "reset" }, { times: 1 });
+    const upstream = new Upstream(server.url, 0, { headerTimeoutMs: 2000, logger: silentLogger, proxy: parseProxyUrl(proxy.url) });
+    expect((await upstream.fetchNarInfo(path.hash)).kind).toBe("found");
+    expect(server.hits(`/${path.hash}.narinfo`)).toBe(2);
+  });
+});
+
 describe("the environment's proxy", () => {
   testIf(haveTinyproxy && haveDante, "tinyproxy and danted installed")("HTTP_PROXY reaches upstreams without a proxy of their own (the Go ncps reads it too); an upstream's own proxy wins over it", async () => {
     const envProxy = await startTinyproxy(work);
