@@ -225,6 +225,7 @@ function render(report: ImportReport, key: SecretKey): string {
   lines.push(`imported                 ${report.imported} (${report.bytes} bytes of NARs copied and verified)`);
   lines.push(`already here             ${report.present}`);
   lines.push(`not imported             ${report.skipped.length}`);
+  lines.push(`pins                     ${report.pins}${report.pinsSkipped.length > 0 ? ` (${report.pinsSkipped.length} not imported: their narinfo was not)` : ""}`);
   lines.push(`signing key              ${formatPublicKey(toPublicKey(key))}`);
   if (report.interrupted) lines.push("\ninterrupted: run the same command again to import the rest");
   return `${lines.join("\n")}\n`;

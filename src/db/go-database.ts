@@ -190,6 +190,12 @@ export class GoDatabase {
     return rows.length > 0;
   }
 
+  /** The narinfo hashes the Go ncps pinned (its main branch, 2026-03 on), oldest first. */
+  async pinnedHashes(): Promise<string[]> {
+    if (!this.has("pinned_closures", "hash")) return [];
+    return (await this.query("SELECT hash FROM pinned_closures ORDER BY id")).map((r) => String(r.hash));
+  }
+
   /** The signing key the Go ncps keeps in its database (v0.6 on), or null. */
   async secretKey(): Promise<string | null> {
     if (!this.has("config", "key")) return null;

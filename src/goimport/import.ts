@@ -13,6 +13,7 @@ import { pipeline } from "node:stream/promises";
 import type { ReadableStream as NodeWebStream } from "node:stream/web";
 import type { MetadataStore } from "../db/metadata-store.ts";
 import { narInfoRecord } from "../cache/narinfo-record.ts";
+import { recordPin } from "../cache/pins.ts";
 import type { StoredNars } from "../cache/stored-nars.ts";
 import { tempFileName } from "../cache/temp-files.ts";
 import { verificationThread } from "../cache/verification.ts";
@@ -22,7 +23,7 @@ import { ncpsNarKey } from "../nix/nar-url.ts";
 import { NarVerifyError } from "../nix/nar-verifier.ts";
 import { parseNarInfo, serializeNarInfo, type NarInfo } from "../nix/narinfo.ts";
 import type { SecretKey } from "../nix/signature.ts";
-import { parseStorePath } from "../nix/store-path.ts";
+import { isStorePathHash, parseStorePath } from "../nix/store-path.ts";
 import type { BlobStore } from "../storage/blob-store.ts";
 import { validateKey } from "../storage/keys.ts";
 import { LocalBlobStore } from "../storage/local.ts";
@@ -68,6 +69,10 @@ export interface ImportReport {
   skipped: Skipped[];
   /** NAR bytes copied and verified */
   bytes: number;
+  /** pins of the Go ncps now held here (added by this run or an earlier one) */
+  pins: number;
+  /** pinned hashes whose narinfo was not imported, so not pinned */
+  pinsSkipped: string[];
   /** an interrupt stopped the run before the end */
   interrupted: boolean;
 }
@@ -80,7 +85,7 @@ class Skip extends Error {}
 
 export async function importGoNcps(opts: ImportOptions): Promise<ImportReport> {
   const total = await opts.goDb.countNarInfos();
-  const report: ImportReport = { total, imported: 0, present: 0, skipped: [], bytes: 0, interrupted: false };
+  const report: ImportReport = { total, imported: 0, present: 0, skipped: [], bytes: 0, pins: 0, pinsSkipped: [], interrupted: false };
   // two narinfos naming one NAR: the second waits for the first's commit, then finds it
   const commits = new Map<string, Promise<void>>();
   let done = 0;
@@ -109,10 +114,25 @@ export async function importGoNcps(opts: ImportOptions): Promise<ImportReport> {
     // stopped with narinfos of this page not taken: the rest waits for the next run
     if (next < page.length) {
       report.interrupted = true;
-      break;
+      return report;
     }
   }
+  await importPins(opts, report);
   return report;
+}
+
+/** The Go pins, once every narinfo is in: a pin needs its narinfo (for its store path, and as
+ * in the Go ncps, which refuses to pin what it does not hold). */
+async function importPins(opts: ImportOptions, report: ImportReport): Promise<void> {
+  for (const hash of await opts.goDb.pinnedHashes()) {
+    // a bare hash only: recordPin would take a store path's name for a narinfo it lacks
+    const pinned = isStorePathHash(hash) ? await recordPin(opts.db, hash) : null;
+    if (pinned) report.pins++;
+    else {
+      report.pinsSkipped.push(hash);
+      opts.logger.warn("pin not imported: its narinfo was not imported", { hash });
+    }
+  }
 }
 
 /** "present", the NAR bytes copied (0 when another narinfo brought the NAR), or why skipped. */

@@ -129,6 +129,8 @@ export interface GoDeployment {
    * narinfo's URL). `textInStorage`: a v0.8+ row not yet migrated (fields NULL, text in
    * storage), as `ncps migrate-narinfo` would still find. `omitNar`: the NAR is lost. */
   add(narinfo: NarInfo, file: Uint8Array, opts?: { textInStorage?: boolean; omitNar?: boolean; chunked?: boolean }): Promise<void>;
+  /** `ncps pin` in the Go ncps (its main branch: pinned_closures). */
+  pin(hash: string): Promise<void>;
   /** Flags naming this deployment for `ncps import-go`. */
   flags(): string[];
   close(): Promise<void>;
@@ -193,6 +195,9 @@ export async function createGoDeployment(opts: {
         await sql.run("INSERT INTO narinfo_nar_files (narinfo_id, nar_file_id) VALUES (?, ?)", [narinfoId, narFileId]);
       }
       if (!addOpts.omitNar && !addOpts.chunked) await put(narKey, file);
+    },
+    async pin(hash) {
+      await sql.run("INSERT INTO pinned_closures (hash) VALUES (?)", [hash]);
     },
     flags: () => ["--from-cache-database-url", opts.databaseUrl, "--from-cache-storage-local", storageDir],
     close: () => sql.close(),
