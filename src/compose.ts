@@ -106,7 +106,7 @@ function redisChoice(config: Config) {
  * address ncps listens on when that is one address, or the machine's host name when it
  * listens on all of them (what other machines can resolve, in a cluster or on a LAN), with
  * the port it listens on. */
-function advertiseUrl(config: Config, listening: { hostname: string; port: number }): string {
+export function advertiseUrl(config: Pick<Config, "cacheAdvertiseUrl">, listening: { hostname: string; port: number }): string {
   if (config.cacheAdvertiseUrl !== undefined) return parseAdvertiseUrl(config.cacheAdvertiseUrl);
   const all = listening.hostname === "0.0.0.0" || listening.hostname === "::";
   const host = all ? machineHostname() : listening.hostname;

@@ -270,14 +270,14 @@ export class Cache {
     const source: DownloadSource = {
       url: holder,
       // The holder answers once its upstream has: a holder that never answers is given up
-      // after the stall timeout, as a silent upstream would be.
+      // after the stall timeout, as a silent upstream would be. The download's own signal
+      // (stalled, too slow) ends the request, body included.
       fetch: async (_, signal) => {
-        const headers = new AbortController();
-        const timer = setTimeout(() => headers.abort(new NarDownloadError(`replica ${holder} did not answer within ${limits.stallTimeoutMs} ms`)), limits.stallTimeoutMs);
-        const forward = () => headers.abort(signal.reason);
-        signal.addEventListener("abort", forward, { once: true });
+        const request = new AbortController();
+        const timer = setTimeout(() => request.abort(new NarDownloadError(`replica ${holder} did not answer within ${limits.stallTimeoutMs} ms`)), limits.stallTimeoutMs);
+        signal.addEventListener("abort", () => request.abort(signal.reason), { once: true });
         try {
-          return await peers.fetchFromHolder(holder, record.narKey, headers.signal);
+          return await peers.fetchFromHolder(holder, record.narKey, request.signal);
         } finally {
           clearTimeout(timer);
         }
