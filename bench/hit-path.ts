@@ -31,6 +31,8 @@ const { values } = parseArgs({
     "only-ncps": { type: "boolean", default: false },
     // with --telemetry: the share of traces started here that are recorded (OTEL_TRACES_SAMPLER_ARG)
     "trace-ratio": { type: "string", default: "1" },
+    // with --telemetry: the log lines too, over OTLP (else OTEL_LOGS_EXPORTER=none)
+    "otlp-logs": { type: "boolean", default: false },
   },
 });
 
@@ -98,7 +100,13 @@ try {
       ...["--cache-upstream-url", nginxUrl, "--cache-upstream-public-key", formatPublicKey(toPublicKey(key))],
       ...(collector ? ["--prometheus-enabled", "--otel-enabled", "--otel-grpc-url", collector.url] : []),
     ],
-    env: collector ? { OTEL_TRACES_SAMPLER: "parentbased_traceidratio", OTEL_TRACES_SAMPLER_ARG: values["trace-ratio"] } : {},
+    env: collector
+      ? {
+          OTEL_TRACES_SAMPLER: "parentbased_traceidratio",
+          OTEL_TRACES_SAMPLER_ARG: values["trace-ratio"],
+          ...(values["otlp-logs"] ? {} : { OTEL_LOGS_EXPORTER: "none" }),
+        }
+      : {},
   });
   // warm: narinfo and NAR now live in ncps's own storage
   const served = await (await fetch(`${ncps.url}/${storeHash}.narinfo`)).text();
@@ -114,7 +122,7 @@ try {
   for (const [name, ncpsUrl, nginxTarget] of cases) {
     for (const [server, url] of [["ncps", ncpsUrl], ["nginx", nginxTarget]] as const) {
       if (server === "nginx" && values["only-ncps"]) continue;
-      const telemetry = server === "ncps" ? { telemetry: values.telemetry, spansReceived: 0 } : {};
+      const telemetry = server === "ncps" ? { telemetry: values.telemetry, otlpLogs: values.telemetry && values["otlp-logs"], spansReceived: 0 } : {};
       const pids = server === "ncps" ? [ncps!.proc.pid] : nginx.pids;
       const cpuBefore = await cpuSeconds(pids);
       const result = await wrk(url);

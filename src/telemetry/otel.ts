@@ -83,7 +83,8 @@ export function createTelemetry(opts: TelemetryOptions): TelemetrySetup {
   return {
     telemetry,
     metricsText,
-    logLine: otlp ? (line) => otlp.logLine(line) : null,
+    // OTEL_LOGS_EXPORTER=none, the SDKs' standard switch, keeps log lines off OTLP.
+    logLine: otlp && process.env.OTEL_LOGS_EXPORTER !== "none" ? (line) => otlp.logLine(line) : null,
     shutdown: async () => {
       await tracerProvider?.shutdown().catch(() => {});
       await meterProvider?.shutdown().catch(() => {});
