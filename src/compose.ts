@@ -249,6 +249,7 @@ export async function startNcps(config: Config, consoleLogger: Logger = createLo
     const uploads = new Uploads({
       ...shared,
       store,
+      locker,
       maxUploadBytes: config.cacheMaxUploadSize,
       acceptUnverifiedCompression: config.cacheAcceptUnverifiedCompression,
       trustedUploadKeys: config.cacheRequireTrustedSignature ? trustedUploadKeys : null,

@@ -4,6 +4,7 @@
 import { open, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { MetadataStore, NarInfoRecord } from "../db/metadata-store.ts";
+import type { Locker } from "../lock/locker.ts";
 import { parseCompression, unverifiableCompression } from "../nix/compression.ts";
 import { canonicalHash } from "../nix/hash.ts";
 import { parseNcpsNarRequest, type NcpsNarRequest } from "../nix/nar-url.ts";
@@ -36,6 +37,8 @@ export interface UploadOptions {
   trustedUploadKeys: PublicKey[] | null;
   /** uploaded NARs are staged, verified, recorded and removed through it */
   nars: StoredNars;
+  /** narinfos naming one NAR are accepted one at a time (the download lock's locker) */
+  locker: Locker;
   logger: Logger;
 }
 
@@ -129,16 +132,20 @@ export class Uploads {
     const text = await receiveDocument(body, declaredLength, MAX_NARINFO_BYTES, "narinfo");
     const narinfo = asBadRequest(() => parseNarInfo(text));
     const nar = asBadRequest(() => parseNcpsNarRequest(narinfo.url));
-    try {
-      return await this.acceptNarInfo(hash, narinfo, nar);
-    } catch (err) {
-      // Whatever the reason (refusal, lost race, fault), the NAR uploaded for this narinfo
-      // goes with it, unless a recorded NAR or narinfo holds it.
-      await this.opts.nars.discardUnrecorded(nar.key).catch((cleanup) => {
-        this.opts.logger.warn("could not remove the NAR of a refused narinfo; fsck removes it", { key: nar.key, err: cleanup });
-      });
-      throw err;
-    }
+    // One narinfo per NAR at a time (across replicas with Redis): a refused one removing the
+    // NAR must not pull it from under one being verified and recorded (that one got a 500).
+    return this.opts.locker.withLock(`upload:${nar.key}`, async () => {
+      try {
+        return await this.acceptNarInfo(hash, narinfo, nar);
+      } catch (err) {
+        // Whatever the reason (refusal, lost race, fault), the NAR uploaded for this narinfo
+        // goes with it, unless a recorded NAR or narinfo holds it.
+        await this.opts.nars.discardUnrecorded(nar.key).catch((cleanup) => {
+          this.opts.logger.warn("could not remove the NAR of a refused narinfo; fsck removes it", { key: nar.key, err: cleanup });
+        });
+        throw err;
+      }
+    });
   }
 
   private async acceptNarInfo(hash: string, narinfo: NarInfo, nar: NcpsNarRequest): Promise<WriteResult> {

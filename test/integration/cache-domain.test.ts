@@ -51,7 +51,7 @@ async function domain(root: string, upstreamUrl: string, upstreamKey: string, do
   const nars = new StoredNars({ db, store, hot, logger: silentLogger });
   const shared = { db, nars, pool, signingKey: generateSecretKey("ncps-test-1"), signNarInfo: true, tempDir, hot, logger: silentLogger };
   const cache = new Cache({ ...shared, priority: 40, downloadLock });
-  const uploads = new Uploads({ ...shared, store, maxUploadBytes: 64 * 1024 * 1024, acceptUnverifiedCompression: false, trustedUploadKeys: null });
+  const uploads = new Uploads({ ...shared, store, locker: downloadLock.locker, maxUploadBytes: 64 * 1024 * 1024, acceptUnverifiedCompression: false, trustedUploadKeys: null });
   cleanups.push(async () => {
     await cache.close();
     await db.close();

@@ -41,8 +41,9 @@ interface Upload {
   text: string;
 }
 
-function makeUpload(name: string, opts: { references?: string[]; key?: typeof clientKey | null; zstd?: boolean } = {}): Upload {
-  const narBytes = makeNar(`contents of ${name} ${Math.random()}`);
+function makeUpload(name: string, opts: { references?: string[]; key?: typeof clientKey | null; zstd?: boolean; contentsBytes?: number } = {}): Upload {
+  const contents = `contents of ${name} ${Math.random()}`;
+  const narBytes = makeNar(opts.contentsBytes ? contents.padEnd(opts.contentsBytes, "x") : contents);
   const nar = opts.zstd ? new Uint8Array(Bun.zstdCompressSync(narBytes)) : narBytes;
   const hash = storeHash(name + Math.random());
   const fileHash = sha(nar);
@@ -225,6 +226,20 @@ describe("uploads", () => {
         expect(await expectRefused(open, refusal.status, () => put(open, `${hash}.narinfo`, text), before)).toContain(refusal.says);
       });
     }
+
+    test("a refused narinfo racing an accepted one for the same NAR never takes the accepted one's NAR", async () => {
+      for (let round = 0; round < 8; round++) {
+        const big = makeUpload(`race-${round}`, { contentsBytes: 48 * 1024 });
+        expect((await put(open, big.narUrl, big.nar)).status).toBe(201);
+        const other = makeUpload(`race-other-${round}`);
+        const refused = resign({ ...big, narinfo: { ...big.narinfo, storePath: other.narinfo.storePath } }, { references: [`${storeHash(`nowhere ${Math.random()}`)}-nowhere`] });
+        const [accepted, rejected] = await Promise.all([put(open, `${big.hash}.narinfo`, big.text), put(open, `${other.hash}.narinfo`, refused)]);
+        expect([accepted.status, rejected.status]).toEqual([201, 400]);
+        const nar = await open.req(big.narUrl);
+        expect(nar.status).toBe(200);
+        expect(Buffer.from(await nar.arrayBuffer()).equals(Buffer.from(big.nar))).toBe(true);
+      }
+    });
 
     test("a refused narinfo naming a NAR a recorded narinfo names leaves that NAR served", async () => {
       const kept = makeUpload("kept");
