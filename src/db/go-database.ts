@@ -180,14 +180,22 @@ export class GoDatabase {
     return byId;
   }
 
-  /** Whether a NAR of this narinfo is held as CDC chunks (Go v0.9 on), not as a whole file. */
-  async chunked(narInfoId: number): Promise<boolean> {
-    if (!this.has("nar_files", "total_chunks") || !this.has("narinfo_nar_files")) return false;
-    const rows = await this.query(
-      "SELECT 1 AS one FROM narinfo_nar_files l JOIN nar_files f ON f.id = l.nar_file_id WHERE l.narinfo_id = ? AND f.total_chunks > 0",
+  /** The chunk hashes, in order, of this narinfo's NAR when the Go ncps holds it as CDC
+   * chunks (v0.9 on) and has all of them recorded; null when it holds no chunked NAR for it,
+   * [] when the chunk list is incomplete. Decompressed and concatenated, the chunks are the
+   * uncompressed NAR (what the Go ncps's migrate-chunks-to-nar checks against NarHash). */
+  async chunks(narInfoId: number): Promise<string[] | null> {
+    if (!this.has("nar_files", "total_chunks") || !this.has("narinfo_nar_files") || !this.has("nar_file_chunks")) return null;
+    const [narFile] = await this.query(
+      "SELECT f.id, f.total_chunks FROM narinfo_nar_files l JOIN nar_files f ON f.id = l.nar_file_id WHERE l.narinfo_id = ? AND f.total_chunks > 0 ORDER BY f.id LIMIT 1",
       [narInfoId],
     );
-    return rows.length > 0;
+    if (!narFile) return null;
+    const rows = await this.query(
+      "SELECT c.hash FROM nar_file_chunks fc JOIN chunks c ON c.id = fc.chunk_id WHERE fc.nar_file_id = ? ORDER BY fc.chunk_index",
+      [Number(narFile.id)],
+    );
+    return rows.length === Number(narFile.total_chunks) ? rows.map((r) => String(r.hash)) : [];
   }
 
   /** The narinfo hashes the Go ncps pinned (its main branch, 2026-03 on), oldest first. */

@@ -3,6 +3,7 @@
  *
  *   store/narinfo/<h>/<hh>/<hash>.narinfo    narinfo texts (all of them before v0.8)
  *   store/nar/<h>/<hh>/<hash>.nar[.<ext>]    NARs, <hash> from the narinfo URL's file name
+ *   store/chunk/<h>/<hh>/<chunk hash>          CDC chunks, each zstd-compressed (v0.9 on)
  *   config/cache.key                          the signing key (before v0.6)
  *
  * where <h> and <hh> are the first one and two characters of the file name. */
@@ -47,6 +48,12 @@ export function goNarKey(url: string, narHash: string): string {
   hash = PREFIXED_NAR_HASH.exec(hash)?.[1] ?? hash;
   if (!NAR_HASH.test(hash)) hash = nix32NarHash(narHash);
   return `store/nar/${sharded(`${hash}.nar${rest}`)}`;
+}
+
+/** A CDC chunk's key; the hash as the Go database lists it (hex). */
+export function goChunkKey(hash: string): string {
+  if (!/^[0-9a-z]{3,128}$/.test(hash)) throw new NixFormatError(`not a chunk hash: ${JSON.stringify(hash.slice(0, 64))}`);
+  return `store/chunk/${sharded(hash)}`;
 }
 
 function nix32NarHash(narHash: string): string {

@@ -10,6 +10,7 @@ import { createWriteStream } from "node:fs";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
+import { createZstdDecompress } from "node:zlib";
 import type { ReadableStream as NodeWebStream } from "node:stream/web";
 import type { MetadataStore } from "../db/metadata-store.ts";
 import { narInfoRecord } from "../cache/narinfo-record.ts";
@@ -17,7 +18,7 @@ import { recordPin } from "../cache/pins.ts";
 import type { StoredNars } from "../cache/stored-nars.ts";
 import { tempFileName } from "../cache/temp-files.ts";
 import { verificationThread } from "../cache/verification.ts";
-import { parseCompression, unverifiableCompression } from "../nix/compression.ts";
+import { parseCompression, unverifiableCompression, type Compression } from "../nix/compression.ts";
 import { NixFormatError } from "../nix/errors.ts";
 import { ncpsNarKey } from "../nix/nar-url.ts";
 import { NarVerifyError } from "../nix/nar-verifier.ts";
@@ -29,7 +30,7 @@ import { validateKey } from "../storage/keys.ts";
 import { LocalBlobStore } from "../storage/local.ts";
 import type { Logger } from "../telemetry/logger.ts";
 import type { GoDatabase, GoNarInfoFields, GoNarInfoRow } from "../db/go-database.ts";
-import { goNarInfoKey, goNarKey } from "./go-storage.ts";
+import { goChunkKey, goNarInfoKey, goNarKey } from "./go-storage.ts";
 
 export interface ImportOptions {
   goDb: GoDatabase;
@@ -143,16 +144,14 @@ async function importOne(opts: ImportOptions, row: GoNarInfoRow, commits: Map<st
     const narinfo = await readNarInfo(opts, row);
     storePath = narinfo.storePath;
     if (parseStorePath(narinfo.storePath).hashPart !== row.hash) throw new Skip(`narinfo is for ${narinfo.storePath}, not ${row.hash}`);
-    const compression = parseCompression(narinfo.compression);
-    const unverifiable = unverifiableCompression(compression, opts.acceptUnverifiedCompression);
-    if (unverifiable) throw new Skip(unverifiable);
-    const key = ncpsNarKey(narinfo.fileHash ?? narinfo.narHash, compression);
+    const source = await narSource(opts, row, narinfo);
+    const { key, compression } = source;
     let copied = 0;
     if ((await opts.nars.find(key)) === null) {
       const running = commits.get(key);
       if (running) await running;
       if ((await opts.nars.find(key)) === null) {
-        const commit = copyVerifyCommit(opts, row, narinfo, key);
+        const commit = copyVerifyCommit(opts, narinfo, source);
         commits.set(key, commit.then(() => {}, () => {})); // the waiter looks for the record, not the outcome
         try {
           copied = await commit;
@@ -203,33 +202,71 @@ export function narInfoText(f: GoNarInfoFields): string {
   return serializeNarInfo(narinfo);
 }
 
+/** Where the Go ncps holds a narinfo's NAR, and what it becomes here. */
+type NarSource = { key: string; compression: Compression } & ({ file: string } | { chunks: string[] });
+
+/** The whole file the narinfo's URL names; failing that, the CDC chunks of its NAR, which are
+ * the uncompressed NAR and are kept here as such (Compression: none, under its NarHash). */
+async function narSource(opts: ImportOptions, row: GoNarInfoRow, narinfo: NarInfo): Promise<NarSource> {
+  const compression = parseCompression(narinfo.compression);
+  const file = goNarKey(narinfo.url, narinfo.narHash);
+  if ((await opts.goStore.stat(file)) === null) {
+    const chunks = await opts.goDb.chunks(row.id);
+    if (chunks === null) throw new Skip(`its NAR is not in the Go storage (${file})`);
+    if (chunks.length === 0) throw new Skip("the Go ncps holds its NAR as CDC chunks, but not all of them are recorded");
+    return { key: ncpsNarKey(narinfo.narHash, "none"), compression: "none", chunks };
+  }
+  const unverifiable = unverifiableCompression(compression, opts.acceptUnverifiedCompression);
+  if (unverifiable) throw new Skip(unverifiable);
+  return { key: ncpsNarKey(narinfo.fileHash ?? narinfo.narHash, compression), compression, file };
+}
+
 /** Copy the NAR out of the Go storage into a temp file, verify it on the verification thread,
  * commit it through StoredNars (which consumes the temp file). Returns the bytes copied. */
-async function copyVerifyCommit(opts: ImportOptions, row: GoNarInfoRow, narinfo: NarInfo, key: string): Promise<number> {
-  const goKey = goNarKey(narinfo.url, narinfo.narHash);
-  const path = join(opts.tempDir, tempFileName("import", key));
+async function copyVerifyCommit(opts: ImportOptions, narinfo: NarInfo, source: NarSource): Promise<number> {
+  const path = join(opts.tempDir, tempFileName("import", source.key));
   try {
-    const size = await copyOut(opts.goStore, goKey, path);
-    if (size === null) {
-      if (await opts.goDb.chunked(row.id)) {
-        throw new Skip("the Go ncps holds its NAR as CDC chunks: run `ncps migrate-chunks-to-nar` with the Go ncps first, then import again");
-      }
-      throw new Skip(`its NAR is not in the Go storage (${goKey})`);
-    }
+    const size = "file" in source ? await copyOut(opts.goStore, source.file, path) : await joinChunks(opts.goStore, source.chunks, path);
+    if (size === null) throw new Skip(`its NAR is no longer in the Go storage (${"file" in source ? source.file : "a chunk is missing"})`);
+    const whole = "file" in source;
     const check = verificationThread.start(path, {
-      compression: parseCompression(narinfo.compression),
-      fileHash: narinfo.fileHash ?? null,
-      fileSize: narinfo.fileSize ?? null,
+      compression: source.compression,
+      fileHash: whole ? (narinfo.fileHash ?? null) : null,
+      fileSize: whole ? (narinfo.fileSize ?? null) : null,
       narHash: narinfo.narHash,
       narSize: narinfo.narSize,
     });
     check.end(size);
     const digest = await check.result;
-    await opts.nars.commitFile(key, path, digest);
+    await opts.nars.commitFile(source.key, path, digest);
     return size;
   } finally {
     await rm(path, { force: true });
   }
+}
+
+/** The chunks, each decompressed (the Go ncps stores them zstd-compressed), one after the
+ * other into `path`; their total size, or null when one is missing. */
+async function joinChunks(store: BlobStore, hashes: string[], path: string): Promise<number | null> {
+  const out = createWriteStream(path);
+  try {
+    for (const hash of hashes) {
+      const body = await store.get(goChunkKey(hash));
+      if (!body) return null;
+      const stream = body.body instanceof Blob ? body.body.stream() : body.body;
+      try {
+        await pipeline(Readable.fromWeb(stream as NodeWebStream<Uint8Array>), createZstdDecompress(), out, { end: false });
+      } catch (err) {
+        const code = String((err as NodeJS.ErrnoException).code ?? "");
+        if (code.startsWith("ZSTD_")) throw new Skip(`its CDC chunk ${hash} in the Go storage is not zstd: ${(err as Error).message}`);
+        throw err;
+      }
+    }
+  } finally {
+    // after a failed chunk the stream is destroyed already; a short file fails verification
+    await new Promise<void>((resolve) => (out.destroyed ? resolve() : out.end(() => resolve())));
+  }
+  return Bun.file(path).size;
 }
 
 /** The object's bytes in a file at `path`; its size, or null when there is no such object. */

@@ -11,7 +11,7 @@ import postgres from "postgres";
 import { parseDatabaseUrl, type ServerUrl } from "../../src/db/database-url.ts";
 import { mysqlConnectOptions } from "../../src/db/mysql.ts";
 import { postgresConnectOptions } from "../../src/db/postgres.ts";
-import { goNarInfoKey, goNarKey, GO_SECRET_KEY_KEY } from "../../src/goimport/go-storage.ts";
+import { goChunkKey, goNarInfoKey, goNarKey, GO_SECRET_KEY_KEY } from "../../src/goimport/go-storage.ts";
 import { parseNarInfo, serializeNarInfo, type NarInfo } from "../../src/nix/narinfo.ts";
 import { formatSecretKey, type SecretKey } from "../../src/nix/signature.ts";
 
@@ -127,8 +127,10 @@ export interface GoDeployment {
   storageDir: string;
   /** A narinfo and its NAR file as that Go version stores them (`file`: the bytes at the
    * narinfo's URL). `textInStorage`: a v0.8+ row not yet migrated (fields NULL, text in
-   * storage), as `ncps migrate-narinfo` would still find. `omitNar`: the NAR is lost. */
-  add(narinfo: NarInfo, file: Uint8Array, opts?: { textInStorage?: boolean; omitNar?: boolean; chunked?: boolean }): Promise<void>;
+   * storage), as `ncps migrate-narinfo` would still find. `omitNar`: the NAR is lost.
+   * `chunked`: the NAR (uncompressed, given) is held as CDC chunks only, as Go v0.9+ with CDC
+   * keeps it; `chunksLost` drops the last chunk's link. */
+  add(narinfo: NarInfo, file: Uint8Array, opts?: { textInStorage?: boolean; omitNar?: boolean; chunked?: Uint8Array; chunksLost?: boolean }): Promise<void>;
   /** `ncps pin` in the Go ncps (its main branch: pinned_closures). */
   pin(hash: string): Promise<void>;
   /** Flags naming this deployment for `ncps import-go`. */
@@ -187,12 +189,22 @@ export async function createGoDeployment(opts: {
       if (version === "v0.5.0") {
         await sql.run("INSERT INTO nars (narinfo_id, hash, compression, file_size) VALUES (?, ?, ?, ?)", [narinfoId, narHash, compression, file.length]);
       } else {
-        const chunkColumns = addOpts.chunked ? ", total_chunks" : "";
+        const chunks = addOpts.chunked ? splitInThree(addOpts.chunked) : [];
         const narFileId = await returningId(
-          `INSERT INTO nar_files (hash, compression, file_size, query${chunkColumns}) VALUES (?, ?, ?, ?${addOpts.chunked ? ", ?" : ""})`,
-          [narHash, compression, file.length, "", ...(addOpts.chunked ? [3] : [])],
+          `INSERT INTO nar_files (hash, compression, file_size, query${chunks.length > 0 ? ", total_chunks" : ""}) VALUES (?, ?, ?, ?${chunks.length > 0 ? ", ?" : ""})`,
+          [narHash, compression, file.length, "", ...(chunks.length > 0 ? [chunks.length] : [])],
         );
         await sql.run("INSERT INTO narinfo_nar_files (narinfo_id, nar_file_id) VALUES (?, ?)", [narinfoId, narFileId]);
+        const linked = addOpts.chunksLost ? chunks.slice(0, -1) : chunks;
+        for (const [index, chunk] of linked.entries()) {
+          // the Go ncps names a chunk by the hex BLAKE3 of its bytes; import-go never checks
+          // chunk names (the NarHash covers the whole), so a SHA-256 stands in for it here
+          const hash = new Bun.CryptoHasher("sha256").update(chunk).digest("hex");
+          const stored = Bun.zstdCompressSync(chunk);
+          const chunkId = await returningId("INSERT INTO chunks (hash, size, compressed_size) VALUES (?, ?, ?)", [hash, chunk.length, stored.length]);
+          await sql.run("INSERT INTO nar_file_chunks (nar_file_id, chunk_id, chunk_index) VALUES (?, ?, ?)", [narFileId, chunkId, index]);
+          await put(goChunkKey(hash), stored);
+        }
       }
       if (!addOpts.omitNar && !addOpts.chunked) await put(narKey, file);
     },
@@ -202,6 +214,13 @@ export async function createGoDeployment(opts: {
     flags: () => ["--from-cache-database-url", opts.databaseUrl, "--from-cache-storage-local", storageDir],
     close: () => sql.close(),
   };
+}
+
+/** Three chunks of unequal sizes (CDC cuts where the content says, not at fixed sizes). */
+function splitInThree(nar: Uint8Array): Uint8Array[] {
+  const a = Math.floor(nar.length / 5);
+  const b = Math.floor((nar.length * 3) / 5);
+  return [nar.subarray(0, a), nar.subarray(a, b), nar.subarray(b)];
 }
 
 /** A narinfo text as a test fixture holds it, parsed. */

@@ -164,7 +164,14 @@ describe("import-go: a Go ncps deployment of each schema", () => {
           // FileHash right, NarHash wrong: the Go ncps never checked it
           await goPath(go, "corrupt", { compression: "zstd", fileBytes: Bun.zstdCompressSync(crypto.getRandomValues(new Uint8Array(4096))) });
           await goPath(go, "lost", { compression: "zstd" }, { omitNar: true });
-          if (fieldsInDb) await goPath(go, "chunked", { compression: "zstd" }, { chunked: true });
+          if (fieldsInDb) {
+            // CDC: only the chunks are held (the whole NAR comes back from them); or not all
+            const chunked = await syn.add("chunked", { compression: "zstd", size: 50_000 });
+            await go.add(signNarInfo(chunked.narinfo, goKey), chunked.file, { chunked: chunked.nar });
+            good.push(chunked);
+            const broken = await syn.add("chunks-lost", { compression: "zstd" });
+            await go.add(signNarInfo(broken.narinfo, goKey), broken.file, { chunked: broken.nar, chunksLost: true });
+          }
           if (version === "816f6378") {
             await go.pin(good[2]!.hash);
             await go.pin((await goPath(go, "pinned-corrupt", { compression: "zstd", fileBytes: Bun.zstdCompressSync(new Uint8Array(64)) })).hash);
@@ -184,7 +191,7 @@ describe("import-go: a Go ncps deployment of each schema", () => {
         if (version === "816f6378") expect(first.stdout).toContain("(1 not imported: their narinfo was not)");
         expect(first.stdout).toContain("-corrupt: NAR does not match the narinfo");
         expect(first.stdout).toMatch(/-lost: its NAR is not in the Go storage \(store\/nar\//);
-        if (fieldsInDb) expect(first.stdout).toContain("-chunked: the Go ncps holds its NAR as CDC chunks");
+        if (fieldsInDb) expect(first.stdout).toContain("-chunks-lost: the Go ncps holds its NAR as CDC chunks, but not all of them are recorded");
         expect(first.stdout).toContain(`signing key              ${goPublicKey}`);
 
         await withNcps(side, async (ncps) => {
@@ -285,6 +292,34 @@ describe("import-go: interrupted and re-run", () => {
       await withNcps(side, async (ncps) => {
         for (const path of paths) await expectServed(ncps, path);
       });
+    },
+    T,
+  );
+});
+
+describe("import-go: CDC chunks", () => {
+  test(
+    "a chunk that is not zstd: that narinfo is reported and skipped, the run goes on",
+    async () => {
+      const go = await goDeployment("bad-chunk", "v0.9.4", "sqlite");
+      let fine: SyntheticPath;
+      try {
+        const chunked = await syn.add("bad-chunk", { compression: "zstd" });
+        await go.add(signNarInfo(chunked.narinfo, goKey), chunked.file, { chunked: chunked.nar });
+        const chunkDir = join(go.storageDir, "store", "chunk");
+        for (const f of (await readdir(chunkDir, { recursive: true, withFileTypes: true })).filter((e) => e.isFile())) {
+          await Bun.write(join(f.parentPath, f.name), "not zstd at all");
+        }
+        fine = await goPath(go, "fine", { compression: "zstd" });
+      } finally {
+        await go.close();
+      }
+      const side = ours("bad-chunk");
+      const run = await importGo(go, side);
+      expect(run.status).toBe(0);
+      expect(run.figure("imported")).toBe(1);
+      expect(run.stdout).toMatch(/-bad-chunk: its CDC chunk [0-9a-f]{64} in the Go storage is not zstd/);
+      await withNcps(side, (ncps) => expectServed(ncps, fine));
     },
     T,
   );
