@@ -217,6 +217,9 @@ async function cli(args: string[]) {
   return { stdout, stderr, status };
 }
 
+/** Each CLI run starts a process (about a second on a busy 2-core machine), and these tests make several. */
+const CLI_TEST_MS = 60_000;
+
 describe("ncps pin add|rm|ls", () => {
   test("without a server: add records the pin, a server fetches the closure when it starts; ls and rm", async () => {
     const f = await fixture();
@@ -244,7 +247,7 @@ describe("ncps pin add|rm|ls", () => {
     expect(removed.stdout.trim()).toBe(`unpinned ${f.a.hash}`);
     expect((await cli(["pin", "rm", f.a.hash, ...db])).stdout.trim()).toBe(`${f.a.hash} was not pinned`);
     expect(await listPinsIn(f)).toEqual([]);
-  });
+  }, CLI_TEST_MS);
 
   test("with --server-url: add pins through the server, which fetches the closure at once; ls and rm too", async () => {
     const f = await fixture();
@@ -265,7 +268,7 @@ describe("ncps pin add|rm|ls", () => {
     expect(listed.stdout).toMatch(new RegExp(`^${f.a.storePath}  3/3 paths  .* complete  pinned `));
     const removed = await cli(["pin", "rm", f.a.storePath, ...server, "--cache-put-token", PUT_TOKEN]);
     expect(removed.stdout.trim()).toBe(`unpinned ${f.a.hash}`);
-  });
+  }, CLI_TEST_MS);
 
   test("a malformed path or a missing argument is one line and exit status 1", async () => {
     const bad = await cli(["pin", "add", "/nix/store/short-name"]);
@@ -273,7 +276,7 @@ describe("ncps pin add|rm|ls", () => {
     expect(bad.stderr).toMatch(/^ncps: store path: invalid hash part .*\(expected a store path or its 32-character hash\)\n$/);
     const missing = await cli(["pin", "rm"]);
     expect([missing.status, missing.stderr]).toEqual([1, "ncps: missing path for ncps pin rm (see ncps pin rm --help)\n"]);
-  });
+  }, CLI_TEST_MS);
 });
 
 describe("pins and eviction", () => {
