@@ -305,7 +305,7 @@ export async function startNcps(config: Config, consoleLogger: Logger = createLo
     advertised = advertiseUrl(config, { hostname, port: server.port! });
     void pool.startHealthChecks(); // once started: a failed start has nothing to say about upstreams
     void pins.warmIncomplete().catch((error: unknown) => logger.error("warming pinned closures failed", { error }));
-    logger.info("ncps listening", { url, ...(peers ? { advertised } : {}), version, publicKey: cache.publicKey, upstreams: config.cacheUpstreamUrls, database: db.dialect });
+    logger.info("ncps listening", { url, ...(peers ? { advertised } : {}), version, publicKey: cache.publicKey, upstreams: config.cacheUpstreamUrls.map(withoutCredentials), database: db.dialect });
     const openDb = db;
     const forgets = broadcast;
     return {
