@@ -35,7 +35,7 @@ import { createLogger, type Logger } from "./telemetry/logger.ts";
 import { createTelemetry } from "./telemetry/otel.ts";
 import { netrcAuthorization, parseNetrc, type Netrc } from "./upstream/netrc.ts";
 import { UpstreamPool } from "./upstream/pool.ts";
-import { parseUpstreamProxy } from "./upstream/proxy.ts";
+import { upstreamProxies } from "./upstream/proxy.ts";
 import { parseOrigin, Upstream } from "./upstream/upstream.ts";
 import { withoutCredentials } from "./upstream/upstream-url.ts";
 import { parseUpstreamUrl } from "./upstream/upstream-url.ts";
@@ -189,17 +189,13 @@ export async function startNcps(config: Config, consoleLogger: Logger = createLo
     }
     const headerTimeoutMs = config.cacheUpstreamDialerTimeout + config.cacheUpstreamResponseHeaderTimeout;
     const unsigned = new Set(config.cacheUpstreamAcceptUnsigned.map((url) => parseUpstreamUrl(url).url));
-    const proxies = new Map<string, URL>();
-    for (const text of config.cacheUpstreamProxies) {
-      const { upstream, proxy } = parseUpstreamProxy(text);
-      proxies.set(upstream, proxy);
-    }
+    const proxies = await startupStep("upstream proxy", () => upstreamProxies(config.cacheUpstreamUrls, config.cacheUpstreamProxies, process.env));
     const upstreams = config.cacheUpstreamUrls.map(
       (url, i) =>
         new Upstream(url, i, {
           headerTimeoutMs,
           acceptUnsigned: unsigned.has(parseUpstreamUrl(url).url),
-          proxy: proxies.get(parseUpstreamUrl(url).url),
+          proxy: proxies.get(url),
           authorization: netrcAuthorization(netrc, new URL(url)),
           extraOrigins: narOrigins,
           logger,

@@ -43,6 +43,53 @@ export function parseUpstreamProxy(text: string): { upstream: string; proxy: URL
   return { upstream: parseUpstreamUrl(match[1]!).url, proxy: parseProxyUrl(match[2]!) };
 }
 
+/** The proxy of each configured upstream URL that has one: its --cache-upstream-proxy, else
+ * a SOCKS proxy from the environment (see environmentSocksProxy). */
+export function upstreamProxies(upstreamUrls: string[], configured: string[], env: Record<string, string | undefined>): Map<string, URL> {
+  const given = new Map<string, URL>();
+  for (const text of configured) {
+    const { upstream, proxy } = parseUpstreamProxy(text);
+    given.set(upstream, proxy);
+  }
+  const proxies = new Map<string, URL>();
+  for (const url of upstreamUrls) {
+    const proxy = given.get(parseUpstreamUrl(url).url) ?? environmentSocksProxy(url, env);
+    if (proxy) proxies.set(url, proxy);
+  }
+  return proxies;
+}
+
+/** The SOCKS proxy the environment names for `upstream`, as Go's ProxyFromEnvironment reads
+ * it (the Go ncps's only proxy setting): HTTPS_PROXY for https upstreams, HTTP_PROXY for
+ * http, either in lower case too, unless NO_PROXY names the host ("*", a host, or a domain
+ * and its subdomains, with or without a port). Only a socks5/socks5h one: http and https
+ * proxies from the environment are Bun's fetch's own business (it reads the same variables),
+ * but it refuses SOCKS (UnsupportedProxyProtocol on every request). */
+export function environmentSocksProxy(upstream: string, env: Record<string, string | undefined>): URL | undefined {
+  const target = new URL(upstream);
+  const names = target.protocol === "https:" ? ["HTTPS_PROXY", "https_proxy"] : ["HTTP_PROXY", "http_proxy"];
+  const text = names.map((n) => env[n]).find((v) => v !== undefined && v !== "");
+  if (!text || !/^socks5h?:\/\//i.test(text) || bypassed(target, env.NO_PROXY ?? env.no_proxy ?? "")) return undefined;
+  try {
+    return parseProxyUrl(text);
+  } catch (err) {
+    throw new ProxyError(`${names[0]} (or ${names[1]}): ${(err as Error).message}`);
+  }
+}
+
+function bypassed(target: URL, noProxy: string): boolean {
+  const host = target.hostname.replace(/^\[|\]$/g, "").toLowerCase();
+  const port = target.port || (target.protocol === "https:" ? "443" : "80");
+  return noProxy.split(",").some((raw) => {
+    const entry = raw.trim().toLowerCase();
+    if (entry === "*") return true;
+    const match = /^(\[[^\]]+\]|[^:]+)(?::(\d+))?$/.exec(entry);
+    if (!match || (match[2] !== undefined && match[2] !== port)) return false;
+    const name = match[1]!.replace(/^\[|\]$/g, "").replace(/^\*?\./, "");
+    return name !== "" && (host === name || host.endsWith(`.${name}`));
+  });
+}
+
 /** A proxy fit to show in a log or error: without its user or password. */
 export function displayProxy(proxy: URL): string {
   return `${proxy.protocol}//${proxy.host}`;

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { ConfigError, loadConfig } from "../../src/config/load.ts";
 import { silentLogger } from "../../src/telemetry/logger.ts";
 import { Upstream } from "../../src/upstream/upstream.ts";
-import { parseProxyUrl } from "../../src/upstream/proxy.ts";
+import { parseProxyUrl, upstreamProxies } from "../../src/upstream/proxy.ts";
 import { startInProcess } from "../helpers/ncps.ts";
 import { testIf } from "../helpers/prereq.ts";
 import { haveDante, haveTinyproxy, startDante, startTinyproxy, type RunningProxy } from "../helpers/proxies.ts";
@@ -125,6 +125,26 @@ describe("the environment's proxy", () => {
     expect(mentions(await envProxy.log(), proxied.server.port)).toBe(false);
     expect(mentions(await ownProxy.log(), proxied.server.port)).toBe(true);
   });
+
+  testIf(haveDante, "danted installed")("a SOCKS5 proxy in HTTP_PROXY (which Go reads and Bun's fetch refuses) is used through ncps's own SOCKS path", async () => {
+    const proxy = await startDante(work);
+    cleanups.push(() => proxy.stop());
+    const { cache, server, path } = await upstreamWithPath();
+    const saved = { HTTP_PROXY: process.env.HTTP_PROXY, NO_PROXY: process.env.NO_PROXY };
+    process.env.HTTP_PROXY = proxy.url;
+    delete process.env.NO_PROXY;
+    let ncps;
+    try {
+      // read at start; this test's own fetch below must not see it (Bun's fetch refuses SOCKS)
+      ncps = await startInProcess(join(work, "ncps-env-socks"), { "cache-upstream-url": [server.url], "cache-upstream-public-key": [cache.publicKey] });
+      cleanups.push(() => ncps!.stop());
+    } finally {
+      for (const [k, v] of Object.entries(saved)) if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+    expect((await fetch(`${ncps.url}/${path.hash}.narinfo`)).status).toBe(200);
+    expect(mentions(await proxy.log(), server.port)).toBe(true);
+  });
 });
 
 describe("a proxy that is down or silent", () => {
@@ -169,6 +189,20 @@ describe("configuration", () => {
       CACHE_UPSTREAM_PROXIES: "https://a.example=http://p.lan:3128,https://b.example=socks5://p.lan:1080",
     });
     expect(fromEnv.cacheUpstreamProxies).toHaveLength(2);
+  });
+
+  test("the environment's SOCKS proxy: by the upstream's scheme, lower case too, NO_PROXY as in Go; an HTTP one is left to fetch", () => {
+    const urls = ["http://a.example", "https://b.example:8443?priority=5", "http://c.sub.example.org"];
+    const shown = (env: Record<string, string>) => Object.fromEntries([...upstreamProxies(urls, [], env)].map(([u, p]) => [u, p.href]));
+    expect(shown({ HTTP_PROXY: "socks5://p:1080" })).toEqual({ "http://a.example": "socks5://p:1080", "http://c.sub.example.org": "socks5://p:1080" });
+    expect(shown({ https_proxy: "socks5h://p:1080" })).toEqual({ "https://b.example:8443?priority=5": "socks5h://p:1080" });
+    expect(shown({ HTTP_PROXY: "http://p:3128" })).toEqual({});
+    expect(shown({ HTTP_PROXY: "socks5://p:1080", NO_PROXY: "a.example, .example.org" })).toEqual({});
+    expect(shown({ HTTP_PROXY: "socks5://p:1080", no_proxy: "a.example:81,*.other" })).toEqual({ "http://a.example": "socks5://p:1080", "http://c.sub.example.org": "socks5://p:1080" });
+    expect(shown({ HTTPS_PROXY: "socks5://p:1080", NO_PROXY: "*" })).toEqual({});
+    // its own --cache-upstream-proxy wins
+    expect(Object.fromEntries([...upstreamProxies(urls, ["http://a.example=http://own:3128"], { HTTP_PROXY: "socks5://p:1080" })].map(([u, p]) => [u, p.href]))["http://a.example"]).toBe("http://own:3128/");
+    expect(() => upstreamProxies(urls, [], { HTTP_PROXY: "socks5://u:secret@p:1080/x" })).toThrow("HTTP_PROXY (or http_proxy): proxy socks5://p:1080");
   });
 
   test("a malformed value, an unknown upstream, a second proxy for one upstream or a bad scheme is one config error line, without the password", async () => {
