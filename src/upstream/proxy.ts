@@ -62,7 +62,8 @@ export function upstreamProxies(upstreamUrls: string[], configured: string[], en
 /** The SOCKS proxy the environment names for `upstream`, as Go's ProxyFromEnvironment reads
  * it (the Go ncps's only proxy setting): HTTPS_PROXY for https upstreams, HTTP_PROXY for
  * http, either in lower case too, unless NO_PROXY names the host ("*", a host, or a domain
- * and its subdomains, with or without a port). Only a socks5/socks5h one: http and https
+ * and its subdomains, with or without a port; unlike Go, no CIDR ranges, and loopback hosts
+ * are proxied like any other, as Bun's fetch does). Only a socks5/socks5h one: http and https
  * proxies from the environment are Bun's fetch's own business (it reads the same variables),
  * but it refuses SOCKS (UnsupportedProxyProtocol on every request). */
 export function environmentSocksProxy(upstream: string, env: Record<string, string | undefined>): URL | undefined {

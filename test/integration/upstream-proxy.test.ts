@@ -191,7 +191,7 @@ describe("configuration", () => {
     expect(fromEnv.cacheUpstreamProxies).toHaveLength(2);
   });
 
-  test("the environment's SOCKS proxy: by the upstream's scheme, lower case too, NO_PROXY as in Go; an HTTP one is left to fetch", () => {
+  test("the environment's SOCKS proxy: by the upstream's scheme, lower case too, NO_PROXY hosts and domains; an HTTP one is left to fetch", () => {
     const urls = ["http://a.example", "https://b.example:8443?priority=5", "http://c.sub.example.org"];
     const shown = (env: Record<string, string>) => Object.fromEntries([...upstreamProxies(urls, [], env)].map(([u, p]) => [u, p.href]));
     expect(shown({ HTTP_PROXY: "socks5://p:1080" })).toEqual({ "http://a.example": "socks5://p:1080", "http://c.sub.example.org": "socks5://p:1080" });
