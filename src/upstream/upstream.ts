@@ -22,7 +22,7 @@ export interface UpstreamOptions {
   /** Origins besides the upstream's own from which NARs and redirect targets are fetched
    * (a cache keeping its NARs on a CDN), e.g. "https://cdn.example.org". */
   extraOrigins?: string[];
-  /** Use its narinfos without a trusted signature (--cache-upstream-accept-unsigned). */
+  /** Use its narinfos and realisations without a trusted signature (--cache-upstream-accept-unsigned). */
   acceptUnsigned?: boolean;
   /** Every request for this upstream (narinfos, NARs, logs, health checks, redirects) goes
    * through it (--cache-upstream-proxy); without it, fetch's own (HTTP_PROXY, HTTPS_PROXY). */
