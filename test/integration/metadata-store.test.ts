@@ -1,7 +1,7 @@
 /** The MetadataStore contract, run against each engine: `describeMetadataStore` takes a
  * harness factory, so postgres and mysql plug in with a harness of their own. */
 import { Database } from "bun:sqlite";
-import { afterEach, beforeEach, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -26,10 +26,6 @@ interface MetadataStoreHarness {
   lastAccessedAt(table: "narinfos" | "nars", key: string): Promise<number | null>;
   cleanup(): Promise<void>;
 }
-
-// Every test creates a database on a real server, and the races open a second connection:
-// on a loaded 2-core CI machine some took over bun's default 5 s.
-setDefaultTimeout(30_000);
 
 const NIX32 = "0123456789abcdfghijklmnpqrsvwxyz";
 
