@@ -4,6 +4,7 @@
 import { mkdir } from "node:fs/promises";
 import { hostname as machineHostname } from "node:os";
 import { Cache } from "./cache/cache.ts";
+import { fixChunkSizes } from "./cache/chunk-sizes.ts";
 import { loadSigningKey } from "./cache/signing-key.ts";
 import { Pins } from "./cache/pins.ts";
 import { Realisations } from "./cache/realisations.ts";
@@ -223,6 +224,10 @@ export async function startNcps(config: Config, consoleLogger: Logger = createLo
     const signingKey = await startupStep("signing key", () =>
       loadSigningKey(db!, { path: config.cacheSecretKeyPath, hostname: config.cacheHostname }),
     );
+    if (config.cacheCdcEnabled) {
+      const sizes = { min: config.cacheCdcMin, avg: config.cacheCdcAvg, max: config.cacheCdcMax };
+      await startupStep("content-defined chunking", () => fixChunkSizes(db!, sizes));
+    }
     const degradedMode = config.cacheLockAllowDegradedMode ? { onDegraded: (on: boolean) => telemetry.lockDegraded(on) } : undefined;
     locker = instrumentedLocker(await startupStep("redis", () => openLocker(redisChoice(config), logger, degradedMode)), telemetry);
     const downloadLock = { locker, ttlMs: config.cacheLockDownloadTtl };

@@ -46,6 +46,12 @@ export interface Config {
   /** Milliseconds: how long the eviction lock outlives a replica that died holding it. */
   cacheLockLruTtl: number;
   cacheTempPath: string;
+  /** Store new NARs as content-defined chunks (deduplicated across NARs). */
+  cacheCdcEnabled: boolean;
+  /** Chunk sizes in bytes; recorded in the database at first use, fixed after. */
+  cacheCdcMin: number;
+  cacheCdcAvg: number;
+  cacheCdcMax: number;
   /** Milliseconds: `ncps fsck` leaves unrecorded blobs younger than this alone. */
   fsckStrayGrace: number;
   cacheSecretKeyPath?: string;
@@ -460,6 +466,46 @@ const table = [
     group: "cache",
   },
   {
+    key: "cacheCdcEnabled",
+    flag: "cache-cdc-enabled",
+    env: ["CACHE_CDC_ENABLED"],
+    configKey: "cache.cdc.enabled",
+    type: "boolean",
+    default: false,
+    help: "Store new NARs as content-defined chunks, each stored once however many NARs share it (narinfos then say Compression: none). Chunked NARs stay servable when turned off",
+    group: "cache",
+  },
+  {
+    key: "cacheCdcMin",
+    flag: "cache-cdc-min",
+    env: ["CACHE_CDC_MIN"],
+    configKey: "cache.cdc.min",
+    type: "integer",
+    default: 16_384,
+    help: "Smallest chunk in bytes. The sizes are recorded in the database when CDC is first enabled; a start with other sizes is refused",
+    group: "cache",
+  },
+  {
+    key: "cacheCdcAvg",
+    flag: "cache-cdc-avg",
+    env: ["CACHE_CDC_AVG"],
+    configKey: "cache.cdc.avg",
+    type: "integer",
+    default: 65_536,
+    help: "Average (target) chunk size in bytes",
+    group: "cache",
+  },
+  {
+    key: "cacheCdcMax",
+    flag: "cache-cdc-max",
+    env: ["CACHE_CDC_MAX"],
+    configKey: "cache.cdc.max",
+    type: "integer",
+    default: 262_144,
+    help: "Largest chunk in bytes",
+    group: "cache",
+  },
+  {
     // As the Go ncps's fsck grace (--dechunk-residue-grace): flag without the cache- prefix.
     key: "fsckStrayGrace",
     flag: "stray-grace",
@@ -780,6 +826,7 @@ export interface GoOnlyOption {
 }
 
 const noCdc = "ncps stores every NAR whole (no content-defined chunking)";
+const noLazyCdc = "ncps chunks a NAR on the verification thread while it is verified, before it is recorded: there is no lazy, background chunking to tune";
 const noStaging = "a NAR downloading on another replica is streamed from that replica as it downloads (see Replicas); no staging objects are written";
 const lockRetry = "ncps waits for a taken Redis lock with a fixed, jittered exponential backoff: nothing to tune";
 
@@ -791,17 +838,13 @@ export const goOnlyOptions: readonly GoOnlyOption[] = [
   { flag: "xz-binary-path", env: ["XZ_BINARY_PATH"], configKey: "xz-binary-path", type: "string", instead: "ncps decompresses xz in process (xz-embedded in WebAssembly, built into the binary), with no external binary" },
   { flag: "use-xz-binary", env: ["USE_XZ_BINARY"], configKey: "use-xz-binary", type: "boolean", instead: "ncps decompresses xz in process (xz-embedded in WebAssembly, built into the binary), with no external binary" },
   { flag: "pprof-addr", env: ["PPROF_ADDR"], configKey: "pprof.addr", type: "string", instead: "ncps has no pprof endpoint; profile with `bun --inspect` or read --prometheus-enabled metrics" },
-  { flag: "cache-cdc-enabled", env: ["CACHE_CDC_ENABLED"], configKey: "cache.cdc.enabled", type: "boolean", instead: noCdc },
-  { flag: "cache-cdc-min", env: ["CACHE_CDC_MIN"], configKey: "cache.cdc.min", type: "integer", instead: noCdc },
-  { flag: "cache-cdc-avg", env: ["CACHE_CDC_AVG"], configKey: "cache.cdc.avg", type: "integer", instead: noCdc },
-  { flag: "cache-cdc-max", env: ["CACHE_CDC_MAX"], configKey: "cache.cdc.max", type: "integer", instead: noCdc },
-  { flag: "cache-cdc-lazy-chunking-enabled", env: ["CACHE_CDC_LAZY_CHUNKING_ENABLED"], configKey: "cache.cdc.lazy-chunking-enabled", type: "boolean", instead: noCdc },
-  { flag: "cache-cdc-background-workers", env: ["CACHE_CDC_BACKGROUND_WORKERS"], configKey: "cache.cdc.background-workers", type: "integer", instead: noCdc },
-  { flag: "cache-cdc-delete-delay", env: ["CACHE_CDC_DELETE_DELAY"], configKey: "cache.cdc.delete-delay", type: "duration", instead: noCdc },
-  { flag: "cache-cdc-lazy-recovery-schedule", env: ["CACHE_CDC_LAZY_RECOVERY_SCHEDULE"], configKey: "cache.cdc.lazy-recovery-schedule", type: "string", instead: noCdc },
-  { flag: "cache-cdc-lazy-recovery-batch-size", env: ["CACHE_CDC_LAZY_RECOVERY_BATCH_SIZE"], configKey: "cache.cdc.lazy-recovery-batch-size", type: "integer", instead: noCdc },
-  { flag: "cache-cdc-lazy-cleanup-schedule", env: ["CACHE_CDC_LAZY_CLEANUP_SCHEDULE"], configKey: "cache.cdc.lazy-cleanup-schedule", type: "string", instead: noCdc },
-  { flag: "cache-cdc-chunk-wait-timeout", env: ["CACHE_CDC_CHUNK_WAIT_TIMEOUT"], configKey: "cache.cdc.chunk-wait-timeout", type: "duration", instead: noCdc },
+  { flag: "cache-cdc-lazy-chunking-enabled", env: ["CACHE_CDC_LAZY_CHUNKING_ENABLED"], configKey: "cache.cdc.lazy-chunking-enabled", type: "boolean", instead: noLazyCdc },
+  { flag: "cache-cdc-background-workers", env: ["CACHE_CDC_BACKGROUND_WORKERS"], configKey: "cache.cdc.background-workers", type: "integer", instead: noLazyCdc },
+  { flag: "cache-cdc-delete-delay", env: ["CACHE_CDC_DELETE_DELAY"], configKey: "cache.cdc.delete-delay", type: "duration", instead: "ncps migrate-nar-to-chunks removes a whole NAR once its chunks are recorded and verified against its NarHash" },
+  { flag: "cache-cdc-lazy-recovery-schedule", env: ["CACHE_CDC_LAZY_RECOVERY_SCHEDULE"], configKey: "cache.cdc.lazy-recovery-schedule", type: "string", instead: noLazyCdc },
+  { flag: "cache-cdc-lazy-recovery-batch-size", env: ["CACHE_CDC_LAZY_RECOVERY_BATCH_SIZE"], configKey: "cache.cdc.lazy-recovery-batch-size", type: "integer", instead: noLazyCdc },
+  { flag: "cache-cdc-lazy-cleanup-schedule", env: ["CACHE_CDC_LAZY_CLEANUP_SCHEDULE"], configKey: "cache.cdc.lazy-cleanup-schedule", type: "string", instead: noLazyCdc },
+  { flag: "cache-cdc-chunk-wait-timeout", env: ["CACHE_CDC_CHUNK_WAIT_TIMEOUT"], configKey: "cache.cdc.chunk-wait-timeout", type: "duration", instead: "a NAR being downloaded is served from its download, never from chunks still being written: there is nothing to wait for" },
   { flag: "dechunk-residue-grace", env: ["CACHE_FSCK_DECHUNK_RESIDUE_GRACE"], configKey: "cache.fsck.dechunk-residue-grace", type: "duration", instead: `${noCdc}, so fsck finds no chunk residue; --stray-grace is its grace for unrecorded blobs` },
   { flag: "cache-redis-pool-size", env: ["CACHE_REDIS_POOL_SIZE"], configKey: "cache.redis.pool-size", type: "integer", instead: "ncps keeps one Redis connection per process (lock commands are short)" },
   { flag: "cache-lock-backend", env: ["CACHE_LOCK_BACKEND"], configKey: "cache.lock.backend", type: "string", instead: "ncps locks through Redis exactly when --cache-redis-addrs is set, in process otherwise" },

@@ -1,5 +1,6 @@
 /** Checks a resolved Config; every problem is one ConfigError line naming the option. */
 import { existsSync } from "node:fs";
+import { chunkSizesProblem } from "../cache/chunker.ts";
 import { DatabaseUrlError, parseDatabaseUrl } from "../db/database-url.ts";
 import { parseRedisAddr, RedisAddrError } from "../lock/redis-addr.ts";
 import { NixFormatError } from "../nix/errors.ts";
@@ -51,6 +52,8 @@ export function validateConfig(config: Config): void {
   }
   if (config.cacheMaxUploadSize <= 0) throw new ConfigError("--cache-max-upload-size must be greater than 0");
   checkLruSchedule(config);
+  const chunkSizes = chunkSizesProblem({ min: config.cacheCdcMin, avg: config.cacheCdcAvg, max: config.cacheCdcMax });
+  if (chunkSizes) throw new ConfigError(`--cache-cdc-min/-avg/-max: ${chunkSizes}`);
   if (config.cacheLockLruTtl <= 0) throw new ConfigError("--cache-lock-lru-ttl must be greater than 0");
   if (config.otelGrpcUrl !== undefined) parseOtelGrpcUrl(config.otelGrpcUrl);
   for (const proxy of config.serverTrustedProxies) checkTrustedProxy(proxy);
