@@ -4,7 +4,8 @@
 import { mkdir } from "node:fs/promises";
 import { hostname as machineHostname } from "node:os";
 import { Cache } from "./cache/cache.ts";
-import { fixChunkSizes } from "./cache/chunk-sizes.ts";
+import { fixChunkSizes, recordedChunkSizes } from "./cache/chunk-sizes.ts";
+import type { ChunkSizes } from "./cache/chunker.ts";
 import { loadSigningKey } from "./cache/signing-key.ts";
 import { Pins } from "./cache/pins.ts";
 import { Realisations } from "./cache/realisations.ts";
@@ -224,10 +225,7 @@ export async function startNcps(config: Config, consoleLogger: Logger = createLo
     const signingKey = await startupStep("signing key", () =>
       loadSigningKey(db!, { path: config.cacheSecretKeyPath, hostname: config.cacheHostname }),
     );
-    if (config.cacheCdcEnabled) {
-      const sizes = { min: config.cacheCdcMin, avg: config.cacheCdcAvg, max: config.cacheCdcMax };
-      await startupStep("content-defined chunking", () => fixChunkSizes(db!, sizes));
-    }
+    const chunking = await startupStep("content-defined chunking", () => chunkingChoice(config, db!));
     const degradedMode = config.cacheLockAllowDegradedMode ? { onDegraded: (on: boolean) => telemetry.lockDegraded(on) } : undefined;
     locker = instrumentedLocker(await startupStep("redis", () => openLocker(redisChoice(config), logger, degradedMode)), telemetry);
     const downloadLock = { locker, ttlMs: config.cacheLockDownloadTtl };
@@ -240,7 +238,7 @@ export async function startNcps(config: Config, consoleLogger: Logger = createLo
     const nars = new StoredNars({ db, store, hot, logger, tempDir: config.cacheTempPath });
     const shared = { db, nars, pool, signingKey, signNarInfo: config.cacheSignNarinfo, tempDir: config.cacheTempPath, hot, logger };
     const downloadLimits = { ...defaultDownloadLimits, minBytesPerSecond: config.cacheUpstreamNarMinRate };
-    const cache = new Cache({ ...shared, priority: config.cachePriority, downloadLock, peers, downloadLimits, instruments: telemetry });
+    const cache = new Cache({ ...shared, priority: config.cachePriority, downloadLock, peers, downloadLimits, instruments: telemetry, chunking });
     telemetry.setSources({
       upstreams: () => upstreams.map((u) => ({ url: withoutCredentials(u.url), healthy: u.available })),
       storedBytes: () => db!.storedBytes(),
@@ -337,4 +335,17 @@ export async function startNcps(config: Config, consoleLogger: Logger = createLo
     await observability.shutdown();
     throw err;
   }
+}
+
+/** Chunking enabled with the configured sizes (recorded at first use, refused when they
+ * differ); or, disabled, the recorded sizes, with which NARs whose narinfos were written
+ * while it was enabled are still chunked; or none when it never was. */
+async function chunkingChoice(config: Config, db: MetadataStore): Promise<{ enabled: boolean; sizes: ChunkSizes } | undefined> {
+  if (config.cacheCdcEnabled) {
+    const sizes = { min: config.cacheCdcMin, avg: config.cacheCdcAvg, max: config.cacheCdcMax };
+    await fixChunkSizes(db, sizes);
+    return { enabled: true, sizes };
+  }
+  const recorded = await recordedChunkSizes(db);
+  return recorded ? { enabled: false, sizes: recorded } : undefined;
 }

@@ -1,5 +1,6 @@
 /** Small stream helpers shared by the layers that read and write bytes. */
 import type { FileHandle } from "node:fs/promises";
+import type { ByteRange } from "./storage/blob-store.ts";
 
 /** More than `maxBytes` arrived: the one "too large" of streams and storage (readLimited,
  * putStream). The cache turns it into a Refusal where a client sent it; src/server answers 413. */
@@ -34,4 +35,18 @@ export async function readLimited(body: ReadableStream<Uint8Array>, max: number)
 export async function writeAll(fd: FileHandle, bytes: Uint8Array): Promise<void> {
   let offset = 0;
   while (offset < bytes.length) offset += (await fd.write(bytes, offset, bytes.length - offset)).bytesWritten;
+}
+
+/** The bytes of a stream from range.start to range.end (inclusive), then its end. */
+export function sliceStream(range: ByteRange): TransformStream<Uint8Array, Uint8Array> {
+  let offset = 0;
+  return new TransformStream({
+    transform(chunk, controller) {
+      const from = Math.max(range.start - offset, 0);
+      const to = Math.min(range.end + 1 - offset, chunk.length);
+      offset += chunk.length;
+      if (from < to) controller.enqueue(chunk.subarray(from, to));
+      if (offset > range.end) controller.terminate();
+    },
+  });
 }

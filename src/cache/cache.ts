@@ -4,7 +4,7 @@ import { join } from "node:path";
 import type { MetadataStore, NarInfoRecord, NarRecord } from "../db/metadata-store.ts";
 import type { Locker } from "../lock/locker.ts";
 import { serializeCacheInfo } from "../nix/cache-info.ts";
-import { parseCompression } from "../nix/compression.ts";
+import { canDecompress, decompressStream, parseCompression, type Compression } from "../nix/compression.ts";
 import { ncpsNarKey, type NcpsNarRequest } from "../nix/nar-url.ts";
 import { declaredFileSize, type NarDigest } from "../nix/nar-verifier.ts";
 import type { NarInfo } from "../nix/narinfo.ts";
@@ -18,10 +18,14 @@ import { AccessTimes } from "./access-times.ts";
 import { Refusal } from "./errors.ts";
 import type { HotNarInfos } from "./hot-narinfos.ts";
 import { defaultDownloadLimits, NarDownload, NarDownloadError, type DownloadLimits, type DownloadSource } from "./nar-download.ts";
+import type { VerifiedNar } from "./verification.ts";
 import { narInfoRecord } from "./narinfo-record.ts";
 import type { ReplicaPeers } from "./replica-peers.ts";
 import { SingleFlight } from "../single-flight.ts";
+import { sliceStream } from "../streams.ts";
 import { storedAsZstd, type StoredNars } from "./stored-nars.ts";
+import type { ChunkSizes } from "./chunker.ts";
+import { canonicalHash } from "../nix/hash.ts";
 import { tempFileName } from "./temp-files.ts";
 
 export interface CacheOptions {
@@ -49,6 +53,10 @@ export interface CacheOptions {
   logger: Logger;
   /** metrics and spans (telemetry/instruments.ts); none by default */
   instruments?: Instruments;
+  /** Content-defined chunking: `enabled`, new narinfos name an uncompressed NAR, stored as
+   * chunks of `sizes`. Off, NARs whose narinfos were written so are still chunked (with the
+   * sizes recorded at first use). */
+  chunking?: { enabled: boolean; sizes: ChunkSizes };
 }
 
 /** A NAR ready to be served: `open` reads it (or a range of it). `size` is null only for a
@@ -86,6 +94,8 @@ export class Cache {
   /** Claims whose holder note did not check out, already logged (once per NAR). */
   private readonly unverifiedClaims = new Set<string>();
   private readonly downloadUpstreams = new WeakMap<NarDownload, string>();
+  /** Downloads whose narinfo names the NAR uncompressed while the upstream sends it compressed. */
+  private readonly decompressedDownloads = new WeakMap<NarDownload, { compression: Compression; narSize: number }>();
   /** Whether a download's upstream answered; when not, once its narinfos are forgotten. */
   private readonly downloadReady = new WeakMap<NarDownload, Promise<boolean>>();
   private readonly instruments: Instruments;
@@ -148,9 +158,29 @@ export class Cache {
   /** Rewrite an upstream narinfo into the one ncps serves: our NAR URL, our signature. */
   private servedRecord(hash: string, upstream: Upstream, upstreamNarInfo: NarInfo): NarInfoRecord {
     const compression = parseCompression(upstreamNarInfo.compression);
-    const key = ncpsNarKey(upstreamNarInfo.fileHash ?? upstreamNarInfo.narHash, compression);
     const origin = { upstream: upstream.url, upstreamNarUrl: upstream.resolve(upstreamNarInfo.url) };
-    return narInfoRecord(hash, upstreamNarInfo, { key, compression }, origin, this.opts.signNarInfo ? this.opts.signingKey : null);
+    const signingKey = this.opts.signNarInfo ? this.opts.signingKey : null;
+    if (this.opts.chunking?.enabled && canDecompress(compression)) {
+      // Chunked NARs are served uncompressed (or as zstd frames by Content-Encoding), so the
+      // narinfo says so from the start: no client ever holds one naming the upstream's xz.
+      // The record keeps how the upstream serves the NAR, which is what the download checks.
+      const served = narInfoRecord(hash, upstreamNarInfo, { key: ncpsNarKey(upstreamNarInfo.narHash, "none"), compression: "none" }, origin, signingKey);
+      return {
+        ...served,
+        compression,
+        fileHash: upstreamNarInfo.fileHash ? canonicalHash(upstreamNarInfo.fileHash) : null,
+        fileSize: upstreamNarInfo.fileSize ?? null,
+      };
+    }
+    const key = ncpsNarKey(upstreamNarInfo.fileHash ?? upstreamNarInfo.narHash, compression);
+    return narInfoRecord(hash, upstreamNarInfo, { key, compression }, origin, signingKey);
+  }
+
+  /** The NAR of this record is stored as chunks: every NAR while chunking is enabled, and
+   * those whose narinfo names an uncompressed NAR that the upstream serves compressed
+   * (written while it was). */
+  private chunksNar(record: NarInfoRecord): boolean {
+    return this.opts.chunking !== undefined && (this.opts.chunking.enabled || servedDecompressed(record));
   }
 
   /** A NAR by our key: stored, being downloaded, or fetchable because a narinfo names it.
@@ -178,14 +208,25 @@ export class Cache {
     const record = named.find((r) => r.upstreamNarUrl !== null && this.opts.pool.upstreams.some((u) => u.url === r.upstream));
     if (!record) return null;
     if (!opts.startDownload) {
-      const size = declaredFileSize({ ...record, compression: parseCompression(record.compression) });
+      const size = servedDecompressed(record) ? record.narSize : declaredFileSize({ ...record, compression: parseCompression(record.compression) });
       return { size, open: () => Promise.reject(new Error("HEAD source cannot be opened")) };
     }
     return this.claims.run(record.narKey, () => this.claimDownload(record));
   }
 
-  private async storedSource(stored: NarRecord): Promise<NarSource> {
+  private async storedSource(stored: NarRecord): Promise<NarSource | null> {
     const { nars } = this.opts;
+    if (stored.chunked) {
+      const chunked = await nars.openChunked(stored.key);
+      if (!chunked) return null;
+      const size = chunked.narSize;
+      return {
+        size,
+        served: "hit",
+        open: async (range) => ({ body: chunked.open(range), length: range ? range.end - range.start + 1 : size, size }),
+        zstd: { size: chunked.storedSize, open: async () => ({ body: chunked.openFrames(), length: chunked.storedSize, size: chunked.storedSize }), narSize: async () => size },
+      };
+    }
     if (!storedAsZstd(stored)) return { size: stored.size, served: "hit", open: (range) => nars.open(stored.key, range) };
     let narSize: Promise<number | null> | undefined;
     const sizeOfNar = () => (narSize ??= this.opts.db.narInfosForNar(stored.key).then((named) => named[0]?.narSize ?? null));
@@ -324,6 +365,21 @@ export class Cache {
    * than a 200 and then a reset connection. */
   private async downloadSource(download: NarDownload, waitForUpstream: boolean): Promise<NarSource | null> {
     if (waitForUpstream && !(await (this.downloadReady.get(download) ?? download.started))) return null;
+    const decompressed = this.decompressedDownloads.get(download);
+    if (decompressed) {
+      // its narinfo names the NAR uncompressed: clients get it decompressed as it arrives
+      const { compression, narSize } = decompressed;
+      return {
+        size: narSize,
+        served: "miss",
+        upstream: this.downloadUpstreams.get(download),
+        open: async (range) => ({
+          body: await decompressedDownload(download, compression, range),
+          length: range ? range.end - range.start + 1 : narSize,
+          size: narSize,
+        }),
+      };
+    }
     return {
       size: download.size,
       served: "miss",
@@ -341,6 +397,7 @@ export class Cache {
     if (existing && !existing.failed) return existing;
     const upstream = this.opts.pool.upstreams.find((u) => u.url === record.upstream)!;
     const tempPath = join(this.opts.tempDir, tempFileName("download", record.narKey));
+    const chunks = this.chunksNar(record) && this.opts.chunking ? { sizes: this.opts.chunking.sizes, dir: `${tempPath}.chunks` } : undefined;
     const host = upstreamHostname(upstream.url);
     // The download outlives the request that started it: its span (a child of that request's)
     // is current for everything it does, the upstream request and the storage commit included.
@@ -353,9 +410,10 @@ export class Cache {
         url: record.upstreamNarUrl!,
         fetch: (url, signal) => upstream.get(url, signal),
         expect: this.expectation(record),
+        chunks,
       },
       async (path, digest) => {
-        await this.commitNar(record.narKey, path, digest);
+        await this.commitNar(record.narKey, path, digest, chunks?.dir);
         this.downloads.delete(record.narKey); // new requests now go to storage
       },
       this.opts.logger,
@@ -363,6 +421,7 @@ export class Cache {
     ));
     this.downloads.set(record.narKey, download);
     this.downloadUpstreams.set(download, host);
+    if (servedDecompressed(record)) this.decompressedDownloads.set(download, { compression: parseCompression(record.compression), narSize: record.narSize });
     this.downloadReady.set(
       download,
       download.started.then(async (answered) => {
@@ -420,13 +479,13 @@ export class Cache {
     }
   }
 
-  private async commitNar(key: string, path: string, digest: NarDigest) {
+  private async commitNar(key: string, path: string, digest: VerifiedNar, chunkDir?: string) {
     if ((await this.opts.db.narInfosForNar(key)).length === 0) {
       this.opts.logger.info("NAR deleted while downloading; not stored", { key });
       return;
     }
     await inSpan(this.instruments, "ncps.storage.commit", { "ncps.nar.key": key, "ncps.nar.size": digest.fileSize }, () =>
-      this.opts.nars.commitFile(key, path, digest),
+      chunkDir && digest.chunks ? this.opts.nars.commitChunks(key, chunkDir, digest) : this.opts.nars.commitFile(key, path, digest),
     );
     this.opts.logger.info("NAR stored", { key, size: digest.fileSize });
   }
@@ -467,4 +526,34 @@ export class Cache {
     await this.drain();
     await this.accessTimes.close();
   }
+}
+
+/** The record's narinfo names its NAR uncompressed (our key ends in .nar) while its upstream
+ * serves it compressed: written while chunking was enabled. */
+function servedDecompressed(record: Pick<NarInfoRecord, "narKey" | "compression">): boolean {
+  return record.narKey.endsWith(".nar") && record.compression !== "none";
+}
+
+/** A download's bytes decompressed, or a range of them. The last byte of the NAR is held
+ * back until the download's stream ends cleanly, which it does only once verified: no
+ * client gets a complete-looking NAR that could still turn out wrong (a decoder may give
+ * out the whole NAR before the compressed stream's last bytes arrive). */
+async function decompressedDownload(download: NarDownload, compression: Compression, range?: ByteRange): Promise<ReadableStream<Uint8Array>> {
+  const nar = (await decompressStream(compression, download.reader(0))).pipeThrough(holdLastByte());
+  return range ? nar.pipeThrough(sliceStream(range)) : nar;
+}
+
+function holdLastByte(): TransformStream<Uint8Array, Uint8Array> {
+  let held: Uint8Array | null = null;
+  return new TransformStream({
+    transform(chunk, controller) {
+      if (chunk.length === 0) return;
+      if (held) controller.enqueue(held);
+      if (chunk.length > 1) controller.enqueue(chunk.subarray(0, chunk.length - 1));
+      held = chunk.subarray(chunk.length - 1);
+    },
+    flush(controller) {
+      if (held) controller.enqueue(held);
+    },
+  });
 }

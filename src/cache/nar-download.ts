@@ -8,10 +8,10 @@
  * the end of an unknown-length one reach clients only once FileHash/NarHash check out, so a failed
  * download can never look complete: clients still reading get an error, i.e. an aborted
  * connection. */
-import { open, rm, type FileHandle } from "node:fs/promises";
+import { mkdir, open, rm, type FileHandle } from "node:fs/promises";
 import { declaredFileSize, NarVerifyError, type NarDigest, type NarExpectation } from "../nix/nar-verifier.ts";
 import { writeAll } from "../streams.ts";
-import { verificationThread, type Verification, type Verifier } from "./verification.ts";
+import { verificationThread, type ChunkJob, type Verification, type VerifiedNar, type Verifier } from "./verification.ts";
 import type { Logger } from "../telemetry/logger.ts";
 
 // Per read from the growing file. 64 KiB: 8 clients on a 200 MB miss peaked at 85-88 MB RSS,
@@ -24,6 +24,9 @@ export interface DownloadSource {
   url: string;
   fetch: (url: string, signal: AbortSignal) => Promise<Response>;
   expect: NarExpectation;
+  /** chunk the NAR while verifying it (content-defined chunking); the directory is made and
+   * removed here, and what it holds is the committer's until then */
+  chunks?: ChunkJob;
 }
 
 export class NarDownloadError extends Error {
@@ -154,7 +157,7 @@ export class NarDownload {
     readonly key: string,
     private readonly tempPath: string,
     private readonly source: DownloadSource,
-    private readonly commit: (tempPath: string, digest: NarDigest) => Promise<void>,
+    private readonly commit: (tempPath: string, digest: VerifiedNar) => Promise<void>,
     private readonly logger: Logger,
     private readonly limits: DownloadLimits = defaultDownloadLimits,
     private readonly verifier: Verifier = verificationThread,
@@ -223,7 +226,8 @@ export class NarDownload {
       writeFd = await open(this.tempPath, "wx");
       this.readFd = await open(this.tempPath, "r");
       this.notify();
-      verification = this.verifier.start(this.tempPath, this.source.expect);
+      if (this.source.chunks) await mkdir(this.source.chunks.dir, { recursive: true });
+      verification = this.verifier.start(this.tempPath, this.source.expect, this.source.chunks);
       // Bytes found wrong while more still arrive end the download at once.
       verification.result.catch((err: unknown) => err instanceof NarVerifyError && this.abort.abort(err));
       const res = await this.source.fetch(this.source.url, this.abort.signal);
@@ -284,6 +288,7 @@ export class NarDownload {
       if (writeFd) await writeFd.close().catch(() => {});
       // Readers keep their open descriptor; after a local rename this finds nothing to remove.
       await rm(this.tempPath, { force: true }).catch(() => {});
+      if (this.source.chunks) await rm(this.source.chunks.dir, { recursive: true, force: true }).catch(() => {});
       this.release();
     }
   }

@@ -8,7 +8,11 @@
  * An uncompressed NAR (a ".nar" key) is stored zstd-compressed when that makes it smaller
  * (random bytes do not compress), and its record describes the
  * stored bytes (size, FileHash) beside the NarHash: that the two hashes differ is how a record
- * says so (`storedAsZstd`); NARs recorded before this, stored as they are, have equal ones. */
+ * says so (`storedAsZstd`); NARs recorded before this, stored as they are, have equal ones.
+ *
+ * A chunked NAR (content-defined chunking) has no bytes under its key: its record (size 0,
+ * `chunked`) lists its chunks, which chunk-store.ts keeps, each once for every NAR holding it.
+ * It is served decompressed chunk by chunk, or as its chunks' zstd frames one after another. */
 import { createReadStream, createWriteStream } from "node:fs";
 import { rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -27,6 +31,9 @@ import type { HotNarInfos } from "./hot-narinfos.ts";
 import { verificationThread } from "./verification.ts";
 import { tempFileName } from "./temp-files.ts";
 import { verifyStoredNar } from "./verify-stored.ts";
+import { sliceStream } from "../streams.ts";
+import { ChunkStore } from "./chunk-store.ts";
+import type { VerifiedNar } from "./verification.ts";
 
 /** zstd level for uncompressed NARs. Measured on 200 MB of /usr/bin on this machine (2 shared
  * cores), node:zlib: level 1 100 MB/s to 32% of the size, level 3 54 MB/s to 29%
@@ -66,10 +73,23 @@ export interface Removed {
   narInfos: string[];
 }
 
+/** A chunked NAR ready to be read: its length, and its chunks' stored bytes in all. */
+export interface ChunkedNar {
+  narSize: number;
+  storedSize: number;
+  /** the NAR's bytes, or a range of them */
+  open(range?: ByteRange): ReadableStream<Uint8Array>;
+  /** the chunks' zstd frames, one after another: the NAR, zstd-compressed */
+  openFrames(): ReadableStream<Uint8Array>;
+}
+
 export class StoredNars {
   private afterRecord: ((key: string) => void) | null = null;
+  readonly chunks: ChunkStore;
 
-  constructor(private readonly opts: StoredNarsOptions) {}
+  constructor(private readonly opts: StoredNarsOptions) {
+    this.chunks = new ChunkStore(opts.db, opts.store, opts.logger);
+  }
 
   /** Called after each NAR is recorded (eviction: a commit that passes the size cap starts a
    * pass at once). It must not throw. */
@@ -90,6 +110,31 @@ export class StoredNars {
     if (!compressed) return this.putAndRecord(key, tempPath, digest);
     await rm(tempPath, { force: true });
     await this.putAndRecord(key, compressed.path, compressed.digest);
+  }
+
+  /** Record a NAR verified and chunked (`digest.chunks`, their new files in `chunkDir`):
+   * its chunks stored first, then its record with its chunk list, in one transaction. */
+  async commitChunks(key: string, chunkDir: string, digest: VerifiedNar): Promise<void> {
+    const chunks = digest.chunks;
+    if (!chunks) throw new Error(`NAR ${key} was not chunked`);
+    const record: NarRecord = { key, size: 0, fileHash: null, narHash: digest.narHash, createdAt: Date.now(), chunked: true };
+    const hashes = chunks.map((c) => c.hash);
+    await this.chunks.commit(chunks, chunkDir, () => this.opts.db.putChunkedNar(record, hashes, Date.now()));
+    this.afterRecord?.(key);
+  }
+
+  /** A chunked NAR's chunks, ready to be read; null when the record lists none (removed
+   * meanwhile). */
+  async openChunked(key: string): Promise<ChunkedNar | null> {
+    const chunks = await this.opts.db.narChunks(key);
+    if (chunks.length === 0) return null;
+    const narSize = chunks.reduce((n, c) => n + c.narBytes, 0);
+    return {
+      narSize,
+      storedSize: chunks.reduce((n, c) => n + c.size, 0),
+      open: (range) => this.chunks.bytes(chunks, range?.start ?? 0, range?.end ?? narSize - 1),
+      openFrames: () => this.chunks.frames(chunks),
+    };
   }
 
   private async putAndRecord(key: string, tempPath: string, digest: NarDigest): Promise<void> {
@@ -242,18 +287,4 @@ export class StoredNars {
     await this.opts.db.deleteNarInfo(hash);
     this.opts.hot.forget(hash);
   }
-}
-
-/** The bytes of a stream from range.start to range.end (inclusive), then its end. */
-function sliceStream(range: ByteRange): TransformStream<Uint8Array, Uint8Array> {
-  let offset = 0;
-  return new TransformStream({
-    transform(chunk, controller) {
-      const from = Math.max(range.start - offset, 0);
-      const to = Math.min(range.end + 1 - offset, chunk.length);
-      offset += chunk.length;
-      if (from < to) controller.enqueue(chunk.subarray(from, to));
-      if (offset > range.end) controller.terminate();
-    },
-  });
 }

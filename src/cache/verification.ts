@@ -8,15 +8,26 @@
  * speed and only the last byte of each response waits for the verdict. */
 import { NarVerifyError, type NarDigest, type NarExpectation } from "../nix/nar-verifier.ts";
 import { workerEntry } from "../worker-entry.ts";
+import type { ChunkSizes } from "./chunker.ts";
+import type { WrittenChunk } from "./chunk-writer.ts";
+
+/** Chunk the NAR while verifying it: its new chunks are written into `dir`. */
+export interface ChunkJob {
+  sizes: ChunkSizes;
+  dir: string;
+}
+
+/** What a verification found: the digest, and the NAR's chunks when it was asked to chunk. */
+export type VerifiedNar = NarDigest & { chunks?: WrittenChunk[] };
 
 export type ToWorker =
-  | { type: "start"; id: number; path: string; expect: NarExpectation }
+  | { type: "start"; id: number; path: string; expect: NarExpectation; chunks?: ChunkJob }
   | { type: "written"; id: number; bytes: number }
   | { type: "end"; id: number; bytes: number }
   | { type: "abort"; id: number };
 
 export type ToMain =
-  | { type: "verified"; id: number; digest: NarDigest }
+  | { type: "verified"; id: number; digest: VerifiedNar }
   | { type: "failed"; id: number; mismatch: boolean; message: string };
 
 /** One file being verified: report how far it is written, then its end; `result` settles with
@@ -25,14 +36,14 @@ export interface Verification {
   written(bytes: number): void;
   end(bytes: number): void;
   abort(): void;
-  readonly result: Promise<NarDigest>;
+  readonly result: Promise<VerifiedNar>;
 }
 
 /** How long an idle verification thread is kept for the next download. */
 const IDLE_MS = 5_000;
 
 interface Pending {
-  resolve(digest: NarDigest): void;
+  resolve(digest: VerifiedNar): void;
   reject(err: Error): void;
 }
 
@@ -80,15 +91,15 @@ export class Verifier {
     this.idleTimer.unref?.();
   }
 
-  start(path: string, expect: NarExpectation): Verification {
+  start(path: string, expect: NarExpectation, chunks?: ChunkJob): Verification {
     const id = this.nextId++;
     const worker = this.thread();
     clearTimeout(this.idleTimer);
     worker.ref();
-    const result = new Promise<NarDigest>((resolve, reject) => this.pending.set(id, { resolve, reject }));
+    const result = new Promise<VerifiedNar>((resolve, reject) => this.pending.set(id, { resolve, reject }));
     result.catch(() => {}); // observed by the caller; never an unhandled rejection here
     const send = (message: ToWorker) => this.worker === worker && worker.postMessage(message);
-    send({ type: "start", id, path, expect });
+    send({ type: "start", id, path, expect, ...(chunks ? { chunks } : {}) });
     return {
       written: (bytes) => send({ type: "written", id, bytes }),
       end: (bytes) => send({ type: "end", id, bytes }),

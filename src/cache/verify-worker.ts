@@ -2,10 +2,13 @@
  * the main thread only receives, writes and serves bytes. Each job reads its temp file as it
  * grows (the main thread says how far it is written), through the same NarVerifier as
  * everywhere else, in reads of READ_BYTES: memory stays bounded however far behind the
- * verification falls, and the download never waits for it. */
+ * verification falls, and the download never waits for it. A job asked to chunk the NAR
+ * (content-defined chunking) also cuts the NAR's bytes into chunks as they are hashed and
+ * writes the new ones (chunk-writer.ts): the NAR is read and decompressed once for both. */
 import { open, type FileHandle } from "node:fs/promises";
 import { NarVerifier, NarVerifyError, type NarExpectation } from "../nix/nar-verifier.ts";
-import type { ToMain, ToWorker } from "./verification.ts";
+import { ChunkWriter } from "./chunk-writer.ts";
+import type { ChunkJob, ToMain, ToWorker } from "./verification.ts";
 
 declare const self: Worker;
 
@@ -32,8 +35,10 @@ function wake(job: Job) {
   w?.();
 }
 
-async function run(id: number, path: string, expect: NarExpectation) {
-  const job: Job = { verifier: new NarVerifier(expect), fd: null, read: 0, written: 0, ended: false, aborted: false, wake: null };
+async function run(id: number, path: string, expect: NarExpectation, chunking: ChunkJob | undefined) {
+  const chunks = chunking ? new ChunkWriter(chunking.sizes, chunking.dir) : null;
+  const onNar = chunks ? (bytes: Uint8Array) => chunks.write(bytes) : null;
+  const job: Job = { verifier: new NarVerifier(expect, onNar), fd: null, read: 0, written: 0, ended: false, aborted: false, wake: null };
   jobs.set(id, job);
   try {
     job.fd = await open(path, "r");
@@ -50,7 +55,8 @@ async function run(id: number, path: string, expect: NarExpectation) {
       if (job.ended) break;
       await new Promise<void>((resolve) => (job.wake = resolve));
     }
-    post({ type: "verified", id, digest: await job.verifier.end() });
+    const digest = await job.verifier.end();
+    post({ type: "verified", id, digest: chunks ? { ...digest, chunks: chunks.end() } : digest });
   } catch (err) {
     job.verifier.abort();
     if (!job.aborted) {
@@ -65,7 +71,7 @@ async function run(id: number, path: string, expect: NarExpectation) {
 
 self.onmessage = (event: MessageEvent<ToWorker>) => {
   const m = event.data;
-  if (m.type === "start") return void run(m.id, m.path, m.expect);
+  if (m.type === "start") return void run(m.id, m.path, m.expect, m.chunks);
   const job = jobs.get(m.id);
   if (!job) return;
   if (m.type === "written") job.written = m.bytes;

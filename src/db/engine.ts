@@ -2,9 +2,11 @@
  * writes in a fixed row order, set-if-absent. Each engine brings its SQL and its driver's
  * calls; `ServerMetadataStore` is the whole MetadataStore of the two server engines
  * (postgres, mysql), which differ only in those. */
-import type { MetadataStore, NarInfoAge, NarInfoListing, NarInfoRecord, NarRecord, Pin, RealisationRecord, StoredCounts } from "./metadata-store.ts";
+import type { ChunkRecord, ChunkState, MetadataStore, NarInfoAge, NarInfoListing, NarInfoRecord, NarRecord, Pin, RealisationRecord, StoredCounts } from "./metadata-store.ts";
 import { migrationStatusOf, pendingMigrations, type Migration } from "./migrations.ts";
 import {
+  chunkFromRow,
+  chunkStateOf,
   FIRST_AGE,
   FIRST_KEY,
   narFromRow,
@@ -19,6 +21,7 @@ import {
   referencesByHash,
   sortedChunks,
   sortedUnique,
+  type ChunkRow,
   type NarInfoAgeRow,
   type NarInfoListingRow,
   type NarInfoRow,
@@ -27,6 +30,9 @@ import {
   type RealisationRow,
 } from "./rows.ts";
 
+
+/** A chunk a NAR was to be recorded with was doomed or gone: the transaction is undone. */
+class ChunkGone extends Error {}
 
 /** Creates a pool and runs one statement on it, so a wrong address or password fails now,
  * not at the first request; the pool is closed again when it fails. */
@@ -93,6 +99,21 @@ export type ServerQueries = Record<
   | "addStoredBytes"
   | "setStoredBytes"
   | "sumNarSizes"
+  | "deleteNarChunks"
+  | "chunksForUpdate"
+  | "insertChunks"
+  | "touchChunks"
+  | "markChunksStored"
+  | "insertNarChunks"
+  | "narChunks"
+  | "unusedChunks"
+  | "doomChunks"
+  | "chunkCandidatesForUpdate"
+  | "heldChunks"
+  | "doomedChunks"
+  | "doomedChunksForUpdate"
+  | "deleteChunks"
+  | "listChunks"
   | "narInfosByAge"
   | "deleteNarInfos"
   | "namedNarKeys"
@@ -203,7 +224,8 @@ export abstract class ServerMetadataStore<Db, Tx, Refs> implements MetadataStore
     await this.write(async (tx) => {
       await this.rows(tx, "lockStoredBytes", []);
       const [old] = await this.rows<{ size: number }>(tx, "narSizeForUpdate", [rec.key]);
-      await this.changes(tx, "upsertNar", narValues(rec));
+      await this.changes(tx, "upsertNar", narValues({ ...rec, chunked: false }));
+      await this.changes(tx, "deleteNarChunks", [rec.key]); // a chunked record it replaces
       const delta = rec.size - (old ? Number(old.size) : 0);
       if (delta !== 0) await this.changes(tx, "addStoredBytes", [delta]);
     });
@@ -259,6 +281,102 @@ export abstract class ServerMetadataStore<Db, Tx, Refs> implements MetadataStore
     }
     return removed;
   }
+
+  // Chunk writes that change the stored-bytes figure lock its row first, as NAR writes do,
+  // then the chunk rows in hash order: every writer locks in the same order.
+  async reserveChunks(chunks: ChunkRecord[], at: number): Promise<Map<string, ChunkState>> {
+    const byHash = new Map(chunks.map((c) => [c.hash, c]));
+    return this.write(async (tx) => {
+      await this.rows(tx, "lockStoredBytes", []);
+      const states = new Map<string, ChunkState>();
+      for (const batch of sortedChunks([...byHash.keys()])) {
+        const present = await this.rows<ChunkRow>(tx, "chunksForUpdate", [batch]);
+        for (const row of present) states.set(row.hash, chunkStateOf(row));
+        const absent = batch.filter((h) => !states.has(h)).map((h) => byHash.get(h)!);
+        if (absent.length > 0) {
+          await this.changes(tx, "insertChunks", this.chunkInsertParams(absent, at));
+          await this.changes(tx, "addStoredBytes", [absent.reduce((n, c) => n + c.size, 0)]);
+          for (const c of absent) states.set(c.hash, "unstored");
+        }
+        await this.changes(tx, "touchChunks", [at, batch]);
+      }
+      return states;
+    });
+  }
+
+  async markChunksStored(hashes: string[]): Promise<void> {
+    for (const batch of sortedChunks(hashes)) await this.changes(this.pool, "markChunksStored", [batch]);
+  }
+
+  async putChunkedNar(rec: NarRecord, chunkHashes: string[], at: number): Promise<boolean> {
+    const distinct = sortedChunks(chunkHashes);
+    return this.write(async (tx) => {
+      await this.rows(tx, "lockStoredBytes", []);
+      const [old] = await this.rows<{ size: number }>(tx, "narSizeForUpdate", [rec.key]);
+      // the chunks' rows locked and their last use set: a sweep waiting on them then finds
+      // them in use; one that doomed them first leaves them unchanged, and this gives up
+      for (const batch of distinct) {
+        const rows = await this.rows<ChunkRow>(tx, "chunksForUpdate", [batch]);
+        if (rows.length !== batch.length || rows.some((r) => r.doomed_at != null)) throw new ChunkGone();
+        await this.changes(tx, "touchChunks", [at, batch]);
+      }
+      await this.changes(tx, "upsertNar", narValues({ ...rec, size: 0, chunked: true }));
+      await this.changes(tx, "deleteNarChunks", [rec.key]);
+      for (let i = 0; i < chunkHashes.length; i += 1000) {
+        const slice = chunkHashes.slice(i, i + 1000);
+        await this.changes(tx, "insertNarChunks", this.narChunkParams(rec.key, i, slice));
+      }
+      if (old && Number(old.size) !== 0) await this.changes(tx, "addStoredBytes", [-Number(old.size)]);
+      return true;
+    }).catch((err: unknown) => {
+      if (err instanceof ChunkGone) return false;
+      throw err;
+    });
+  }
+
+  async narChunks(key: string): Promise<ChunkRecord[]> {
+    return (await this.rows<ChunkRow>(this.pool, "narChunks", [key])).map(chunkFromRow);
+  }
+
+  async doomUnusedChunks(usedBefore: number, limit: number, at: number): Promise<ChunkRecord[]> {
+    const earlier = (await this.rows<ChunkRow>(this.pool, "doomedChunks", [at, limit])).map(chunkFromRow);
+    const candidates = (await this.rows<ChunkRow>(this.pool, "unusedChunks", [usedBefore, limit])).map(chunkFromRow);
+    if (candidates.length === 0) return earlier;
+    const doomed = await this.write(async (tx) => {
+      const locked = await this.rows<ChunkRow>(tx, "chunkCandidatesForUpdate", [sortedUnique(candidates.map((c) => c.hash)), usedBefore]);
+      if (locked.length === 0) return [];
+      const held = new Set((await this.rows<{ chunk_hash: string }>(tx, "heldChunks", [locked.map((r) => r.hash)])).map((r) => r.chunk_hash));
+      const unused = locked.filter((r) => !held.has(r.hash));
+      if (unused.length > 0) await this.changes(tx, "doomChunks", [at, unused.map((r) => r.hash)]);
+      return unused;
+    });
+    const found = new Set(earlier.map((c) => c.hash));
+    return [...earlier, ...doomed.map(chunkFromRow).filter((c) => !found.has(c.hash))];
+  }
+
+  async deleteDoomedChunks(hashes: string[]): Promise<number> {
+    let deleted = 0;
+    for (const batch of sortedChunks(hashes)) {
+      deleted += await this.write(async (tx) => {
+        await this.rows(tx, "lockStoredBytes", []);
+        const rows = await this.rows<ChunkRow>(tx, "doomedChunksForUpdate", [batch]);
+        if (rows.length === 0) return 0;
+        await this.changes(tx, "deleteChunks", [rows.map((r) => r.hash)]);
+        await this.changes(tx, "addStoredBytes", [-rows.reduce((n, r) => n + Number(r.size), 0)]);
+        return rows.length;
+      });
+    }
+    return deleted;
+  }
+
+  async listChunks(limit: number, after: string = FIRST_KEY): Promise<(ChunkRecord & { state: ChunkState })[]> {
+    return (await this.rows<ChunkRow>(this.pool, "listChunks", [after, limit])).map((row) => ({ ...chunkFromRow(row), state: chunkStateOf(row) }));
+  }
+
+  /** `insertChunks`' parameters: new chunks, unstored, last used `at`. */
+  protected abstract chunkInsertParams(chunks: ChunkRecord[], at: number): ServerParam[];
+  /** `insertNarChunks`' parameters: `hashes` at positions from `first` on. */
+  protected abstract narChunkParams(key: string, first: number, hashes: string[]): ServerParam[];
 
   async storedBytes(): Promise<number> {
     const [row] = await this.rows<{ value: number }>(this.pool, "storedBytes", []);

@@ -29,11 +29,28 @@ export interface NarInfoRecord {
 /** A NAR object present in blob storage (only complete, verified objects are recorded). */
 export interface NarRecord {
   key: string;
+  /** bytes stored under the key: 0 for a chunked NAR, whose bytes are its chunks' */
   size: number;
   fileHash: string | null;
   narHash: string;
   createdAt: number;
+  /** stored as content-defined chunks (`narChunks`), not under its key */
+  chunked?: boolean;
 }
+
+/** A content-defined chunk, stored once as `chunk/<hash>` however many NARs hold it. */
+export interface ChunkRecord {
+  /** SHA-256 of the chunk's bytes, hex */
+  hash: string;
+  /** bytes stored: the chunk's zstd frame */
+  size: number;
+  /** bytes of NAR the chunk holds */
+  narBytes: number;
+}
+
+/** "stored": its blob is written; "unstored": reserved, its blob maybe not written yet (by a
+ * commit running or one that died); "doomed": being removed, never to be relied on. */
+export type ChunkState = "stored" | "unstored" | "doomed";
 
 /** One narinfo in LRU order: eviction's unit and cursor. */
 export interface NarInfoAge {
@@ -117,7 +134,7 @@ export interface MetadataStore {
    * transaction. */
   deleteNar(key: string): Promise<boolean>;
 
-  /** Sum of recorded NAR sizes: a running figure that putNar/deleteNar keep in the same
+  /** Sum of recorded NAR sizes and chunk sizes: a running figure that putNar/deleteNar keep in the same
    * transaction as their write (a replaced record adds the difference). One row read. Exact
    * under concurrent writers on any number of connections (NAR record writes take the
    * figure's row lock, so they commit one at a time). */
@@ -150,6 +167,28 @@ export interface MetadataStore {
   /** Insert only if absent; false when one was there (left unchanged). Of concurrent inserts
    * of one id exactly one returns true. Needs no narinfo of its output path. */
   insertRealisationIfAbsent(rec: RealisationRecord): Promise<boolean>;
+  /** Chunks a NAR being committed will hold, before their blobs are written: absent ones are
+   * inserted unstored (their sizes join the stored-bytes figure), and the last use of every
+   * one not doomed is set to `at`, so no sweep dooms it for its grace period. Returns the
+   * state of each after. */
+  reserveChunks(chunks: ChunkRecord[], at: number): Promise<Map<string, ChunkState>>;
+  /** The chunks' blobs are written. */
+  markChunksStored(hashes: string[]): Promise<void>;
+  /** Record a chunked NAR (size 0, chunked) with its chunks in order, replacing any record of
+   * its key, in one transaction that first sets the chunks' last use to `at`. False, and
+   * nothing written, when any of them is doomed or gone (the caller reserves them again). */
+  putChunkedNar(rec: NarRecord, chunkHashes: string[], at: number): Promise<boolean>;
+  /** The chunks of a chunked NAR, in order; empty when it has none. */
+  narChunks(key: string): Promise<ChunkRecord[]>;
+  /** Dooms at most `limit` chunks that no NAR holds and that were last used before
+   * `usedBefore`, and returns them with any doomed earlier (a sweep that stopped half way):
+   * their blobs are to be deleted, then `deleteDoomedChunks`. */
+  doomUnusedChunks(usedBefore: number, limit: number, at: number): Promise<ChunkRecord[]>;
+  /** Doomed chunk rows deleted (their blobs deleted first); the stored-bytes figure loses
+   * their sizes in the same transaction. Returns how many there were. */
+  deleteDoomedChunks(hashes: string[]): Promise<number>;
+  /** Paged listing in hash order (fsck). */
+  listChunks(limit: number, after?: string): Promise<(ChunkRecord & { state: ChunkState })[]>;
 
   /** False when the hash was already pinned (the pin is left unchanged). */
   addPin(pin: Pin): Promise<boolean>;

@@ -10,6 +10,9 @@ import sqliteSizeAndPins from "../../migrations/sqlite/0002_size_and_pins.sql" w
 import mysqlRealisations from "../../migrations/mysql/0003_realisations.sql" with { type: "text" };
 import postgresRealisations from "../../migrations/postgres/0003_realisations.sql" with { type: "text" };
 import sqliteRealisations from "../../migrations/sqlite/0003_realisations.sql" with { type: "text" };
+import mysqlCdcChunks from "../../migrations/mysql/0004_cdc_chunks.sql" with { type: "text" };
+import postgresCdcChunks from "../../migrations/postgres/0004_cdc_chunks.sql" with { type: "text" };
+import sqliteCdcChunks from "../../migrations/sqlite/0004_cdc_chunks.sql" with { type: "text" };
 
 export type Dialect = "sqlite" | "postgres" | "mysql";
 
@@ -24,16 +27,19 @@ const MIGRATIONS: Record<Dialect, readonly Migration[]> = {
     { name: "0001_init", sql: sqliteInit },
     { name: "0002_size_and_pins", sql: sqliteSizeAndPins },
     { name: "0003_realisations", sql: sqliteRealisations },
+    { name: "0004_cdc_chunks", sql: sqliteCdcChunks },
   ],
   postgres: [
     { name: "0001_init", sql: postgresInit },
     { name: "0002_size_and_pins", sql: postgresSizeAndPins },
     { name: "0003_realisations", sql: postgresRealisations },
+    { name: "0004_cdc_chunks", sql: postgresCdcChunks },
   ],
   mysql: [
     { name: "0001_init", sql: mysqlInit },
     { name: "0002_size_and_pins", sql: mysqlSizeAndPins },
     { name: "0003_realisations", sql: mysqlRealisations },
+    { name: "0004_cdc_chunks", sql: mysqlCdcChunks },
   ],
 };
 

@@ -5,6 +5,7 @@
 import { createHash } from "node:crypto";
 import mysql from "mysql2/promise";
 import type { ServerUrl } from "./database-url.ts";
+import type { ChunkRecord } from "./metadata-store.ts";
 import { connectChecked, ServerMetadataStore, type MigrationDriver, type ServerParam, type ServerQueries, type ServerQueryName } from "./engine.ts";
 import { migrationsFor, type Migration } from "./migrations.ts";
 import { DEFAULT_CONNECT_TIMEOUT_SECONDS, NARINFO_AGE_COLUMNS, NARINFO_COLUMNS, poolSizes, REALISATION_COLUMNS, retryAborted, STORED_BYTES, type PoolSettings } from "./rows.ts";
@@ -42,9 +43,9 @@ export const MYSQL_QUERIES = {
   deleteRealisationsOf: "DELETE FROM realisations WHERE out_hash IN (?)",
   realisation: `SELECT ${REALISATION_COLUMNS} FROM realisations WHERE id = ?`,
   insertRealisationIfAbsent: `INSERT INTO realisations (${REALISATION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE id = id`,
-  nar: "SELECT `key`, size, file_hash, nar_hash, created_at FROM nars WHERE `key` = ?",
-  upsertNar: `INSERT INTO nars (\`key\`, size, file_hash, nar_hash, created_at, last_accessed_at) VALUES (?, ?, ?, ?, ?, ?)
-    ON DUPLICATE KEY UPDATE size = VALUES(size), file_hash = VALUES(file_hash),
+  nar: "SELECT `key`, size, file_hash, nar_hash, created_at, chunked FROM nars WHERE `key` = ?",
+  upsertNar: `INSERT INTO nars (\`key\`, size, file_hash, nar_hash, created_at, last_accessed_at, chunked) VALUES (?, ?, ?, ?, ?, ?, ?)
+    ON DUPLICATE KEY UPDATE size = VALUES(size), file_hash = VALUES(file_hash), chunked = VALUES(chunked),
       nar_hash = VALUES(nar_hash), created_at = VALUES(created_at),
       last_accessed_at = GREATEST(last_accessed_at, VALUES(last_accessed_at))`,
   deleteNar: "DELETE FROM nars WHERE `key` = ?",
@@ -62,7 +63,31 @@ export const MYSQL_QUERIES = {
   addStoredBytes: `UPDATE stats SET value = value + ? WHERE name = '${STORED_BYTES}'`,
   setStoredBytes: `INSERT INTO stats (name, value) VALUES ('${STORED_BYTES}', ?) ON DUPLICATE KEY UPDATE value = VALUES(value)`,
   /** fsck only: the one statement that reads every NAR record */
-  sumNarSizes: "SELECT COALESCE(SUM(size), 0) AS total FROM nars",
+  sumNarSizes: "SELECT (SELECT COALESCE(SUM(size), 0) FROM nars) + (SELECT COALESCE(SUM(size), 0) FROM chunks) AS total",
+  deleteNarChunks: "DELETE FROM nar_chunks WHERE nar_key = ?",
+  /** `query`: the `?` takes the list of hashes */
+  chunksForUpdate: "SELECT hash, size, nar_bytes, stored, doomed_at FROM chunks WHERE hash IN (?) ORDER BY hash FOR UPDATE",
+  /** `query`: the `?` takes a list of [hash, size, nar_bytes, stored, last_used_at] rows */
+  insertChunks: "INSERT INTO chunks (hash, size, nar_bytes, stored, last_used_at) VALUES ?",
+  /** `query`: the second `?` takes the list of hashes */
+  touchChunks: "UPDATE chunks SET last_used_at = GREATEST(last_used_at, ?) WHERE hash IN (?) AND doomed_at IS NULL",
+  markChunksStored: "UPDATE chunks SET stored = 1 WHERE hash IN (?)",
+  /** `query`: the `?` takes a list of [nar_key, position, chunk_hash] rows */
+  insertNarChunks: "INSERT INTO nar_chunks (nar_key, position, chunk_hash) VALUES ?",
+  narChunks: `SELECT c.hash, c.size, c.nar_bytes FROM nar_chunks n JOIN chunks c ON c.hash = n.chunk_hash
+    WHERE n.nar_key = ? ORDER BY n.position`,
+  unusedChunks: `SELECT hash, size, nar_bytes FROM chunks c WHERE doomed_at IS NULL AND last_used_at < ?
+    AND NOT EXISTS (SELECT 1 FROM nar_chunks n WHERE n.chunk_hash = c.hash) ORDER BY last_used_at, hash LIMIT ?`,
+  // the candidates locked first, then (a new snapshot, taken once they are held) those a NAR
+  // holds left out: a commit holding them finished before, or finds them doomed after
+  chunkCandidatesForUpdate: `SELECT hash, size, nar_bytes FROM chunks
+    WHERE hash IN (?) AND doomed_at IS NULL AND last_used_at < ? ORDER BY hash FOR UPDATE`,
+  heldChunks: "SELECT DISTINCT chunk_hash FROM nar_chunks WHERE chunk_hash IN (?)",
+  doomChunks: "UPDATE chunks SET doomed_at = ? WHERE hash IN (?)",
+  doomedChunks: "SELECT hash, size, nar_bytes FROM chunks WHERE doomed_at IS NOT NULL AND doomed_at <= ? ORDER BY hash LIMIT ?",
+  doomedChunksForUpdate: "SELECT hash, size, nar_bytes FROM chunks WHERE hash IN (?) AND doomed_at IS NOT NULL ORDER BY hash FOR UPDATE",
+  deleteChunks: "DELETE FROM chunks WHERE hash IN (?)",
+  listChunks: "SELECT hash, size, nar_bytes, stored, doomed_at FROM chunks WHERE hash > ? ORDER BY hash LIMIT ?",
   /** `query` (LIMIT takes no prepared parameter everywhere); the time comes twice (the range
    * on the index, then the tie-break on hash, which the index holds as its primary key part) */
   narInfosByAge: `SELECT ${NARINFO_AGE_COLUMNS} FROM narinfos
@@ -71,13 +96,13 @@ export const MYSQL_QUERIES = {
   /** `query`, as the four after it: the `?` takes a list */
   deleteNarInfos: "DELETE FROM narinfos WHERE hash IN (?)",
   namedNarKeys: "SELECT DISTINCT nar_key FROM narinfos WHERE nar_key IN (?)",
-  narsForUpdate: "SELECT `key`, size, file_hash, nar_hash, created_at FROM nars WHERE `key` IN (?) ORDER BY `key` FOR UPDATE",
+  narsForUpdate: "SELECT `key`, size, file_hash, nar_hash, created_at, chunked FROM nars WHERE `key` IN (?) ORDER BY `key` FOR UPDATE",
   deleteNars: "DELETE FROM nars WHERE `key` IN (?)",
   referencesOf: "SELECT hash, reference FROM narinfo_references WHERE hash IN (?)",
   /** `query`, for the LIMIT */
   listNarInfos: "SELECT hash, nar_key, upstream FROM narinfos WHERE hash > ? ORDER BY hash LIMIT ?",
   /** `query`, for the LIMIT */
-  listNars: "SELECT `key`, size, file_hash, nar_hash, created_at FROM nars WHERE `key` > ? ORDER BY `key` LIMIT ?",
+  listNars: "SELECT `key`, size, file_hash, nar_hash, created_at, chunked FROM nars WHERE `key` > ? ORDER BY `key` LIMIT ?",
   addPin: "INSERT INTO pins (hash, store_path, created_at) VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE hash = hash",
   removePin: "DELETE FROM pins WHERE hash = ?",
   listPins: "SELECT hash, store_path, created_at FROM pins ORDER BY created_at, hash",
@@ -91,6 +116,16 @@ export const MYSQL_QUERIES = {
 const CLIENT_SIDE = new Set<ServerQueryName>([
   "insertReferences",
   "deleteRealisationsOf",
+  "chunksForUpdate",
+  "insertChunks",
+  "touchChunks",
+  "markChunksStored",
+  "insertNarChunks",
+  "doomChunks",
+  "chunkCandidatesForUpdate",
+  "heldChunks",
+  "doomedChunksForUpdate",
+  "deleteChunks",
   "touchNarInfos",
   "touchNarsOfNarInfos",
   "narInfosByAge",
@@ -227,6 +262,14 @@ export class MysqlMetadataStore extends ServerMetadataStore<mysql.Pool, mysql.Po
 
   protected referenceParams(hash: string, references: string[]): ServerParam[] {
     return [references.map((ref) => [hash, ref])];
+  }
+
+  protected chunkInsertParams(chunks: ChunkRecord[], at: number): ServerParam[] {
+    return [chunks.map((c) => [c.hash, c.size, c.narBytes, 0, at])];
+  }
+
+  protected narChunkParams(key: string, first: number, hashes: string[]): ServerParam[] {
+    return [hashes.map((h, i) => [key, first + i, h])];
   }
 
   protected decodeReferences(refs: Refs): string[] {

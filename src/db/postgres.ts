@@ -4,6 +4,7 @@
 import { readFileSync } from "node:fs";
 import postgres from "postgres";
 import type { ServerUrl } from "./database-url.ts";
+import type { ChunkRecord } from "./metadata-store.ts";
 import { connectChecked, ServerMetadataStore, type MigrationDriver, type MigrationSession, type ServerParam, type ServerQueries, type ServerQueryName } from "./engine.ts";
 import { migrationsFor, type Migration } from "./migrations.ts";
 import { DEFAULT_CONNECT_TIMEOUT_SECONDS, NARINFO_AGE_COLUMNS, NARINFO_COLUMNS, poolSizes, REALISATION_COLUMNS, retryAborted, STORED_BYTES, type PoolSettings } from "./rows.ts";
@@ -35,9 +36,9 @@ export const POSTGRES_QUERIES = {
   deleteRealisationsOf: "DELETE FROM realisations WHERE out_hash = ANY($1::text[])",
   realisation: `SELECT ${REALISATION_COLUMNS} FROM realisations WHERE id = $1`,
   insertRealisationIfAbsent: `INSERT INTO realisations (${REALISATION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING`,
-  nar: "SELECT key, size, file_hash, nar_hash, created_at FROM nars WHERE key = $1",
-  upsertNar: `INSERT INTO nars (key, size, file_hash, nar_hash, created_at, last_accessed_at) VALUES ($1, $2, $3, $4, $5, $6)
-    ON CONFLICT (key) DO UPDATE SET size = excluded.size, file_hash = excluded.file_hash,
+  nar: "SELECT key, size, file_hash, nar_hash, created_at, chunked FROM nars WHERE key = $1",
+  upsertNar: `INSERT INTO nars (key, size, file_hash, nar_hash, created_at, last_accessed_at, chunked) VALUES ($1, $2, $3, $4, $5, $6, $7)
+    ON CONFLICT (key) DO UPDATE SET size = excluded.size, file_hash = excluded.file_hash, chunked = excluded.chunked,
       nar_hash = excluded.nar_hash, created_at = excluded.created_at,
       last_accessed_at = GREATEST(nars.last_accessed_at, excluded.last_accessed_at)`,
   deleteNar: "DELETE FROM nars WHERE key = $1",
@@ -52,16 +53,38 @@ export const POSTGRES_QUERIES = {
   addStoredBytes: `UPDATE stats SET value = value + $1 WHERE name = '${STORED_BYTES}'`,
   setStoredBytes: `INSERT INTO stats (name, value) VALUES ('${STORED_BYTES}', $1) ON CONFLICT (name) DO UPDATE SET value = excluded.value`,
   /** fsck only: the one statement that reads every NAR record */
-  sumNarSizes: "SELECT COALESCE(SUM(size), 0) AS total FROM nars",
+  sumNarSizes: "SELECT (SELECT COALESCE(SUM(size), 0) FROM nars) + (SELECT COALESCE(SUM(size), 0) FROM chunks) AS total",
+  deleteNarChunks: "DELETE FROM nar_chunks WHERE nar_key = $1",
+  chunksForUpdate: "SELECT hash, size, nar_bytes, stored, doomed_at FROM chunks WHERE hash = ANY($1::text[]) ORDER BY hash FOR UPDATE",
+  insertChunks: `INSERT INTO chunks (hash, size, nar_bytes, stored, last_used_at)
+    SELECT h, s, n, st, u FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::smallint[], $5::bigint[]) AS t(h, s, n, st, u)`,
+  touchChunks: "UPDATE chunks SET last_used_at = GREATEST(last_used_at, $1) WHERE hash = ANY($2::text[]) AND doomed_at IS NULL",
+  markChunksStored: "UPDATE chunks SET stored = 1 WHERE hash = ANY($1::text[])",
+  insertNarChunks: `INSERT INTO nar_chunks (nar_key, position, chunk_hash)
+    SELECT k, p, h FROM unnest($1::text[], $2::int[], $3::text[]) AS t(k, p, h)`,
+  narChunks: `SELECT c.hash, c.size, c.nar_bytes FROM nar_chunks n JOIN chunks c ON c.hash = n.chunk_hash
+    WHERE n.nar_key = $1 ORDER BY n.position`,
+  unusedChunks: `SELECT hash, size, nar_bytes FROM chunks c WHERE doomed_at IS NULL AND last_used_at < $1
+    AND NOT EXISTS (SELECT 1 FROM nar_chunks n WHERE n.chunk_hash = c.hash) ORDER BY last_used_at, hash LIMIT $2`,
+  // the candidates locked first, then (a new snapshot, taken once they are held) those a NAR
+  // holds left out: a commit holding them finished before, or finds them doomed after
+  chunkCandidatesForUpdate: `SELECT hash, size, nar_bytes FROM chunks
+    WHERE hash = ANY($1::text[]) AND doomed_at IS NULL AND last_used_at < $2 ORDER BY hash FOR UPDATE`,
+  heldChunks: "SELECT DISTINCT chunk_hash FROM nar_chunks WHERE chunk_hash = ANY($1::text[])",
+  doomChunks: "UPDATE chunks SET doomed_at = $1 WHERE hash = ANY($2::text[])",
+  doomedChunks: "SELECT hash, size, nar_bytes FROM chunks WHERE doomed_at IS NOT NULL AND doomed_at <= $1 ORDER BY hash LIMIT $2",
+  doomedChunksForUpdate: "SELECT hash, size, nar_bytes FROM chunks WHERE hash = ANY($1::text[]) AND doomed_at IS NOT NULL ORDER BY hash FOR UPDATE",
+  deleteChunks: "DELETE FROM chunks WHERE hash = ANY($1::text[])",
+  listChunks: "SELECT hash, size, nar_bytes, stored, doomed_at FROM chunks WHERE hash > $1 ORDER BY hash LIMIT $2",
   narInfosByAge: `SELECT ${NARINFO_AGE_COLUMNS} FROM narinfos WHERE (last_accessed_at, hash) > ($1, $2)
     ORDER BY last_accessed_at, hash LIMIT $3`,
   deleteNarInfos: "DELETE FROM narinfos WHERE hash = ANY($1::text[])",
   namedNarKeys: "SELECT DISTINCT nar_key FROM narinfos WHERE nar_key = ANY($1::text[])",
-  narsForUpdate: "SELECT key, size, file_hash, nar_hash, created_at FROM nars WHERE key = ANY($1::text[]) ORDER BY key FOR UPDATE",
+  narsForUpdate: "SELECT key, size, file_hash, nar_hash, created_at, chunked FROM nars WHERE key = ANY($1::text[]) ORDER BY key FOR UPDATE",
   deleteNars: "DELETE FROM nars WHERE key = ANY($1::text[])",
   referencesOf: "SELECT hash, reference FROM narinfo_references WHERE hash = ANY($1::text[])",
   listNarInfos: "SELECT hash, nar_key, upstream FROM narinfos WHERE hash > $1 ORDER BY hash LIMIT $2",
-  listNars: "SELECT key, size, file_hash, nar_hash, created_at FROM nars WHERE key > $1 ORDER BY key LIMIT $2",
+  listNars: "SELECT key, size, file_hash, nar_hash, created_at, chunked FROM nars WHERE key > $1 ORDER BY key LIMIT $2",
   addPin: "INSERT INTO pins (hash, store_path, created_at) VALUES ($1, $2, $3) ON CONFLICT (hash) DO NOTHING",
   removePin: "DELETE FROM pins WHERE hash = $1",
   listPins: "SELECT hash, store_path, created_at FROM pins ORDER BY created_at, hash",
@@ -187,6 +210,14 @@ export class PostgresMetadataStore extends ServerMetadataStore<Sql, Tx, string[]
 
   protected decodeReferences(refs: string[]): string[] {
     return refs;
+  }
+
+  protected chunkInsertParams(chunks: ChunkRecord[], at: number): ServerParam[] {
+    return [chunks.map((c) => c.hash), chunks.map((c) => c.size), chunks.map((c) => c.narBytes), chunks.map(() => 0), chunks.map(() => at)];
+  }
+
+  protected narChunkParams(key: string, first: number, hashes: string[]): ServerParam[] {
+    return [hashes.map(() => key), hashes.map((_, i) => first + i), hashes];
   }
 
   /** All pending migrations in one transaction under an advisory lock (PostgreSQL DDL is

@@ -1,7 +1,7 @@
 /** What the engines share: the shape of their rows and how a row becomes a record; for the
  * two server engines (postgres, mysql) also pool sizes and the retry of a write transaction
  * the server chose to abort. */
-import type { NarInfoAge, NarInfoListing, NarInfoRecord, NarRecord, Pin, RealisationRecord } from "./metadata-store.ts";
+import type { ChunkRecord, ChunkState, NarInfoAge, NarInfoListing, NarInfoRecord, NarRecord, Pin, RealisationRecord } from "./metadata-store.ts";
 
 /** Connection pool size; 0 or absent means the engine's default. */
 export interface PoolSettings {
@@ -44,6 +44,23 @@ export interface NarRow {
   file_hash: string | null;
   nar_hash: string;
   created_at: number;
+  chunked: number;
+}
+
+export interface ChunkRow {
+  hash: string;
+  size: number;
+  nar_bytes: number;
+  stored?: number;
+  doomed_at?: number | null;
+}
+
+export function chunkFromRow(row: ChunkRow): ChunkRecord {
+  return { hash: row.hash, size: Number(row.size), narBytes: Number(row.nar_bytes) };
+}
+
+export function chunkStateOf(row: ChunkRow): ChunkState {
+  return row.doomed_at != null ? "doomed" : Number(row.stored) ? "stored" : "unstored";
 }
 
 /** `references` in any order: records list them sorted. */
@@ -66,7 +83,8 @@ export function narInfoFromRow(row: NarInfoRow, references: readonly string[]): 
 }
 
 export function narFromRow(row: NarRow): NarRecord {
-  return { key: row.key, size: Number(row.size), fileHash: row.file_hash, narHash: row.nar_hash, createdAt: Number(row.created_at) };
+  const rec: NarRecord = { key: row.key, size: Number(row.size), fileHash: row.file_hash, narHash: row.nar_hash, createdAt: Number(row.created_at) };
+  return Number(row.chunked) ? { ...rec, chunked: true } : rec;
 }
 
 /** The `after` of a first page: before every row (keys are never empty, times never negative),
@@ -158,7 +176,7 @@ export function narInfoValues(rec: NarInfoRecord): (string | number | null)[] {
 /** The nars columns (key, size, file_hash, nar_hash, created_at, last_accessed_at) in
  * insert order, with their values from a record. */
 export function narValues(rec: NarRecord): (string | number | null)[] {
-  return [rec.key, rec.size, rec.fileHash, rec.narHash, rec.createdAt, rec.createdAt]; // last_accessed_at starts at creation
+  return [rec.key, rec.size, rec.fileHash, rec.narHash, rec.createdAt, rec.createdAt, rec.chunked ? 1 : 0]; // last_accessed_at starts at creation
 }
 
 /** Runs `fn` again (a few times) when the server aborted it to break a deadlock between

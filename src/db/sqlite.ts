@@ -4,9 +4,11 @@
  * busy_timeout. */
 import { Database, type Statement } from "bun:sqlite";
 import { chmodSync, closeSync, openSync } from "node:fs";
-import type { MetadataStore, NarInfoAge, NarInfoListing, NarInfoRecord, NarRecord, Pin, RealisationRecord, StoredCounts } from "./metadata-store.ts";
+import type { ChunkRecord, ChunkState, MetadataStore, NarInfoAge, NarInfoListing, NarInfoRecord, NarRecord, Pin, RealisationRecord, StoredCounts } from "./metadata-store.ts";
 import { migrateUnderLock, type MigrationDriver } from "./engine.ts";
 import {
+  chunkFromRow,
+  chunkStateOf,
   FIRST_AGE,
   FIRST_KEY,
   NARINFO_AGE_COLUMNS,
@@ -23,6 +25,7 @@ import {
   realisationValues,
   referencesByHash,
   STORED_BYTES,
+  type ChunkRow,
   type NarInfoAgeRow,
   type NarInfoListingRow,
   type NarInfoRow,
@@ -55,9 +58,9 @@ export const SQLITE_QUERIES = {
   deleteRealisationsOf: "DELETE FROM realisations WHERE out_hash = ?",
   realisation: `SELECT ${REALISATION_COLUMNS} FROM realisations WHERE id = ?`,
   insertRealisationIfAbsent: `INSERT INTO realisations (${REALISATION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
-  nar: "SELECT key, size, file_hash, nar_hash, created_at FROM nars WHERE key = ?",
-  upsertNar: `INSERT INTO nars (key, size, file_hash, nar_hash, created_at, last_accessed_at) VALUES (?, ?, ?, ?, ?, ?)
-    ON CONFLICT (key) DO UPDATE SET size = excluded.size, file_hash = excluded.file_hash,
+  nar: "SELECT key, size, file_hash, nar_hash, created_at, chunked FROM nars WHERE key = ?",
+  upsertNar: `INSERT INTO nars (key, size, file_hash, nar_hash, created_at, last_accessed_at, chunked) VALUES (?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (key) DO UPDATE SET size = excluded.size, file_hash = excluded.file_hash, chunked = excluded.chunked,
       nar_hash = excluded.nar_hash, created_at = excluded.created_at,
       last_accessed_at = max(nars.last_accessed_at, excluded.last_accessed_at)`,
   deleteNar: "DELETE FROM nars WHERE key = ?",
@@ -71,11 +74,25 @@ export const SQLITE_QUERIES = {
   addStoredBytes: `UPDATE stats SET value = value + ? WHERE name = '${STORED_BYTES}'`,
   setStoredBytes: `INSERT INTO stats (name, value) VALUES ('${STORED_BYTES}', ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value`,
   /** fsck only: the one statement that reads every NAR record */
-  sumNarSizes: "SELECT COALESCE(SUM(size), 0) AS total FROM nars",
+  sumNarSizes: "SELECT (SELECT COALESCE(SUM(size), 0) FROM nars) + (SELECT COALESCE(SUM(size), 0) FROM chunks) AS total",
+  deleteNarChunks: "DELETE FROM nar_chunks WHERE nar_key = ?",
+  chunk: "SELECT hash, size, nar_bytes, stored, doomed_at FROM chunks WHERE hash = ?",
+  insertChunk: "INSERT INTO chunks (hash, size, nar_bytes, stored, last_used_at) VALUES (?, ?, ?, 0, ?)",
+  touchChunk: "UPDATE chunks SET last_used_at = max(last_used_at, ?) WHERE hash = ? AND doomed_at IS NULL",
+  markChunkStored: "UPDATE chunks SET stored = 1 WHERE hash = ?",
+  insertNarChunk: "INSERT INTO nar_chunks (nar_key, position, chunk_hash) VALUES (?, ?, ?)",
+  narChunks: `SELECT c.hash, c.size, c.nar_bytes FROM nar_chunks n JOIN chunks c ON c.hash = n.chunk_hash
+    WHERE n.nar_key = ? ORDER BY n.position`,
+  unusedChunks: `SELECT hash, size, nar_bytes FROM chunks c WHERE doomed_at IS NULL AND last_used_at < ?
+    AND NOT EXISTS (SELECT 1 FROM nar_chunks n WHERE n.chunk_hash = c.hash) ORDER BY last_used_at, hash LIMIT ?`,
+  doomChunk: "UPDATE chunks SET doomed_at = ? WHERE hash = ? AND doomed_at IS NULL",
+  doomedChunks: "SELECT hash, size, nar_bytes FROM chunks WHERE doomed_at IS NOT NULL AND doomed_at <= ? ORDER BY hash LIMIT ?",
+  deleteDoomedChunk: "DELETE FROM chunks WHERE hash = ? AND doomed_at IS NOT NULL",
+  listChunks: "SELECT hash, size, nar_bytes, stored, doomed_at FROM chunks WHERE hash > ? ORDER BY hash LIMIT ?",
   narInfosByAge: `SELECT ${NARINFO_AGE_COLUMNS} FROM narinfos WHERE (last_accessed_at, hash) > (?, ?)
     ORDER BY last_accessed_at, hash LIMIT ?`,
   listNarInfos: "SELECT hash, nar_key, upstream FROM narinfos WHERE hash > ? ORDER BY hash LIMIT ?",
-  listNars: "SELECT key, size, file_hash, nar_hash, created_at FROM nars WHERE key > ? ORDER BY key LIMIT ?",
+  listNars: "SELECT key, size, file_hash, nar_hash, created_at, chunked FROM nars WHERE key > ? ORDER BY key LIMIT ?",
   addPin: "INSERT INTO pins (hash, store_path, created_at) VALUES (?, ?, ?) ON CONFLICT (hash) DO NOTHING",
   removePin: "DELETE FROM pins WHERE hash = ?",
   /** every pin: a short table, read whole */
@@ -244,7 +261,8 @@ export class SqliteMetadataStore implements MetadataStore {
     this.db
       .transaction(() => {
         const old = q.nar.get(rec.key) as NarRow | null;
-        q.upsertNar.run(...narValues(rec));
+        q.upsertNar.run(...narValues({ ...rec, chunked: false }));
+        q.deleteNarChunks.run(rec.key); // a chunked record it replaces
         const delta = rec.size - (old ? Number(old.size) : 0);
         if (delta !== 0) q.addStoredBytes.run(delta);
       })
@@ -294,6 +312,90 @@ export class SqliteMetadataStore implements MetadataStore {
         return removed;
       })
       .immediate();
+  }
+
+  async reserveChunks(chunks: ChunkRecord[], at: number): Promise<Map<string, ChunkState>> {
+    const q = this.q;
+    return this.db
+      .transaction(() => {
+        const states = new Map<string, ChunkState>();
+        let added = 0;
+        for (const c of chunks) {
+          if (states.has(c.hash)) continue;
+          const row = q.chunk.get(c.hash) as ChunkRow | null;
+          if (row) {
+            states.set(c.hash, chunkStateOf(row));
+            q.touchChunk.run(at, c.hash);
+          } else {
+            q.insertChunk.run(c.hash, c.size, c.narBytes, at);
+            added += c.size;
+            states.set(c.hash, "unstored");
+          }
+        }
+        if (added !== 0) q.addStoredBytes.run(added);
+        return states;
+      })
+      .immediate();
+  }
+
+  async markChunksStored(hashes: string[]): Promise<void> {
+    const q = this.q;
+    this.db.transaction(() => hashes.forEach((h) => q.markChunkStored.run(h))).immediate();
+  }
+
+  async putChunkedNar(rec: NarRecord, chunkHashes: string[], at: number): Promise<boolean> {
+    const q = this.q;
+    return this.db
+      .transaction(() => {
+        for (const h of new Set(chunkHashes)) if (q.touchChunk.run(at, h).changes === 0) return false;
+        const old = q.nar.get(rec.key) as NarRow | null;
+        q.upsertNar.run(...narValues({ ...rec, size: 0, chunked: true }));
+        q.deleteNarChunks.run(rec.key);
+        chunkHashes.forEach((h, i) => q.insertNarChunk.run(rec.key, i, h));
+        if (old && Number(old.size) !== 0) q.addStoredBytes.run(-Number(old.size));
+        return true;
+      })
+      .immediate();
+  }
+
+  async narChunks(key: string): Promise<ChunkRecord[]> {
+    return (this.q.narChunks.all(key) as ChunkRow[]).map(chunkFromRow);
+  }
+
+  async doomUnusedChunks(usedBefore: number, limit: number, at: number): Promise<ChunkRecord[]> {
+    const q = this.q;
+    // one writer at a time: what the select finds unused is still unused when doomed
+    return this.db
+      .transaction(() => {
+        const earlier = (q.doomedChunks.all(at, limit) as ChunkRow[]).map(chunkFromRow);
+        const unused = (q.unusedChunks.all(usedBefore, limit) as ChunkRow[]).map(chunkFromRow);
+        for (const c of unused) q.doomChunk.run(at, c.hash);
+        return [...earlier, ...unused];
+      })
+      .immediate();
+  }
+
+  async deleteDoomedChunks(hashes: string[]): Promise<number> {
+    const q = this.q;
+    return this.db
+      .transaction(() => {
+        let deleted = 0;
+        let freed = 0;
+        for (const h of new Set(hashes)) {
+          const row = q.chunk.get(h) as ChunkRow | null;
+          if (row && q.deleteDoomedChunk.run(h).changes > 0) {
+            deleted++;
+            freed += Number(row.size);
+          }
+        }
+        if (freed !== 0) q.addStoredBytes.run(-freed);
+        return deleted;
+      })
+      .immediate();
+  }
+
+  async listChunks(limit: number, after: string = FIRST_KEY): Promise<(ChunkRecord & { state: ChunkState })[]> {
+    return (this.q.listChunks.all(after, limit) as ChunkRow[]).map((row) => ({ ...chunkFromRow(row), state: chunkStateOf(row) }));
   }
 
   async storedBytes(): Promise<number> {

@@ -94,7 +94,12 @@ export class NarVerifier {
   /** Wakes a write() waiting for the decompressor to take more input (or for a failure). */
   private wakeWriter: (() => void) | null = null;
 
-  constructor(expect: NarExpectation) {
+  /** `onNar` sees the NAR's own bytes (decompressed) in order as they are hashed, for a
+   * caller that does more with them (chunking); it must not keep them past the call. */
+  constructor(
+    expect: NarExpectation,
+    private readonly onNar: ((bytes: Uint8Array) => void) | null = null,
+  ) {
     this.expect = { ...expect };
     const c = expect.compression;
     this.decompressing = c !== "none" && canDecompress(c);
@@ -159,6 +164,14 @@ export class NarVerifier {
           return;
         }
         this.narHasher.update(value);
+        if (this.onNar) {
+          try {
+            this.onNar(value);
+          } catch (err) {
+            this.fail(err instanceof Error ? err : new Error(String(err))); // the caller's fault, not the NAR's
+            return;
+          }
+        }
       }
     } catch (err) {
       if (this.error) return; // our own abort/failure cancelled the stream
@@ -210,6 +223,7 @@ export class NarVerifier {
           this.fail(new NarVerifyError(`NarSize exceeded: expected ${narSize}, got more`));
           throw this.error;
         }
+        this.onNar?.(chunk);
       }
       return;
     }

@@ -386,6 +386,7 @@ function describeMetadataStore(name: string, makeHarness: () => Promise<Metadata
         const current = await fresh.connect();
         try {
           expect(await current.migrate()).toEqual(["0002_size_and_pins", "0003_realisations"]);
+          expect(await current.migrate()).toContain("0002_size_and_pins");
           expect(await current.storedBytes()).toBe(2_500_001_000);
         } finally {
           await current.close();
@@ -556,6 +557,82 @@ function describeMetadataStore(name: string, makeHarness: () => Promise<Metadata
       for (const n of nars) await store.putNar(n);
       expect((await store.listNars(2)).map((n) => n.key)).toEqual(["nar/a.nar", "nar/b.nar"]);
       expect(await store.listNars(2, "nar/b.nar")).toEqual([nars[0]!]);
+    });
+
+    test("chunks: reserved, stored, a chunked NAR holds them in order, counted once in storedBytes", async () => {
+      const c = (n: number) => ({ hash: n.toString(16).padStart(64, "0"), size: 100 * n, narBytes: 1000 * n });
+      const before = await store.storedBytes();
+      const states = await store.reserveChunks([c(1), c(2), c(1)], 10);
+      expect([...states].sort()).toEqual([[c(1).hash, "unstored"], [c(2).hash, "unstored"]]);
+      expect(await store.storedBytes()).toBe(before + 300);
+      await store.markChunksStored([c(1).hash]);
+      expect((await store.reserveChunks([c(1), c(2), c(3)], 20)).get(c(1).hash)).toBe("stored");
+      expect(await store.storedBytes()).toBe(before + 600);
+      await store.markChunksStored([c(2).hash, c(3).hash]);
+
+      expect(await store.putChunkedNar(nar("a.nar", { size: 12345 }), [c(2).hash, c(1).hash, c(2).hash], 30)).toBe(true);
+      expect(await store.getNar("a.nar")).toEqual(nar("a.nar", { size: 0, chunked: true }));
+      expect(await store.narChunks("a.nar")).toEqual([c(2), c(1), c(2)]);
+      expect(await store.storedBytes()).toBe(before + 600); // the NAR adds nothing: its chunks are counted
+      expect((await store.listChunks(10)).map((x) => x.state)).toEqual(["stored", "stored", "stored"]);
+
+      // a whole NAR replacing the chunked record drops its chunk list
+      await store.putNar(nar("a.nar", { size: 7 }));
+      expect(await store.narChunks("a.nar")).toEqual([]);
+      expect(await store.storedBytes()).toBe(before + 607);
+      // and a chunked record replacing a whole one takes its size out of the figure
+      expect(await store.putChunkedNar(nar("a.nar"), [c(3).hash], 40)).toBe(true);
+      expect(await store.storedBytes()).toBe(before + 600);
+      expect(await store.recountStoredBytes()).toEqual({ before: before + 600, after: before + 600 });
+    });
+
+    test("chunks: only unused chunks past their grace are doomed; a doomed chunk is never recorded into a NAR", async () => {
+      const c = (n: number) => ({ hash: n.toString(16).padStart(64, "0"), size: 10, narBytes: 100 });
+      await store.reserveChunks([c(1), c(2), c(3)], 100);
+      await store.markChunksStored([c(1).hash, c(2).hash, c(3).hash]);
+      expect(await store.putChunkedNar(nar("held.nar"), [c(1).hash], 100)).toBe(true);
+      const base = await store.storedBytes();
+      // used at 100: not unused before 100
+      expect(await store.doomUnusedChunks(100, 10, 200)).toEqual([]);
+      await store.reserveChunks([c(3)], 150); // c(3) reserved again by a commit: its grace starts over
+      expect(await store.doomUnusedChunks(120, 10, 200)).toEqual([c(2)]);
+      // a commit cannot rely on a doomed chunk: reserving says so, recording refuses it
+      expect((await store.reserveChunks([c(2)], 210)).get(c(2).hash)).toBe("doomed");
+      expect(await store.putChunkedNar(nar("late.nar"), [c(3).hash, c(2).hash], 210)).toBe(false);
+      expect(await store.getNar("late.nar")).toBeNull();
+      // a sweep that stopped half way finds its doomed chunks again
+      expect(await store.doomUnusedChunks(120, 10, 300)).toEqual([c(2)]);
+      expect(await store.deleteDoomedChunks([c(2).hash, c(1).hash])).toBe(1); // c(1) is not doomed
+      expect(await store.storedBytes()).toBe(base - 10);
+      expect((await store.listChunks(10)).map((x) => x.hash)).toEqual([c(1).hash, c(3).hash]);
+      // deleting the NAR frees its chunks for a later sweep
+      await store.deleteNar("held.nar");
+      expect(await store.narChunks("held.nar")).toEqual([]);
+      expect(await store.doomUnusedChunks(1000, 10, 1000)).toEqual([c(1), c(3)].sort((a, b) => (a.hash < b.hash ? -1 : 1)));
+    });
+
+    test("two connections: concurrent commits sharing chunks never double-count one, and a sweep never dooms one a commit holds", async () => {
+      const other = await connect();
+      const c = (n: number) => ({ hash: n.toString(16).padStart(64, "0"), size: 1000 + n, narBytes: 5000 });
+      const shared = Array.from({ length: 50 }, (_, i) => c(i));
+      const before = await store.storedBytes();
+      const commit = async (db: MetadataStore, key: string, at: number) => {
+        for (;;) {
+          await db.reserveChunks(shared, at);
+          await db.markChunksStored(shared.map((x) => x.hash));
+          if (await db.putChunkedNar(nar(key), shared.map((x) => x.hash), at)) return;
+        }
+      };
+      const sweeps = async (db: MetadataStore) => {
+        for (let i = 0; i < 5; i++) {
+          const doomed = await db.doomUnusedChunks(Number.MAX_SAFE_INTEGER, 100, 1);
+          await db.deleteDoomedChunks(doomed.map((x) => x.hash));
+        }
+      };
+      await Promise.all([commit(store, "x.nar", 10), commit(other, "y.nar", 10), sweeps(store), sweeps(other), commit(other, "z.nar", 11)]);
+      for (const key of ["x.nar", "y.nar", "z.nar"]) expect(await store.narChunks(key)).toEqual(shared);
+      expect(await store.storedBytes()).toBe(before + shared.reduce((n, x) => n + x.size, 0));
+      expect(await store.recountStoredBytes()).toEqual({ before: before + shared.reduce((n, x) => n + x.size, 0), after: before + shared.reduce((n, x) => n + x.size, 0) });
     });
 
     test("pins: add once, list oldest first, remove once", async () => {

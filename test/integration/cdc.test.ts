@@ -1,0 +1,169 @@
+/** Content-defined chunking (issue 18), end to end over HTTP on real parts: narinfos name the
+ * NAR uncompressed from the start; a miss is served decompressed while it downloads; the
+ * verified NAR is stored as chunks that two similar NARs share; a hit is reassembled (Range
+ * too), or sent as its chunks' zstd frames to a client accepting zstd; turning CDC off leaves
+ * chunked NARs servable. (Bun 1.4 sends a streamed body chunked, dropping its Content-Length
+ * whatever the handler says: HEAD is where the length is checked.) */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { Database } from "bun:sqlite";
+import { mkdtemp, readdir, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { RunningNcps } from "../../src/compose.ts";
+import { parseNarInfo } from "../../src/nix/narinfo.ts";
+import { startInProcess } from "../helpers/ncps.ts";
+import { makeSyntheticCache, sha256Nix32, type SyntheticCache, type SyntheticPath } from "../helpers/synthetic-cache.ts";
+import { startUpstream, type Upstream } from "../helpers/upstream-server.ts";
+
+let work: string;
+let data: string;
+let syn: SyntheticCache;
+let upstream: Upstream;
+let ncps: RunningNcps;
+let zstdPath: SyntheticPath;
+let plainPath: SyntheticPath;
+
+/** Deterministic incompressible bytes (xorshift32), as binaries mostly are to a chunker. */
+function pseudoRandom(length: number, seed: number): Uint8Array {
+  const out = new Uint8Array(length);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < length; i++) {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    out[i] = x & 0xff;
+  }
+  return out;
+}
+
+/** Two versions of one "package": the second has bytes inserted and changed in the middle. */
+const v1 = pseudoRandom(2_000_000, 1);
+const v2 = Buffer.concat([v1.subarray(0, 900_000), pseudoRandom(3000, 2), v1.subarray(900_000, 1_500_000), pseudoRandom(10, 3), v1.subarray(1_500_010)]);
+
+async function get(url: string, headers: Record<string, string> = {}, method = "GET") {
+  const res = await fetch(url, { method, headers, decompress: false });
+  return { res, body: new Uint8Array(await res.arrayBuffer()) };
+}
+
+async function narUrlOf(path: SyntheticPath): Promise<string> {
+  return `${ncps.url}/${parseNarInfo(await (await fetch(`${ncps.url}/${path.hash}.narinfo`)).text()).url}`;
+}
+
+async function chunkFiles(): Promise<string[]> {
+  const dir = join(data, "chunk");
+  const out: string[] = [];
+  for (const sub of await readdir(dir).catch(() => [])) for (const f of await readdir(join(dir, sub))) out.push(join(dir, sub, f));
+  return out;
+}
+
+function start() {
+  return startInProcess(data, {
+    "cache-upstream-url": [upstream.url],
+    "cache-upstream-public-key": [syn.publicKey],
+    "cache-database-url": `sqlite:${join(data, "db.sqlite")}`,
+    "cache-cdc-enabled": true,
+  });
+}
+
+beforeAll(async () => {
+  work = await mkdtemp(join(tmpdir(), "ncps-cdc-"));
+  data = join(work, "data");
+  syn = await makeSyntheticCache(join(work, "upstream"));
+  zstdPath = await syn.add("pkg-1.0", { nar: v1, compression: "zstd" });
+  plainPath = await syn.add("pkg-1.1", { nar: v2, compression: "none" });
+  upstream = await startUpstream(syn.dir);
+  ncps = await start();
+});
+
+afterAll(async () => {
+  await ncps?.stop();
+  await upstream?.stop();
+  if (work) await rm(work, { recursive: true, force: true });
+});
+
+describe("a CDC-enabled cache", () => {
+  test("narinfos name the NAR uncompressed from the start, signed by ncps", async () => {
+    for (const path of [zstdPath, plainPath]) {
+      const narinfo = parseNarInfo(await (await fetch(`${ncps.url}/${path.hash}.narinfo`)).text());
+      expect(narinfo.compression).toBe("none");
+      expect(narinfo.url).toMatch(/^nar\/[0-9a-z]{52}\.nar$/);
+      expect(narinfo.fileHash).toBeUndefined();
+      expect(narinfo.fileSize).toBeUndefined();
+      expect(narinfo.narHash).toBe(path.narinfo.narHash);
+      expect(narinfo.sigs.some((s) => s.startsWith("ncps-test"))).toBe(true);
+    }
+  });
+
+  test("a miss is served decompressed as it downloads; the verified NAR is stored as chunks", async () => {
+    const zstdMiss = await get(await narUrlOf(zstdPath));
+    expect(zstdMiss.res.status).toBe(200);
+    expect(sha256Nix32(zstdMiss.body)).toBe(zstdPath.narinfo.narHash);
+    const plainMiss = await get(await narUrlOf(plainPath));
+    expect(sha256Nix32(plainMiss.body)).toBe(plainPath.narinfo.narHash);
+    await ncps.cache.drain();
+
+    // nothing stored under the NAR keys: the bytes are the chunks'
+    expect(await readdir(join(data, "nar")).catch(() => [])).toEqual([]);
+    const files = await chunkFiles();
+    const db = new Database(join(data, "db.sqlite"), { readonly: true });
+    try {
+      const perNar = db.prepare("SELECT nar_key, COUNT(*) AS n FROM nar_chunks GROUP BY nar_key").all() as { n: number }[];
+      expect(perNar).toHaveLength(2);
+      const total = perNar.reduce((n, r) => n + r.n, 0);
+      // the second version shares all but the chunks around its two edits
+      expect(files.length).toBeLessThanOrEqual(total / 2 + 4);
+      const stored = (await Promise.all(files.map((f) => stat(f)))).reduce((n, s) => n + s.size, 0);
+      expect((db.prepare("SELECT value FROM stats WHERE name = 'stored_bytes'").get() as { value: number }).value).toBe(stored);
+      expect(stored).toBeLessThan(v1.length * 1.1); // two NARs of 2 MB in about the room of one
+    } finally {
+      db.close();
+    }
+  });
+
+  test("a hit is reassembled from its chunks, with Range, and HEAD says the same", async () => {
+    for (const [path, nar] of [[zstdPath, v1], [plainPath, v2]] as const) {
+      const url = await narUrlOf(path);
+      const whole = await get(url, { "accept-encoding": "identity" });
+      expect(whole.res.status).toBe(200);
+      expect(whole.res.headers.get("content-encoding")).toBeNull();
+      expect(sha256Nix32(whole.body)).toBe(path.narinfo.narHash);
+
+      const ranged = await get(url, { range: "bytes=70000-1300000" });
+      expect(ranged.res.status).toBe(206);
+      expect(ranged.res.headers.get("content-range")).toBe(`bytes 70000-1300000/${nar.length}`);
+      expect(Buffer.from(ranged.body).equals(Buffer.from(nar.subarray(70000, 1300001)))).toBe(true);
+      const tail = await get(url, { range: "bytes=-5" });
+      expect(Buffer.from(tail.body).equals(Buffer.from(nar.subarray(nar.length - 5)))).toBe(true);
+
+      const head = await get(url, { "accept-encoding": "identity" }, "HEAD");
+      expect(Number(head.res.headers.get("content-length"))).toBe(nar.length);
+      const zstdHead = await get(url, { "accept-encoding": "zstd" }, "HEAD");
+      expect(zstdHead.res.headers.get("content-encoding")).toBe("zstd");
+      expect(Number(zstdHead.res.headers.get("content-length"))).toBe((await get(url, { "accept-encoding": "zstd" })).body.length);
+    }
+  });
+
+  test("a client accepting zstd (Nix, by its User-Agent) gets the chunks' frames as stored, one zstd stream", async () => {
+    const url = await narUrlOf(plainPath);
+    for (const headers of [{ "accept-encoding": "zstd" }, { "user-agent": "curl/8.0 Nix/2.8.1" }] as Record<string, string>[]) {
+      const { res, body } = await get(url, headers);
+      expect(res.status).toBe(200);
+      expect(res.headers.get("content-encoding")).toBe("zstd");
+      expect(sha256Nix32(Bun.zstdDecompressSync(body))).toBe(plainPath.narinfo.narHash);
+    }
+  });
+
+  test("turned off, the chunked NARs are still served", async () => {
+    await ncps.stop();
+    ncps = await startInProcess(data, {
+      "cache-upstream-url": [upstream.url],
+      "cache-upstream-public-key": [syn.publicKey],
+      "cache-database-url": `sqlite:${join(data, "db.sqlite")}`,
+    });
+    const { res, body } = await get(await narUrlOf(zstdPath), { "accept-encoding": "identity" });
+    expect(res.status).toBe(200);
+    expect(sha256Nix32(body)).toBe(zstdPath.narinfo.narHash);
+  });
+});
