@@ -333,6 +333,7 @@ export class Cache {
     };
     const relay: NarDownload = new NarDownload(record.narKey, tempPath, source, recorded, this.opts.logger, limits);
     this.relays.add(relay);
+    this.serveDecompressedIfNamedSo(relay, record);
     this.downloads.set(record.narKey, relay);
     void relay.done.finally(() => {
       if (this.downloads.get(record.narKey) === relay) this.downloads.delete(record.narKey);
@@ -346,7 +347,13 @@ export class Cache {
   async downloadForReplica(req: NcpsNarRequest): Promise<NarSource | null> {
     const download = this.downloads.get(req.key);
     if (!download || download.failed || this.relays.has(download)) return null;
-    return this.downloadSource(download, true);
+    return this.downloadSource(download, true, { asFetched: true });
+  }
+
+  /** A download whose narinfo names the NAR uncompressed while it arrives compressed is
+   * served to clients decompressed. */
+  private serveDecompressedIfNamedSo(download: NarDownload, record: NarInfoRecord): void {
+    if (servedDecompressed(record)) this.decompressedDownloads.set(download, { compression: parseCompression(record.compression), narSize: record.narSize });
   }
 
   /** What the NAR a narinfo record names must turn out to be. */
@@ -363,9 +370,10 @@ export class Cache {
   /** A download as a source, once its upstream has answered (a GET; a HEAD does not wait):
    * null when the upstream refused the NAR or did not answer, so the client gets a 404 rather
    * than a 200 and then a reset connection. */
-  private async downloadSource(download: NarDownload, waitForUpstream: boolean): Promise<NarSource | null> {
+  private async downloadSource(download: NarDownload, waitForUpstream: boolean, opts: { asFetched?: boolean } = {}): Promise<NarSource | null> {
     if (waitForUpstream && !(await (this.downloadReady.get(download) ?? download.started))) return null;
-    const decompressed = this.decompressedDownloads.get(download);
+    // another replica relaying it verifies the bytes as the upstream sent them
+    const decompressed = opts.asFetched ? undefined : this.decompressedDownloads.get(download);
     if (decompressed) {
       // its narinfo names the NAR uncompressed: clients get it decompressed as it arrives
       const { compression, narSize } = decompressed;
@@ -421,7 +429,7 @@ export class Cache {
     ));
     this.downloads.set(record.narKey, download);
     this.downloadUpstreams.set(download, host);
-    if (servedDecompressed(record)) this.decompressedDownloads.set(download, { compression: parseCompression(record.compression), narSize: record.narSize });
+    this.serveDecompressedIfNamedSo(download, record);
     this.downloadReady.set(
       download,
       download.started.then(async (answered) => {

@@ -385,8 +385,7 @@ function describeMetadataStore(name: string, makeHarness: () => Promise<Metadata
         );
         const current = await fresh.connect();
         try {
-          expect(await current.migrate()).toEqual(["0002_size_and_pins", "0003_realisations"]);
-          expect(await current.migrate()).toContain("0002_size_and_pins");
+          expect(await current.migrate()).toEqual(migrationsFor(store.dialect).slice(1).map((m) => m.name));
           expect(await current.storedBytes()).toBe(2_500_001_000);
         } finally {
           await current.close();
