@@ -217,7 +217,7 @@ export async function startNcps(config: Config, consoleLogger: Logger = createLo
       instruments: telemetry,
     });
     for (const upstream of upstreams.filter((u) => u.proxy !== null)) {
-      logger.info("upstream reached through a proxy", { upstream: withoutCredentials(upstream.url), proxy: upstream.proxy });
+      logger.info("upstream reached through a proxy", { upstream: upstream.url, proxy: upstream.proxy });
     }
     for (const upstream of upstreams.filter((u) => u.acceptsUnsigned)) {
       logger.warn("accepting unsigned narinfos from this upstream (--cache-upstream-accept-unsigned): ncps signs them with its own key", { upstream: upstream.url });
@@ -240,7 +240,7 @@ export async function startNcps(config: Config, consoleLogger: Logger = createLo
     const downloadLimits = { ...defaultDownloadLimits, minBytesPerSecond: config.cacheUpstreamNarMinRate };
     const cache = new Cache({ ...shared, priority: config.cachePriority, downloadLock, peers, downloadLimits, instruments: telemetry, chunking });
     telemetry.setSources({
-      upstreams: () => upstreams.map((u) => ({ url: withoutCredentials(u.url), healthy: u.available })),
+      upstreams: () => upstreams.map((u) => ({ url: u.url, healthy: u.available })),
       storedBytes: () => db!.storedBytes(),
       storedCounts: () => db!.storedCounts(),
       maxSizeBytes: config.cacheMaxSize || undefined,

@@ -14,6 +14,7 @@ import { inSpan, noInstruments, upstreamHostname, type Instruments, type SpanHan
 import type { Logger } from "../telemetry/logger.ts";
 import type { UpstreamPool } from "../upstream/pool.ts";
 import type { Upstream } from "../upstream/upstream.ts";
+import { withoutCredentials } from "../upstream/upstream-url.ts";
 import { AccessTimes } from "./access-times.ts";
 import { Refusal } from "./errors.ts";
 import type { HotNarInfos } from "./hot-narinfos.ts";
@@ -205,7 +206,7 @@ export class Cache {
     if (opts.upstream === false) return null;
 
     const named = await db.narInfosForNar(req.key);
-    const record = named.find((r) => r.upstreamNarUrl !== null && this.opts.pool.upstreams.some((u) => u.url === r.upstream));
+    const record = named.find((r) => r.upstreamNarUrl !== null && this.opts.pool.upstreams.some((u) => u.is(r.upstream)));
     if (!record) return null;
     if (!opts.startDownload) {
       const size = servedDecompressed(record) ? record.narSize : declaredFileSize({ ...record, compression: parseCompression(record.compression) });
@@ -403,7 +404,7 @@ export class Cache {
   private startDownload(record: NarInfoRecord): NarDownload {
     const existing = this.downloads.get(record.narKey);
     if (existing && !existing.failed) return existing;
-    const upstream = this.opts.pool.upstreams.find((u) => u.url === record.upstream)!;
+    const upstream = this.opts.pool.upstreams.find((u) => u.is(record.upstream))!;
     const tempPath = join(this.opts.tempDir, tempFileName("download", record.narKey));
     const chunks = this.chunksNar(record) && this.opts.chunking ? { sizes: this.opts.chunking.sizes, dir: `${tempPath}.chunks` } : undefined;
     const host = upstreamHostname(upstream.url);
@@ -415,7 +416,7 @@ export class Cache {
       record.narKey,
       tempPath,
       {
-        url: record.upstreamNarUrl!,
+        url: withoutCredentials(record.upstreamNarUrl!), // older rows hold them; the upstream sends its own
         fetch: (url, signal) => upstream.get(url, signal),
         expect: this.expectation(record),
         chunks,
@@ -458,7 +459,7 @@ export class Cache {
   private async forgetNarInfosNaming(narKey: string, upstream: Upstream, failure: Error | null) {
     try {
       for (const n of await this.opts.db.narInfosForNar(narKey)) {
-        if (n.upstream !== upstream.url) continue;
+        if (!upstream.is(n.upstream)) continue;
         await this.opts.nars.forgetNarInfo(n.hash);
         this.opts.hot.forget(n.hash);
         this.opts.logger.warn("narinfo forgotten: its upstream did not give the NAR it named", { hash: n.hash, key: narKey, upstream: upstream.url, reason: failure?.message });
@@ -476,7 +477,7 @@ export class Cache {
    * (upstream null) is the uploader's and stays. */
   private async replaceFailedNarInfos(narKey: string, upstream: Upstream) {
     for (const n of await this.opts.db.narInfosForNar(narKey)) {
-      if (n.upstream !== upstream.url) continue;
+      if (!upstream.is(n.upstream)) continue;
       this.opts.pool.distrust(upstream, n.hash);
       const found = await this.opts.pool.lookupNarInfo(n.hash);
       if (!found || found.upstream === upstream) continue;

@@ -18,6 +18,7 @@ import type { MetadataStore, NarInfoRecord, NarRecord } from "../db/metadata-sto
 import { parseCompression } from "../nix/compression.ts";
 import { NarVerifyError } from "../nix/nar-verifier.ts";
 import type { BlobStore } from "../storage/blob-store.ts";
+import { withoutCredentials } from "../upstream/upstream-url.ts";
 import type { StoredNars } from "./stored-nars.ts";
 
 export type CheckId = "narinfo-without-nar" | "nar-without-narinfo" | "nar-bytes-missing" | "corrupt-nar" | "stray-blob" | "temp-file" | "stored-bytes";
@@ -94,9 +95,10 @@ interface Suspect {
   repair(): Promise<void>;
 }
 
-/** As Upstream.url: no trailing slash. */
+/** As Upstream.url: no trailing slash, no user or password (rows written before the URL
+ * lost them still hold them, the configured URL may). */
 function upstreamId(url: string): string {
-  return new URL(url.endsWith("/") ? url : `${url}/`).href.replace(/\/$/, "");
+  return withoutCredentials(new URL(url.endsWith("/") ? url : `${url}/`).href.replace(/\/$/, ""));
 }
 
 export async function fsck(opts: FsckOptions): Promise<FsckReport> {

@@ -41,5 +41,9 @@ export function parseNetrc(text: string): Netrc {
 export function netrcAuthorization(netrc: Netrc, url: URL): string | undefined {
   const entry = netrc.get(url.hostname) ?? netrc.get("");
   if (!entry) return undefined;
-  return "Basic " + Buffer.from(`${entry.login}:${entry.password}`).toString("base64");
+  return basicAuthorization(entry.login, entry.password);
+}
+
+export function basicAuthorization(login: string, password: string): string {
+  return "Basic " + Buffer.from(`${login}:${password}`).toString("base64");
 }

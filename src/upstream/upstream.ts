@@ -5,8 +5,9 @@ import { parseNarInfo, type NarInfo } from "../nix/narinfo.ts";
 import { readLimited, TooLargeError } from "../streams.ts";
 import { inSpan, noInstruments, type Instruments } from "../telemetry/instruments.ts";
 import type { Logger } from "../telemetry/logger.ts";
+import { basicAuthorization } from "./netrc.ts";
 import { displayProxy, sender, type Send } from "./proxy.ts";
-import { parseUpstreamUrl } from "./upstream-url.ts";
+import { parseUpstreamUrl, withoutCredentials } from "./upstream-url.ts";
 
 /** An error lookup names its `reason` from a small fixed set (the pool logs each upstream and
  * reason at most once a minute); `detail` says what exactly happened. */
@@ -17,7 +18,7 @@ export interface UpstreamOptions {
   /** connect + response headers, in ms; for a small document (narinfo, nix-cache-info,
    * which the pool waits for) also its whole body */
   headerTimeoutMs: number;
-  /** `Authorization` header (from netrc) */
+  /** `Authorization` header (from netrc); wins over a user and password in the URL */
   authorization?: string;
   /** Origins besides the upstream's own from which NARs and redirect targets are fetched
    * (a cache keeping its NARs on a CDN), e.g. "https://cdn.example.org". */
@@ -98,7 +99,10 @@ function parsed<T>(lookup: Lookup<string>, parse: (text: string) => T, malformed
 }
 
 export class Upstream {
+  /** Without the user and password the configured URL may hold: `url`, made from it, is in
+   * logs, errors, the status page and the database. */
   readonly base: URL;
+  private readonly authorization: string | undefined;
   /** Lower is preferred, as in nix-cache-info; ties keep the configured order. */
   priority: number;
   /** Given as `?priority=N` in the configured URL: nix-cache-info does not change it. */
@@ -120,6 +124,11 @@ export class Upstream {
   ) {
     const parsed = parseUpstreamUrl(url);
     this.base = new URL(`${parsed.url}/`);
+    // sent as HTTP Basic, as fetch would send them from the URL (to this origin only)
+    const fromUrl = this.base.username || this.base.password ? basicAuthorization(decodeURIComponent(this.base.username), decodeURIComponent(this.base.password)) : undefined;
+    this.authorization = opts.authorization ?? fromUrl;
+    this.base.username = "";
+    this.base.password = "";
     this.fixedPriority = parsed.priority !== undefined;
     this.priority = parsed.priority ?? 50; // Nix's default for a cache whose nix-cache-info names none
     this.acceptsUnsigned = opts.acceptUnsigned ?? false;
@@ -135,6 +144,12 @@ export class Upstream {
 
   get url(): string {
     return this.base.href.replace(/\/$/, "");
+  }
+
+  /** Whether `recorded` (a database row's upstream) is this upstream; rows written before
+   * the URL lost its user and password still hold them. */
+  is(recorded: string | null): boolean {
+    return recorded !== null && withoutCredentials(recorded) === this.url;
   }
 
   /** Healthy, and not down after failed requests (or down long enough that the next
@@ -160,8 +175,8 @@ export class Upstream {
 
   /** Credentials go to this upstream's own origin only, never to a host a narinfo names. */
   private headers(url: string): Record<string, string> {
-    if (!this.opts.authorization || new URL(url).origin !== this.base.origin) return {};
-    return { authorization: this.opts.authorization };
+    if (!this.authorization || new URL(url).origin !== this.base.origin) return {};
+    return { authorization: this.authorization };
   }
 
   private noteSuccess() {

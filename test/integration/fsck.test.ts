@@ -211,6 +211,21 @@ describe("ncps fsck on SQLite and local storage", () => {
     expect(up.hits(`/${path.narinfo.url}`)).toBe(hits + 1);
   }, T);
 
+  test("an upstream URL with a user and password: its narinfos are still ones to fetch again", async () => {
+    const withCredentials = up.url.replace("://", "://alice:s3cret@");
+    const { dataDir, args } = await localCache("credentials-blob", { "cache-upstream-url": [withCredentials] });
+    const path = await syn.add("credentials-blob");
+    const key = await withNcps(args, (ncps) => fetchPath(ncps, path));
+    await unlink(join(dataDir, key));
+    await findRepairAndRecheck(args, dataDir, [], { "nar-bytes-missing": 1 });
+    // the repair kept the narinfo (its NAR can be fetched again): it is not asked for again
+    const narInfoHits = up.hits(`/${path.hash}.narinfo`);
+    await withNcps(args, async (ncps) => {
+      expect(await fetchPath(ncps, path)).toBe(key);
+    });
+    expect(up.hits(`/${path.hash}.narinfo`)).toBe(narInfoHits);
+  }, T);
+
   test("a stray blob: left alone within the grace period, removed past it", async () => {
     const { dataDir, args } = await localCache("stray");
     const path = await syn.add("stray-neighbour");
