@@ -10,7 +10,9 @@
  * has opened it by then (local storage: Bun's sendfile opens the file when it starts sending,
  * and an open file survives its unlink; S3: a GET in progress streams the object it started
  * on). Deletions still pending at close are done then; a crash leaves them as stray blobs,
- * which fsck removes. */
+ * which fsck removes. The chunks of an evicted chunked NAR that no other NAR holds are
+ * swept at once (chunk-store.ts): a client streaming that NAR may then see its transfer
+ * aborted, and Nix's retry fetches the NAR again. */
 import type { MetadataStore, NarInfoAge } from "../db/metadata-store.ts";
 import type { Locker } from "../lock/locker.ts";
 import { MemoryLocker } from "../lock/memory.ts";
@@ -231,8 +233,11 @@ export class Eviction {
     for (const nar of removed.nars) {
       result.nars++;
       result.freedBytes += nar.size;
-      this.deleteBytesLater(nar.key);
+      if (!nar.chunked) this.deleteBytesLater(nar.key);
     }
+    // A chunked NAR frees only the chunks no other NAR holds: swept now, so the figure that
+    // decides whether to go on counts them (chunks a commit reserved within the grace stay)
+    if (removed.nars.some((n) => n.chunked)) result.freedBytes += (await this.opts.nars.chunks.sweep()).bytes;
     return this.opts.db.storedBytes();
   }
 

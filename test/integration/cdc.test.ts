@@ -11,6 +11,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { RunningNcps } from "../../src/compose.ts";
 import { parseNarInfo } from "../../src/nix/narinfo.ts";
+import { HotNarInfos } from "../../src/cache/hot-narinfos.ts";
+import { StoredNars } from "../../src/cache/stored-nars.ts";
+import { GRACE_MS } from "../../src/cache/chunk-store.ts";
+import { SqliteMetadataStore } from "../../src/db/sqlite.ts";
+import { LocalBlobStore } from "../../src/storage/local.ts";
+import { silentLogger } from "../../src/telemetry/logger.ts";
 import { startInProcess } from "../helpers/ncps.ts";
 import { makeSyntheticCache, sha256Nix32, type SyntheticCache, type SyntheticPath } from "../helpers/synthetic-cache.ts";
 import { startUpstream, type Upstream } from "../helpers/upstream-server.ts";
@@ -164,6 +170,32 @@ describe("a CDC-enabled cache", () => {
     });
     const { res, body } = await get(await narUrlOf(zstdPath), { "accept-encoding": "identity" });
     expect(res.status).toBe(200);
+    expect(sha256Nix32(body)).toBe(zstdPath.narinfo.narHash);
+  });
+
+  test("removing a chunked NAR frees the chunks no other NAR holds, once past their grace; the other NAR stays whole", async () => {
+    await ncps.stop();
+    const db = new SqliteMetadataStore(join(data, "db.sqlite"));
+    const nars = new StoredNars({ db, store: new LocalBlobStore(data), hot: new HotNarInfos(), logger: silentLogger });
+    try {
+      const key = parseNarInfo((await db.getNarInfoText(plainPath.hash))!).url;
+      const v2Chunks = await db.narChunks(key);
+      await nars.remove(key);
+      // within the grace nothing goes (a commit may be about to rely on them)
+      expect(await nars.chunks.sweep()).toEqual({ chunks: 0, bytes: 0 });
+      const swept = await nars.chunks.sweep(Date.now() + GRACE_MS + 1000);
+      const v1Chunks = new Set((await db.narChunks(parseNarInfo((await db.getNarInfoText(zstdPath.hash))!).url)).map((c) => c.hash));
+      const onlyV2 = [...new Map(v2Chunks.filter((c) => !v1Chunks.has(c.hash)).map((c) => [c.hash, c])).values()];
+      expect(swept.chunks).toBe(onlyV2.length);
+      expect(swept.bytes).toBe(onlyV2.reduce((n, c) => n + c.size, 0));
+      const files = await chunkFiles();
+      expect(files.length).toBe(v1Chunks.size);
+      expect(await db.storedBytes()).toBe((await Promise.all(files.map((f) => stat(f)))).reduce((n, st) => n + st.size, 0));
+    } finally {
+      await db.close();
+    }
+    ncps = await start();
+    const { body } = await get(await narUrlOf(zstdPath), { "accept-encoding": "identity" });
     expect(sha256Nix32(body)).toBe(zstdPath.narinfo.narHash);
   });
 });
