@@ -61,9 +61,9 @@ export function upstreamProxies(upstreamUrls: string[], configured: string[], en
 
 /** The SOCKS proxy the environment names for `upstream`, as Go's ProxyFromEnvironment reads
  * it (the Go ncps's only proxy setting): HTTPS_PROXY for https upstreams, HTTP_PROXY for
- * http, either in lower case too, unless NO_PROXY names the host ("*", a host, or a domain
- * and its subdomains, with or without a port; unlike Go, no CIDR ranges, and loopback hosts
- * are proxied like any other, as Bun's fetch does). Only a socks5/socks5h one: http and https
+ * http, either in lower case too, unless NO_PROXY names the host ("*", a host or domain and
+ * its subdomains, ".domain" for its subdomains only, with or without a port; unlike Go, no
+ * CIDR ranges, and loopback hosts are proxied like any other, as Bun's fetch does). Only a socks5/socks5h one: http and https
  * proxies from the environment are Bun's fetch's own business (it reads the same variables),
  * but it refuses SOCKS (UnsupportedProxyProtocol on every request). */
 export function environmentSocksProxy(upstream: string, env: Record<string, string | undefined>): URL | undefined {
@@ -86,8 +86,10 @@ function bypassed(target: URL, noProxy: string): boolean {
     if (entry === "*") return true;
     const match = /^(\[[^\]]+\]|[^:]+)(?::(\d+))?$/.exec(entry);
     if (!match || (match[2] !== undefined && match[2] !== port)) return false;
-    const name = match[1]!.replace(/^\[|\]$/g, "").replace(/^\*?\./, "");
-    return name !== "" && (host === name || host.endsWith(`.${name}`));
+    const given = match[1]!.replace(/^\[|\]$/g, "");
+    // as Go: "example.org" is that host and its subdomains, ".example.org" the subdomains only
+    const name = given.replace(/^\*?\./, "");
+    return name !== "" && (host.endsWith(`.${name}`) || (host === name && name === given));
   });
 }
 

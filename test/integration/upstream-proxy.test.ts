@@ -200,6 +200,12 @@ describe("configuration", () => {
     expect(shown({ HTTP_PROXY: "socks5://p:1080", NO_PROXY: "a.example, .example.org" })).toEqual({});
     expect(shown({ HTTP_PROXY: "socks5://p:1080", no_proxy: "a.example:81,*.other" })).toEqual({ "http://a.example": "socks5://p:1080", "http://c.sub.example.org": "socks5://p:1080" });
     expect(shown({ HTTPS_PROXY: "socks5://p:1080", NO_PROXY: "*" })).toEqual({});
+    // as in Go, a leading "." (or "*.") names the subdomains only, not the domain itself
+    const domainAndSub = ["http://example.org", "http://sub.example.org"];
+    const bypassing = (noProxy: string) => [...upstreamProxies(domainAndSub, [], { HTTP_PROXY: "socks5://p:1080", NO_PROXY: noProxy }).keys()];
+    expect(bypassing(".example.org")).toEqual(["http://example.org"]);
+    expect(bypassing("*.example.org")).toEqual(["http://example.org"]);
+    expect(bypassing("example.org")).toEqual([]);
     // its own --cache-upstream-proxy wins
     expect(Object.fromEntries([...upstreamProxies(urls, ["http://a.example=http://own:3128"], { HTTP_PROXY: "socks5://p:1080" })].map(([u, p]) => [u, p.href]))["http://a.example"]).toBe("http://own:3128/");
     expect(() => upstreamProxies(urls, [], { HTTP_PROXY: "socks5://u:secret@p:1080/x" })).toThrow("HTTP_PROXY (or http_proxy): proxy socks5://p:1080");
