@@ -11,7 +11,7 @@ import { parseSchedule, ScheduleError } from "./schedule.ts";
 import { logLevels } from "./options.ts";
 import type { Config, LogLevel } from "./options.ts";
 import { parseUpstreamProxy, ProxyError } from "../upstream/proxy.ts";
-import { parseUpstreamUrl, UpstreamUrlError } from "../upstream/upstream-url.ts";
+import { parseUpstreamUrl, UpstreamUrlError, withoutCredentials } from "../upstream/upstream-url.ts";
 
 export function validateConfig(config: Config): void {
   if (!logLevels.includes(config.logLevel as LogLevel)) {
@@ -29,14 +29,15 @@ export function validateConfig(config: Config): void {
   for (const url of config.cacheUpstreamAcceptUnsigned ?? []) {
     checkUpstreamUrl(url);
     if (!upstreams.has(parseUpstreamUrl(url).url)) {
-      throw new ConfigError(`--cache-upstream-accept-unsigned ${url} is not one of the --cache-upstream-url upstreams`);
+      throw new ConfigError(`--cache-upstream-accept-unsigned ${withoutCredentials(url)} is not one of the --cache-upstream-url upstreams`);
     }
   }
   const proxied = new Set<string>();
   for (const text of config.cacheUpstreamProxies ?? []) {
     const upstream = checkUpstreamProxy(text);
-    if (!upstreams.has(upstream)) throw new ConfigError(`--cache-upstream-proxy: ${upstream} is not one of the --cache-upstream-url upstreams`);
-    if (proxied.has(upstream)) throw new ConfigError(`--cache-upstream-proxy: ${upstream} is given more than one proxy`);
+    const shown = withoutCredentials(upstream);
+    if (!upstreams.has(upstream)) throw new ConfigError(`--cache-upstream-proxy: ${shown} is not one of the --cache-upstream-url upstreams`);
+    if (proxied.has(upstream)) throw new ConfigError(`--cache-upstream-proxy: ${shown} is given more than one proxy`);
     proxied.add(upstream);
   }
   for (const key of config.cacheUpstreamPublicKeys) checkPublicKey(key);

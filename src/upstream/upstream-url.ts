@@ -13,21 +13,22 @@ export interface UpstreamUrl {
 }
 
 export function parseUpstreamUrl(text: string): UpstreamUrl {
+  const shown = withoutCredentials(text);
   let url: URL;
   try {
     url = new URL(text);
   } catch {
-    throw new UpstreamUrlError(`invalid upstream URL "${text}"`);
+    throw new UpstreamUrlError(`invalid upstream URL "${shown}"`);
   }
   if (url.protocol !== "http:" && url.protocol !== "https:") {
-    throw new UpstreamUrlError(`unknown upstream URL scheme "${url.protocol}" in "${text}" (use http or https)`);
+    throw new UpstreamUrlError(`unknown upstream URL scheme "${url.protocol}" in "${shown}" (use http or https)`);
   }
-  if (url.hostname === "") throw new UpstreamUrlError(`upstream URL "${text}" has no host`);
+  if (url.hostname === "") throw new UpstreamUrlError(`upstream URL "${shown}" has no host`);
   let priority: number | undefined;
   const given = url.searchParams.get("priority");
   if (given !== null) {
     if (!/^\d{1,5}$/.test(given) || Number(given) > 65_535) {
-      throw new UpstreamUrlError(`upstream URL "${text}": priority must be a whole number from 0 to 65535, got "${given}"`);
+      throw new UpstreamUrlError(`upstream URL "${shown}": priority must be a whole number from 0 to 65535, got "${given}"`);
     }
     priority = Number(given) || undefined;
     url.searchParams.delete("priority");
@@ -35,11 +36,8 @@ export function parseUpstreamUrl(text: string): UpstreamUrl {
   return { url: url.href.replace(/\/$/, "").replace(/\/\?/, "?"), ...(priority !== undefined ? { priority } : {}) };
 }
 
-/** An upstream URL fit to show (the status page): without any user or password in it. */
+/** An upstream URL fit to show (logs, errors, the status page): without any user or password
+ * in it. Text, so that a URL too broken to parse is shown without them as well. */
 export function withoutCredentials(url: string): string {
-  const u = new URL(url);
-  if (u.username === "" && u.password === "") return url;
-  u.username = "";
-  u.password = "";
-  return u.href.replace(/\/$/, "");
+  return url.replace(/^([a-z][a-z\d+.-]*:\/\/)[^/?#]*@/i, "$1");
 }

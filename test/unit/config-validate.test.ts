@@ -43,6 +43,22 @@ describe("each validation error is one ConfigError line", () => {
   }
 });
 
+test("an upstream URL's password appears in no configuration error", async () => {
+  const up = "https://alice:s3cret@cache.example.org";
+  for (const [args, expected] of [
+    [{ "cache-upstream-url": ["https://alice:s3cret@cache.example.org?priority=x"] }, "priority must be a whole number"],
+    [{ "cache-upstream-url": ["https://alice:s3cret@"] }, "invalid upstream URL"],
+    [{ "cache-upstream-url": ["https://cache.example.org"], "cache-upstream-accept-unsigned": [up] }, "is not one of the --cache-upstream-url upstreams"],
+    [{ "cache-upstream-url": ["https://cache.example.org"], "cache-upstream-proxy": [`${up}=http://p:3128`] }, "is not one of the --cache-upstream-url upstreams"],
+    [{ "cache-upstream-url": [up], "cache-upstream-proxy": [`${up}=http://p:3128`, `${up}=http://q:3128`] }, "more than one proxy"],
+  ] as const) {
+    const err = await loadError(args, {});
+    expect(err).toBeInstanceOf(ConfigError);
+    expect(err.message).toContain(expected);
+    expect(err.message).not.toContain("s3cret");
+  }
+});
+
 describe("accepted values", () => {
   test("server addresses", async () => {
     for (const addr of [":8501", "0.0.0.0:8501", "localhost:80", "[::1]:8080", "[::]:0"]) {
