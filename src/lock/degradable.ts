@@ -5,10 +5,11 @@
  *
  * What degraded mode costs: replicas no longer see each other's locks, so each may download
  * a NAR another is downloading (each verifies what it stores, so nothing wrong is recorded)
- * and two eviction passes may run at once. A lock taken locally is released locally, also
- * after Redis is back. */
+ * and two eviction passes may run at once. Every lock is also taken in-process, so one
+ * taken while Redis was away keeps excluding this process's callers after it is back. */
 import { LockerClosedError, LockTimeoutError, type Locker } from "./locker.ts";
 import { MemoryLocker } from "./memory.ts";
+import { DEFAULT_WAIT_MS } from "./redis.ts";
 import type { Logger } from "../telemetry/logger.ts";
 
 /** A Redis locker (one server or a quorum): what degraded mode needs of it. */
@@ -52,27 +53,50 @@ export class DegradableLocker implements Locker {
     this.degrade(reason);
   }
 
+  /** The in-process lock is taken first, in every mode: a lock taken here while Redis was
+   * away then still excludes this process's other callers after Redis is back. */
   async withLock<T>(name: string, fn: () => Promise<T>, waitMs?: number): Promise<T> {
-    if (this.degraded) return this.local.withLock(name, fn, waitMs);
+    // the Redis lockers' default wait while they are used, the in-process one's (none) while not
+    const wait = waitMs ?? (this.degraded ? undefined : DEFAULT_WAIT_MS);
+    const deadline = wait === undefined ? undefined : Date.now() + wait;
+    return this.local.withLock(name, () => this.sharedWithLock(name, fn, deadline), wait);
+  }
+
+  private async sharedWithLock<T>(name: string, fn: () => Promise<T>, deadline: number | undefined): Promise<T> {
+    if (this.degraded) return fn();
     let ran = false;
     try {
-      return await this.redis.withLock(name, () => ((ran = true), fn()), waitMs);
+      const left = deadline === undefined ? undefined : Math.max(0, deadline - Date.now());
+      return await this.redis.withLock(name, () => ((ran = true), fn()), left);
     } catch (err) {
       if (ran || !backendFault(err) || this.closed) throw err;
       this.degrade((err as Error).message);
-      return this.local.withLock(name, fn, waitMs);
+      return fn();
     }
   }
 
   async tryLock(name: string, ttlMs?: number, holder?: string): Promise<(() => Promise<void>) | null> {
-    if (this.degraded) return this.local.tryLock(name, ttlMs, holder);
+    const local = await this.local.tryLock(name, ttlMs, holder);
+    if (!local || this.degraded) return local;
+    let shared: (() => Promise<void>) | null;
     try {
-      return await this.redis.tryLock(name, ttlMs, holder);
+      shared = await this.redis.tryLock(name, ttlMs, holder);
     } catch (err) {
-      if (!backendFault(err) || this.closed) throw err;
+      if (!backendFault(err) || this.closed) {
+        await local();
+        throw err;
+      }
       this.degrade((err as Error).message);
-      return this.local.tryLock(name, ttlMs, holder);
+      return local;
     }
+    if (!shared) {
+      await local();
+      return null;
+    }
+    return async () => {
+      await local();
+      await shared();
+    };
   }
 
   async holderOf(name: string): Promise<string | null> {

@@ -10,11 +10,10 @@
  * does not have that hole. Each server is a RedisLocker: its own connection, lease renewal
  * and compare-and-delete release. */
 import { LockerClosedError, type Locker } from "./locker.ts";
-import { RedisLocker, type RedisLockerOptions } from "./redis.ts";
+import { DEFAULT_WAIT_MS, RedisLocker, type RedisLockerOptions } from "./redis.ts";
 import { withLockByTrying } from "./retry.ts";
 
 const DEFAULT_TTL_MS = 60_000;
-const DEFAULT_WAIT_MS = 30_000;
 /** Redlock's allowance for clock drift between the servers: a lock taken later than this
  * share of its TTL after the first SET is not trusted (a majority may be about to expire). */
 const CLOCK_DRIFT_FACTOR = 0.01;

@@ -24,7 +24,8 @@ export interface RedisLockerOptions {
 
 export const DEFAULT_KEY_PREFIX = "ncps:lock:";
 const DEFAULT_TTL_MS = 60_000;
-const DEFAULT_WAIT_MS = 30_000;
+/** How long withLock waits for a lock held elsewhere unless told (then LockTimeoutError, a 503). */
+export const DEFAULT_WAIT_MS = 30_000;
 const CHECK_TIMEOUT_MS = 3_000;
 /** Bounds every command, so a stalled server fails a lock attempt instead of hanging it. */
 const COMMAND_TIMEOUT_MS = 5_000;

@@ -7,7 +7,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { DegradableLocker } from "../../src/lock/degradable.ts";
-import type { Locker } from "../../src/lock/locker.ts";
+import { LockTimeoutError, type Locker } from "../../src/lock/locker.ts";
 import { openLocker } from "../../src/lock/open.ts";
 import { QuorumLocker } from "../../src/lock/quorum.ts";
 import { createLogger } from "../../src/telemetry/logger.ts";
@@ -184,6 +184,30 @@ describe("--cache-lock-allow-degraded-mode", () => {
     expect(await server!.client().exists(`${keyPrefix}download:c`)).toBe(1);
     await shared!();
     await local!(); // taken in-process, released there
+  });
+
+  redisTest("a lock taken in-process while Redis was away still excludes this process's others once Redis is back", async () => {
+    const [server] = await redisServers(1);
+    const keyPrefix = `ncps:test:${crypto.randomUUID()}:`;
+    const { logger } = logLines();
+    const { mode } = degradedEvents();
+    const locker = (await openLocker({ addrs: [server!.addr], keyPrefix }, logger, mode)) as DegradableLocker;
+    opened.push(locker);
+    await server!.kill();
+    const local = await locker.tryLock("upload:k");
+    expect(local).not.toBeNull();
+    await server!.start();
+    await eventually(() => !locker.degraded);
+    expect(await locker.tryLock("upload:k")).toBeNull();
+    await expect(locker.withLock("upload:k", async () => "ran", 200)).rejects.toBeInstanceOf(LockTimeoutError);
+    await local!();
+    const shared = await locker.tryLock("upload:k");
+    expect(shared).not.toBeNull();
+    expect(await server!.client().exists(`${keyPrefix}upload:k`)).toBe(1);
+    expect(await locker.tryLock("upload:k")).toBeNull();
+    await shared!();
+    expect(await server!.client().exists(`${keyPrefix}upload:k`)).toBe(0);
+    expect(await locker.withLock("upload:k", async () => "ran", 200)).toBe("ran");
   });
 
   redisTest("Redis down at start: ncps starts degraded instead of refusing; a quorum coming back ends it", async () => {
