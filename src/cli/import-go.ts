@@ -10,6 +10,7 @@ import { removeStaleTempFiles } from "../cache/temp-files.ts";
 import { storageChoice } from "../compose.ts";
 import { ConfigError } from "../config/errors.ts";
 import type { Config } from "../config/options.ts";
+import type { MetadataStore } from "../db/metadata-store.ts";
 import { openMetadataStore } from "../db/open.ts";
 import { errnoReason } from "../errors.ts";
 import { GoDatabase } from "../db/go-database.ts";
@@ -93,9 +94,9 @@ export async function runImportGo(config: Config, values: Record<string, unknown
         process.off("SIGTERM", interrupt);
       }
       out(render(report, signingKey));
-      logger.info("import-go finished", { total: report.total, imported: report.imported, present: report.present, skipped: report.skipped.length, bytes: report.bytes, interrupted: report.interrupted });
+      logger.info("import-go finished", { total: report.total, imported: report.imported, present: report.present, skipped: report.skipped, bytes: report.bytes, interrupted: report.interrupted });
       if (report.interrupted) {
-        throw new Interrupted(`interrupted after ${report.imported + report.present + report.skipped.length} of ${report.total} narinfos: run the same command again to import the rest`);
+        throw new Interrupted(`interrupted after ${report.imported + report.present + report.skipped} of ${report.total} narinfos: run the same command again to import the rest`);
       }
     } finally {
       await db.close();
@@ -181,7 +182,7 @@ async function goSigningKey(flags: Flags, goDb: GoDatabase, goStore: BlobStore):
 /** The key the imported narinfos are signed with: the Go ncps's, adopted by this ncps. When
  * this ncps already has another, nothing is changed and the run stops, unless
  * --keep-signing-key says to sign with this ncps's own. */
-async function signingKeyFor(config: Config, flags: Flags, goDb: GoDatabase, goStore: BlobStore, db: Awaited<ReturnType<typeof openMetadataStore>>, logger: Logger): Promise<SecretKey> {
+async function signingKeyFor(config: Config, flags: Flags, goDb: GoDatabase, goStore: BlobStore, db: MetadataStore, logger: Logger): Promise<SecretKey> {
   const go = await goSigningKey(flags, goDb, goStore);
   const own = () => loadSigningKey(db, { path: config.cacheSecretKeyPath, hostname: config.cacheHostname });
   if (!go) {
@@ -214,17 +215,16 @@ async function signingKeyFor(config: Config, flags: Flags, goDb: GoDatabase, goS
 
 function render(report: ImportReport, key: SecretKey): string {
   const lines: string[] = [];
-  const LISTED = 20;
-  if (report.skipped.length > 0) {
+  if (report.skipped > 0) {
     lines.push("not imported:");
-    for (const s of report.skipped.slice(0, LISTED)) lines.push(`  ${s.storePath ?? s.hash}: ${s.reason}`);
-    if (report.skipped.length > LISTED) lines.push(`  ... and ${report.skipped.length - LISTED} more (each in the log)`);
+    for (const s of report.firstSkipped) lines.push(`  ${s.storePath ?? s.hash}: ${s.reason}`);
+    if (report.skipped > report.firstSkipped.length) lines.push(`  ... and ${report.skipped - report.firstSkipped.length} more (each in the log)`);
     lines.push("");
   }
   lines.push(`narinfos in the Go ncps  ${report.total}`);
   lines.push(`imported                 ${report.imported} (${report.bytes} bytes of NARs copied and verified)`);
   lines.push(`already here             ${report.present}`);
-  lines.push(`not imported             ${report.skipped.length}`);
+  lines.push(`not imported             ${report.skipped}`);
   lines.push(`pins                     ${report.pins}${report.pinsSkipped.length > 0 ? ` (${report.pinsSkipped.length} not imported: their narinfo was not)` : ""}`);
   lines.push(`signing key              ${formatPublicKey(toPublicKey(key))}`);
   if (report.interrupted) lines.push("\ninterrupted: run the same command again to import the rest");

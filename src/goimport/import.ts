@@ -67,7 +67,10 @@ export interface ImportReport {
   imported: number;
   /** held by this ncps already (an earlier run) */
   present: number;
-  skipped: Skipped[];
+  /** narinfos not imported (each has a warn log line) */
+  skipped: number;
+  /** the first SKIPPED_LISTED of them, for the summary */
+  firstSkipped: Skipped[];
   /** NAR bytes copied and verified */
   bytes: number;
   /** pins of the Go ncps now held here (added by this run or an earlier one) */
@@ -79,6 +82,8 @@ export interface ImportReport {
 }
 
 const PAGE = 200;
+/** Skipped narinfos kept for the summary: the log has every one, and memory stays bounded. */
+export const SKIPPED_LISTED = 20;
 const DEFAULT_CONCURRENCY = 4;
 
 /** A narinfo that cannot be imported: reported, skipped, never fatal. */
@@ -86,7 +91,7 @@ class Skip extends Error {}
 
 export async function importGoNcps(opts: ImportOptions): Promise<ImportReport> {
   const total = await opts.goDb.countNarInfos();
-  const report: ImportReport = { total, imported: 0, present: 0, skipped: [], bytes: 0, pins: 0, pinsSkipped: [], interrupted: false };
+  const report: ImportReport = { total, imported: 0, present: 0, skipped: 0, firstSkipped: [], bytes: 0, pins: 0, pinsSkipped: [], interrupted: false };
   // two narinfos naming one NAR: the second waits for the first's commit, then finds it
   const commits = new Map<string, Promise<void>>();
   let done = 0;
@@ -106,7 +111,7 @@ export async function importGoNcps(opts: ImportOptions): Promise<ImportReport> {
         else if (typeof outcome === "number") {
           report.imported++;
           report.bytes += outcome;
-        } else report.skipped.push(outcome);
+        } else if (report.skipped++ < SKIPPED_LISTED) report.firstSkipped.push(outcome);
         done++;
         opts.progress?.({ done, total: Math.max(total, done) });
       }
