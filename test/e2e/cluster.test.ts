@@ -195,6 +195,10 @@ ${replicas.map((r) => `  server ${r.name} 127.0.0.1:${r.port} check`).join("\n")
     await verifyStore(nix, store, second.paths, [replicas[0]!.proc.publicKey]);
     // the killed download and the one that took it over
     expect(upstream.hits(`/${bigUrl}`)).toBe(2);
+    // The client has its last byte once the NAR is verified, before it is committed: fsck must
+    // not run until then (a CI run under load found the narinfo "without its NAR" in between).
+    const survivor = replicas.find((r) => r !== holder)!;
+    await within(60_000, "the other replica storing the NAR", () => survivor.proc.logs.some((l) => l.includes('"NAR stored"') && l.includes(narFile)));
 
     holder!.proc = await startReplica(holder!.name, holder!.port);
     const fsck = Bun.spawn([...ncpsCommand(), "fsck", "--verify-content", "--stray-grace", "0s", ...storeArgs], {
