@@ -93,6 +93,17 @@ export class ChunkStore {
     return bytes;
   }
 
+  /** The chunk's blob holds what its name says: its bytes hash to it, and are as many as
+   * recorded (fsck --verify-content). False when the blob is missing. */
+  async holds(c: ChunkRecord): Promise<boolean> {
+    try {
+      const bytes = await Bun.zstdDecompress(await this.frame(c));
+      return bytes.length === c.narBytes && new Bun.CryptoHasher("sha256").update(bytes).digest("hex") === c.hash;
+    } catch {
+      return false;
+    }
+  }
+
   /** The chunks' frames one after another: a valid zstd stream of the NAR (RFC 8878
    * decoders read concatenated frames as one), sent as stored. */
   frames(chunks: ChunkRecord[]): ReadableStream<Uint8Array> {

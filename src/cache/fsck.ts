@@ -14,14 +14,25 @@
  * compared in memory instead of one storage request per record, which on S3 would be one
  * HEAD per NAR); bench/fsck.ts measures it. */
 import { rm, stat } from "node:fs/promises";
-import type { MetadataStore, NarInfoRecord, NarRecord } from "../db/metadata-store.ts";
+import type { ChunkRecord, MetadataStore, NarInfoRecord, NarRecord } from "../db/metadata-store.ts";
 import { parseCompression } from "../nix/compression.ts";
 import { NarVerifyError } from "../nix/nar-verifier.ts";
 import type { BlobStore } from "../storage/blob-store.ts";
 import { withoutCredentials } from "../upstream/upstream-url.ts";
 import type { StoredNars } from "./stored-nars.ts";
+import { chunkKey } from "./chunk-writer.ts";
+import { GRACE_MS } from "./chunk-store.ts";
 
-export type CheckId = "narinfo-without-nar" | "nar-without-narinfo" | "nar-bytes-missing" | "corrupt-nar" | "stray-blob" | "temp-file" | "stored-bytes";
+export type CheckId =
+  | "narinfo-without-nar"
+  | "nar-without-narinfo"
+  | "nar-bytes-missing"
+  | "corrupt-nar"
+  | "corrupt-chunk"
+  | "stray-blob"
+  | "unused-chunks"
+  | "temp-file"
+  | "stored-bytes";
 
 /** The checks, in the order they are repaired and reported. */
 export const fsckChecks: readonly { id: CheckId; title: string }[] = [
@@ -29,7 +40,9 @@ export const fsckChecks: readonly { id: CheckId; title: string }[] = [
   { id: "nar-without-narinfo", title: "NAR records no narinfo names" },
   { id: "nar-bytes-missing", title: "NAR records whose bytes are missing or short" },
   { id: "corrupt-nar", title: "stored NARs failing FileHash/NarHash" },
+  { id: "corrupt-chunk", title: "chunks whose bytes do not hash to their name" },
   { id: "stray-blob", title: "blobs in storage without a record" },
+  { id: "unused-chunks", title: "chunks no NAR holds, past their grace" },
   { id: "temp-file", title: "temp files left by a stopped ncps" },
   { id: "stored-bytes", title: "running total of stored bytes" },
 ];
@@ -117,7 +130,11 @@ export async function fsck(opts: FsckOptions): Promise<FsckReport> {
     stored.set(item.key, { size: item.size, modifiedAt: item.modifiedAt });
     if (stored.size % 1000 === 0) progress({ phase: "storage", done: stored.size, total: null });
   }
-  progress({ phase: "storage", done: stored.size, total: stored.size });
+  // chunks (content-defined chunking): one entry per blob, as for NARs
+  const chunkBlobs = new Map<string, { size: number; modifiedAt: number }>();
+  for await (const item of store.list("chunk/")) chunkBlobs.set(item.key, { size: item.size, modifiedAt: item.modifiedAt });
+  progress({ phase: "storage", done: stored.size + chunkBlobs.size, total: stored.size + chunkBlobs.size });
+  const chunkOk = (c: ChunkRecord) => chunkBlobs.get(chunkKey(c.hash))?.size === c.size;
 
   /** recorded NAR key -> whether a narinfo names it */
   const recorded = new Map<string, boolean>();
@@ -127,12 +144,22 @@ export async function fsck(opts: FsckOptions): Promise<FsckReport> {
   for await (const rec of pages((after) => db.listNars(pageSize, after), (r) => r.key)) {
     recordedBytes += rec.size;
     recorded.set(rec.key, false);
+    if (rec.chunked) {
+      if (!(await db.narChunks(rec.key)).every(chunkOk)) suspects.push(bytesMissing(rec.key));
+      continue;
+    }
     const object = stored.get(rec.key);
     stored.delete(rec.key);
     if (!object || object.size !== rec.size) suspects.push(bytesMissing(rec.key));
     if (recorded.size % 1000 === 0) progress({ phase: "nars", done: recorded.size, total: Math.max(objects, recorded.size) });
   }
   progress({ phase: "nars", done: recorded.size, total: recorded.size });
+  for await (const c of pages((after) => db.listChunks(pageSize, after), (c) => c.hash)) {
+    recordedBytes += c.size;
+    const blob = chunkBlobs.get(chunkKey(c.hash));
+    chunkBlobs.delete(chunkKey(c.hash));
+    if (opts.verifyContent && blob?.size === c.size && !(await nars.chunks.holds(c))) suspects.push(corruptChunk(c));
+  }
   const totalAfter = await db.storedBytes();
 
   let narInfoCount = 0;
@@ -146,6 +173,9 @@ export async function fsck(opts: FsckOptions): Promise<FsckReport> {
   for (const [key, named] of recorded) if (!named) suspects.push(narWithoutNarInfo(key));
   for (const [key, object] of stored) if (object.modifiedAt <= scanStart - opts.strayGraceMs) suspects.push(strayBlob(key));
   stored.clear();
+  // a chunk blob without a row: a commit that died between writing it and recording it
+  for (const [key, object] of chunkBlobs) if (object.modifiedAt <= scanStart - Math.max(opts.strayGraceMs, GRACE_MS)) suspects.push(strayChunk(key));
+  chunkBlobs.clear();
   for (const path of await opts.staleTempFiles()) suspects.push(tempFile(path));
 
   // The running total and the records change in one transaction: equal totals before and
@@ -182,6 +212,12 @@ export async function fsck(opts: FsckOptions): Promise<FsckReport> {
     problems.push({ check: s.check, subject: s.subject, repaired });
   }
 
+  // After the repairs (which may leave chunks no NAR holds): the sweep eviction also runs.
+  if (opts.repair) {
+    const swept = await nars.chunks.sweep(now());
+    if (swept.chunks > 0) problems.push({ check: "unused-chunks", subject: `${swept.chunks} chunks (${swept.bytes} bytes)`, repaired: true });
+  }
+
   // Last, after the repairs (which keep the total in step): the recount makes it exact.
   if (opts.repair) {
     const { before, after } = await db.recountStoredBytes();
@@ -192,7 +228,7 @@ export async function fsck(opts: FsckOptions): Promise<FsckReport> {
 
   const checks = fsckChecks.map(({ id, title }) => {
     const mine = problems.filter((p) => p.check === id);
-    return { id, title, checked: id !== "corrupt-nar" || opts.verifyContent, found: mine.length, repaired: mine.filter((p) => p.repaired).length };
+    return { id, title, checked: (id !== "corrupt-nar" && id !== "corrupt-chunk") || opts.verifyContent, found: mine.length, repaired: mine.filter((p) => p.repaired).length };
   });
   return { checks, problems, remaining: problems.filter((p) => !p.repaired).length };
 
@@ -227,12 +263,34 @@ export async function fsck(opts: FsckOptions): Promise<FsckReport> {
       confirm: async () => {
         const rec = await db.getNar(key);
         if (!rec) return false;
+        if (rec.chunked) {
+          for (const c of await db.narChunks(key)) if ((await store.stat(chunkKey(c.hash)))?.size !== c.size) return true;
+          return false;
+        }
         const object = await store.stat(key);
         return object === null || object.size !== rec.size;
       },
       repair: async () => void (await nars.forget(key, refetchable)),
     };
   }
+
+  /** A chunk whose blob does not hold what its name says: the NARs holding it are found by
+   * the corrupt-nar check (--verify-content) and forgotten there; the chunk itself is
+   * removed by the sweep once none holds it. */
+  function corruptChunk(c: ChunkRecord): Suspect {
+    return { check: "corrupt-chunk", subject: chunkKey(c.hash), confirm: async () => !(await nars.chunks.holds(c)), repair: async () => {} };
+  }
+
+  function strayChunk(key: string): Suspect {
+    const hash = key.slice(key.lastIndexOf("/") + 1);
+    return {
+      check: "stray-blob",
+      subject: key,
+      confirm: async () => (await db.getChunk(hash)) === null && (await store.stat(key)) !== null,
+      repair: async () => void (await store.delete(key)),
+    };
+  }
+
 
   function corruptNar(key: string): Suspect {
     return {
@@ -268,6 +326,7 @@ export async function fsck(opts: FsckOptions): Promise<FsckReport> {
    * holds NarSize and the compression); false when they match or cannot be checked here
    * (no narinfo names it, the bytes are gone: other checks report those). */
   async function verifyFails(rec: NarRecord): Promise<boolean> {
+    if (rec.chunked) return !(await nars.chunkedMatches(rec));
     const n = (await db.narInfosForNar(rec.key))[0];
     if (!n) return false;
     try {

@@ -100,6 +100,7 @@ export type ServerQueries = Record<
   | "setStoredBytes"
   | "sumNarSizes"
   | "deleteNarChunks"
+  | "chunk"
   | "chunksForUpdate"
   | "insertChunks"
   | "touchChunks"
@@ -332,6 +333,11 @@ export abstract class ServerMetadataStore<Db, Tx, Refs> implements MetadataStore
       if (err instanceof ChunkGone) return false;
       throw err;
     });
+  }
+
+  async getChunk(hash: string): Promise<(ChunkRecord & { state: ChunkState }) | null> {
+    const [row] = await this.rows<ChunkRow>(this.pool, "chunk", [hash]);
+    return row ? { ...chunkFromRow(row), state: chunkStateOf(row) } : null;
   }
 
   async narChunks(key: string): Promise<ChunkRecord[]> {

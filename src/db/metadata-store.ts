@@ -178,6 +178,8 @@ export interface MetadataStore {
    * its key, in one transaction that first sets the chunks' last use to `at`. False, and
    * nothing written, when any of them is doomed or gone (the caller reserves them again). */
   putChunkedNar(rec: NarRecord, chunkHashes: string[], at: number): Promise<boolean>;
+  /** One chunk's record and state, or null when there is none. */
+  getChunk(hash: string): Promise<(ChunkRecord & { state: ChunkState }) | null>;
   /** The chunks of a chunked NAR, in order; empty when it has none. */
   narChunks(key: string): Promise<ChunkRecord[]>;
   /** Dooms at most `limit` chunks that no NAR holds and that were last used before

@@ -65,6 +65,7 @@ export const MYSQL_QUERIES = {
   /** fsck only: the one statement that reads every NAR record */
   sumNarSizes: "SELECT (SELECT COALESCE(SUM(size), 0) FROM nars) + (SELECT COALESCE(SUM(size), 0) FROM chunks) AS total",
   deleteNarChunks: "DELETE FROM nar_chunks WHERE nar_key = ?",
+  chunk: "SELECT hash, size, nar_bytes, stored, doomed_at FROM chunks WHERE hash = ?",
   /** `query`: the `?` takes the list of hashes */
   chunksForUpdate: "SELECT hash, size, nar_bytes, stored, doomed_at FROM chunks WHERE hash IN (?) ORDER BY hash FOR UPDATE",
   /** `query`: the `?` takes a list of [hash, size, nar_bytes, stored, last_used_at] rows */

@@ -55,6 +55,7 @@ export const POSTGRES_QUERIES = {
   /** fsck only: the one statement that reads every NAR record */
   sumNarSizes: "SELECT (SELECT COALESCE(SUM(size), 0) FROM nars) + (SELECT COALESCE(SUM(size), 0) FROM chunks) AS total",
   deleteNarChunks: "DELETE FROM nar_chunks WHERE nar_key = $1",
+  chunk: "SELECT hash, size, nar_bytes, stored, doomed_at FROM chunks WHERE hash = $1",
   chunksForUpdate: "SELECT hash, size, nar_bytes, stored, doomed_at FROM chunks WHERE hash = ANY($1::text[]) ORDER BY hash FOR UPDATE",
   insertChunks: `INSERT INTO chunks (hash, size, nar_bytes, stored, last_used_at)
     SELECT h, s, n, st, u FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::smallint[], $5::bigint[]) AS t(h, s, n, st, u)`,

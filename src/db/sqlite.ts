@@ -358,6 +358,11 @@ export class SqliteMetadataStore implements MetadataStore {
       .immediate();
   }
 
+  async getChunk(hash: string): Promise<(ChunkRecord & { state: ChunkState }) | null> {
+    const row = this.q.chunk.get(hash) as ChunkRow | null;
+    return row ? { ...chunkFromRow(row), state: chunkStateOf(row) } : null;
+  }
+
   async narChunks(key: string): Promise<ChunkRecord[]> {
     return (this.q.narChunks.all(key) as ChunkRow[]).map(chunkFromRow);
   }

@@ -14,6 +14,7 @@ import { parseNarInfo } from "../../src/nix/narinfo.ts";
 import { HotNarInfos } from "../../src/cache/hot-narinfos.ts";
 import { StoredNars } from "../../src/cache/stored-nars.ts";
 import { GRACE_MS } from "../../src/cache/chunk-store.ts";
+import { fsck } from "../../src/cache/fsck.ts";
 import { SqliteMetadataStore } from "../../src/db/sqlite.ts";
 import { LocalBlobStore } from "../../src/storage/local.ts";
 import { silentLogger } from "../../src/telemetry/logger.ts";
@@ -191,6 +192,34 @@ describe("a CDC-enabled cache", () => {
       const files = await chunkFiles();
       expect(files.length).toBe(v1Chunks.size);
       expect(await db.storedBytes()).toBe((await Promise.all(files.map((f) => stat(f)))).reduce((n, st) => n + st.size, 0));
+    } finally {
+      await db.close();
+    }
+    ncps = await start();
+    const { body } = await get(await narUrlOf(zstdPath), { "accept-encoding": "identity" });
+    expect(sha256Nix32(body)).toBe(zstdPath.narinfo.narHash);
+  });
+
+  test("fsck: chunked NARs check out (--verify-content re-hashes chunks and NARs); a lost chunk is found and its NAR forgotten, then fetched again", async () => {
+    await ncps.stop();
+    const db = new SqliteMetadataStore(join(data, "db.sqlite"));
+    const store = new LocalBlobStore(data);
+    const nars = new StoredNars({ db, store, hot: new HotNarInfos(), logger: silentLogger });
+    const run = (repair: boolean) =>
+      fsck({ db, store, nars, upstreams: [upstream.url], staleTempFiles: async () => [], strayGraceMs: 0, verifyContent: true, repair });
+    try {
+      const clean = await run(false);
+      expect(clean.problems).toEqual([]);
+      const key = parseNarInfo((await db.getNarInfoText(zstdPath.hash))!).url;
+      const [lost] = await db.narChunks(key);
+      await rm(join(data, "chunk", lost!.hash.slice(0, 2), lost!.hash));
+      const found = await run(false);
+      expect(found.problems.map((p) => [p.check, p.subject])).toContainEqual(["nar-bytes-missing", key]);
+      expect(found.remaining).toBeGreaterThan(0);
+      const repaired = await run(true);
+      expect(repaired.remaining).toBe(0);
+      expect(await db.getNar(key)).toBeNull();
+      expect((await run(false)).problems).toEqual([]);
     } finally {
       await db.close();
     }
