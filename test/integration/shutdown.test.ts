@@ -23,7 +23,7 @@ beforeAll(async () => {
   syn = await makeSyntheticCache(join(work, "upstream"));
   big = await syn.add("big", { size: 100 * MB });
   upstream = await startUpstream(syn.dir);
-});
+}, T); // making the 100 MB path took 3.9 s on a busy machine, against the default 5 s
 
 afterAll(async () => {
   await upstream?.stop();
