@@ -825,7 +825,6 @@ export interface GoOnlyOption {
   instead: string;
 }
 
-const noCdc = "ncps stores every NAR whole (no content-defined chunking)";
 const noLazyCdc = "ncps chunks a NAR on the verification thread while it is verified, before it is recorded: there is no lazy, background chunking to tune";
 const noStaging = "a NAR downloading on another replica is streamed from that replica as it downloads (see Replicas); no staging objects are written";
 const lockRetry = "ncps waits for a taken Redis lock with a fixed, jittered exponential backoff: nothing to tune";
@@ -845,7 +844,7 @@ export const goOnlyOptions: readonly GoOnlyOption[] = [
   { flag: "cache-cdc-lazy-recovery-batch-size", env: ["CACHE_CDC_LAZY_RECOVERY_BATCH_SIZE"], configKey: "cache.cdc.lazy-recovery-batch-size", type: "integer", instead: noLazyCdc },
   { flag: "cache-cdc-lazy-cleanup-schedule", env: ["CACHE_CDC_LAZY_CLEANUP_SCHEDULE"], configKey: "cache.cdc.lazy-cleanup-schedule", type: "string", instead: noLazyCdc },
   { flag: "cache-cdc-chunk-wait-timeout", env: ["CACHE_CDC_CHUNK_WAIT_TIMEOUT"], configKey: "cache.cdc.chunk-wait-timeout", type: "duration", instead: "a NAR being downloaded is served from its download, never from chunks still being written: there is nothing to wait for" },
-  { flag: "dechunk-residue-grace", env: ["CACHE_FSCK_DECHUNK_RESIDUE_GRACE"], configKey: "cache.fsck.dechunk-residue-grace", type: "duration", instead: `${noCdc}, so fsck finds no chunk residue; --stray-grace is its grace for unrecorded blobs` },
+  { flag: "dechunk-residue-grace", env: ["CACHE_FSCK_DECHUNK_RESIDUE_GRACE"], configKey: "cache.fsck.dechunk-residue-grace", type: "duration", instead: "fsck's grace for blobs without a record is --stray-grace (for chunk blobs, at least the hour a commit may take to record them)" },
   { flag: "cache-redis-pool-size", env: ["CACHE_REDIS_POOL_SIZE"], configKey: "cache.redis.pool-size", type: "integer", instead: "ncps keeps one Redis connection per process (lock commands are short)" },
   { flag: "cache-lock-backend", env: ["CACHE_LOCK_BACKEND"], configKey: "cache.lock.backend", type: "string", instead: "ncps locks through Redis exactly when --cache-redis-addrs is set, in process otherwise" },
   { flag: "cache-lock-retry-max-attempts", env: ["CACHE_LOCK_RETRY_MAX_ATTEMPTS"], configKey: "cache.lock.retry.max-attempts", type: "integer", instead: lockRetry },
@@ -860,7 +859,7 @@ export const goOnlyOptions: readonly GoOnlyOption[] = [
   { flag: "cache-storage-s3-use-ssl", env: ["CACHE_STORAGE_S3_USE_SSL"], configKey: "cache.storage.s3.use-ssl", type: "boolean", instead: "ncps takes http:// or https:// from --cache-storage-s3-endpoint" },
   { flag: "cache-lock-postgres-key-prefix", env: ["CACHE_LOCK_POSTGRES_KEY_PREFIX"], configKey: "cache.lock.postgres.key-prefix", type: "string", instead: "ncps locks in process, or through Redis with --cache-redis-addrs; never in PostgreSQL" },
   { flag: "verified-since", env: [], type: "duration", instead: "ncps fsck checks every NAR; with --verify-content it re-hashes all of them" },
-  { flag: "force-reclaim", env: [], type: "boolean", instead: `${noCdc}: there are no chunks to reclaim` },
+  { flag: "force-reclaim", env: [], type: "boolean", instead: "fsck --repair sweeps the chunks no NAR holds once they are an hour unused, as eviction does" },
   { flag: "concurrency", env: ["CONCURRENCY"], configKey: "concurrency", type: "integer", instead: "the Go ncps's migrate-narinfo and CDC migrations have nothing to do in ncps" },
 ];
 
