@@ -88,9 +88,27 @@ function nothingToDo(name: string, why: string): CliCommand {
 
 const goMigrations: CliCommand[] = [
   nothingToDo("migrate-narinfo", "ncps keeps narinfos in its database, never as files in storage"),
-  nothingToDo("migrate-nar-to-chunks", "ncps stores every NAR whole (no content-defined chunking)"),
-  nothingToDo("migrate-chunks-to-nar", "ncps stores every NAR whole already"),
+  cdcMigration("migrate-nar-to-chunks", "to-chunks", "Store whole NARs (those named uncompressed) as content-defined chunks, each verified against its NarHash first"),
+  cdcMigration("migrate-chunks-to-nar", "to-nar", "Store chunked NARs whole again, each verified against its NarHash first"),
 ];
+
+function cdcMigration(name: string, direction: "to-chunks" | "to-nar", description: string): CliCommand {
+  return {
+    name,
+    description: `${description}; interruptible, re-runnable`,
+    flags: withGoNames([
+      ...flagSpecsOf(optionsFor("serve")),
+      { name: "dry-run", type: "boolean", help: "Count what would be converted and change nothing" },
+      { name: "concurrency", type: "string", valueHint: "n", help: "NARs converted at once (default 4)" },
+    ]),
+    run: async (config, flags) => {
+      const concurrency = flags.concurrency === undefined ? 4 : Number(flags.concurrency);
+      if (!Number.isSafeInteger(concurrency) || concurrency < 1) throw new ConfigError(`--concurrency must be a whole number of at least 1, got ${flags.concurrency}`);
+      const { runCdcMigration } = await import("./cdc-migrate.ts");
+      await runCdcMigration(config, direction, { dryRun: flags["dry-run"] === true, concurrency });
+    },
+  };
+}
 
 const fsck: CliCommand = {
   name: "fsck",
@@ -166,4 +184,4 @@ export const rootCommand: CliCommand = {
 };
 
 /** Flags that belong to the command itself, not to the config: loadConfig never sees them. */
-export const commandLocalFlags: ReadonlySet<string> = new Set(["dry-run", "version", "v", "server-url", "repair", "verify-content", ...importGoFlags.map((f) => f.name)]);
+export const commandLocalFlags: ReadonlySet<string> = new Set(["dry-run", "concurrency", "version", "v", "server-url", "repair", "verify-content", ...importGoFlags.map((f) => f.name)]);

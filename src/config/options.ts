@@ -860,7 +860,7 @@ export const goOnlyOptions: readonly GoOnlyOption[] = [
   { flag: "cache-lock-postgres-key-prefix", env: ["CACHE_LOCK_POSTGRES_KEY_PREFIX"], configKey: "cache.lock.postgres.key-prefix", type: "string", instead: "ncps locks in process, or through Redis with --cache-redis-addrs; never in PostgreSQL" },
   { flag: "verified-since", env: [], type: "duration", instead: "ncps fsck checks every NAR; with --verify-content it re-hashes all of them" },
   { flag: "force-reclaim", env: [], type: "boolean", instead: "fsck --repair sweeps the chunks no NAR holds once they are an hour unused, as eviction does" },
-  { flag: "concurrency", env: ["CONCURRENCY"], configKey: "concurrency", type: "integer", instead: "the Go ncps's migrate-narinfo and CDC migrations have nothing to do in ncps" },
+  { flag: "concurrency", env: ["CONCURRENCY"], configKey: "concurrency", type: "integer", instead: "only `ncps migrate-nar-to-chunks` and `ncps migrate-chunks-to-nar` read it, as a flag of their own (NARs converted at once)" },
 ];
 
 function sameList(a: readonly string[] | undefined, b: readonly string[]): boolean {

@@ -21,6 +21,7 @@ import { silentLogger } from "../../src/telemetry/logger.ts";
 import { startInProcess } from "../helpers/ncps.ts";
 import { makeSyntheticCache, sha256Nix32, type SyntheticCache, type SyntheticPath } from "../helpers/synthetic-cache.ts";
 import { startUpstream, type Upstream } from "../helpers/upstream-server.ts";
+import { pseudoRandom } from "../helpers/pseudo-random.ts";
 
 let work: string;
 let data: string;
@@ -29,21 +30,6 @@ let upstream: Upstream;
 let ncps: RunningNcps;
 let zstdPath: SyntheticPath;
 let plainPath: SyntheticPath;
-
-/** Deterministic incompressible bytes (xorshift32), as binaries mostly are to a chunker. */
-function pseudoRandom(length: number, seed: number): Uint8Array {
-  const out = new Uint8Array(length);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < length; i++) {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
 
 /** Two versions of one "package": the second has bytes inserted and changed in the middle. */
 const v1 = pseudoRandom(2_000_000, 1);

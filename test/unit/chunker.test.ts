@@ -1,21 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { Chunker, chunkLengths, chunkSizesProblem, defaultChunkSizes, type ChunkSizes } from "../../src/cache/chunker.ts";
-
-/** Deterministic bytes (xorshift32): the same on every run, with no structure for the gear
- * hash to latch on to. */
-function pseudoRandom(length: number, seed: number): Uint8Array {
-  const out = new Uint8Array(length);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < length; i++) {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
+import { pseudoRandom } from "../helpers/pseudo-random.ts";
 
 function sha(bytes: Uint8Array): string {
   return new Bun.CryptoHasher("sha256").update(bytes).digest("hex");

@@ -146,12 +146,16 @@ test("ncps help, ncps help serve and ncps migrate help print the help, as in the
   }
 });
 
-test("the Go ncps's storage migrations succeed with nothing to do; a Go-only flag is one warning", async () => {
-  const { stdout, stderr, status } = await ncps(["migrate-nar-to-chunks", "--concurrency", "4", "--dry-run"]);
+test("the Go ncps's CDC migrations take its flags (--concurrency, --dry-run); a Go-only flag is one warning", async () => {
+  const { stdout, stderr, status } = await ncps(["migrate-nar-to-chunks", "--concurrency", "4", "--dry-run", "--cache-cdc-lazy-chunking-enabled"]);
   expect(status).toBe(0);
-  expect(stdout).toContain("nothing to do");
-  expect(stderr.trim().split("\n")).toHaveLength(1);
-  expect(stderr).toContain("--concurrency (a Go ncps option) is ignored");
+  expect(stdout).toBe("would convert 0, already chunked 0, kept as they are 0, failed 0\n");
+  expect(stderr).not.toContain("--concurrency");
+  expect(stderr.trim().split("\n").filter((l) => l.includes("is ignored"))).toHaveLength(1);
+  expect(stderr).toContain("--cache-cdc-lazy-chunking-enabled (a Go ncps option) is ignored");
+  const migrated = await ncps(["migrate-narinfo", "--dry-run"]);
+  expect(migrated.status).toBe(0);
+  expect(migrated.stdout).toContain("nothing to do");
 });
 
 describe("a mistake is one stderr line, exit status 1, no stack trace", () => {
