@@ -8,8 +8,9 @@
  * --cache-cdc-enabled; each warmed (the NAR stored). wrk then fetches the NAR at 1 and at 16
  * connections from each, as a client taking identity bytes (whole: decompressed from its
  * zstd file; chunked: reassembled chunk by chunk) and as Nix (zstd: the stored file with
- * sendfile, or the chunks' frames one after another). One JSON line per measurement. */
-import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+ * sendfile, or the chunks' frames one after another). One JSON line per measurement, with
+ * ncps's CPU time per request. */
+import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -17,6 +18,7 @@ import { parseNarInfo } from "../src/nix/narinfo.ts";
 import { startNcpsProcess, type NcpsProcess } from "../test/helpers/ncps.ts";
 import { makeSyntheticCache } from "../test/helpers/synthetic-cache.ts";
 import { startUpstream } from "../test/helpers/upstream-server.ts";
+import { measureHits } from "./wrk.ts";
 
 const { values } = parseArgs({ options: { seconds: { type: "string", default: "5" }, nar: { type: "string" } } });
 const work = await mkdtemp(join(tmpdir(), "ncps-cdc-hit-"));
@@ -24,24 +26,6 @@ const nar = values.nar ? new Uint8Array(await Bun.file(values.nar).arrayBuffer()
 const syn = await makeSyntheticCache(join(work, "upstream"));
 const path = await syn.add("bench", { nar, compression: "none" });
 const upstream = await startUpstream(syn.dir);
-
-async function wrk(url: string, connections: number, header: string): Promise<{ rps: number; mbps: number; p50ms: number; p99ms: number; errors: number }> {
-  const script = join(work, "report.lua");
-  await writeFile(
-    script,
-    `wrk.headers["Accept-Encoding"] = "${header}"
-done = function(summary, latency, requests)
-  io.write(string.format("JSON {\\"rps\\":%.1f,\\"bytes\\":%d,\\"secs\\":%.3f,\\"p50\\":%.3f,\\"p99\\":%.3f,\\"errors\\":%d}\\n",
-    summary.requests / (summary.duration / 1e6), summary.bytes, summary.duration / 1e6, latency:percentile(50) / 1000, latency:percentile(99) / 1000,
-    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.status + summary.errors.timeout))
-end
-`,
-  );
-  const threads = Math.min(connections, 2);
-  const out = await Bun.$`wrk -t ${threads} -c ${connections} -d ${values.seconds}s --timeout 60s -s ${script} ${url}`.text();
-  const j = JSON.parse(/^JSON (.*)$/m.exec(out)![1]!);
-  return { rps: j.rps, mbps: +(j.bytes / j.secs / 1e6).toFixed(1), p50ms: j.p50, p99ms: j.p99, errors: j.errors };
-}
 
 const running: NcpsProcess[] = [];
 try {
@@ -57,7 +41,7 @@ try {
     for (let i = 0; i < 200 && (await readdir(join(ncps.dataDir, cdc ? "chunk" : "nar")).catch(() => [])).length === 0; i++) await Bun.sleep(50);
     for (const connections of [1, 16]) {
       for (const accept of ["identity", "zstd"]) {
-        const r = await wrk(url, connections, accept);
+        const r = await measureHits(work, url, [ncps.proc.pid], { connections, seconds: Number(values.seconds), headers: [`Accept-Encoding: ${accept}`], timeoutSeconds: 60 });
         console.log(JSON.stringify({ nar: cdc ? "chunked" : "whole", narBytes: nar.length, connections, acceptEncoding: accept, ...r }));
       }
     }

@@ -19,6 +19,7 @@ import { formatPublicKey, generateSecretKey, signNarInfo, toPublicKey } from "..
 import { startNcpsProcess, type NcpsProcess } from "../test/helpers/ncps.ts";
 import { startCollector, type Collector } from "../test/helpers/otlp-collector.ts";
 import { startNginx } from "./nginx.ts";
+import { measureHits } from "./wrk.ts";
 
 const { values } = parseArgs({
   options: {
@@ -63,32 +64,6 @@ await writeFile(join(cacheDir, `${storeHash}.narinfo`), serializeNarInfo(narinfo
 await writeFile(join(cacheDir, "nix-cache-info"), "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n");
 
 // nginx as a static binary cache, a common "cache" setup and the speed to beat
-async function wrk(url: string): Promise<{ rps: number; p50ms: number; p99ms: number; errors: number }> {
-  const script = join(work, "report.lua");
-  await writeFile(
-    script,
-    `done = function(summary, latency, requests)
-  io.write(string.format("JSON {\\"rps\\":%.1f,\\"p50\\":%.3f,\\"p99\\":%.3f,\\"errors\\":%d}\\n",
-    summary.requests / (summary.duration / 1e6), latency:percentile(50) / 1000, latency:percentile(99) / 1000,
-    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.status + summary.errors.timeout))
-end
-`,
-  );
-  const out = await Bun.$`wrk -t 2 -c ${values.connections} -d ${values.seconds}s -s ${script} ${url}`.text();
-  const j = JSON.parse(/^JSON (.*)$/m.exec(out)![1]!);
-  return { rps: j.rps, p50ms: j.p50, p99ms: j.p99, errors: j.errors };
-}
-
-/** CPU seconds (user + system) used so far by a process and its threads or workers. */
-async function cpuSeconds(pids: number[]): Promise<number> {
-  let ticks = 0;
-  for (const pid of pids) {
-    const fields = (await Bun.file(`/proc/${pid}/stat`).text()).split(") ")[1]!.split(" ");
-    ticks += Number(fields[11]) + Number(fields[12]); // utime, stime
-  }
-  return ticks / 100; // USER_HZ
-}
-
 const nginx = await startNginx(work, cacheDir);
 const nginxUrl = nginx.urls[0]!;
 let ncps: NcpsProcess | undefined;
@@ -124,11 +99,9 @@ try {
       if (server === "nginx" && values["only-ncps"]) continue;
       const telemetry = server === "ncps" ? { telemetry: values.telemetry, otlpLogs: values.telemetry && values["otlp-logs"], spansReceived: 0 } : {};
       const pids = server === "ncps" ? [ncps!.proc.pid] : nginx.pids;
-      const cpuBefore = await cpuSeconds(pids);
-      const result = await wrk(url);
-      const cpuUsPerRequest = Math.round((((await cpuSeconds(pids)) - cpuBefore) * 1e6) / (result.rps * Number(values.seconds)));
+      const result = await measureHits(work, url, pids, { connections: Number(values.connections), seconds: Number(values.seconds) });
       if (collector) telemetry.spansReceived = collector.spans.length;
-      console.log(JSON.stringify({ case: name, server, connections: Number(values.connections), ...telemetry, ...result, cpuUsPerRequest }));
+      console.log(JSON.stringify({ case: name, server, connections: Number(values.connections), ...telemetry, ...result }));
     }
   }
 } finally {
