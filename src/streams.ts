@@ -31,6 +31,11 @@ export async function readLimited(body: ReadableStream<Uint8Array>, max: number)
   return new TextDecoder().decode(Buffer.concat(chunks));
 }
 
+/** A stored object's body as a stream (stores answer a Blob for local files). */
+export function webStream(body: Blob | ReadableStream<Uint8Array>): ReadableStream<Uint8Array> {
+  return body instanceof Blob ? body.stream() : body;
+}
+
 /** write(2) may write less than asked: loop until all of `bytes` is written. */
 export async function writeAll(fd: FileHandle, bytes: Uint8Array): Promise<void> {
   let offset = 0;

@@ -16,6 +16,7 @@ import { decompressStream } from "../nix/compression.ts";
 import { NarVerifier } from "../nix/nar-verifier.ts";
 import type { BlobStore } from "../storage/blob-store.ts";
 import type { Logger } from "../telemetry/logger.ts";
+import { webStream } from "../streams.ts";
 import { ChunkWriter } from "./chunk-writer.ts";
 import type { ChunkSizes } from "./chunker.ts";
 import { storedAsZstd, type StoredNars } from "./stored-nars.ts";
@@ -69,10 +70,6 @@ async function eachNar(opts: CdcMigrationOptions, step: Step): Promise<CdcMigrat
     await Promise.all(Array.from({ length: Math.max(1, opts.concurrency) }, worker));
   }
   return report;
-}
-
-function webStream(body: Blob | ReadableStream<Uint8Array>): ReadableStream<Uint8Array> {
-  return body instanceof Blob ? body.stream() : body;
 }
 
 /** Whole NARs named uncompressed become chunked. */

@@ -31,7 +31,7 @@ import type { HotNarInfos } from "./hot-narinfos.ts";
 import { verificationThread } from "./verification.ts";
 import { tempFileName } from "./temp-files.ts";
 import { verifyStoredNar } from "./verify-stored.ts";
-import { sliceStream } from "../streams.ts";
+import { sliceStream, webStream } from "../streams.ts";
 import { ChunkMissingError, ChunkStore } from "./chunk-store.ts";
 import type { VerifiedNar } from "./verification.ts";
 
@@ -50,10 +50,6 @@ function uncompressedKey(key: string): boolean {
 /** The record's stored bytes are the zstd compression of an uncompressed NAR. */
 export function storedAsZstd(record: Pick<NarRecord, "key" | "fileHash" | "narHash">): boolean {
   return uncompressedKey(record.key) && record.fileHash !== null && record.fileHash !== record.narHash;
-}
-
-function webStream(body: Blob | ReadableStream<Uint8Array>): ReadableStream<Uint8Array> {
-  return body instanceof Blob ? body.stream() : body;
 }
 
 export interface StoredNarsOptions {
