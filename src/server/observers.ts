@@ -49,7 +49,8 @@ export function httpMetrics(metrics: HttpMetrics): RequestObserver {
 }
 
 export interface RequestTracer {
-  startRequestSpan(method: string, target: string, headers: Headers, client: string): SpanHandle | null;
+  /** `attributes` is asked only when the span records (most are sampled out). */
+  startRequestSpan(method: string, headers: Headers, attributes: () => Record<string, string>): SpanHandle | null;
 }
 
 /** The request's span: it continues the client's (or load balancer's) `traceparent`, and
@@ -58,8 +59,10 @@ export function requestTracing(tracer: RequestTracer, trustedProxies: readonly A
   const spans = new WeakMap<Request, SpanHandle>();
   return {
     around(req, peer, run) {
-      const client = clientAddress(peer, req.headers.get("x-forwarded-for"), trustedProxies);
-      const span = tracer.startRequestSpan(req.method, requestPath(req.url), req.headers, client);
+      const span = tracer.startRequestSpan(req.method, req.headers, () => ({
+        "url.path": requestPath(req.url),
+        "client.address": clientAddress(peer, req.headers.get("x-forwarded-for"), trustedProxies),
+      }));
       if (!span) return run();
       spans.set(req, span);
       return span.run(run);

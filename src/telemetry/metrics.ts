@@ -315,17 +315,15 @@ export class Telemetry implements Instruments, LockInstruments, EvictionInstrume
   }
 
   /** The server span of one request, continuing the caller's `traceparent` when there is one. */
-  startRequestSpan(method: string, target: string, headers: Headers, client: string): SpanHandle | null {
+  startRequestSpan(method: string, headers: Headers, attributes: () => Attributes): SpanHandle | null {
     if (!this.tracer) return null;
     const parent = propagator.extract(context.active(), headers, { get: (h, key) => (h as Headers).get(key) ?? undefined, keys: () => [] });
-    const span = this.tracer.startSpan(
-      `${method}`,
-      { kind: SpanKind.SERVER, attributes: { "http.request.method": method, "url.path": target, "client.address": client } },
-      parent,
-    );
+    const span = this.tracer.startSpan(`${method}`, { kind: SpanKind.SERVER, attributes: { "http.request.method": method } }, parent);
     // A request the sampler left out runs outside any context: no async-context switch on
-    // the hit path, and spans a miss starts become traces of their own, sampled alike.
+    // the hit path, and spans a miss starts become traces of their own, sampled alike. Its
+    // other attributes are worked out only for a span that records.
     if (!span.isRecording()) return null;
+    span.setAttributes(attributes());
     const ctx = trace.setSpan(parent, span);
     return {
       setAttributes: (a) => void span.setAttributes(a),
