@@ -84,6 +84,8 @@ test("the spans of a narinfo miss and a NAR miss continue the client's trace, ne
   const narinfoServer = servers.find((s) => s.parentSpanId === CLIENT_SPAN)!;
   const narServer = servers.find((s) => s.parentSpanId === CLIENT_SPAN_2)!;
   expect(narinfoServer.attributes["http.route"]).toBe("narinfo");
+  expect(narinfoServer.attributes["url.path"]).toBe(`/${path.hash}.narinfo`);
+  expect(narinfoServer.attributes["client.address"]).toBe("127.0.0.1");
   expect(narinfoServer.attributes["http.response.status_code"]).toBe(200);
   expect(narServer.attributes["http.route"]).toBe("nar");
 
