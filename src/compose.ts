@@ -21,7 +21,7 @@ import { parseSchedule, startSchedule } from "./config/schedule.ts";
 import { parseAdvertiseUrl, parseOtelGrpcUrl, parseServerAddr } from "./config/validate.ts";
 import type { MetadataStore } from "./db/metadata-store.ts";
 import type { Locker } from "./lock/locker.ts";
-import { openMetadataStore } from "./db/open.ts";
+import { openMetadataStore, requireCurrentSchema } from "./db/open.ts";
 import { errnoReason } from "./errors.ts";
 import { instrumentedLocker } from "./lock/instrumented.ts";
 import { openBroadcast, openLocker } from "./lock/open.ts";
@@ -185,10 +185,7 @@ export async function startNcps(config: Config, consoleLogger: Logger = createLo
     const trustedProxies = config.serverTrustedProxies.map(parseAddressRange);
     const dbPool = { maxOpenConns: config.cacheDatabasePoolMaxOpenConns, maxIdleConns: config.cacheDatabasePoolMaxIdleConns };
     db = await startupStep("database", () => openMetadataStore(config.cacheDatabaseUrl, { migrate: config.cacheDatabaseAutoMigrate, pool: dbPool }));
-    const pending = (await db.migrationStatus()).filter((m) => !m.applied).map((m) => m.name);
-    if (pending.length > 0) {
-      throw new StartupError(`database schema is not up to date (pending: ${pending.join(", ")}): run \`ncps migrate up\``);
-    }
+    await requireCurrentSchema(db);
     const headerTimeoutMs = config.cacheUpstreamDialerTimeout + config.cacheUpstreamResponseHeaderTimeout;
     const unsigned = new Set(config.cacheUpstreamAcceptUnsigned.map((url) => parseUpstreamUrl(url).url));
     const proxies = await startupStep("upstream proxy", () => upstreamProxies(config.cacheUpstreamUrls, config.cacheUpstreamProxies, process.env));

@@ -7,8 +7,8 @@ import { HotNarInfos } from "../cache/hot-narinfos.ts";
 import { StoredNars } from "../cache/stored-nars.ts";
 import { storageChoice } from "../compose.ts";
 import type { Config } from "../config/options.ts";
-import { openMetadataStore } from "../db/open.ts";
-import { StartupError, startupStep } from "../startup.ts";
+import { openMetadataStore, requireCurrentSchema } from "../db/open.ts";
+import { startupStep } from "../startup.ts";
 import { openBlobStore } from "../storage/open.ts";
 import { createLogger } from "../telemetry/logger.ts";
 import { progressDisplay } from "./progress.ts";
@@ -29,8 +29,7 @@ export async function runCdcMigration(
   const pool = { maxOpenConns: config.cacheDatabasePoolMaxOpenConns, maxIdleConns: config.cacheDatabasePoolMaxIdleConns };
   const db = await startupStep("database", () => openMetadataStore(config.cacheDatabaseUrl, { migrate: config.cacheDatabaseAutoMigrate, pool }));
   try {
-    const pending = (await db.migrationStatus()).filter((m) => !m.applied).map((m) => m.name);
-    if (pending.length > 0) throw new StartupError(`database schema is not up to date (pending: ${pending.join(", ")}): run \`ncps migrate up\``);
+    await requireCurrentSchema(db);
     // the recorded sizes, else (CDC never enabled) the configured ones, recorded now
     const configured = { min: config.cacheCdcMin, avg: config.cacheCdcAvg, max: config.cacheCdcMax };
     let sizes = await recordedChunkSizes(db);

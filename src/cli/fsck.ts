@@ -8,8 +8,8 @@ import { StoredNars } from "../cache/stored-nars.ts";
 import { staleTempFiles } from "../cache/temp-files.ts";
 import { storageChoice } from "../compose.ts";
 import type { Config } from "../config/options.ts";
-import { openMetadataStore } from "../db/open.ts";
-import { StartupError, startupStep } from "../startup.ts";
+import { openMetadataStore, requireCurrentSchema } from "../db/open.ts";
+import { startupStep } from "../startup.ts";
 import type { BlobStore } from "../storage/blob-store.ts";
 import { LocalBlobStore } from "../storage/local.ts";
 import { openBlobStore } from "../storage/open.ts";
@@ -38,10 +38,7 @@ export async function runFsck(config: Config, flags: FsckFlags, out: (text: stri
   const pool = { maxOpenConns: config.cacheDatabasePoolMaxOpenConns, maxIdleConns: config.cacheDatabasePoolMaxIdleConns };
   const db = await startupStep("database", () => openMetadataStore(config.cacheDatabaseUrl, { migrate: false, pool }));
   try {
-    const pending = (await db.migrationStatus()).filter((m) => !m.applied).map((m) => m.name);
-    if (pending.length > 0) {
-      throw new StartupError(`database schema is not up to date (pending: ${pending.join(", ")}): run \`ncps migrate up\``);
-    }
+    await requireCurrentSchema(db);
     const repair = flags.repair && !flags.dryRun;
     const progress = progressDisplay(process.stderr.isTTY === true, "fsck");
     const report = await fsck({

@@ -3,6 +3,7 @@ import { access, constants, mkdir, stat } from "node:fs/promises";
 import { dirname } from "node:path";
 import { GoDatabase } from "./go-database.ts";
 import { DatabaseUrlError, parseDatabaseUrl, type DatabaseUrl, type ServerUrl, type SqliteUrl } from "./database-url.ts";
+import { StartupError } from "../startup.ts";
 import type { MetadataStore } from "./metadata-store.ts";
 import type { PoolSettings } from "./rows.ts";
 import { SqliteMetadataStore } from "./sqlite.ts";
@@ -45,6 +46,13 @@ export async function openMetadataStore(url: string, opts: { migrate?: boolean; 
     }
   }
   return store;
+}
+
+/** Refuse to work on a schema with migrations still pending (opened with `migrate: false`, or
+ * --cache-database-auto-migrate off): every command but `migrate` needs the current one. */
+export async function requireCurrentSchema(db: MetadataStore): Promise<void> {
+  const pending = (await db.migrationStatus()).filter((m) => !m.applied).map((m) => m.name);
+  if (pending.length > 0) throw new StartupError(`database schema is not up to date (pending: ${pending.join(", ")}): run \`ncps migrate up\``);
 }
 
 /** A Go ncps database has tables of the same names (schema_migrations included) and another
