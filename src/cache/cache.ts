@@ -460,8 +460,7 @@ export class Cache {
     try {
       for (const n of await this.opts.db.narInfosForNar(narKey)) {
         if (!upstream.is(n.upstream)) continue;
-        await this.opts.nars.forgetNarInfo(n.hash);
-        this.opts.hot.forget(n.hash);
+        await this.opts.nars.forgetNarInfo(n.hash); // database and memory
         this.opts.logger.warn("narinfo forgotten: its upstream did not give the NAR it named", { hash: n.hash, key: narKey, upstream: upstream.url, reason: failure?.message });
       }
     } catch (error) {
