@@ -12,6 +12,7 @@ import { createWriteStream } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { MetadataStore, NarRecord } from "../db/metadata-store.ts";
+import { forEachLimit } from "../for-each-limit.ts";
 import { decompressStream } from "../nix/compression.ts";
 import { NarVerifier } from "../nix/nar-verifier.ts";
 import type { BlobStore } from "../storage/blob-store.ts";
@@ -54,20 +55,15 @@ async function eachNar(opts: CdcMigrationOptions, step: Step): Promise<CdcMigrat
     const page = await opts.db.listNars(100, after);
     if (page.length === 0) break;
     after = page.at(-1)!.key;
-    let next = 0;
-    const worker = async () => {
-      while (next < page.length) {
-        const rec = page[next++]!;
-        try {
-          report[await step(rec)]++;
-        } catch (error) {
-          report.failed++;
-          opts.logger.error("NAR not converted", { key: rec.key, error });
-        }
-        opts.progress?.(++seen, null);
+    await forEachLimit(page, Math.max(1, opts.concurrency), async (rec) => {
+      try {
+        report[await step(rec)]++;
+      } catch (error) {
+        report.failed++;
+        opts.logger.error("NAR not converted", { key: rec.key, error });
       }
-    };
-    await Promise.all(Array.from({ length: Math.max(1, opts.concurrency) }, worker));
+      opts.progress?.(++seen, null);
+    });
   }
   return report;
 }

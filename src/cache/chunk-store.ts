@@ -10,6 +10,7 @@
  * then reserves and writes it again). A doomed chunk's blob is deleted before its row, so a
  * row never names a blob that is gone without saying so. */
 import type { ChunkRecord, MetadataStore } from "../db/metadata-store.ts";
+import { forEachLimit } from "../for-each-limit.ts";
 import type { BlobStore } from "../storage/blob-store.ts";
 import type { Logger } from "../telemetry/logger.ts";
 import { chunkFile, chunkKey, type WrittenChunk } from "./chunk-writer.ts";
@@ -30,14 +31,6 @@ const PUT_CONCURRENCY = 8;
 /** A chunk of a NAR was reserved and not recorded, or recorded and not in storage. */
 export class ChunkMissingError extends Error {
   override name = "ChunkMissingError";
-}
-
-async function forEachLimit<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) await fn(items[next++]!);
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
 }
 
 function distinct(chunks: WrittenChunk[]): WrittenChunk[] {
