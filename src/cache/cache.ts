@@ -24,7 +24,7 @@ import { narInfoRecord } from "./narinfo-record.ts";
 import type { ReplicaPeers } from "./replica-peers.ts";
 import { SingleFlight } from "../single-flight.ts";
 import { sliceStream } from "../streams.ts";
-import { storedAsZstd, type StoredNars } from "./stored-nars.ts";
+import { storedAsZstd, uncompressedKey, type StoredNars } from "./stored-nars.ts";
 import type { ChunkSizes } from "./chunker.ts";
 import { canonicalHash } from "../nix/hash.ts";
 import { tempFileName } from "./temp-files.ts";
@@ -539,7 +539,7 @@ export class Cache {
 /** The record's narinfo names its NAR uncompressed (our key ends in .nar) while its upstream
  * serves it compressed: written while chunking was enabled. */
 function servedDecompressed(record: Pick<NarInfoRecord, "narKey" | "compression">): boolean {
-  return record.narKey.endsWith(".nar") && record.compression !== "none";
+  return uncompressedKey(record.narKey) && record.compression !== "none";
 }
 
 /** A download's bytes decompressed, or a range of them. The last byte of the NAR is held

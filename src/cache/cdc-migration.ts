@@ -20,7 +20,7 @@ import type { Logger } from "../telemetry/logger.ts";
 import { webStream } from "../streams.ts";
 import { ChunkWriter } from "./chunk-writer.ts";
 import type { ChunkSizes } from "./chunker.ts";
-import { storedAsZstd, type StoredNars } from "./stored-nars.ts";
+import { storedAsZstd, uncompressedKey, type StoredNars } from "./stored-nars.ts";
 
 export interface CdcMigrationOptions {
   db: MetadataStore;
@@ -78,7 +78,7 @@ export function narsToChunks(opts: CdcMigrationOptions): Promise<CdcMigrationRep
       return "done";
     }
     const named = (await db.narInfosForNar(rec.key))[0];
-    if (!rec.key.endsWith(".nar") || !named) return "kept";
+    if (!uncompressedKey(rec.key) || !named) return "kept";
     if (opts.dryRun) return "converted";
     const blob = await store.get(rec.key);
     if (!blob) throw new Error(`NAR ${rec.key} is recorded but not in storage`);

@@ -43,7 +43,7 @@ const ZSTD_LEVEL = 3;
 const ZSTD_MAGIC = [0x28, 0xb5, 0x2f, 0xfd];
 
 /** The key of an uncompressed NAR: stored zstd-compressed. */
-function uncompressedKey(key: string): boolean {
+export function uncompressedKey(key: string): boolean {
   return key.endsWith(".nar");
 }
 
