@@ -4,14 +4,14 @@
  * to Nix) once stored; fresh stores verify every path. On local storage and S3 (SQLite), and
  * on PostgreSQL and MariaDB, whose chunk tables are then checked. */
 import { afterAll, expect } from "bun:test";
-import { ListObjectsV2Command, S3Client } from "@aws-sdk/client-s3";
+import { ListObjectsV2Command } from "@aws-sdk/client-s3";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { nixAvailable } from "../helpers/nix.ts";
 import { testIf } from "../helpers/prereq.ts";
 import { createTestDatabase, testServer, type ServerDialect, type TestDatabase } from "../helpers/server-databases.ts";
-import { s3Flags, s3rverAvailable, startS3rver, type S3rver } from "../helpers/s3rver.ts";
+import { s3Client, s3Flags, s3rverAvailable, startS3rver, type S3rver } from "../helpers/s3rver.ts";
 import { describeSubstitution } from "../helpers/substitution.ts";
 
 describeSubstitution("e2e: real Nix substitutes through a CDC-enabled ncps (sqlite, local storage)", () => ["--cache-cdc-enabled"]);
@@ -29,12 +29,7 @@ describeSubstitution("e2e: real Nix substitutes through a CDC-enabled ncps (sqli
 testIf(nixAvailable && s3rverAvailable, "the real Nix and s3rver are needed")(
   "the bucket holds chunks only, no NAR whole, each chunk a zstd frame",
   async () => {
-    const client = new S3Client({
-      endpoint: s3!.endpoint,
-      region: "us-east-1",
-      forcePathStyle: true,
-      credentials: { accessKeyId: s3!.accessKeyId, secretAccessKey: s3!.secretAccessKey },
-    });
+    const client = s3Client(s3!);
     const keys: string[] = [];
     let token: string | undefined;
     do {

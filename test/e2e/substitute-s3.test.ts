@@ -2,13 +2,13 @@
  * directory: ncps streams verified downloads up as multipart uploads and serves hits as
  * S3 GETs. */
 import { afterAll, expect } from "bun:test";
-import { ListObjectsV2Command, S3Client } from "@aws-sdk/client-s3";
+import { ListObjectsV2Command } from "@aws-sdk/client-s3";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { nixAvailable } from "../helpers/nix.ts";
 import { testIf } from "../helpers/prereq.ts";
-import { s3Flags, s3rverAvailable, startS3rver, type S3rver } from "../helpers/s3rver.ts";
+import { s3Client, s3Flags, s3rverAvailable, startS3rver, type S3rver } from "../helpers/s3rver.ts";
 import { describeSubstitution } from "../helpers/substitution.ts";
 
 const PREFIX = "e2e";
@@ -30,12 +30,7 @@ describeSubstitution("e2e: real Nix substitutes through ncps (sqlite, S3 storage
 testIf(nixAvailable && s3rverAvailable, "the real Nix and s3rver are needed")(
   "the NARs were stored in the bucket, under the prefix, and no upload was left open",
   async () => {
-    const client = new S3Client({
-      endpoint: s3!.endpoint,
-      region: "us-east-1",
-      forcePathStyle: true,
-      credentials: { accessKeyId: s3!.accessKeyId, secretAccessKey: s3!.secretAccessKey },
-    });
+    const client = s3Client(s3!);
     const page = await client.send(new ListObjectsV2Command({ Bucket: s3!.bucket }));
     const keys = (page.Contents ?? []).map((item) => item.Key!);
     // the suite publishes 10 paths plus the 100 MB one with zstd, 4 paths with xz

@@ -3,6 +3,7 @@
  * directory and one bucket. It records every request so tests can check which multipart
  * uploads were left open: s3rver implements neither ListMultipartUploads (501) nor
  * AbortMultipartUpload (405), which real S3, MinIO and Garage do. */
+import { S3Client } from "@aws-sdk/client-s3";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -156,4 +157,14 @@ export function s3Flags(s3: S3rver, prefix?: string): string[] {
     "--cache-storage-s3-force-path-style",
     ...(prefix ? ["--cache-storage-s3-prefix", prefix] : []),
   ];
+}
+
+/** An AWS SDK client on this server, for a test to look into the bucket itself. */
+export function s3Client(s3: S3rver): S3Client {
+  return new S3Client({
+    endpoint: s3.endpoint,
+    region: "us-east-1",
+    forcePathStyle: true,
+    credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey },
+  });
 }

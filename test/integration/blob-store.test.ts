@@ -13,7 +13,7 @@ import { TooLargeError } from "../../src/streams.ts";
 import { strict, testIf } from "../helpers/prereq.ts";
 import { S3BlobStore } from "../../src/storage/s3.ts";
 import { freePort } from "../helpers/ports.ts";
-import { s3rverAvailable, startS3rver, type S3rver } from "../helpers/s3rver.ts";
+import { s3Client, s3rverAvailable, startS3rver, type S3rver } from "../helpers/s3rver.ts";
 
 /** putStream is no BlobStore member (the cache only commits files), but both backends have it:
  * S3's putFile is built on it, and streams make the failure cases easy to produce. */
@@ -444,12 +444,7 @@ describe.skipIf(!s3rverAvailable && !strict)("S3 storage on s3rver", () => {
   beforeAll(async () => {
     if (!s3rverAvailable) throw new Error(`prerequisite missing: ${s3Prereq}`);
     s3 = await startS3rver();
-    raw = new S3Client({
-      endpoint: s3.endpoint,
-      region: "us-east-1",
-      forcePathStyle: true,
-      credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey },
-    });
+    raw = s3Client(s3);
   }, 30_000);
 
   afterAll(async () => {
