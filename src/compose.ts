@@ -21,7 +21,7 @@ import { parseSchedule, startSchedule } from "./config/schedule.ts";
 import { parseAdvertiseUrl, parseOtelGrpcUrl, parseServerAddr } from "./config/validate.ts";
 import type { MetadataStore } from "./db/metadata-store.ts";
 import type { Locker } from "./lock/locker.ts";
-import { openMetadataStore, requireCurrentSchema } from "./db/open.ts";
+import { openMetadataStore, poolSettings, requireCurrentSchema } from "./db/open.ts";
 import { errnoReason } from "./errors.ts";
 import { instrumentedLocker } from "./lock/instrumented.ts";
 import { openBroadcast, openLocker } from "./lock/open.ts";
@@ -183,7 +183,7 @@ export async function startNcps(config: Config, consoleLogger: Logger = createLo
     const narOrigins = await startupStep("upstream NAR origin", () => config.cacheUpstreamNarOrigins.map(parseOrigin));
 
     const trustedProxies = config.serverTrustedProxies.map(parseAddressRange);
-    const dbPool = { maxOpenConns: config.cacheDatabasePoolMaxOpenConns, maxIdleConns: config.cacheDatabasePoolMaxIdleConns };
+    const dbPool = poolSettings(config);
     db = await startupStep("database", () => openMetadataStore(config.cacheDatabaseUrl, { migrate: config.cacheDatabaseAutoMigrate, pool: dbPool }));
     await requireCurrentSchema(db);
     const headerTimeoutMs = config.cacheUpstreamDialerTimeout + config.cacheUpstreamResponseHeaderTimeout;

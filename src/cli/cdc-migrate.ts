@@ -7,7 +7,7 @@ import { HotNarInfos } from "../cache/hot-narinfos.ts";
 import { StoredNars } from "../cache/stored-nars.ts";
 import { storageChoice } from "../compose.ts";
 import type { Config } from "../config/options.ts";
-import { openMetadataStore, requireCurrentSchema } from "../db/open.ts";
+import { openMetadataStore, poolSettings, requireCurrentSchema } from "../db/open.ts";
 import { startupStep } from "../startup.ts";
 import { openBlobStore } from "../storage/open.ts";
 import { createLogger } from "../telemetry/logger.ts";
@@ -26,7 +26,7 @@ export async function runCdcMigration(
 ): Promise<CdcMigrationReport> {
   const logger = createLogger(config.logLevel);
   const store = await startupStep("storage", () => openBlobStore(storageChoice(config)));
-  const pool = { maxOpenConns: config.cacheDatabasePoolMaxOpenConns, maxIdleConns: config.cacheDatabasePoolMaxIdleConns };
+  const pool = poolSettings(config);
   const db = await startupStep("database", () => openMetadataStore(config.cacheDatabaseUrl, { migrate: config.cacheDatabaseAutoMigrate, pool }));
   try {
     await requireCurrentSchema(db);

@@ -8,7 +8,7 @@ import { StoredNars } from "../cache/stored-nars.ts";
 import { staleTempFiles } from "../cache/temp-files.ts";
 import { storageChoice } from "../compose.ts";
 import type { Config } from "../config/options.ts";
-import { openMetadataStore, requireCurrentSchema } from "../db/open.ts";
+import { openMetadataStore, poolSettings, requireCurrentSchema } from "../db/open.ts";
 import { startupStep } from "../startup.ts";
 import type { BlobStore } from "../storage/blob-store.ts";
 import { LocalBlobStore } from "../storage/local.ts";
@@ -35,7 +35,7 @@ const LISTED_PER_CHECK = 20;
 export async function runFsck(config: Config, flags: FsckFlags, out: (text: string) => void = (t) => process.stdout.write(t)): Promise<void> {
   const logger = createLogger(config.logLevel);
   const store = await startupStep("storage", () => openStoreAsItIs(config));
-  const pool = { maxOpenConns: config.cacheDatabasePoolMaxOpenConns, maxIdleConns: config.cacheDatabasePoolMaxIdleConns };
+  const pool = poolSettings(config);
   const db = await startupStep("database", () => openMetadataStore(config.cacheDatabaseUrl, { migrate: false, pool }));
   try {
     await requireCurrentSchema(db);

@@ -1,10 +1,10 @@
 /** `ncps migrate up|status`: the database schema, without starting a server. */
 import type { Config } from "../config/options.ts";
-import { openMetadataStore } from "../db/open.ts";
+import { openMetadataStore, poolSettings } from "../db/open.ts";
 import { startupStep } from "../startup.ts";
 
 export async function migrate(config: Config, opts: { dryRun: boolean; statusOnly: boolean }): Promise<void> {
-  const db = await startupStep("database", () => openMetadataStore(config.cacheDatabaseUrl, { migrate: false, pool: { maxOpenConns: config.cacheDatabasePoolMaxOpenConns, maxIdleConns: config.cacheDatabasePoolMaxIdleConns } }));
+  const db = await startupStep("database", () => openMetadataStore(config.cacheDatabaseUrl, { migrate: false, pool: poolSettings(config) }));
   try {
     if (opts.statusOnly) {
       for (const m of await db.migrationStatus()) console.log(`${m.applied ? "applied" : "pending"}  ${m.name}`);

@@ -6,7 +6,7 @@
 import { closurePresence, pinTarget, recordPin, type ClosurePresence } from "../cache/pins.ts";
 import type { Config } from "../config/options.ts";
 import type { MetadataStore, Pin } from "../db/metadata-store.ts";
-import { openMetadataStore } from "../db/open.ts";
+import { openMetadataStore, poolSettings } from "../db/open.ts";
 import { NixFormatError } from "../nix/errors.ts";
 import { startupStep } from "../startup.ts";
 
@@ -37,7 +37,7 @@ export async function pin(config: Config, action: PinAction, ref: string | undef
   const db = await startupStep("database", () =>
     openMetadataStore(config.cacheDatabaseUrl, {
       migrate: false,
-      pool: { maxOpenConns: config.cacheDatabasePoolMaxOpenConns, maxIdleConns: config.cacheDatabasePoolMaxIdleConns },
+      pool: poolSettings(config),
     }),
   );
   try {

@@ -3,6 +3,7 @@ import { access, constants, mkdir, stat } from "node:fs/promises";
 import { dirname } from "node:path";
 import { GoDatabase } from "./go-database.ts";
 import { DatabaseUrlError, parseDatabaseUrl, type DatabaseUrl, type ServerUrl, type SqliteUrl } from "./database-url.ts";
+import type { Config } from "../config/options.ts";
 import { StartupError } from "../startup.ts";
 import type { MetadataStore } from "./metadata-store.ts";
 import type { PoolSettings } from "./rows.ts";
@@ -46,6 +47,11 @@ export async function openMetadataStore(url: string, opts: { migrate?: boolean; 
     }
   }
   return store;
+}
+
+/** The pool sizes --cache-database-pool-max-open-conns and -max-idle-conns set. */
+export function poolSettings(config: Pick<Config, "cacheDatabasePoolMaxOpenConns" | "cacheDatabasePoolMaxIdleConns">): PoolSettings {
+  return { maxOpenConns: config.cacheDatabasePoolMaxOpenConns, maxIdleConns: config.cacheDatabasePoolMaxIdleConns };
 }
 
 /** Refuse to work on a schema with migrations still pending (opened with `migrate: false`, or
