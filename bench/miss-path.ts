@@ -27,6 +27,7 @@ import { serializeNarInfo } from "../src/nix/narinfo.ts";
 import { formatPublicKey, generateSecretKey, signNarInfo, toPublicKey } from "../src/nix/signature.ts";
 import { startNcpsProcess, type NcpsProcess } from "../test/helpers/ncps.ts";
 import { startNginx } from "./nginx.ts";
+import { wrk } from "./wrk.ts";
 
 const { values } = parseArgs({
   options: {
@@ -164,10 +165,7 @@ function procStatus(pid: number, field: "VmHWM" | "VmRSS"): number {
 
 /** narinfo-hit latency p99 (ms) with wrk for `seconds` at 4 connections. */
 async function hitP99(url: string, seconds = 1): Promise<number> {
-  const script = join(work, "p99.lua");
-  await writeFile(script, `done = function(s, latency, r) io.write(string.format("P99 %.3f\\n", latency:percentile(99) / 1000)) end\n`);
-  const out = await Bun.$`wrk -t 1 -c 4 -d ${seconds}s -s ${script} ${url}`.text();
-  return Number(/^P99 (.*)$/m.exec(out)![1]);
+  return (await wrk(work, url, { connections: 4, seconds, threads: 1 })).p99ms;
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
