@@ -20,6 +20,7 @@ import type { Logger } from "../telemetry/logger.ts";
 import { webStream } from "../streams.ts";
 import { ChunkWriter } from "./chunk-writer.ts";
 import type { ChunkSizes } from "./chunker.ts";
+import { verifyStream } from "./verify-stored.ts";
 import { storedAsZstd, uncompressedKey, type StoredNars } from "./stored-nars.ts";
 
 export interface CdcMigrationOptions {
@@ -87,14 +88,7 @@ export function narsToChunks(opts: CdcMigrationOptions): Promise<CdcMigrationRep
     const dir = await mkdtemp(join(opts.tempDir, "ncps-chunks-"));
     try {
       const writer = new ChunkWriter(opts.sizes, dir);
-      const verifier = new NarVerifier({ compression: "none", narSize: named.narSize, narHash: rec.narHash }, (b) => writer.write(b));
-      try {
-        for await (const bytes of nar) await verifier.write(bytes);
-      } catch (err) {
-        verifier.abort();
-        throw err;
-      }
-      const digest = await verifier.end();
+      const digest = await verifyStream(nar, { compression: "none", narSize: named.narSize, narHash: rec.narHash }, (b) => writer.write(b));
       await nars.commitChunks(rec.key, dir, { ...digest, chunks: writer.end() });
       await store.delete(rec.key);
       return "converted";

@@ -23,14 +23,14 @@ import type { ReadableStream as NodeWebStream } from "node:stream/web";
 import { constants as zlib, createZstdCompress } from "node:zlib";
 import type { MetadataStore, NarInfoRecord, NarRecord } from "../db/metadata-store.ts";
 import { decompressStream } from "../nix/compression.ts";
-import { NarVerifier, NarVerifyError, type NarDigest, type NarExpectation } from "../nix/nar-verifier.ts";
+import { NarVerifyError, type NarDigest, type NarExpectation } from "../nix/nar-verifier.ts";
 import type { BlobBody, BlobStore, ByteRange } from "../storage/blob-store.ts";
 import type { Logger } from "../telemetry/logger.ts";
 import { Refusal } from "./errors.ts";
 import type { HotNarInfos } from "./hot-narinfos.ts";
 import { verificationThread } from "./verification.ts";
 import { tempFileName } from "./temp-files.ts";
-import { verifyStoredNar } from "./verify-stored.ts";
+import { verifyStoredNar, verifyStream } from "./verify-stored.ts";
 import { sliceStream, webStream } from "../streams.ts";
 import { ChunkMissingError, ChunkStore } from "./chunk-store.ts";
 import type { VerifiedNar } from "./verification.ts";
@@ -138,13 +138,10 @@ export class StoredNars {
   async chunkedMatches(rec: NarRecord): Promise<boolean> {
     const chunked = await this.openChunked(rec.key);
     if (!chunked) return false;
-    const verifier = new NarVerifier({ compression: "none", narSize: chunked.narSize, narHash: rec.narHash });
     try {
-      for await (const bytes of chunked.open()) await verifier.write(bytes);
-      await verifier.end();
+      await verifyStream(chunked.open(), { compression: "none", narSize: chunked.narSize, narHash: rec.narHash });
       return true;
     } catch (err) {
-      verifier.abort();
       if (err instanceof NarVerifyError || err instanceof ChunkMissingError) return false;
       throw err;
     }

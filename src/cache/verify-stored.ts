@@ -7,8 +7,12 @@ import { webStream } from "../streams.ts";
 export async function verifyStoredNar(store: BlobStore, key: string, expect: NarExpectation): Promise<NarDigest> {
   const blob = await store.get(key);
   if (!blob) throw new Error(`NAR ${key} is not in storage`);
-  const verifier = new NarVerifier(expect);
-  const body = webStream(blob.body);
+  return verifyStream(webStream(blob.body), expect);
+}
+
+/** A whole stream through the NAR verifier (`onNar` as NarVerifier's); rejects as it does. */
+export async function verifyStream(body: ReadableStream<Uint8Array>, expect: NarExpectation, onNar?: (bytes: Uint8Array) => void): Promise<NarDigest> {
+  const verifier = new NarVerifier(expect, onNar);
   try {
     for await (const chunk of body) await verifier.write(chunk);
     return await verifier.end();
