@@ -4,7 +4,7 @@
 import { mkdir } from "node:fs/promises";
 import { hostname as machineHostname } from "node:os";
 import { Cache } from "./cache/cache.ts";
-import { fixChunkSizes, recordedChunkSizes } from "./cache/chunk-sizes.ts";
+import { configuredChunkSizes, fixChunkSizes, recordedChunkSizes } from "./cache/chunk-sizes.ts";
 import type { ChunkSizes } from "./cache/chunker.ts";
 import { loadSigningKey } from "./cache/signing-key.ts";
 import { Pins } from "./cache/pins.ts";
@@ -339,7 +339,7 @@ export async function startNcps(config: Config, consoleLogger: Logger = createLo
  * while it was enabled are still chunked; or none when it never was. */
 async function chunkingChoice(config: Config, db: MetadataStore): Promise<{ enabled: boolean; sizes: ChunkSizes } | undefined> {
   if (config.cacheCdcEnabled) {
-    const sizes = { min: config.cacheCdcMin, avg: config.cacheCdcAvg, max: config.cacheCdcMax };
+    const sizes = configuredChunkSizes(config);
     await fixChunkSizes(db, sizes);
     return { enabled: true, sizes };
   }

@@ -2,6 +2,7 @@
  * other sizes would share almost nothing with those stored before, so every NAR would be
  * stored again. The first replica to enable CDC records its sizes in the database; a start
  * with other sizes is refused (as the Go ncps does). */
+import type { Config } from "../config/options.ts";
 import type { MetadataStore } from "../db/metadata-store.ts";
 import type { ChunkSizes } from "./chunker.ts";
 
@@ -9,6 +10,11 @@ const CONFIG_KEY = "cdc_chunk_sizes";
 
 function format(s: ChunkSizes): string {
   return `${s.min}/${s.avg}/${s.max}`;
+}
+
+/** The sizes --cache-cdc-min/-avg/-max set. */
+export function configuredChunkSizes(config: Pick<Config, "cacheCdcMin" | "cacheCdcAvg" | "cacheCdcMax">): ChunkSizes {
+  return { min: config.cacheCdcMin, avg: config.cacheCdcAvg, max: config.cacheCdcMax };
 }
 
 /** Record `sizes` if none are, else check they are the recorded ones; throws one line when not. */

@@ -1,7 +1,7 @@
 /** `ncps migrate-nar-to-chunks` / `ncps migrate-chunks-to-nar` (the Go ncps's names and
  * flags): open the database and storage as `serve` does, convert (src/cache/cdc-migration.ts),
  * show progress on stderr and print a summary. Exit status 1 when a NAR failed. */
-import { fixChunkSizes, recordedChunkSizes } from "../cache/chunk-sizes.ts";
+import { configuredChunkSizes, fixChunkSizes, recordedChunkSizes } from "../cache/chunk-sizes.ts";
 import { chunksToNars, narsToChunks, type CdcMigrationReport } from "../cache/cdc-migration.ts";
 import { HotNarInfos } from "../cache/hot-narinfos.ts";
 import { StoredNars } from "../cache/stored-nars.ts";
@@ -31,7 +31,7 @@ export async function runCdcMigration(
   try {
     await requireCurrentSchema(db);
     // the recorded sizes, else (CDC never enabled) the configured ones, recorded now
-    const configured = { min: config.cacheCdcMin, avg: config.cacheCdcAvg, max: config.cacheCdcMax };
+    const configured = configuredChunkSizes(config);
     let sizes = await recordedChunkSizes(db);
     if (!sizes && direction === "to-chunks" && !flags.dryRun) await startupStep("content-defined chunking", () => fixChunkSizes(db, configured));
     sizes ??= configured;
