@@ -39,8 +39,7 @@ import { netrcAuthorization, parseNetrc, type Netrc } from "./upstream/netrc.ts"
 import { UpstreamPool } from "./upstream/pool.ts";
 import { upstreamProxies } from "./upstream/proxy.ts";
 import { parseOrigin, Upstream } from "./upstream/upstream.ts";
-import { withoutCredentials } from "./upstream/upstream-url.ts";
-import { parseUpstreamUrl } from "./upstream/upstream-url.ts";
+import { parseUpstreamUrl, withoutCredentials } from "./upstream/upstream-url.ts";
 import { version } from "./version.ts";
 
 export interface RunningNcps {
