@@ -86,12 +86,18 @@ export class ChunkStore {
     return bytes;
   }
 
+  /** The NAR bytes of one chunk, as many as recorded. */
+  private async narBytes(c: ChunkRecord): Promise<Uint8Array> {
+    const nar = await Bun.zstdDecompress(await this.frame(c));
+    if (nar.length !== c.narBytes) throw new ChunkMissingError(`chunk ${c.hash} holds ${nar.length} bytes, ${c.narBytes} recorded`);
+    return nar;
+  }
+
   /** The chunk's blob holds what its name says: its bytes hash to it, and are as many as
    * recorded (fsck --verify-content). False when the blob is missing. */
   async holds(c: ChunkRecord): Promise<boolean> {
     try {
-      const bytes = await Bun.zstdDecompress(await this.frame(c));
-      return bytes.length === c.narBytes && new Bun.CryptoHasher("sha256").update(bytes).digest("hex") === c.hash;
+      return new Bun.CryptoHasher("sha256").update(await this.narBytes(c)).digest("hex") === c.hash;
     } catch {
       return false;
     }
@@ -112,8 +118,7 @@ export class ChunkStore {
       const to = Math.min(end + 1 - at, c.narBytes);
       if (from < to) {
         loads.push(async () => {
-          const nar = await Bun.zstdDecompress(await this.frame(c));
-          if (nar.length !== c.narBytes) throw new ChunkMissingError(`chunk ${c.hash} holds ${nar.length} bytes, ${c.narBytes} recorded`);
+          const nar = await this.narBytes(c);
           return from === 0 && to === nar.length ? nar : nar.subarray(from, to);
         });
       }
