@@ -11,8 +11,9 @@ export class TooLargeError extends Error {
   }
 }
 
-/** The whole body as UTF-8 text, refusing more than `max` bytes (without reading them). */
-export async function readLimited(body: ReadableStream<Uint8Array>, max: number): Promise<string> {
+/** The whole body, refusing more than `max` bytes (without reading them); the body is
+ * cancelled when reading it fails (an abort, a broken connection) or it is too large. */
+export async function readBytesLimited(body: ReadableStream<Uint8Array>, max: number): Promise<Uint8Array> {
   const chunks: Uint8Array[] = [];
   let size = 0;
   const reader = body.getReader();
@@ -28,7 +29,12 @@ export async function readLimited(body: ReadableStream<Uint8Array>, max: number)
     await reader.cancel().catch(() => {});
     throw err;
   }
-  return new TextDecoder().decode(Buffer.concat(chunks));
+  return Buffer.concat(chunks);
+}
+
+/** The whole body as UTF-8 text, refusing more than `max` bytes (without reading them). */
+export async function readLimited(body: ReadableStream<Uint8Array>, max: number): Promise<string> {
+  return new TextDecoder().decode(await readBytesLimited(body, max));
 }
 
 /** A stored object's body as a stream (stores answer a Blob for local files). */

@@ -13,6 +13,13 @@ export class Refusal extends Error {
   }
 }
 
+/** No upstream had what was asked for and at least one failed to answer (an error status, a
+ * deadline passed, a body over its bound): not "absent" (it may be there), and no fault of
+ * the client's. Its message names each failure, for the log (the client gets the status). */
+export class UpstreamsFailed extends Error {
+  override name = "UpstreamsFailed";
+}
+
 /** `fn`, its malformed-input error (a client's) as a 400 Refusal. */
 export function asBadRequest<T>(fn: () => T): T {
   try {

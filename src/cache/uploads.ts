@@ -17,7 +17,7 @@ import type { BlobStore } from "../storage/blob-store.ts";
 import type { Logger } from "../telemetry/logger.ts";
 import type { UpstreamPool } from "../upstream/pool.ts";
 import { readLimited, TooLargeError, writeAll } from "../streams.ts";
-import { asBadRequest, Refusal } from "./errors.ts";
+import { asBadRequest, Refusal, UpstreamsFailed } from "./errors.ts";
 import { tempFileName } from "./temp-files.ts";
 import { narInfoRecord } from "./narinfo-record.ts";
 import type { StoredNars } from "./stored-nars.ts";
@@ -269,24 +269,20 @@ export class Uploads {
     return "created";
   }
 
-  /** GET /log/<drv>: stored, else the first upstream that has it. */
-  /** The stored log, else (with `upstream`, the default) the first upstream's. */
-  async getLog(drv: string, { upstream: askUpstreams = true }: { upstream?: boolean } = {}): Promise<LogBody | null> {
+  /** GET /log/<drv>: the stored log, else (with `upstream`, the default) the first
+   * upstream's, read whole within the upstream's deadline; UpstreamsFailed when none has it
+   * and one failed to answer. */
+  async getLog(drv: string, { upstream: askUpstreams = true, signal }: { upstream?: boolean; signal?: AbortSignal } = {}): Promise<LogBody | null> {
     const key = logKey(drv);
     const stored = await this.opts.store.get(key);
     if (stored || !askUpstreams) return stored;
+    const failures: string[] = [];
     for (const upstream of this.opts.pool.upstreams) {
-      try {
-        const res = await upstream.get(upstream.resolve(key));
-        if (res.status === 200 && res.body) {
-          const length = Number(res.headers.get("content-length") ?? NaN);
-          return { body: res.body, length: Number.isFinite(length) ? length : null };
-        }
-        await res.body?.cancel();
-      } catch {
-        // next upstream
-      }
+      const lookup = await upstream.fetchLog(key, signal);
+      if (lookup.kind === "found") return { body: new Blob([lookup.value]), length: lookup.value.length };
+      if (lookup.kind === "error") failures.push(`${upstream.url}: ${lookup.detail ?? lookup.reason}`);
     }
+    if (failures.length > 0) throw new UpstreamsFailed(`${key}: no upstream answered: ${failures.join("; ")}`);
     return null;
   }
 }

@@ -2,7 +2,7 @@
  * a one-line reason, 5xx only for real faults (Nix retries those). One table names every error
  * type that reaches src/server; a 5xx body is only the status phrase, its detail goes to the log. */
 import { STATUS_CODES } from "node:http";
-import { Refusal, type RefusalKind } from "../cache/errors.ts";
+import { Refusal, UpstreamsFailed, type RefusalKind } from "../cache/errors.ts";
 import { LockerClosedError, LockTimeoutError } from "../lock/locker.ts";
 import { NixFormatError } from "../nix/errors.ts";
 import { BlobRangeError, InvalidBlobKeyError } from "../storage/blob-store.ts";
@@ -66,7 +66,8 @@ export type ServerErrorType =
   | "TooLargeError"
   | "LockTimeoutError"
   | "LockerClosedError"
-  | "DatabaseUnwritable";
+  | "DatabaseUnwritable"
+  | "UpstreamsFailed";
 
 /** Checked in this order; anything that matches none is a 500. */
 const errorRules: Record<ServerErrorType, ErrorRule> = {
@@ -80,6 +81,8 @@ const errorRules: Record<ServerErrorType, ErrorRule> = {
   LockTimeoutError: rule(instanceOf(LockTimeoutError), 503),
   LockerClosedError: rule(instanceOf(LockerClosedError), 503),
   DatabaseUnwritable: rule(isDatabaseUnwritable, 503),
+  // a gateway's failure to get an answer: the same request may succeed later
+  UpstreamsFailed: rule(instanceOf(UpstreamsFailed), 502),
 };
 
 function isDatabaseUnwritable(err: unknown): err is Error {

@@ -62,11 +62,11 @@ export const deleteNarInfo = (uploads: Uploads, policy: WritePolicy) =>
 export const deleteNar = (uploads: Uploads, policy: WritePolicy) =>
   deleteWhenAllowed(policy, ({ params }) => uploads.deleteNar(parseNcpsNarRequest(`nar/${params.file}`).key));
 
-export const getLog = (uploads: Uploads) => async ({ params, head, upstream }: RequestContext): Promise<Response> => {
-  const log = await uploads.getLog(params.drv!, { upstream });
+export const getLog = (uploads: Uploads) => async ({ req, params, head, upstream }: RequestContext): Promise<Response> => {
+  const log = await uploads.getLog(params.drv!, { upstream, signal: req.signal });
   if (!log) return notFound();
   const headers: Record<string, string> = { "content-type": "text/plain; charset=utf-8" };
   if (log.length !== null) headers["content-length"] = String(log.length);
-  if (head && log.body instanceof ReadableStream) await log.body.cancel().catch(() => {}); // an upstream's body
+  if (head && log.body instanceof ReadableStream) await log.body.cancel().catch(() => {}); // a stored log's stream (S3)
   return new Response(head ? null : log.body, { headers });
 };

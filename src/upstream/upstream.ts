@@ -2,7 +2,7 @@
 import { parseCacheInfo } from "../nix/cache-info.ts";
 import { NixFormatError } from "../nix/errors.ts";
 import { parseNarInfo, type NarInfo } from "../nix/narinfo.ts";
-import { readLimited, TooLargeError } from "../streams.ts";
+import { readBytesLimited, TooLargeError } from "../streams.ts";
 import { inSpan, noInstruments, type Instruments } from "../telemetry/instruments.ts";
 import type { Logger } from "../telemetry/logger.ts";
 import { basicAuthorization } from "./netrc.ts";
@@ -15,8 +15,8 @@ export type Lookup<T> = { kind: "found"; value: T } | { kind: "missing" } | { ki
 export type NarInfoLookup = Lookup<NarInfo>;
 
 export interface UpstreamOptions {
-  /** connect + response headers, in ms; for a small document (narinfo, nix-cache-info,
-   * which the pool waits for) also its whole body */
+  /** connect + response headers, in ms; for a document (narinfo, nix-cache-info, build log,
+   * which a request waits for whole) also its whole body */
   headerTimeoutMs: number;
   /** `Authorization` header (from netrc); wins over a user and password in the URL */
   authorization?: string;
@@ -35,6 +35,9 @@ export interface UpstreamOptions {
 
 /** A narinfo is a few hundred bytes; more is not a narinfo (an HTML page, a misrouted NAR). */
 const SMALL_DOCUMENT_BYTES = 1024 * 1024;
+/** A build log is relayed whole or not at all (a status, not a body cut short), so it is held
+ * in memory: a large build's log runs to a few MB, rarely tens. */
+const MAX_LOG_BYTES = 64 * 1024 * 1024;
 
 /** Consecutive failures after which an upstream is skipped for a while. */
 const FAILURES_BEFORE_DOWN = 3;
@@ -255,19 +258,19 @@ export class Upstream {
     }
   }
 
-  /** A small document (narinfo, nix-cache-info): status and body, bounded in size, and in
-   * time as a whole (headers and body) by aborting the request itself. */
-  private async getSmall(url: string, signal?: AbortSignal, countFailure = true): Promise<{ status: number; text: string }> {
+  /** A document (narinfo, nix-cache-info, build log): status and body, bounded in size
+   * (`maxBytes`), and in time as a whole (headers and body) by aborting the request itself. */
+  private async getBounded(url: string, maxBytes: number, signal?: AbortSignal, countFailure = true): Promise<{ status: number; body: Uint8Array }> {
     const due = new AbortController();
     const timer = setTimeout(() => due.abort(), this.opts.headerTimeoutMs);
     try {
       const res = await this.send(url, signal, due.signal, countFailure);
       if (res.status !== 200 || !res.body) {
         await res.body?.cancel().catch(() => {});
-        return { status: res.status, text: "" };
+        return { status: res.status, body: new Uint8Array() };
       }
       try {
-        return { status: 200, text: await readLimited(res.body, SMALL_DOCUMENT_BYTES) };
+        return { status: 200, body: await readBytesLimited(res.body, maxBytes) };
       } catch (err) {
         if (signal?.aborted || err instanceof TooLargeError) throw err;
         const reason = due.signal.aborted ? `body not complete within ${this.opts.headerTimeoutMs} ms` : `reading body: ${(err as Error).message ?? err}`;
@@ -281,7 +284,7 @@ export class Upstream {
 
   async fetchNarInfo(hash: string, signal?: AbortSignal): Promise<NarInfoLookup> {
     const startedAt = performance.now();
-    const lookup = parsed(await this.lookUpDocument(`${hash}.narinfo`, signal), parseNarInfo, "malformed narinfo");
+    const lookup = parsed(await this.lookUpText(`${hash}.narinfo`, signal), parseNarInfo, "malformed narinfo");
     this.instruments.upstreamNarInfoFetch(this.base.host, (performance.now() - startedAt) / 1000, lookup.kind);
     if (lookup.kind === "error") this.instruments.noteError(`${this.url}: narinfo ${lookup.reason}`);
     return lookup;
@@ -290,18 +293,31 @@ export class Upstream {
   /** A small document other than a narinfo (a realisation), by its path under the
    * upstream: with the narinfo's retries, deadline and size bound, parsed by `parse`. */
   async fetchDocument<T>(path: string, parse: (text: string) => T, signal?: AbortSignal): Promise<Lookup<T>> {
-    const lookup = parsed(await this.lookUpDocument(path, signal), parse, "malformed document");
+    const lookup = parsed(await this.lookUpText(path, signal), parse, "malformed document");
     if (lookup.kind === "error") this.instruments.noteError(`${this.url}: ${path}: ${lookup.reason}`);
     return lookup;
   }
 
-  private async lookUpDocument(path: string, signal?: AbortSignal): Promise<Lookup<string>> {
-    let res: { status: number; text: string };
+  /** A build log (`log/<drv>`), as bytes: with the narinfo's retries and deadline (headers
+   * and body), bounded in size. */
+  async fetchLog(path: string, signal?: AbortSignal): Promise<Lookup<Uint8Array>> {
+    const lookup = await this.lookUpDocument(path, MAX_LOG_BYTES, signal);
+    if (lookup.kind === "error") this.instruments.noteError(`${this.url}: ${path}: ${lookup.reason}`);
+    return lookup;
+  }
+
+  private async lookUpText(path: string, signal?: AbortSignal): Promise<Lookup<string>> {
+    const lookup = await this.lookUpDocument(path, SMALL_DOCUMENT_BYTES, signal);
+    return lookup.kind === "found" ? { kind: "found", value: new TextDecoder().decode(lookup.value) } : lookup;
+  }
+
+  private async lookUpDocument(path: string, maxBytes: number, signal?: AbortSignal): Promise<Lookup<Uint8Array>> {
+    let res: { status: number; body: Uint8Array };
     for (let attempt = 0; ; attempt++) {
       const last = attempt >= TRANSIENT_RETRIES;
       try {
         // a failure that will be retried does not count towards marking the upstream down
-        res = await this.getSmall(this.resolve(path), signal, last);
+        res = await this.getBounded(this.resolve(path), maxBytes, signal, last);
       } catch (err) {
         if (!last && err instanceof UpstreamError && err.transient && !signal?.aborted) {
           await pause(RETRY_BACKOFF_MS * 2 ** attempt, signal);
@@ -320,7 +336,7 @@ export class Upstream {
     }
     if (res.status === 404 || res.status === 403 || res.status === 410) return { kind: "missing" };
     if (res.status !== 200) return { kind: "error", reason: `HTTP ${res.status}` };
-    return { kind: "found", value: res.text };
+    return { kind: "found", value: res.body };
   }
 
   /** The health check: ask for nix-cache-info. An answer below 500 is healthy (and a
@@ -329,14 +345,14 @@ export class Upstream {
    * gets one. Resolves to whether it is healthy. */
   async checkHealth(): Promise<boolean> {
     try {
-      const res = await this.getSmall(this.resolve("nix-cache-info"));
+      const res = await this.getBounded(this.resolve("nix-cache-info"), SMALL_DOCUMENT_BYTES);
       if (res.status >= 500) {
         this.noteHealth(false, `HTTP ${res.status}`);
         return false;
       }
       this.noteHealth(true, `HTTP ${res.status}`);
       if (res.status === 200 && !this.fixedPriority) {
-        const info = parseCacheInfo(res.text);
+        const info = parseCacheInfo(new TextDecoder().decode(res.body));
         if (info.priority !== undefined) this.priority = info.priority;
       }
       return true;

@@ -151,7 +151,8 @@ describe("NAR URLs and redirects", () => {
     });
     const ncps = await start([front]);
     expect((await fetch(`${ncps.url}/${redirected.hash}.narinfo`)).status).toBe(404);
-    expect((await fetch(`${ncps.url}/log/${drvName()}`)).status).toBe(404);
+    // a refused redirect is the upstream's failure to answer, not a log it lacks
+    expect((await fetch(`${ncps.url}/log/${drvName()}`)).status).toBe(502);
     const info = await fetch(`${ncps.url}/${narMoved.hash}.narinfo`);
     expect(info.status).toBe(200);
     const nar = fetch(`${ncps.url}/${parseNarInfo(await info.text()).url}`);
@@ -184,6 +185,34 @@ describe("deadlines", () => {
       logger: silentLogger,
     });
     expect(await within(pool.lookupNarInfo("00000000000000000000000000000000"), 3000)).toBeNull();
+  });
+
+  test("a build log trickling forever ends at the upstream deadline with a 502, its upstream request cancelled", async () => {
+    const cancelled = Promise.withResolvers<"cancelled">();
+    const endless = startServer(cache.dir, (path) => {
+      if (!path.startsWith("/log/")) return undefined;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const body = new ReadableStream<Uint8Array>({
+        async pull(c) {
+          await new Promise((r) => (timer = setTimeout(r, 50)));
+          c.enqueue(new TextEncoder().encode("building...\n"));
+        },
+        cancel: () => {
+          clearTimeout(timer);
+          cancelled.resolve("cancelled");
+        },
+      });
+      return new Response(body, { headers: { "content-type": "text/plain" } });
+    });
+    // an upstream request's deadline is the dialer timeout plus the response header timeout
+    const ncps = await start([endless], { "cache-upstream-dialer-timeout": "250ms", "cache-upstream-response-header-timeout": "250ms" });
+    const answered = (async () => {
+      const res = await fetch(`${ncps.url}/log/${drvName()}`);
+      return { status: res.status, text: await res.text() };
+    })();
+    expect(await within(answered, 2000)).toEqual({ status: 502, text: "Bad Gateway\n" });
+    // the upstream sees its connection closed (the server notices a moment later)
+    expect(await within(cancelled.promise, 2000)).toBe("cancelled");
   });
 
   test("a NAR body trickling just fast enough to dodge the stall timeout is abandoned below the minimum rate", async () => {
