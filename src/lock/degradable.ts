@@ -7,9 +7,8 @@
  * a NAR another is downloading (each verifies what it stores, so nothing wrong is recorded)
  * and two eviction passes may run at once. Every lock is also taken in-process, so one
  * taken while Redis was away keeps excluding this process's callers after it is back. */
-import { LockerClosedError, LockTimeoutError, type Locker } from "./locker.ts";
+import { DEFAULT_WAIT_MS, LockerClosedError, LockTimeoutError, type Locker } from "./locker.ts";
 import { MemoryLocker } from "./memory.ts";
-import { DEFAULT_WAIT_MS } from "./redis.ts";
 import type { Logger } from "../telemetry/logger.ts";
 
 /** A Redis locker (one server or a quorum): what degraded mode needs of it. */
@@ -24,6 +23,9 @@ export interface DegradableOptions {
   onDegraded?: (degraded: boolean) => void;
   /** How often an unreachable Redis is asked again; default 5 s. */
   probeIntervalMs?: number;
+  /** How long withLock waits when not told, in-process and through Redis alike; default
+   * DEFAULT_WAIT_MS. */
+  defaultWaitMs?: number;
 }
 
 const DEFAULT_PROBE_INTERVAL_MS = 5_000;
@@ -34,14 +36,18 @@ function backendFault(err: unknown): boolean {
 }
 
 export class DegradableLocker implements Locker {
-  private readonly local = new MemoryLocker();
+  private readonly local: MemoryLocker;
+  private readonly defaultWaitMs: number;
   private probe: ReturnType<typeof setTimeout> | null = null;
   private closed = false;
 
   constructor(
     private readonly redis: ProbedLocker,
     private readonly opts: DegradableOptions,
-  ) {}
+  ) {
+    this.defaultWaitMs = opts.defaultWaitMs ?? DEFAULT_WAIT_MS;
+    this.local = new MemoryLocker(this.defaultWaitMs);
+  }
 
   /** True while locks are taken in-process. */
   get degraded(): boolean {
@@ -55,19 +61,17 @@ export class DegradableLocker implements Locker {
 
   /** The in-process lock is taken first, in every mode: a lock taken here while Redis was
    * away then still excludes this process's other callers after Redis is back. */
-  async withLock<T>(name: string, fn: () => Promise<T>, waitMs?: number): Promise<T> {
-    // the Redis lockers' default wait while they are used, the in-process one's (none) while not
-    const wait = waitMs ?? (this.degraded ? undefined : DEFAULT_WAIT_MS);
-    const deadline = wait === undefined ? undefined : Date.now() + wait;
-    return this.local.withLock(name, () => this.sharedWithLock(name, fn, deadline), wait);
+  async withLock<T>(name: string, fn: () => Promise<T>, waitMs = this.defaultWaitMs): Promise<T> {
+    // one deadline for both locks, degraded or not
+    const deadline = Date.now() + waitMs;
+    return this.local.withLock(name, () => this.sharedWithLock(name, fn, deadline), waitMs);
   }
 
-  private async sharedWithLock<T>(name: string, fn: () => Promise<T>, deadline: number | undefined): Promise<T> {
+  private async sharedWithLock<T>(name: string, fn: () => Promise<T>, deadline: number): Promise<T> {
     if (this.degraded) return fn();
     let ran = false;
     try {
-      const left = deadline === undefined ? undefined : Math.max(0, deadline - Date.now());
-      return await this.redis.withLock(name, () => ((ran = true), fn()), left);
+      return await this.redis.withLock(name, () => ((ran = true), fn()), Math.max(0, deadline - Date.now()));
     } catch (err) {
       if (ran || !backendFault(err) || this.closed) throw err;
       this.degrade((err as Error).message);

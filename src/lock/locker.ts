@@ -1,6 +1,10 @@
 /** Mutual exclusion by name: in-process (memory.ts) or across replicas (redis.ts). The
  * contract both keep, and the errors they throw. */
 
+/** How long withLock waits for a held lock unless told, in every backend (then
+ * LockTimeoutError, a 503): a waiter never waits forever, in-process or through Redis. */
+export const DEFAULT_WAIT_MS = 30_000;
+
 /** The lock was not obtained within `waitMs` (HTTP 503: busy, try again). */
 export class LockTimeoutError extends Error {
   override name = "LockTimeoutError";
@@ -24,8 +28,8 @@ export class LockerClosedError extends Error {
  * Besides LockerClosedError, a backend that cannot be reached (Redis down) throws an Error
  * naming it: that is a fault, never "somebody holds the lock". */
 export interface Locker {
-  /** Run `fn` while holding the lock `name`, waiting for it at most `waitMs` (default: the
-   * backend's; memory waits forever). Resolves or rejects with `fn`'s outcome, and the lock
+  /** Run `fn` while holding the lock `name`, waiting for it at most `waitMs` (default:
+   * DEFAULT_WAIT_MS, or what the backend was built with). Resolves or rejects with `fn`'s outcome, and the lock
    * is released either way (a failed release is logged, not thrown: the lease expires). Not
    * reentrant: taking a lock already held by the caller waits for itself. Throws
    * LockTimeoutError (fn never ran) or LockerClosedError (closed before the lock came). */

@@ -1,6 +1,6 @@
 /** In-process Locker: one FIFO mutex per name. Waiters are served in arrival order and a
  * released lock passes straight to the next waiter, so nobody can barge in ahead. */
-import { LockerClosedError, LockTimeoutError, type Locker } from "./locker.ts";
+import { DEFAULT_WAIT_MS, LockerClosedError, LockTimeoutError, type Locker } from "./locker.ts";
 
 interface Waiter {
   grant(holder: Holder): void;
@@ -23,7 +23,10 @@ export class MemoryLocker implements Locker {
   private readonly locks = new Map<string, LockState>();
   private closed = false;
 
-  async withLock<T>(name: string, fn: () => Promise<T>, waitMs?: number): Promise<T> {
+  /** `defaultWaitMs`: how long withLock waits when not told. */
+  constructor(private readonly defaultWaitMs = DEFAULT_WAIT_MS) {}
+
+  async withLock<T>(name: string, fn: () => Promise<T>, waitMs = this.defaultWaitMs): Promise<T> {
     const holder = await this.acquire(name, waitMs);
     try {
       return await fn();
@@ -58,30 +61,27 @@ export class MemoryLocker implements Locker {
     }
   }
 
-  private acquire(name: string, waitMs?: number): Promise<Holder> {
+  private acquire(name: string, waitMs: number): Promise<Holder> {
     if (this.closed) return Promise.reject(new LockerClosedError());
     const state = this.locks.get(name);
     if (!state) return Promise.resolve(this.take(name));
     return new Promise<Holder>((resolve, reject) => {
-      let timer: ReturnType<typeof setTimeout> | null = null;
       const waiter: Waiter = {
         grant: (holder) => {
-          if (timer) clearTimeout(timer);
+          clearTimeout(timer);
           resolve(holder);
         },
         fail: (err) => {
-          if (timer) clearTimeout(timer);
+          clearTimeout(timer);
           reject(err);
         },
       };
       state.waiters.push(waiter);
-      if (waitMs !== undefined) {
-        timer = setTimeout(() => {
-          const i = state.waiters.indexOf(waiter);
-          if (i !== -1) state.waiters.splice(i, 1);
-          reject(new LockTimeoutError(name, waitMs));
-        }, waitMs);
-      }
+      const timer = setTimeout(() => {
+        const i = state.waiters.indexOf(waiter);
+        if (i !== -1) state.waiters.splice(i, 1);
+        reject(new LockTimeoutError(name, waitMs));
+      }, waitMs);
     });
   }
 

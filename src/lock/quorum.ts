@@ -9,8 +9,8 @@
  * asynchronous), handing a held lock to a second replica. A majority of independent servers
  * does not have that hole. Each server is a RedisLocker: its own connection, lease renewal
  * and compare-and-delete release. */
-import { LockerClosedError, type Locker } from "./locker.ts";
-import { DEFAULT_WAIT_MS, RedisLocker, type RedisLockerOptions } from "./redis.ts";
+import { DEFAULT_WAIT_MS, LockerClosedError, type Locker } from "./locker.ts";
+import { RedisLocker, type RedisLockerOptions } from "./redis.ts";
 import { withLockByTrying } from "./retry.ts";
 
 const DEFAULT_TTL_MS = 60_000;

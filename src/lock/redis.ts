@@ -3,7 +3,7 @@
  * it and a dead process frees it after one TTL. Only the token's owner may extend or delete
  * the key (Lua compare-and-act), so a late release never frees somebody else's lock. */
 import { Redis, type RedisOptions } from "ioredis";
-import { LockerClosedError, type Locker } from "./locker.ts";
+import { DEFAULT_WAIT_MS, LockerClosedError, type Locker } from "./locker.ts";
 import { withLockByTrying } from "./retry.ts";
 import { formatRedisAddr, parseRedisAddr } from "./redis-addr.ts";
 import type { Logger } from "../telemetry/logger.ts";
@@ -24,8 +24,6 @@ export interface RedisLockerOptions {
 
 export const DEFAULT_KEY_PREFIX = "ncps:lock:";
 const DEFAULT_TTL_MS = 60_000;
-/** How long withLock waits for a lock held elsewhere unless told (then LockTimeoutError, a 503). */
-export const DEFAULT_WAIT_MS = 30_000;
 const CHECK_TIMEOUT_MS = 3_000;
 /** Bounds every command, so a stalled server fails a lock attempt instead of hanging it. */
 const COMMAND_TIMEOUT_MS = 5_000;

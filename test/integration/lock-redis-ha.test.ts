@@ -2,7 +2,7 @@
  * kills: several --cache-redis-addrs hold a lock on a majority (QuorumLocker), and
  * --cache-lock-allow-degraded-mode falls back to in-process locks while Redis does not answer,
  * at start or later, and goes back to Redis when it does. */
-import { afterAll, afterEach, describe, expect } from "bun:test";
+import { afterAll, afterEach, describe, expect, test } from "bun:test";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -229,6 +229,22 @@ describe("--cache-lock-allow-degraded-mode", () => {
     const shared = await locker.tryLock("download:b");
     expect(await holders(all, keyPrefix, "download:b")).toEqual([true, false, true]);
     await shared!();
+  });
+
+  test("a waiter for a lock taken in-process while degraded gives up after the default wait, with LockTimeoutError", async () => {
+    const nobody = await startStoppedPort();
+    const { logger } = logLines();
+    const mode = { probeIntervalMs: 60_000, defaultWaitMs: 200 };
+    const locker = (await openLocker({ addrs: [`127.0.0.1:${nobody.port}`] }, logger, mode)) as DegradableLocker;
+    opened.push(locker);
+    expect(locker.degraded).toBe(true);
+    const held = (await locker.tryLock("upload:k"))!;
+    let ran = false;
+    const waited = locker.withLock("upload:k", async () => void (ran = true)).catch((err: unknown) => err);
+    expect(await waited).toBeInstanceOf(LockTimeoutError);
+    expect(await waited).toMatchObject({ lockName: "upload:k", waitMs: 200 });
+    expect(ran).toBe(false);
+    await held();
   });
 
   redisTest("without it, Redis lost while running fails the lock, as before", async () => {

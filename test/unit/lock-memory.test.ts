@@ -1,5 +1,5 @@
-import { describe, expect, test } from "bun:test";
-import { LockerClosedError, LockTimeoutError } from "../../src/lock/locker.ts";
+import { describe, expect, jest, test } from "bun:test";
+import { DEFAULT_WAIT_MS, LockerClosedError, LockTimeoutError } from "../../src/lock/locker.ts";
 import { MemoryLocker } from "../../src/lock/memory.ts";
 
 /** A promise plus the function that resolves it: lets a test hold a lock as long as it likes. */
@@ -83,6 +83,41 @@ describe("MemoryLocker", () => {
     expect(await locker.tryLock("k")).not.toBeNull();
   });
 
+  test("a waiter not told how long to wait gives up after the default wait, with LockTimeoutError naming it", async () => {
+    const locker = new MemoryLocker(50);
+    const release = (await locker.tryLock("k"))!;
+    let ran = false;
+    const err = await locker.withLock("k", async () => void (ran = true)).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(LockTimeoutError);
+    expect(err).toMatchObject({ lockName: "k", waitMs: 50 });
+    expect(ran).toBe(false);
+    await release();
+    expect(await locker.withLock("k", async () => "free again")).toBe("free again");
+  });
+
+  test("by default a waiter gives up after DEFAULT_WAIT_MS, as a Redis locker's does", async () => {
+    jest.useFakeTimers();
+    try {
+      const locker = new MemoryLocker();
+      const release = (await locker.tryLock("k"))!;
+      let outcome: unknown = "waiting";
+      void locker.withLock("k", async () => "ran").then(
+        (value) => (outcome = value),
+        (err: unknown) => (outcome = err),
+      );
+      jest.advanceTimersByTime(DEFAULT_WAIT_MS - 1);
+      await Promise.resolve();
+      expect(outcome).toBe("waiting");
+      jest.advanceTimersByTime(1);
+      for (let i = 0; i < 5; i++) await Promise.resolve();
+      expect(outcome).toBeInstanceOf(LockTimeoutError);
+      expect(outcome).toMatchObject({ waitMs: DEFAULT_WAIT_MS });
+      await release();
+    } finally {
+      jest.useRealTimers();
+    }
+  });
+
   test("tryLock takes a free lock, refuses a held one, and shares the lock with withLock", async () => {
     const locker = new MemoryLocker();
     const release = await locker.tryLock("k");
@@ -130,7 +165,7 @@ describe("MemoryLocker", () => {
   test("a tryLock with a ttl frees itself, and its late release is harmless", async () => {
     const locker = new MemoryLocker();
     const forgotten = (await locker.tryLock("k", 10))!;
-    // waits (no limit) until the ttl frees the lock
+    // waits (within the default wait) until the ttl frees the lock
     const next = locker.withLock("k", async () => {
       await forgotten(); // the old holder's late release must not free the lock we hold now
       return await locker.tryLock("k");
