@@ -313,13 +313,13 @@ export class Cache {
       url: holder,
       // The holder answers once its upstream has: a holder that never answers is given up
       // after the stall timeout, as a silent upstream would be. The download's own signal
-      // (stalled, too slow) ends the request, body included.
+      // (stalled, too slow) ends the request, body included: joined by AbortSignal.any, which
+      // leaves no listener on it once the relay ends.
       fetch: async (_, signal) => {
-        const request = new AbortController();
-        const timer = setTimeout(() => request.abort(new NarDownloadError(`replica ${holder} did not answer within ${limits.stallTimeoutMs} ms`)), limits.stallTimeoutMs);
-        signal.addEventListener("abort", () => request.abort(signal.reason), { once: true });
+        const answer = new AbortController();
+        const timer = setTimeout(() => answer.abort(new NarDownloadError(`replica ${holder} did not answer within ${limits.stallTimeoutMs} ms`)), limits.stallTimeoutMs);
         try {
-          return await peers.fetchFromHolder(holder, record.narKey, request.signal);
+          return await peers.fetchFromHolder(holder, record.narKey, AbortSignal.any([signal, answer.signal]));
         } finally {
           clearTimeout(timer);
         }
