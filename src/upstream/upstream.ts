@@ -75,10 +75,17 @@ function isBrokenConnection(err: unknown): boolean {
   return /reset|closed unexpectedly|broken pipe|socket hang up/i.test(String((err as Error)?.message ?? err));
 }
 
+/** `ms`, or less when `signal` aborts; its listener goes either way (the signal may be a
+ * caller's that outlives many lookups). */
 function pause(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    signal?.addEventListener("abort", () => (clearTimeout(timer), resolve()), { once: true });
+    const end = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", end);
+      resolve();
+    };
+    const timer = setTimeout(end, ms);
+    signal?.addEventListener("abort", end, { once: true });
   });
 }
 

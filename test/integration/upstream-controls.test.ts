@@ -2,6 +2,7 @@
  * health check, retries of transient narinfo failures, upstreams accepted unsigned, and a NAR
  * its own upstream will not give. */
 import { afterAll, afterEach, describe, expect, test } from "bun:test";
+import { getEventListeners } from "node:events";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -114,6 +115,17 @@ describe("transient narinfo failures are retried with a short backoff", () => {
       expect(u.server.hits(`/${other.hash}.narinfo`)).toBe(3);
     }
     expect(upstreams[0]!.available).toBe(true);
+  });
+
+  test("the waits between tries leave no abort listener on the caller's signal", async () => {
+    const u = await cacheAndServer("u-listeners");
+    const upstream = new Upstream(u.server.url, 0, { headerTimeoutMs: 2000, logger: silentLogger });
+    const path = await u.cache.add("flaky-listeners");
+    u.server.fault(`/${path.hash}.narinfo`, { kind: "status", status: 503 }, { times: 2 });
+    const caller = new AbortController();
+    expect((await upstream.fetchNarInfo(path.hash, caller.signal)).kind).toBe("found");
+    expect(u.server.hits(`/${path.hash}.narinfo`)).toBe(3);
+    expect(getEventListeners(caller.signal, "abort")).toHaveLength(0);
   });
 
   test("a lasting 503 gives up after three tries, and the next upstream answers", async () => {
