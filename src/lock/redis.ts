@@ -25,6 +25,10 @@ export interface RedisLockerOptions {
 export const DEFAULT_KEY_PREFIX = "ncps:lock:";
 const DEFAULT_TTL_MS = 60_000;
 const CHECK_TIMEOUT_MS = 3_000;
+/** The most of a lock's value holderOf reads: a token (36) and a holder note (a replica's
+ * URL and a 43-character MAC) fit many times over. Anyone who can write to Redis can write a
+ * value of any size there; a longer one is not a note we wrote, and is never read whole. */
+const MAX_LOCK_VALUE_BYTES = 16 * 1024;
 /** Bounds every command, so a stalled server fails a lock attempt instead of hanging it. */
 const COMMAND_TIMEOUT_MS = 5_000;
 
@@ -69,6 +73,8 @@ export class RedisLocker implements Locker {
   private readonly password: string | undefined;
   private readonly logger: Logger | undefined;
   private readonly leases = new Set<Lease>();
+  /** Locks whose oversized value was reported: once each, not on every look of a waiter. */
+  private readonly oversizedReported = new Set<string>();
   private connecting: Promise<void> | null = null;
   /** The last connection error ioredis reported; connect() itself only says "closed". */
   private lastError: Error | null = null;
@@ -147,16 +153,28 @@ export class RedisLocker implements Locker {
     return () => this.release(lease);
   }
 
+  /** A value over MAX_LOCK_VALUE_BYTES names no holder (null, with a warning): only its first
+   * bytes past the bound are read, however large it is. */
   async holderOf(name: string): Promise<string | null> {
-    let value: string | null;
+    let prefix: Buffer;
     try {
-      value = await (await this.connected()).get(this.keyPrefix + name);
+      // GETRANGE's end is inclusive: one byte past the bound tells a longer value; a missing key is ""
+      prefix = await (await this.connected()).getrangeBuffer(this.keyPrefix + name, 0, MAX_LOCK_VALUE_BYTES);
     } catch (err) {
       if (err instanceof LockerClosedError) throw err;
       throw new Error(`cannot read lock ${JSON.stringify(name)}: redis at ${this.address}: ${this.reason(err)}`);
     }
-    const space = value?.indexOf(" ") ?? -1;
-    return space < 0 ? null : value!.slice(space + 1);
+    if (prefix.length > MAX_LOCK_VALUE_BYTES) {
+      if (!this.oversizedReported.has(name)) {
+        if (this.oversizedReported.size >= 1000) this.oversizedReported.clear();
+        this.oversizedReported.add(name);
+        this.logger?.warn("lock value over the size a holder note can have: not read, no holder named", { lock: name, maxBytes: MAX_LOCK_VALUE_BYTES });
+      }
+      return null;
+    }
+    const value = prefix.toString("utf8");
+    const space = value.indexOf(" ");
+    return space < 0 ? null : value.slice(space + 1);
   }
 
   /** Stops every renewal and closes the connection. Held keys are not deleted: they expire

@@ -4,6 +4,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { Redis } from "ioredis";
 import { LockerClosedError, LockTimeoutError } from "../../src/lock/locker.ts";
 import { RedisLocker, type RedisLockerOptions } from "../../src/lock/redis.ts";
+import { createLogger } from "../../src/telemetry/logger.ts";
 import { testIf } from "../helpers/prereq.ts";
 
 const redisUrl = process.env.NCPS_TEST_REDIS_URL ?? null;
@@ -129,6 +130,29 @@ describe("RedisLocker", () => {
     const plain = (await b.tryLock("k"))!;
     expect(await a.holderOf("k")).toBeNull();
     await plain();
+  });
+
+  redisTest("a lock value written into Redis at any size is not read whole: over 16 KiB it names no holder", async () => {
+    const { keyPrefix, raw } = scope();
+    const lines: string[] = [];
+    const reader = new RedisLocker({ ...optionsFromUrl(redisUrl!, keyPrefix), logger: createLogger("warn", {}, (line) => lines.push(line)) });
+    opened.push(reader);
+    const redis = raw();
+    // at the bound: read as usual
+    const atBound = `token http://replica-a:8501 ${"p".repeat(16 * 1024 - "token http://replica-a:8501 ".length)}`;
+    await redis.set(`${keyPrefix}at-bound`, atBound, "PX", 60_000);
+    expect(await reader.holderOf("at-bound")).toBe(atBound.slice("token ".length));
+    // 32 MiB: refused, having read a few KiB of it
+    const huge = 32 * 1024 * 1024;
+    await redis.set(`${keyPrefix}huge`, `token ${"x".repeat(huge)}`, "PX", 60_000);
+    const sentBytes = async () => Number(/total_net_output_bytes:(\d+)/.exec(await redis.info("stats"))![1]);
+    const before = await sentBytes();
+    // (its length, not the note, in a failure: 32 MiB of "x" helps nobody)
+    expect((await reader.holderOf("huge"))?.length ?? null).toBeNull();
+    // (other clients of this Redis count too: well below the value, not an exact figure)
+    expect((await sentBytes()) - before).toBeLessThan(huge / 2);
+    expect(await reader.holderOf("huge")).toBeNull(); // a waiter looks again: reported once
+    expect(lines.filter((line) => line.includes("lock value over the size"))).toHaveLength(1);
   });
 
   redisTest("a stale release after expiry and re-acquisition keeps the new holder's key", async () => {
