@@ -10,6 +10,7 @@ import type { Attributes as OtelAttributes, Meter, ObservableResult, Tracer } fr
 import { context, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
 import { W3CTraceContextPropagator } from "@opentelemetry/core";
 import { BucketHistogram } from "./histograms.ts";
+import { sampleRequest, sampleRoot, type TraceSampling } from "./sampling.ts";
 import { noInstruments, upstreamHostname, type Attributes, type EvictionInstruments, type Instruments, type LockInstruments, type Outcome, type Served, type SpanHandle } from "./instruments.ts";
 
 /** A counter by label set, read at collection time. */
@@ -118,6 +119,7 @@ export class Telemetry implements Instruments, LockInstruments, EvictionInstrume
   constructor(
     meter: Meter,
     private readonly tracer: Tracer | null,
+    private readonly sampling: TraceSampling = { rootRatio: 1, followParent: true },
   ) {
     const counter = (name: string, description: string, tally: Tally, unit?: string) =>
       meter.createObservableCounter(name, { description, unit }).addCallback(tally.observe);
@@ -294,6 +296,9 @@ export class Telemetry implements Instruments, LockInstruments, EvictionInstrume
 
   startSpan(name: string, attrs?: Attributes, kind: "internal" | "client" = "internal"): SpanHandle {
     if (!this.tracer) return noInstruments.startSpan(name);
+    // Inside a traced request the span is its child; work outside any starts a trace of its
+    // own, sampled like a request without a parent.
+    if (!trace.getSpan(context.active())?.isRecording() && !sampleRoot(this.sampling)) return noInstruments.startSpan(name);
     const span = this.tracer.startSpan(name, { attributes: attrs, kind: kind === "client" ? SpanKind.CLIENT : SpanKind.INTERNAL });
     const ctx = trace.setSpan(context.active(), span);
     return {
@@ -316,14 +321,12 @@ export class Telemetry implements Instruments, LockInstruments, EvictionInstrume
 
   /** The server span of one request, continuing the caller's `traceparent` when there is one. */
   startRequestSpan(method: string, headers: Headers, attributes: () => Attributes): SpanHandle | null {
-    if (!this.tracer) return null;
+    // A request left out costs a header read and a random number (sampling.ts): no span, no
+    // context, no async-context switch on the hit path; the spans a miss starts then become
+    // traces of their own, sampled alike. Attributes are worked out only for a span that records.
+    if (!this.tracer || !sampleRequest(this.sampling, headers.get("traceparent"))) return null;
     const parent = propagator.extract(context.active(), headers, { get: (h, key) => (h as Headers).get(key) ?? undefined, keys: () => [] });
-    const span = this.tracer.startSpan(`${method}`, { kind: SpanKind.SERVER, attributes: { "http.request.method": method } }, parent);
-    // A request the sampler left out runs outside any context: no async-context switch on
-    // the hit path, and spans a miss starts become traces of their own, sampled alike. Its
-    // other attributes are worked out only for a span that records.
-    if (!span.isRecording()) return null;
-    span.setAttributes(attributes());
+    const span = this.tracer.startSpan(`${method}`, { kind: SpanKind.SERVER, attributes: { "http.request.method": method, ...attributes() } }, parent);
     const ctx = trace.setSpan(parent, span);
     return {
       setAttributes: (a) => void span.setAttributes(a),

@@ -13,6 +13,7 @@ import { BasicTracerProvider, BatchSpanProcessor, ConsoleSpanExporter } from "@o
 import { histogramProducer } from "./histograms.ts";
 import { Telemetry } from "./metrics.ts";
 import { startOtlpThread } from "./otlp-thread.ts";
+import { sdkSampler, traceSamplingFromEnv, type TraceSampling } from "./sampling.ts";
 
 export interface TelemetryOptions {
   prometheus: boolean;
@@ -67,12 +68,15 @@ export function createTelemetry(opts: TelemetryOptions): TelemetrySetup {
   const meterProvider = readers.length > 0 ? new MeterProvider({ resource, readers }) : null;
   const meter = meterProvider?.getMeter("ncps", opts.version) ?? createNoopMeter();
   let tracerProvider: BasicTracerProvider | null = null;
+  let sampling: TraceSampling | undefined;
   if (opts.otel) {
+    // Only tracing reads it: without --otel-enabled a stray value stops nothing.
+    sampling = traceSamplingFromEnv();
     installContextManager();
     const exporter = otlp?.spanExporter ?? new ConsoleSpanExporter();
-    tracerProvider = new BasicTracerProvider({ resource, spanProcessors: [new BatchSpanProcessor(exporter, { scheduledDelayMillis: 1000 })] });
+    tracerProvider = new BasicTracerProvider({ resource, sampler: sdkSampler(sampling), spanProcessors: [new BatchSpanProcessor(exporter, { scheduledDelayMillis: 1000 })] });
   }
-  telemetry = new Telemetry(meter, tracerProvider?.getTracer("ncps", opts.version) ?? null);
+  telemetry = new Telemetry(meter, tracerProvider?.getTracer("ncps", opts.version) ?? null, sampling);
   const serializer = new PrometheusSerializer(undefined, false, undefined, true, true);
   const metricsText = prometheus
     ? async () => {
