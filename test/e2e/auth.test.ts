@@ -1,17 +1,17 @@
 /** Tokens as the real Nix client presents them: credentials from a netrc file, which curl
  * sends as HTTP Basic. */
-import { afterAll, beforeAll, describe, expect } from "bun:test";
+import { afterAll, beforeAll, expect } from "bun:test";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { startNcpsProcess, type NcpsProcess } from "../helpers/ncps.ts";
 import { buildClosure, createNixEnv, makeKeyPair, nixAvailable, storePathHash, verifyStore, type NixEnv } from "../helpers/nix.ts";
-import { testIf } from "../helpers/prereq.ts";
+import { describeIf, testIf } from "../helpers/prereq.ts";
 import { startStoppedPort } from "../helpers/upstream-server.ts";
 
 const test = testIf(nixAvailable, "the real Nix (nix-bin) is needed for end-to-end tests");
 const T = 300_000;
 
-describe.skipIf(!nixAvailable && process.env.NCPS_TEST_STRICT !== "1")("e2e: tokens through the Nix client's netrc", () => {
+describeIf(nixAvailable)("e2e: tokens through the Nix client's netrc", () => {
   let nix: NixEnv;
   let ncps: NcpsProcess;
   let built: { paths: string[]; top: string };

@@ -5,14 +5,14 @@
  * from the chunks alone and verifies it too. Small chunk sizes, so each NAR has many.
  * (substitute-cdc.test.ts runs the general real-client scenario with CDC on; this one is
  * about what two NARs share.) */
-import { afterAll, beforeAll, describe, expect } from "bun:test";
+import { afterAll, beforeAll, expect } from "bun:test";
 import { Database } from "bun:sqlite";
 import { mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startNcpsProcess, type NcpsProcess } from "../helpers/ncps.ts";
 import { createNixEnv, makeKeyPair, nixAvailable, publishCache, substitute, verifyStore, type NixEnv } from "../helpers/nix.ts";
-import { testIf } from "../helpers/prereq.ts";
+import { describeIf, testIf } from "../helpers/prereq.ts";
 import { startUpstream, type Upstream } from "../helpers/upstream-server.ts";
 
 const test = testIf(nixAvailable, "the real Nix (nix-bin) is needed for end-to-end tests");
@@ -31,7 +31,7 @@ const derivation = (name: string, script: string, attrs = "") => `builtins.deriv
     args = [ "-c" ${JSON.stringify(script)} ];
   }`;
 
-describe.skipIf(!nixAvailable && process.env.NCPS_TEST_STRICT !== "1")("e2e: real Nix substitutes through a CDC-enabled ncps", () => {
+describeIf(nixAvailable)("e2e: real Nix substitutes through a CDC-enabled ncps", () => {
   let nix: NixEnv;
   let work: string;
   let upstream: Upstream;

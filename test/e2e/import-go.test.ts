@@ -2,7 +2,7 @@
  * its main branch, 816f6378, on SQLite, and its storage layout) holding real NARs that Nix
  * wrote, imported with `ncps import-go`; then, with every upstream gone, Nix substitutes the
  * whole closure through ncps trusting only the key the Go ncps signed with. */
-import { afterAll, beforeAll, describe, expect } from "bun:test";
+import { afterAll, beforeAll, expect } from "bun:test";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -11,13 +11,13 @@ import { formatPublicKey, generateSecretKey, signNarInfo, toPublicKey } from "..
 import { createGoDeployment } from "../helpers/go-ncps.ts";
 import { ncpsCommand, startNcpsProcess, type NcpsProcess } from "../helpers/ncps.ts";
 import { buildClosure, createNixEnv, makeKeyPair, nixAvailable, publishCache, storePathHash, substitute, verifyStore, type NixEnv } from "../helpers/nix.ts";
-import { testIf } from "../helpers/prereq.ts";
+import { describeIf, testIf } from "../helpers/prereq.ts";
 import { startStoppedPort } from "../helpers/upstream-server.ts";
 
 const test = testIf(nixAvailable, "the real Nix (nix-bin) is needed for end-to-end tests");
 const T = 300_000;
 
-describe.skipIf(!nixAvailable && process.env.NCPS_TEST_STRICT !== "1")("e2e: real Nix substitutes a Go ncps's content through ncps after import-go", () => {
+describeIf(nixAvailable)("e2e: real Nix substitutes a Go ncps's content through ncps after import-go", () => {
   let nix: NixEnv;
   let work: string;
   let paths: string[];

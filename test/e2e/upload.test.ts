@@ -1,17 +1,17 @@
 /** `nix copy --to` ncps with the real Nix: builders push, other machines substitute. */
-import { afterAll, beforeAll, describe, expect } from "bun:test";
+import { afterAll, beforeAll, expect } from "bun:test";
 import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startNcpsProcess, type NcpsProcess } from "../helpers/ncps.ts";
 import { buildClosure, createNixEnv, makeKeyPair, nixAvailable, storePathHash, substitute, verifyStore, type BuiltClosure, type KeyPair, type NixEnv } from "../helpers/nix.ts";
-import { testIf } from "../helpers/prereq.ts";
+import { describeIf, testIf } from "../helpers/prereq.ts";
 import { startStoppedPort } from "../helpers/upstream-server.ts";
 
 const test = testIf(nixAvailable, "the real Nix (nix-bin) is needed for end-to-end tests");
 const T = 300_000;
 
-describe.skipIf(!nixAvailable && process.env.NCPS_TEST_STRICT !== "1")("e2e: nix copy --to ncps", () => {
+describeIf(nixAvailable)("e2e: nix copy --to ncps", () => {
   let nix: NixEnv;
   let work: string;
   let clientKey: KeyPair;

@@ -1,6 +1,6 @@
 /** Tests that need something from the machine (Nix, a database server) skip without it,
  * saying why; under NCPS_TEST_STRICT=1 (set by .ci/run) a missing prerequisite fails. */
-import { test } from "bun:test";
+import { describe, test } from "bun:test";
 
 export const strict = process.env.NCPS_TEST_STRICT === "1";
 
@@ -16,6 +16,14 @@ export function testIf(available: boolean, reason: string): typeof test {
   }
   console.warn(`skipped: ${reason}`);
   return test.skip;
+}
+
+/** Returns `describe`, or `describe.skip` when `available` is false; in strict mode the block
+ * runs anyway, so its tests (testIf's failing stand-ins, or a beforeAll that checks) fail for
+ * the missing prerequisite instead of vanishing. Saying why a block is skipped is left to
+ * those tests (testIf warns once per file). */
+export function describeIf(available: boolean): typeof describe {
+  return available || strict ? describe : describe.skip;
 }
 
 export function hasCommand(cmd: string): boolean {

@@ -1,13 +1,13 @@
 /** Shared end-to-end suite: the real Nix client substitutes through ncps (run as users run it: `ncps serve`, or the
  * compiled binary named by NCPS_BIN), trusting only ncps's key; then the upstreams go away
  * and a fresh store still gets everything from ncps alone. */
-import { afterAll, beforeAll, describe, expect } from "bun:test";
+import { afterAll, beforeAll, expect } from "bun:test";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { buildClosure, createNixEnv, makeKeyPair, nixAvailable, publishCache, storePathHash, substitute, verifyStore, type NixEnv } from "./nix.ts";
 import { startNcpsProcess, type NcpsProcess } from "./ncps.ts";
-import { testIf } from "./prereq.ts";
+import { describeIf, testIf } from "./prereq.ts";
 import { createTestDatabase, testServer, type ServerDialect, type TestDatabase } from "./server-databases.ts";
 import { startStoppedPort, startUpstream, type Upstream } from "./upstream-server.ts";
 
@@ -17,7 +17,7 @@ const T = 300_000;
 /** Runs the suite against an ncps started with `extraArgs` (a database URL, S3 storage...),
  * so every backend combination is proven with the same real-client scenario. */
 export function describeSubstitution(name: string, extraArgs: () => Promise<string[]> | string[] = () => []) {
-  describe.skipIf(!nixAvailable && process.env.NCPS_TEST_STRICT !== "1")(name, () => {
+  describeIf(nixAvailable)(name, () => {
     let nix: NixEnv;
     let work: string;
     let big: { paths: string[]; big?: string };

@@ -1,7 +1,7 @@
 /** ncps serving NARs from S3 (s3rver): a miss goes up to the bucket, a hit comes back as an
  * S3 GET with exact Content-Length, a Range as a ranged S3 GET; a bucket that cannot be used
  * stops start-up with one line. */
-import { afterAll, beforeAll, describe, expect } from "bun:test";
+import { afterAll, beforeAll, expect } from "bun:test";
 import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -10,14 +10,14 @@ import { loadConfig } from "../../src/config/load.ts";
 import { parseNarInfo } from "../../src/nix/narinfo.ts";
 import { silentLogger } from "../../src/telemetry/logger.ts";
 import { buildClosure, createNixEnv, makeKeyPair, nixAvailable, publishCache, storePathHash, type NixEnv } from "../helpers/nix.ts";
-import { strict, testIf } from "../helpers/prereq.ts";
+import { describeIf, testIf } from "../helpers/prereq.ts";
 import { s3rverAvailable, startS3rver, type S3rver } from "../helpers/s3rver.ts";
 import { startUpstream, type Upstream } from "../helpers/upstream-server.ts";
 
 const test = testIf(nixAvailable && s3rverAvailable, "the real Nix (to make an upstream cache) and s3rver under node are needed");
 const T = 120_000;
 
-describe.skipIf((!nixAvailable || !s3rverAvailable) && !strict)("ncps serve with S3 storage", () => {
+describeIf(nixAvailable && s3rverAvailable)("ncps serve with S3 storage", () => {
   let nix: NixEnv;
   let work: string;
   let up: Upstream;
