@@ -271,7 +271,7 @@ export class Uploads {
 
   /** GET /log/<drv>: the stored log, else (with `upstream`, the default) the first
    * upstream's, read whole within the upstream's deadline; UpstreamsFailed when none has it
-   * and one failed to answer. */
+   * and one failed to answer. `signal` (the client's) ends the upstream request. */
   async getLog(drv: string, { upstream: askUpstreams = true, signal }: { upstream?: boolean; signal?: AbortSignal } = {}): Promise<LogBody | null> {
     const key = logKey(drv);
     const stored = await this.opts.store.get(key);
@@ -279,6 +279,7 @@ export class Uploads {
     const failures: string[] = [];
     for (const upstream of this.opts.pool.upstreams) {
       const lookup = await upstream.fetchLog(key, signal);
+      if (signal?.aborted) return null; // the client went away: nobody to answer, no upstream at fault
       if (lookup.kind === "found") return { body: new Blob([lookup.value]), length: lookup.value.length };
       if (lookup.kind === "error") failures.push(`${upstream.url}: ${lookup.detail ?? lookup.reason}`);
     }

@@ -102,6 +102,30 @@ function trickle(text: string): Response {
   return new Response(body, { headers: { "content-type": "text/x-nix-narinfo" } });
 }
 
+/** An upstream whose build logs never end (a line every 50 ms); `sending` resolves when it
+ * starts one, `cancelled` when the reader (ncps) gives that one up. */
+function startEndlessLogs() {
+  const sending = Promise.withResolvers<void>();
+  const cancelled = Promise.withResolvers<"cancelled">();
+  const url = startServer(cache.dir, (path) => {
+    if (!path.startsWith("/log/")) return undefined;
+    sending.resolve();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const body = new ReadableStream<Uint8Array>({
+      async pull(c) {
+        await new Promise((r) => (timer = setTimeout(r, 50)));
+        c.enqueue(new TextEncoder().encode("building...\n"));
+      },
+      cancel: () => {
+        clearTimeout(timer);
+        cancelled.resolve("cancelled");
+      },
+    });
+    return new Response(body, { headers: { "content-type": "text/plain" } });
+  });
+  return { url, sending: sending.promise, cancelled: cancelled.promise };
+}
+
 /** `p`, or "still running" when it has not settled within `ms` (the bug: it never does). */
 function within<T>(p: Promise<T>, ms: number): Promise<T | "still running"> {
   let timer: ReturnType<typeof setTimeout>;
@@ -188,31 +212,33 @@ describe("deadlines", () => {
   });
 
   test("a build log trickling forever ends at the upstream deadline with a 502, its upstream request cancelled", async () => {
-    const cancelled = Promise.withResolvers<"cancelled">();
-    const endless = startServer(cache.dir, (path) => {
-      if (!path.startsWith("/log/")) return undefined;
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const body = new ReadableStream<Uint8Array>({
-        async pull(c) {
-          await new Promise((r) => (timer = setTimeout(r, 50)));
-          c.enqueue(new TextEncoder().encode("building...\n"));
-        },
-        cancel: () => {
-          clearTimeout(timer);
-          cancelled.resolve("cancelled");
-        },
-      });
-      return new Response(body, { headers: { "content-type": "text/plain" } });
-    });
+    const endless = startEndlessLogs();
     // an upstream request's deadline is the dialer timeout plus the response header timeout
-    const ncps = await start([endless], { "cache-upstream-dialer-timeout": "250ms", "cache-upstream-response-header-timeout": "250ms" });
+    const ncps = await start([endless.url], { "cache-upstream-dialer-timeout": "250ms", "cache-upstream-response-header-timeout": "250ms" });
     const answered = (async () => {
       const res = await fetch(`${ncps.url}/log/${drvName()}`);
       return { status: res.status, text: await res.text() };
     })();
     expect(await within(answered, 2000)).toEqual({ status: 502, text: "Bad Gateway\n" });
     // the upstream sees its connection closed (the server notices a moment later)
-    expect(await within(cancelled.promise, 2000)).toBe("cancelled");
+    expect(await within(endless.cancelled, 2000)).toBe("cancelled");
+  });
+
+  test("a client that goes away while an upstream build log trickles ends the upstream request, long before the deadline", async () => {
+    const endless = startEndlessLogs();
+    const lines: string[] = [];
+    const logger = createLogger("info", {}, (line) => lines.push(line));
+    const args = { "cache-upstream-url": [endless.url], "cache-upstream-public-key": [cache.publicKey], "cache-upstream-response-header-timeout": "20s" };
+    const ncps = await startInProcess(join(work, `ncps-${++seq}`), args, logger);
+    running.push(ncps);
+    const client = new AbortController();
+    const asked = fetch(`${ncps.url}/log/${drvName()}`, { signal: client.signal }).catch(() => "aborted");
+    await endless.sending;
+    client.abort();
+    expect(await asked).toBe("aborted");
+    expect(await within(endless.cancelled, 3000)).toBe("cancelled");
+    // nobody to answer: not an upstream failure, nothing logged as an error
+    expect(lines.filter((line) => JSON.parse(line).level === "error")).toEqual([]);
   });
 
   test("a NAR body trickling just fast enough to dodge the stall timeout is abandoned below the minimum rate", async () => {
