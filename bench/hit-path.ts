@@ -17,7 +17,6 @@ import { encodeNix32 } from "../src/nix/nix32.ts";
 import { serializeNarInfo } from "../src/nix/narinfo.ts";
 import { formatPublicKey, generateSecretKey, signNarInfo, toPublicKey } from "../src/nix/signature.ts";
 import { startNcpsProcess, type NcpsProcess } from "../test/helpers/ncps.ts";
-import { startCollector, type Collector } from "../test/helpers/otlp-collector.ts";
 import { startNginx } from "./nginx.ts";
 import { measureHits } from "./wrk.ts";
 
@@ -36,6 +35,45 @@ const { values } = parseArgs({
     "otlp-logs": { type: "boolean", default: false },
   },
 });
+
+interface CollectorProcess {
+  url: string;
+  spans(): Promise<number>;
+  stop(): Promise<void>;
+}
+
+/** The OTLP collector at nice 19 in a process of its own (bench/otlp-collector-process.ts). */
+async function startCollectorProcess(): Promise<CollectorProcess> {
+  const proc = Bun.spawn(["nice", "-n", "19", "bun", join(import.meta.dir, "otlp-collector-process.ts")], { stdin: "pipe", stdout: "pipe", stderr: "inherit" });
+  const lines = proc.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let buffered = "";
+  const nextLine = async (): Promise<string> => {
+    for (;;) {
+      const nl = buffered.indexOf("\n");
+      if (nl >= 0) {
+        const line = buffered.slice(0, nl);
+        buffered = buffered.slice(nl + 1);
+        return line;
+      }
+      const { done, value } = await lines.read();
+      if (done) throw new Error("the OTLP collector process ended");
+      buffered += value;
+    }
+  };
+  const url = await nextLine();
+  return {
+    url,
+    async spans() {
+      proc.stdin.write("spans\n");
+      await proc.stdin.flush();
+      return Number(await nextLine());
+    },
+    async stop() {
+      await proc.stdin.end();
+      await proc.exited;
+    },
+  };
+}
 
 const work = await mkdtemp(join(tmpdir(), "ncps-hitbench-"));
 const cacheDir = join(work, "cache");
@@ -67,9 +105,9 @@ await writeFile(join(cacheDir, "nix-cache-info"), "StoreDir: /nix/store\nWantMas
 const nginx = await startNginx(work, cacheDir);
 const nginxUrl = nginx.urls[0]!;
 let ncps: NcpsProcess | undefined;
-let collector: Collector | undefined;
+let collector: CollectorProcess | undefined;
 try {
-  collector = values.telemetry ? await startCollector() : undefined;
+  collector = values.telemetry ? await startCollectorProcess() : undefined;
   ncps = await startNcpsProcess({
     args: [
       ...["--cache-upstream-url", nginxUrl, "--cache-upstream-public-key", formatPublicKey(toPublicKey(key))],
@@ -100,7 +138,7 @@ try {
       const telemetry = server === "ncps" ? { telemetry: values.telemetry, otlpLogs: values.telemetry && values["otlp-logs"], spansReceived: 0 } : {};
       const pids = server === "ncps" ? [ncps!.proc.pid] : nginx.pids;
       const result = await measureHits(work, url, pids, { connections: Number(values.connections), seconds: Number(values.seconds) });
-      if (collector) telemetry.spansReceived = collector.spans.length;
+      if (collector) telemetry.spansReceived = await collector.spans();
       console.log(JSON.stringify({ case: name, server, connections: Number(values.connections), ...telemetry, ...result }));
     }
   }
