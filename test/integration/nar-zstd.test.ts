@@ -168,3 +168,65 @@ test.each([["zstd"], ["gzip"], ["br"]])("an upstream answering with Content-Enco
     server.stop(true);
   }
 });
+
+describe("a NAR larger than one frame", () => {
+  const FRAME = 4 * 1024 * 1024;
+
+  test("is stored as several zstd frames that every decoder reads as the NAR, and served whole and by range", async () => {
+    const other = await makeSyntheticCache(join(work, "framed"), "framed-1");
+    const big = await other.add("framed", { nar: compressible(200_000) }); // ~11 MB: three frames
+    expect(big.nar.length).toBeGreaterThan(2 * FRAME);
+    const server = await startUpstream(other.dir);
+    const proxy = await startInProcess(join(work, "data-framed"), { "cache-upstream-url": [server.url], "cache-upstream-public-key": [other.publicKey] });
+    try {
+      const narinfo = parseNarInfo(await (await fetch(`${proxy.url}/${big.hash}.narinfo`)).text());
+      const url = `${proxy.url}/${narinfo.url}`;
+      await (await fetch(url)).arrayBuffer();
+      await proxy.cache.drain();
+
+      const storedPath = join(work, "data-framed", narinfo.url);
+      const stored = new Uint8Array(await Bun.file(storedPath).arrayBuffer());
+      let frames = 0;
+      for (let i = 0; i + 3 < stored.length; i++) if (stored[i] === 0x28 && stored[i + 1] === 0xb5 && stored[i + 2] === 0x2f && stored[i + 3] === 0xfd) frames++;
+      expect(frames).toBe(Math.ceil(big.nar.length / FRAME));
+      // the zstd tool, as a client decoding the Content-Encoding would
+      const cli = Bun.spawnSync(["zstd", "-d", "-c", storedPath]);
+      expect(cli.exitCode).toBe(0);
+      expect(sha256Nix32(cli.stdout)).toBe(big.narinfo.narHash);
+
+      const zstd = await get(url, { "accept-encoding": "zstd" });
+      expect(zstd.res.headers.get("content-encoding")).toBe("zstd");
+      expect(Buffer.from(zstd.body).equals(Buffer.from(stored))).toBe(true);
+      const plain = await get(url, { "accept-encoding": "identity" });
+      expect(sha256Nix32(plain.body)).toBe(big.narinfo.narHash);
+      // a range across the first frame boundary
+      const { res, body } = await get(url, { "accept-encoding": "zstd", range: `bytes=${FRAME - 50}-${FRAME + 49}` });
+      expect(res.status).toBe(206);
+      expect(Buffer.from(body).equals(Buffer.from(big.nar.subarray(FRAME - 50, FRAME + 50)))).toBe(true);
+    } finally {
+      await proxy.stop();
+      await server.stop();
+    }
+  });
+
+  test("bytes that do not compress are stored as they are", async () => {
+    const other = await makeSyntheticCache(join(work, "random"), "random-1");
+    const noise = crypto.getRandomValues(new Uint8Array(FRAME + 1000));
+    const p = await other.add("noise", { nar: noise });
+    const server = await startUpstream(other.dir);
+    const proxy = await startInProcess(join(work, "data-random"), { "cache-upstream-url": [server.url], "cache-upstream-public-key": [other.publicKey] });
+    try {
+      const narinfo = parseNarInfo(await (await fetch(`${proxy.url}/${p.hash}.narinfo`)).text());
+      await (await fetch(`${proxy.url}/${narinfo.url}`)).arrayBuffer();
+      await proxy.cache.drain();
+      const stored = new Uint8Array(await Bun.file(join(work, "data-random", narinfo.url)).arrayBuffer());
+      expect(Buffer.from(stored).equals(Buffer.from(noise))).toBe(true);
+      const plain = await get(`${proxy.url}/${narinfo.url}`, { "accept-encoding": "zstd" });
+      expect(plain.res.headers.get("content-encoding")).toBeNull();
+      expect(sha256Nix32(plain.body)).toBe(p.narinfo.narHash);
+    } finally {
+      await proxy.stop();
+      await server.stop();
+    }
+  });
+});
