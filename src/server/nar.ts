@@ -37,7 +37,10 @@ function serveNar(find: FindNar) {
     const headers: Record<string, string> = { "content-type": "application/x-nix-nar", "accept-ranges": "bytes" };
     const rangeHeader = req.headers.get("range");
     if (source.zstd) {
-      headers.vary = "Accept-Encoding";
+      // Every answer for this NAR, whichever encoding it chose, names both headers acceptsZstd
+      // reads, so a shared cache in front keys on both (a NAR with no zstd form, or still
+      // downloading, is the same bytes for everyone and has no Vary).
+      headers.vary = "Accept-Encoding, User-Agent";
       if (rangeHeader === null && acceptsZstd(req)) {
         headers["content-encoding"] = "zstd";
         headers["content-length"] = String(source.zstd.size);

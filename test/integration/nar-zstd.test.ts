@@ -77,7 +77,7 @@ describe("an uncompressed NAR from an upstream", () => {
     const { res, body } = await get(narUrl, { "accept-encoding": "gzip, deflate, br, zstd" });
     expect(res.status).toBe(200);
     expect(res.headers.get("content-encoding")).toBe("zstd");
-    expect(res.headers.get("vary")).toBe("Accept-Encoding");
+    expect(res.headers.get("vary")).toBe("Accept-Encoding, User-Agent");
     expect(Number(res.headers.get("content-length"))).toBe(body.length);
     expect(body.length).toBeLessThan(path.nar.length / 10);
     expect(sha256Nix32(Bun.zstdDecompressSync(body))).toBe(path.narinfo.narHash);
@@ -87,6 +87,8 @@ describe("an uncompressed NAR from an upstream", () => {
     const { res, body } = await get(narUrl, { "accept-encoding": accept });
     expect(res.status).toBe(200);
     expect(res.headers.get("content-encoding")).toBeNull();
+    // the same Vary as the zstd answer: a shared cache must not hand this one to Nix either
+    expect(res.headers.get("vary")).toBe("Accept-Encoding, User-Agent");
     expect(sha256Nix32(body)).toBe(path.narinfo.narHash);
   });
 
@@ -95,8 +97,10 @@ describe("an uncompressed NAR from an upstream", () => {
     const plain = await rawRequest(ncps.port, target);
     expect(plain.status).toBe(200);
     expect(plain.headers.get("content-encoding")).toBeUndefined();
+    expect(plain.headers.get("vary")).toBe("Accept-Encoding, User-Agent");
     const nix = await rawRequest(ncps.port, `${target}\r\nUser-Agent: curl/7.85.0 Nix/2.8.0`);
     expect(nix.headers.get("content-encoding")).toBe("zstd");
+    expect(nix.headers.get("vary")).toBe("Accept-Encoding, User-Agent");
   });
 
   test("Range is on the NAR's own bytes, whatever the client accepts", async () => {
