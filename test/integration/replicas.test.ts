@@ -279,5 +279,12 @@ describe("replicas sharing database and storage, coordinated through Redis", () 
     // nothing in flight: a 404, and no download started by asking
     expect((await peers.fetchFromHolder(a.url, nar.key, AbortSignal.timeout(5000))).status).toBe(404);
     expect(upstream.hits(nar.upstreamPath)).toBe(0);
+    // a good proof answers only the NAR and the moment it was made for
+    const other = await addNar(1024);
+    const forOther = peers.requestProof("GET", `${REPLICA_PREFIX}${other.key}`);
+    expect((await fetch(`${a.url}${REPLICA_PREFIX}${other.key}`, { headers: { authorization: forOther } })).status).toBe(404);
+    expect((await fetch(`${a.url}${path}`, { headers: { authorization: forOther } })).status).toBe(401);
+    const ahead = peers.requestProof("GET", path, Date.now() + 60_000);
+    expect((await fetch(`${a.url}${path}`, { headers: { authorization: ahead } })).status).toBe(401);
   }, 30_000);
 });
