@@ -14,6 +14,8 @@ export interface PoolOptions {
   trustedKeys: PublicKey[];
   /** how long "no upstream has it" is remembered, ms (0 = not at all) */
   negativeTtlMs: number;
+  /** how many misses each list remembers (narinfos, realisations); default 100,000 */
+  negativeCacheMax?: number;
   /** how long to wait for an upstream before also asking the next one, ms */
   hedgeDelayMs?: number;
   /** a shared lookup ends after this long, ms, with the best answer so far (or none), so
@@ -46,8 +48,43 @@ const HEALTH_CHECK_EVERY_MS = 60_000;
 /** A broken upstream is logged once per upstream and reason per this period. */
 const PROBLEM_LOG_EVERY_MS = 60_000;
 
+/** Keys no upstream had, each until its expiry; the oldest goes when the list is full. */
+class RememberedMisses {
+  private readonly expiries = new Map<string, number>(); // key -> expiry (ms epoch)
+
+  constructor(
+    private readonly ttlMs: number,
+    private readonly max: number,
+  ) {}
+
+  has(key: string): boolean {
+    const expiry = this.expiries.get(key);
+    if (expiry === undefined) return false;
+    if (expiry > Date.now()) return true;
+    this.expiries.delete(key);
+    return false;
+  }
+
+  remember(key: string) {
+    if (this.ttlMs <= 0) return;
+    if (this.expiries.size >= this.max) {
+      const oldest = this.expiries.keys().next().value;
+      if (oldest !== undefined) this.expiries.delete(oldest);
+    }
+    this.expiries.set(key, Date.now() + this.ttlMs);
+  }
+
+  forget(key: string) {
+    this.expiries.delete(key);
+  }
+}
+
 export class UpstreamPool {
-  private readonly misses = new Map<string, number>(); // hash (or document path) -> expiry (ms epoch)
+  // One list per kind of lookup: a flood of misses for realisation ids (anyone can ask for
+  // any) never pushes remembered narinfo misses out, and a key of one kind never answers for
+  // the other.
+  private readonly narInfoMisses: RememberedMisses;
+  private readonly realisationMisses: RememberedMisses;
   private readonly inFlight = new SingleFlight<string, Answer<unknown> | null>();
   private readonly hedgeDelayMs: number;
   private readonly lookupTimeoutMs: number;
@@ -60,6 +97,9 @@ export class UpstreamPool {
   ) {
     this.hedgeDelayMs = opts.hedgeDelayMs ?? 250;
     this.lookupTimeoutMs = opts.lookupTimeoutMs ?? 30_000;
+    const max = opts.negativeCacheMax ?? NEGATIVE_CACHE_MAX;
+    this.narInfoMisses = new RememberedMisses(opts.negativeTtlMs, max);
+    this.realisationMisses = new RememberedMisses(opts.negativeTtlMs, max);
   }
 
   private healthTimer: ReturnType<typeof setInterval> | undefined;
@@ -95,7 +135,7 @@ export class UpstreamPool {
   /** The verified narinfo from the best upstream that has it, or null. Concurrent lookups of
    * one hash share one set of upstream requests. */
   async lookupNarInfo(hash: string): Promise<Found | null> {
-    const found = await this.lookup(hash, "narinfo", (upstream, signal) =>
+    const found = await this.lookup(hash, "narinfo", this.narInfoMisses, (upstream, signal) =>
       upstream.fetchNarInfo(hash, signal).then((r) => this.checkSignature(upstream, hash, r)),
     );
     return found && { upstream: found.upstream, narinfo: found.value };
@@ -103,10 +143,10 @@ export class UpstreamPool {
 
   /** The realisation from the best upstream that has it with a trusted signature (or from an
    * upstream accepting unsigned ones), keeping only its trusted signatures; or null. Misses
-   * are remembered like a narinfo's. */
+   * are remembered like a narinfo's, in a list of their own. */
   lookupRealisation(id: DrvOutput): Promise<Answer<Realisation> | null> {
     const path = realisationPath(id);
-    return this.lookup(path, "realisation", async (upstream, signal) => {
+    return this.lookup(path, "realisation", this.realisationMisses, async (upstream, signal) => {
       const r = await upstream.fetchDocument(path, (text) => parseRealisation(text, id), signal);
       if (r.kind !== "found") return r;
       const signatures = trustedRealisationSignatures(r.value, this.opts.trustedKeys);
@@ -118,31 +158,24 @@ export class UpstreamPool {
     });
   }
 
-  /** Asks the upstreams for `key` (a narinfo hash, a document path) unless it is a
-   * remembered miss; concurrent lookups of one key share one set of requests. */
-  private lookup<T>(key: string, what: string, ask: (upstream: Upstream, signal: AbortSignal) => Promise<Lookup<T>>): Promise<Answer<T> | null> {
-    const expiry = this.misses.get(key);
-    if (expiry !== undefined) {
-      if (expiry > Date.now()) {
-        this.opts.instruments?.negativeCacheHit();
-        return Promise.resolve(null);
-      }
-      this.misses.delete(key);
+  /** Asks the upstreams for `key` (a narinfo hash, a document path) unless `misses` holds
+   * it; concurrent lookups of one key share one set of requests. */
+  private lookup<T>(
+    key: string,
+    what: string,
+    misses: RememberedMisses,
+    ask: (upstream: Upstream, signal: AbortSignal) => Promise<Lookup<T>>,
+  ): Promise<Answer<T> | null> {
+    if (misses.has(key)) {
+      this.opts.instruments?.negativeCacheHit();
+      return Promise.resolve(null);
     }
-    return this.inFlight.run(key, () => this.askAll(key, what, ask)) as Promise<Answer<T> | null>;
+    return this.inFlight.run(key, () => this.askAll(key, what, misses, ask)) as Promise<Answer<T> | null>;
   }
 
-  private rememberMiss(hash: string) {
-    if (this.opts.negativeTtlMs <= 0) return;
-    if (this.misses.size >= NEGATIVE_CACHE_MAX) {
-      const oldest = this.misses.keys().next().value;
-      if (oldest !== undefined) this.misses.delete(oldest);
-    }
-    this.misses.set(hash, Date.now() + this.opts.negativeTtlMs);
-  }
-
+  /** The next lookup of this narinfo asks the upstreams, whatever they answered before. */
   forgetMiss(hash: string) {
-    this.misses.delete(hash);
+    this.narInfoMisses.forget(hash);
   }
 
   /** The NAR `upstream`'s narinfo for `hash` named failed verification: ask it for this hash
@@ -167,7 +200,12 @@ export class UpstreamPool {
     this.opts.logger.warn(`upstream ${what} not usable: ${reason}`, { upstream: upstream.url, hash, detail });
   }
 
-  private async askAll<T>(hash: string, what: string, ask: (upstream: Upstream, signal: AbortSignal) => Promise<Lookup<T>>): Promise<Answer<T> | null> {
+  private async askAll<T>(
+    hash: string,
+    what: string,
+    misses: RememberedMisses,
+    ask: (upstream: Upstream, signal: AbortSignal) => Promise<Lookup<T>>,
+  ): Promise<Answer<T> | null> {
     const candidates = this.ordered(hash);
     const abort = new AbortController();
     const results: (Lookup<T> | undefined)[] = candidates.map(() => undefined);
@@ -207,7 +245,7 @@ export class UpstreamPool {
       for (;;) {
         const decision = this.decide(candidates, results, firstFoundAt);
         if (decision !== "wait") {
-          if (decision === null && results.every((r) => r?.kind === "missing")) this.rememberMiss(hash);
+          if (decision === null && results.every((r) => r?.kind === "missing")) misses.remember(hash);
           return decision;
         }
         // Wait for the next answer, or for the grace period given to higher-priority upstreams.

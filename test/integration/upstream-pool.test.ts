@@ -1,5 +1,6 @@
 /** The upstream pool against real HTTP upstreams serving real signed narinfos. */
 import { afterEach, describe, expect, test } from "bun:test";
+import { parseDrvOutputId, realisationPath } from "../../src/nix/realisation.ts";
 import { parsePublicKey } from "../../src/nix/signature.ts";
 import { silentLogger } from "../../src/telemetry/logger.ts";
 import { CACHE_NIXOS_ORG_KEY, readFixture } from "../helpers/fixtures.ts";
@@ -66,9 +67,9 @@ function startTestUpstream(narinfos: Record<string, string>, priority: number): 
   return state;
 }
 
-function makePool(upstreams: TestUpstream[], opts: { headerTimeoutMs?: number; negativeTtlMs?: number } = {}) {
+function makePool(upstreams: TestUpstream[], opts: { headerTimeoutMs?: number; negativeTtlMs?: number; negativeCacheMax?: number } = {}) {
   const list = upstreams.map((u, i) => new Upstream(u.url, i, { headerTimeoutMs: opts.headerTimeoutMs ?? 8000, logger: silentLogger }));
-  return new UpstreamPool(list, { trustedKeys: [NIXOS_KEY], negativeTtlMs: opts.negativeTtlMs ?? 0, hedgeDelayMs: 100, logger: silentLogger });
+  return new UpstreamPool(list, { trustedKeys: [NIXOS_KEY], negativeTtlMs: opts.negativeTtlMs ?? 0, negativeCacheMax: opts.negativeCacheMax, hedgeDelayMs: 100, logger: silentLogger });
 }
 
 /** This test's two upstreams, configured in the "wrong" order: nix-cache-info priorities
@@ -130,6 +131,18 @@ describe("UpstreamPool", () => {
     const { fallback } = twoUpstreams();
     const pool = makePool([fallback], { negativeTtlMs: 60_000 });
     expect(await pool.lookupNarInfo(ABSENT)).toBeNull();
+    expect(await pool.lookupNarInfo(ABSENT)).toBeNull();
+    expect(fallback.hits.get(`${ABSENT}.narinfo`)).toBe(1);
+  });
+
+  test("realisation misses are remembered in a list of their own: however many, they never push a narinfo miss out", async () => {
+    const { fallback } = twoUpstreams();
+    const pool = makePool([fallback], { negativeTtlMs: 60_000, negativeCacheMax: 2 });
+    expect(await pool.lookupNarInfo(ABSENT)).toBeNull();
+    const ids = ["1", "2", "3"].map((n) => parseDrvOutputId(`sha256:${n.repeat(64)}!out`));
+    for (const id of ids) expect(await pool.lookupRealisation(id)).toBeNull();
+    expect(await pool.lookupRealisation(ids[2]!)).toBeNull();
+    expect(fallback.hits.get(realisationPath(ids[2]!))).toBe(1); // remembered too
     expect(await pool.lookupNarInfo(ABSENT)).toBeNull();
     expect(fallback.hits.get(`${ABSENT}.narinfo`)).toBe(1);
   });
