@@ -70,8 +70,8 @@ export interface NarSource {
   open(range?: ByteRange): Promise<BlobBody | { body: ReadableStream<Uint8Array>; length: number | null; size: number | null }>;
   /** An uncompressed NAR stored zstd-compressed: `open` decompresses it, this gives the stored
    * bytes as they are, for a client that accepts Content-Encoding: zstd. `size` above is then
-   * null: the NAR's own size (`narSize`) costs a lookup that a client taking the stored bytes,
-   * as Nix does, never needs. */
+   * null: the NAR's own size (`narSize`) costs a lookup that only a HEAD or a Range needs, not
+   * a client taking the stored bytes (as Nix does) nor one taking the whole NAR decompressed. */
   zstd?: { size: number; open(): Promise<BlobBody>; narSize(): Promise<number | null> };
 }
 
@@ -234,9 +234,11 @@ export class Cache {
     return {
       size: null,
       served: "hit",
+      // Whole, its length is not asked for: sent decompressed as it streams, it goes chunked
+      // (Bun.serve drops a Content-Length on a transformed stream), so the lookup would buy nothing.
       open: async (range) => {
-        const size = await sizeOfNar();
-        return { body: await nars.openDecompressed(stored.key, range), length: range ? range.end - range.start + 1 : size, size };
+        const body = await nars.openDecompressed(stored.key, range);
+        return range ? { body, length: range.end - range.start + 1, size: await sizeOfNar() } : { body, length: null, size: null };
       },
       zstd: { size: stored.size, open: () => nars.open(stored.key), narSize: sizeOfNar },
     };

@@ -47,7 +47,9 @@ function serveNar(find: FindNar) {
         return new Response(head ? null : (await source.zstd.open()).body, { headers });
       }
     }
-    const size = source.zstd ? await source.zstd.narSize() : source.size;
+    // A stored-zstd NAR's own size is a database lookup: asked only for HEAD's Content-Length
+    // and to resolve a Range.
+    const size = source.zstd ? (head || rangeHeader !== null ? await source.zstd.narSize() : null) : source.size;
     if (head) {
       if (size !== null) headers["content-length"] = String(size);
       return new Response(null, { headers });

@@ -15,6 +15,7 @@ import { MemoryLocker } from "../../src/lock/memory.ts";
 import { StoredNars } from "../../src/cache/stored-nars.ts";
 import { parseNcpsNarRequest, type NcpsNarRequest } from "../../src/nix/nar-url.ts";
 import { parseNarInfo } from "../../src/nix/narinfo.ts";
+import { getNar } from "../../src/server/nar.ts";
 import { generateSecretKey, parsePublicKey, toPublicKey, verifyNarInfo } from "../../src/nix/signature.ts";
 import { LocalBlobStore } from "../../src/storage/local.ts";
 import { silentLogger } from "../../src/telemetry/logger.ts";
@@ -246,6 +247,33 @@ describe("cache domain", () => {
     expect(await fromA.rest).toEqual(path.file);
     expect(await fromB).toEqual(path.file);
     expect(upstream.hits(narPath(path))).toBe(1);
+  });
+
+  test("a NAR stored zstd-compressed, sent whole and decompressed: no narinfo lookup for its size, which only HEAD and Range need", async () => {
+    const { cache, synthetic, db } = await fixture();
+    const text = Array.from({ length: 20_000 }, (_, i) => `line ${i}\n`).join("");
+    const path = await synthetic.add("stored-zstd", { nar: new TextEncoder().encode(text) });
+    const req = await narRequest(cache, path);
+    expect(await readAll((await cache.nar(req, { startDownload: true }))!)).toEqual(path.nar);
+    await cache.drain();
+    // the real store, its one method counted
+    let lookups = 0;
+    const narInfosForNar = db.narInfosForNar.bind(db);
+    db.narInfosForNar = (key) => (lookups++, narInfosForNar(key));
+    const serve = getNar(cache);
+    const get = (headers: Record<string, string>, head = false) =>
+      serve({ req: new Request(`http://ncps${narPath(path)}`, { method: head ? "HEAD" : "GET", headers }), head, params: { file: req.key.slice(4) }, upstream: true });
+
+    const whole = await get({ "accept-encoding": "identity" });
+    expect(whole.headers.get("content-encoding")).toBeNull();
+    expect(new Uint8Array(await whole.arrayBuffer())).toEqual(new Uint8Array(path.nar));
+    expect(lookups).toBe(0);
+    const head = await get({ "accept-encoding": "identity" }, true);
+    expect(head.headers.get("content-length")).toBe(String(path.nar.length));
+    expect(lookups).toBe(1);
+    const ranged = await get({ "accept-encoding": "identity", range: "bytes=-10" });
+    expect(new Uint8Array(await ranged.arrayBuffer())).toEqual(new Uint8Array(path.nar.subarray(-10)));
+    expect(lookups).toBe(2);
   });
 
   for (const what of ["deleteNar", "deleteNarInfo"] as const) {
