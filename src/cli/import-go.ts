@@ -11,7 +11,7 @@ import { storageChoice } from "../compose.ts";
 import { ConfigError } from "../config/errors.ts";
 import type { Config } from "../config/options.ts";
 import type { MetadataStore } from "../db/metadata-store.ts";
-import { openMetadataStore, poolSettings } from "../db/open.ts";
+import { openMetadataStore, poolSettings, requireCurrentSchema } from "../db/open.ts";
 import { errnoReason } from "../errors.ts";
 import { GoDatabase } from "../db/go-database.ts";
 import { GO_SECRET_KEY_KEY } from "../goimport/go-storage.ts";
@@ -50,8 +50,9 @@ export async function runImportGo(config: Config, values: Record<string, unknown
     });
     const store = await startupStep("storage", () => openBlobStore(storageChoice(config)));
     const pool = poolSettings(config);
-    const db = await startupStep("database", () => openMetadataStore(config.cacheDatabaseUrl, { pool }));
+    const db = await startupStep("database", () => openMetadataStore(config.cacheDatabaseUrl, { migrate: config.cacheDatabaseAutoMigrate, pool }));
     try {
+      await requireCurrentSchema(db);
       const signingKey = await startupStep("signing key", () => signingKeyFor(config, flags, goDb, goStore, db, logger));
       let stop = false;
       const interrupt = () => {

@@ -11,6 +11,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { RunningNcps } from "../../src/compose.ts";
+import { migrationsFor } from "../../src/db/migrations.ts";
 import { parseNarInfo } from "../../src/nix/narinfo.ts";
 import { formatPublicKey, formatSecretKey, generateSecretKey, parsePublicKey, signNarInfo, toPublicKey, verifyNarInfo } from "../../src/nix/signature.ts";
 import { createGoDeployment, type GoDeployment, type GoDialect, type GoVersion } from "../helpers/go-ncps.ts";
@@ -214,6 +215,38 @@ describe("import-go: a Go ncps deployment of each schema", () => {
     );
   }
 });
+
+test(
+  "--no-cache-database-auto-migrate, as for serve: an out-of-date schema is refused with one line and left as it is; once `ncps migrate up` ran, the import runs",
+  async () => {
+    const go = await goDeployment("no-auto-migrate", "816f6378", "sqlite");
+    let path: SyntheticPath;
+    try {
+      path = await goPath(go, "one", { compression: "zstd" });
+    } finally {
+      await go.close();
+    }
+    const side = ours("no-auto-migrate");
+    const refused = await importGo(go, side, "--no-cache-database-auto-migrate");
+    expect(refused.status).toBe(1);
+    const pending = migrationsFor("sqlite").map((m) => m.name).join(", ");
+    expect(refused.stderr.trim().split("\n")).toHaveLength(1);
+    expect(refused.stderr.trim()).toEndWith(`ncps: database schema is not up to date (pending: ${pending}): run \`ncps migrate up\``);
+    const db = new Database(join(side.dataDir, "db", "db.sqlite"), { readonly: true });
+    try {
+      expect(db.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").all()).toEqual([]);
+    } finally {
+      db.close();
+    }
+
+    expect((await finished(cli("migrate", "up", ...side.args))).status).toBe(0);
+    const run = await importGo(go, side, "--no-cache-database-auto-migrate");
+    expect(run.status).toBe(0);
+    expect(run.figure("imported")).toBe(1);
+    await withNcps(side, (ncps) => expectServed(ncps, path));
+  },
+  T,
+);
 
 /** Waits until this ncps's SQLite database holds at least `least` narinfos (a run under way);
  * returns how many it holds then. */
