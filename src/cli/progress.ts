@@ -36,7 +36,7 @@ export function progressDisplay(tty: boolean, command: string, write: (text: str
         write(`\r\x1b[2K${line(p)}`);
         drawn = true;
       } else {
-        if (now - last < 2000 && !(phaseEnded && p.label !== lastPhase)) return;
+        if (now - last < 2000 && !(phaseEnded && lastPhase !== `${p.label}:ended`)) return;
         write(`${command}: ${line(p)}\n`);
       }
       last = now;
