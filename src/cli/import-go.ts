@@ -63,8 +63,7 @@ export async function runImportGo(config: Config, values: Record<string, unknown
       process.on("SIGINT", interrupt);
       process.on("SIGTERM", interrupt);
       const tty = process.stderr.isTTY === true;
-      const bar = progressDisplay(true, "import-go");
-      let lastLog = 0;
+      const bar = progressDisplay(tty, "import-go");
       let report: ImportReport;
       try {
         report = await importGoNcps({
@@ -80,14 +79,7 @@ export async function runImportGo(config: Config, values: Record<string, unknown
             process.stderr.write(line);
           }) : logger,
           stopped: () => stop,
-          progress: (p) => {
-            if (tty) return bar.update({ label: "importing narinfos", done: p.done, total: p.total });
-            // elsewhere, a structured log line every 10 s and at the end
-            const now = Date.now();
-            if (now - lastLog < 10_000 && p.done < p.total) return;
-            lastLog = now;
-            logger.info("import-go progress", { done: p.done, total: p.total });
-          },
+          progress: (p) => bar.update({ label: "importing narinfos", done: p.done, total: p.total }),
         });
       } finally {
         bar.end();

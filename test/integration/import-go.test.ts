@@ -243,6 +243,8 @@ test(
     const run = await importGo(go, side, "--no-cache-database-auto-migrate");
     expect(run.status).toBe(0);
     expect(run.figure("imported")).toBe(1);
+    // progress off a terminal: the plain lines every long CLI run prints (cli/progress.ts)
+    expect(run.stderr).toMatch(/^import-go: importing narinfos: 1\/1$/m);
     await withNcps(side, (ncps) => expectServed(ncps, path));
   },
   T,
