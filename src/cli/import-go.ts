@@ -55,10 +55,16 @@ export async function runImportGo(config: Config, values: Record<string, unknown
       await requireCurrentSchema(db);
       const signingKey = await startupStep("signing key", () => signingKeyFor(config, flags, goDb, goStore, db, logger));
       let stop = false;
+      let exiting: Promise<never> | null = null;
       const interrupt = () => {
-        if (stop) process.exit(130); // a second interrupt: now (what is committed is consistent)
-        stop = true;
-        logger.warn("interrupted: finishing the narinfos under way (interrupt again to stop at once)");
+        if (!stop) {
+          stop = true;
+          logger.warn("interrupted: finishing the narinfos under way (interrupt again to stop at once)");
+          return;
+        }
+        // A second interrupt: now (what is committed is consistent), once both databases are
+        // closed, so their servers see the sessions end rather than the connections drop.
+        exiting ??= closeWithin(CLOSE_ON_EXIT_MS, [db, goDb]).then(() => process.exit(130));
       };
       process.on("SIGINT", interrupt);
       process.on("SIGTERM", interrupt);
@@ -82,6 +88,8 @@ export async function runImportGo(config: Config, values: Record<string, unknown
           progress: (p) => bar.update({ label: "importing narinfos", done: p.done, total: p.total }),
         });
       } finally {
+        // the closed pools fail the import under way: the exit is the outcome, not that failure
+        if (exiting) await exiting;
         bar.end();
         process.off("SIGINT", interrupt);
         process.off("SIGTERM", interrupt);
@@ -97,6 +105,17 @@ export async function runImportGo(config: Config, values: Record<string, unknown
   } finally {
     await goDb.close();
   }
+}
+
+/** How long a second interrupt waits for the databases to close before it exits anyway: idle
+ * connections close at once, a query still running is given this long, then dropped. */
+const CLOSE_ON_EXIT_MS = 2_000;
+
+async function closeWithin(ms: number, databases: { close(): Promise<void> }[]): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const deadline = new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)));
+  await Promise.race([Promise.allSettled(databases.map((d) => d.close())), deadline]);
+  clearTimeout(timer);
 }
 
 function parseFlags(values: Record<string, unknown>): Flags {

@@ -330,7 +330,76 @@ describe("import-go: interrupted and re-run", () => {
     },
     T,
   );
+
+  testIf(postgres.url !== null, `Go on postgres: ${postgres.problem}`)(
+    "a second Ctrl-C exits (130) without waiting for the narinfos under way, this ncps's database sessions closed rather than dropped",
+    async () => {
+      const goDatabase = await createTestDatabase(postgres.url!);
+      const ourDatabase = await createTestDatabase(postgres.url!);
+      databases.push(goDatabase, ourDatabase);
+      const go = await createGoDeployment({ version: "816f6378", dialect: "postgres", databaseUrl: goDatabase.url, storageDir: join(work, "second-sigint", "go", "data"), secretKey: goKey });
+      try {
+        await goPath(go, "held", { compression: "zstd" });
+      } finally {
+        await go.close();
+      }
+      // the import's first read of the Go narinfos waits on this lock: the run is under way and
+      // cannot finish before the second interrupt
+      await goDatabase.query("BEGIN");
+      await goDatabase.query("LOCK TABLE narinfos IN ACCESS EXCLUSIVE MODE");
+      try {
+        const side = ours("second-sigint");
+        const proc = cli("import-go", ...go.flags(), ...side.args, "--cache-database-url", ourDatabase.url);
+        const stderr = linesOf(proc.stderr as ReadableStream<Uint8Array>);
+        await stderr.seen(/"msg":"signing with the Go ncps's key"/); // the interrupt handler is set just after
+        proc.kill("SIGINT");
+        await stderr.seen(/interrupted: finishing the narinfos under way/);
+        proc.kill("SIGINT");
+        expect(await proc.exited).toBe(130);
+        expect(await stderr.all).not.toMatch(/^ncps: /m); // the closed pools' failures are not reported
+
+        const others = "datname = $1 AND pid <> pg_backend_pid()";
+        for (const until = Date.now() + 10_000; Date.now() < until; await Bun.sleep(20)) {
+          if ((await ourDatabase.query(`SELECT pid FROM pg_stat_activity WHERE ${others}`, [ourDatabase.name])).length === 0) break;
+        }
+        const [stats] = await ourDatabase.query<{ sessions: number; sessions_abandoned: number }>(
+          "SELECT sessions::int, sessions_abandoned::int FROM pg_stat_database WHERE datname = $1",
+          [ourDatabase.name],
+        );
+        expect(stats!.sessions).toBeGreaterThan(1); // the import's, and this test's own
+        expect(stats!.sessions_abandoned).toBe(0);
+      } finally {
+        await goDatabase.query("ROLLBACK");
+      }
+    },
+    T,
+  );
 });
+
+/** A process's stderr as it arrives: `seen` resolves once a line matching the pattern came (or
+ * rejects when the stream ends without one); `all` is the whole text once it ends. */
+function linesOf(stream: ReadableStream<Uint8Array>) {
+  let text = "";
+  let ended = false;
+  const waiters: (() => void)[] = [];
+  const all = (async () => {
+    const decoder = new TextDecoder();
+    for await (const chunk of stream) {
+      text += decoder.decode(chunk, { stream: true });
+      for (const wake of waiters.splice(0)) wake();
+    }
+    ended = true;
+    for (const wake of waiters.splice(0)) wake();
+    return text;
+  })();
+  async function seen(pattern: RegExp): Promise<void> {
+    while (!pattern.test(text)) {
+      if (ended) throw new Error(`stderr ended without ${pattern}:\n${text}`);
+      await new Promise<void>((resolve) => waiters.push(resolve));
+    }
+  }
+  return { seen, all };
+}
 
 describe("import-go: CDC chunks", () => {
   test(
