@@ -73,8 +73,8 @@ export function createTelemetry(opts: TelemetryOptions): TelemetrySetup {
     // Only tracing reads it: without --otel-enabled a stray value stops nothing.
     sampling = traceSamplingFromEnv();
     installContextManager();
-    const exporter = otlp?.spanExporter ?? new ConsoleSpanExporter();
-    tracerProvider = new BasicTracerProvider({ resource, sampler: sdkSampler(sampling), spanProcessors: [new BatchSpanProcessor(exporter, { scheduledDelayMillis: 1000 })] });
+    const spans = otlp?.spanProcessor ?? new BatchSpanProcessor(new ConsoleSpanExporter(), { scheduledDelayMillis: 1000 });
+    tracerProvider = new BasicTracerProvider({ resource, sampler: sdkSampler(sampling), spanProcessors: [spans] });
   }
   telemetry = new Telemetry(meter, tracerProvider?.getTracer("ncps", opts.version) ?? null, sampling);
   const serializer = new PrometheusSerializer(undefined, false, undefined, true, true);

@@ -2,11 +2,18 @@
  * encoding on the main thread cost a traced span 30-110 µs and paused the event loop for
  * up to a quarter of a second per batch (bench/hit-path.ts --telemetry: narinfo-hit p99 from
  * ~25 ms to 100-420 ms, CPU per hit up by half at 1% sampling). Here the main thread only
- * copies the finished spans, metrics and log lines into messages. */
+ * copies the finished spans, metrics and log lines into messages.
+ *
+ * Spans go over as JSON lines, written when each span ends, not kept as the SDK's span
+ * objects until a batch is due (BatchSpanProcessor) and then cloned object by object into a
+ * message: at 10% sampling that retention and cloning was two thirds of tracing's cost on
+ * the main thread (hits 33-34k/s with it, 35-43k/s with spans dropped at their end). A line
+ * is one native JSON.stringify of a small object, and a batch of lines one transferred
+ * buffer; the span object is garbage once it has ended. */
 import type { Attributes } from "@opentelemetry/api";
 import { ExportResultCode, type ExportResult } from "@opentelemetry/core";
 import type { PushMetricExporter, ResourceMetrics } from "@opentelemetry/sdk-metrics";
-import type { ReadableSpan, SpanExporter } from "@opentelemetry/sdk-trace-base";
+import type { ReadableSpan, SpanProcessor } from "@opentelemetry/sdk-trace-base";
 import { workerEntry } from "../worker-entry.ts";
 
 /** A span as a message carries it: plain data, its span context included. */
@@ -29,7 +36,7 @@ export interface SpanMessage {
 
 export type ToOtlpThread =
   | { type: "init"; url: string; resource: Attributes }
-  | { type: "spans"; id: number; spans: SpanMessage[] }
+  | { type: "spans"; lines: Uint8Array }
   | { type: "metrics"; id: number; scopeMetrics: ResourceMetrics["scopeMetrics"] }
   | { type: "logs"; lines: Uint8Array }
   | { type: "shutdown"; id: number };
@@ -37,7 +44,8 @@ export type ToOtlpThread =
 export type FromOtlpThread = { type: "done"; id: number; error?: string };
 
 export interface OtlpThread {
-  spanExporter: SpanExporter;
+  /** Hands each recorded span to the thread as it ends (in place of a batch processor). */
+  spanProcessor: SpanProcessor;
   metricExporter: PushMetricExporter;
   /** One JSON log line (as the logger writes it), to go out as an OTLP log record. */
   logLine(line: string): void;
@@ -47,8 +55,9 @@ export interface OtlpThread {
 
 const SHUTDOWN_MS = 5_000;
 const encoder = new TextEncoder();
-const LOG_BATCH_MS = 200;
-const MAX_LOG_TEXT = 1 << 20;
+/** Lines (log records, spans) gathered for this long, or up to MAX_LINES_TEXT, per message. */
+const LINES_BATCH_MS = 200;
+const MAX_LINES_TEXT = 1 << 20;
 
 function spanMessage(span: ReadableSpan): SpanMessage {
   const ctx = span.spanContext();
@@ -67,6 +76,29 @@ function spanMessage(span: ReadableSpan): SpanMessage {
     attributes: span.attributes,
     events: span.events.map((e) => ({ name: e.name, time: e.time, attributes: e.attributes })),
     scope: { name: span.instrumentationScope.name, version: span.instrumentationScope.version },
+  };
+}
+
+/** Text gathered into one message of `type` per LINES_BATCH_MS (or MAX_LINES_TEXT). */
+function lineBatch(type: "logs" | "spans", worker: Worker) {
+  let lines = "";
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const send = () => {
+    clearTimeout(timer);
+    timer = undefined;
+    if (lines === "") return;
+    // UTF-8 bytes, handed over rather than copied: a long string cost more to post
+    const bytes = encoder.encode(lines);
+    lines = "";
+    worker.postMessage({ type, lines: bytes } satisfies ToOtlpThread, [bytes.buffer]);
+  };
+  return {
+    add(text: string) {
+      lines += text;
+      if (lines.length > MAX_LINES_TEXT) send();
+      else if (!timer) (timer = setTimeout(send, LINES_BATCH_MS)).unref();
+    },
+    send,
   };
 }
 
@@ -91,34 +123,30 @@ export function startOtlpThread(url: string, resource: Attributes): OtlpThread {
     callback(error === undefined ? { code: ExportResultCode.SUCCESS } : { code: ExportResultCode.FAILED, error: new Error(error) });
   post({ type: "init", url, resource });
 
-  // Lines go over gathered, a message per LOG_BATCH_MS: one per event-loop turn made
+  // Lines go over gathered, a message per LINES_BATCH_MS: one per event-loop turn made
   // postMessage 9% of a narinfo hit's time.
-  let lines = "";
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const sendLines = () => {
-    clearTimeout(timer);
-    timer = undefined;
-    if (lines === "") return;
-    // UTF-8 bytes, handed over rather than copied: a long string cost more to post
-    const bytes = encoder.encode(lines);
-    lines = "";
-    worker.postMessage({ type: "logs", lines: bytes } satisfies ToOtlpThread, [bytes.buffer]);
-  };
+  const logLines = lineBatch("logs", worker);
+  const spanLines = lineBatch("spans", worker);
 
   // Ends the thread once the providers have flushed into it (they shut down first); a
   // collector that does not answer holds the stop of ncps at most this long.
   let ended: Promise<void> | null = null;
   const shutdown = () =>
     (ended ??= (async () => {
-      sendLines();
+      logLines.send();
+      spanLines.send();
       await Promise.race([call((id) => ({ type: "shutdown", id })), Bun.sleep(SHUTDOWN_MS)]);
       worker.terminate();
     })());
 
   return {
-    spanExporter: {
-      export: (spans, callback) => void call((id) => ({ type: "spans", id, spans: spans.map(spanMessage) })).then(reportTo(callback)),
-      shutdown: async () => {},
+    spanProcessor: {
+      onStart() {},
+      onEnd(span) {
+        if (!ended) spanLines.add(`${JSON.stringify(spanMessage(span))}\n`);
+      },
+      forceFlush: async () => spanLines.send(),
+      shutdown: async () => spanLines.send(),
     },
     metricExporter: {
       export: (metrics, callback) => void call((id) => ({ type: "metrics", id, scopeMetrics: metrics.scopeMetrics })).then(reportTo(callback)),
@@ -126,10 +154,7 @@ export function startOtlpThread(url: string, resource: Attributes): OtlpThread {
       shutdown: async () => {},
     },
     logLine(line) {
-      if (ended) return;
-      lines += line;
-      if (lines.length > MAX_LOG_TEXT) sendLines();
-      else if (!timer) (timer = setTimeout(sendLines, LOG_BATCH_MS)).unref();
+      if (!ended) logLines.add(line);
     },
     shutdown,
   };

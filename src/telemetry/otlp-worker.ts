@@ -1,6 +1,7 @@
 /** The OTLP export thread (see otlp-thread.ts): turns the messages of the main thread back
  * into what the SDK's OTLP/gRPC exporters take, and sends them. Log lines are the logger's
- * JSON lines; they go out in batches, at most one export in flight. */
+ * JSON lines, spans one JSON line each; both go out in batches, at most one export of each
+ * in flight, and wait in a bounded queue while the collector is slow or away. */
 import * as grpc from "@grpc/grpc-js";
 import type { Attributes } from "@opentelemetry/api";
 import { ExportResultCode, millisToHrTime, TraceState, type ExportResult } from "@opentelemetry/core";
@@ -14,20 +15,17 @@ import type { FromOtlpThread, SpanMessage, ToOtlpThread } from "./otlp-thread.ts
 
 declare const self: Worker;
 
-/** Log records waiting beyond this many are dropped (and counted): a collector that is down
+/** Records waiting beyond this many are dropped (and counted): a collector that is down
  * must not grow this thread without bound. */
-const MAX_PENDING_LOGS = 20_000;
-const LOG_BATCH = 1_000;
-const LOG_INTERVAL_MS = 1_000;
+const MAX_PENDING = 20_000;
+const BATCH = 1_000;
+const EXPORT_INTERVAL_MS = 1_000;
 
 const decoder = new TextDecoder();
 const severity: Record<string, number> = { debug: 5, info: 9, warn: 13, error: 17 };
 
 let exporters: { traces: OTLPTraceExporter; metrics: OTLPMetricExporter; logs: OTLPLogExporter; resource: Resource } | null = null;
 const logScope = { name: "ncps" };
-let logs: ReadableLogRecord[] = [];
-let droppedLogs = 0;
-let logExport: Promise<void> | null = null;
 
 const reply = (message: FromOtlpThread) => self.postMessage(message);
 
@@ -90,19 +88,48 @@ function logRecord(line: string, resource: Resource): ReadableLogRecord | null {
   } as ReadableLogRecord;
 }
 
-/** Sends what is waiting, one export at a time. */
-function sendLogs(): Promise<void> {
-  if (logExport || !exporters || logs.length === 0) return logExport ?? Promise.resolve();
-  const batch = logs.splice(0, LOG_BATCH);
-  const { logs: exporter } = exporters;
-  logExport = exported(exporter, batch).then(() => {
-    logExport = null;
-    if (logs.length >= LOG_BATCH) return sendLogs();
-  });
-  return logExport;
+/** Records waiting for their exporter: sent in batches, one export at a time. */
+class ExportQueue<T> {
+  private waiting: T[] = [];
+  private sending: Promise<void> | null = null;
+  dropped = 0;
+
+  constructor(private readonly exporter: () => { export(items: never, cb: (r: ExportResult) => void): void } | undefined) {}
+
+  add(item: T) {
+    if (this.waiting.length >= MAX_PENDING) this.dropped++;
+    else this.waiting.push(item);
+    if (this.waiting.length >= BATCH) void this.send();
+  }
+
+  /** Sends a batch, and the next while a full one waits. */
+  send(): Promise<void> {
+    const exporter = this.exporter();
+    if (this.sending || !exporter || this.waiting.length === 0) return this.sending ?? Promise.resolve();
+    const batch = this.waiting.splice(0, BATCH);
+    this.sending = exported(exporter, batch).then(() => {
+      this.sending = null;
+      if (this.waiting.length >= BATCH) return this.send();
+    });
+    return this.sending;
+  }
+
+  async drain() {
+    while (this.waiting.length > 0 || this.sending) await this.send();
+  }
 }
 
-setInterval(() => void sendLogs(), LOG_INTERVAL_MS);
+const logs = new ExportQueue<ReadableLogRecord>(() => exporters?.logs);
+const spans = new ExportQueue<ReadableSpan>(() => exporters?.traces);
+setInterval(() => {
+  void logs.send();
+  void spans.send();
+}, EXPORT_INTERVAL_MS);
+
+/** Each line of a message's text. */
+function* linesOf(bytes: Uint8Array): Generator<string> {
+  for (const line of decoder.decode(bytes).split("\n")) if (line !== "") yield line;
+}
 
 self.onmessage = async (event: MessageEvent<ToOtlpThread>) => {
   const m = event.data;
@@ -126,29 +153,24 @@ self.onmessage = async (event: MessageEvent<ToOtlpThread>) => {
   const { resource } = exporters;
   switch (m.type) {
     case "spans":
-      reply({ type: "done", id: m.id, error: await exported(exporters.traces, m.spans.map((s) => readableSpan(s, resource))) });
+      for (const line of linesOf(m.lines)) spans.add(readableSpan(JSON.parse(line) as SpanMessage, resource));
       break;
     case "metrics":
       reply({ type: "done", id: m.id, error: await exported(exporters.metrics, { resource, scopeMetrics: m.scopeMetrics }) });
       break;
     case "logs":
-      for (const line of decoder.decode(m.lines).split("\n")) {
-        if (line === "") continue;
-        if (logs.length >= MAX_PENDING_LOGS) {
-          droppedLogs++;
-          continue;
-        }
+      for (const line of linesOf(m.lines)) {
         const record = logRecord(line, resource);
-        if (record) logs.push(record);
+        if (record) logs.add(record);
       }
-      if (logs.length >= LOG_BATCH) void sendLogs();
       break;
     case "shutdown":
-      if (droppedLogs > 0) {
-        const note = logRecord(JSON.stringify({ time: new Date().toISOString(), level: "warn", msg: "log records dropped: the collector did not keep up", dropped: droppedLogs }), resource);
-        if (note) logs.push(note);
+      for (const [what, queue] of [["log records", logs], ["spans", spans]] as const) {
+        if (queue.dropped === 0) continue;
+        const note = logRecord(JSON.stringify({ time: new Date().toISOString(), level: "warn", msg: `${what} dropped: the collector did not keep up`, dropped: queue.dropped }), resource);
+        if (note) logs.add(note);
       }
-      while (logs.length > 0 || logExport) await sendLogs();
+      await Promise.all([spans.drain(), logs.drain()]);
       await Promise.all([exporters.traces.shutdown(), exporters.metrics.shutdown(), exporters.logs.shutdown()]).catch(() => {});
       reply({ type: "done", id: m.id });
       break;
