@@ -42,9 +42,9 @@ interface CollectorProcess {
   stop(): Promise<void>;
 }
 
-/** The OTLP collector at nice 19 in a process of its own (bench/otlp-collector-process.ts). */
+/** The OTLP collector under SCHED_IDLE in a process of its own (bench/otlp-collector-process.ts). */
 async function startCollectorProcess(): Promise<CollectorProcess> {
-  const proc = Bun.spawn(["nice", "-n", "19", "bun", join(import.meta.dir, "otlp-collector-process.ts")], { stdin: "pipe", stdout: "pipe", stderr: "inherit" });
+  const proc = Bun.spawn(["chrt", "--idle", "0", "bun", join(import.meta.dir, "otlp-collector-process.ts")], { stdin: "pipe", stdout: "pipe", stderr: "inherit" });
   const lines = proc.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let buffered = "";
   const nextLine = async (): Promise<string> => {
