@@ -324,7 +324,7 @@ const table = [
     configKey: "cache.database.auto-migrate",
     type: "boolean",
     default: true,
-    help: "Apply pending database migrations when serve starts; with --no-cache-database-auto-migrate, serve refuses to start on an out-of-date schema (run `ncps migrate up`)",
+    help: "Apply pending database migrations when serve, import-go, migrate-nar-to-chunks or migrate-chunks-to-nar start; with --no-cache-database-auto-migrate, they refuse to start on an out-of-date schema (run `ncps migrate up`)",
     group: "cache",
   },
   {
