@@ -60,7 +60,10 @@ export const POSTGRES_QUERIES = {
   insertChunks: `INSERT INTO chunks (hash, size, nar_bytes, stored, last_used_at)
     SELECT h, s, n, st, u FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::smallint[], $5::bigint[]) AS t(h, s, n, st, u)`,
   touchChunks: "UPDATE chunks SET last_used_at = GREATEST(last_used_at, $1) WHERE hash = ANY($2::text[]) AND doomed_at IS NULL",
-  markChunksStored: "UPDATE chunks SET stored = 1 WHERE hash = ANY($1::text[])",
+  // The rows locked in hash order, as every chunk writer locks them: a bare UPDATE locks in
+  // the order it finds rows on disk, and deadlocked against a commit locking in hash order.
+  markChunksStored: `UPDATE chunks SET stored = 1 WHERE hash IN
+    (SELECT hash FROM chunks WHERE hash = ANY($1::text[]) ORDER BY hash FOR UPDATE)`,
   insertNarChunks: `INSERT INTO nar_chunks (nar_key, position, chunk_hash)
     SELECT k, p, h FROM unnest($1::text[], $2::int[], $3::text[]) AS t(k, p, h)`,
   narChunks: `SELECT c.hash, c.size, c.nar_bytes FROM nar_chunks n JOIN chunks c ON c.hash = n.chunk_hash
