@@ -8,8 +8,9 @@
  * allocated and copied per 16 KiB) was the main thread's largest cost in a run of misses.
  * Bun.zstdCompress on 4 MiB blocks: 160-210 MB/s per core on the same data at the same level,
  * output 0.4% larger than one stream (level 3's window is smaller than a frame anyway), a
- * handful of promises per 4 MiB on the main thread. At most COMPRESSING blocks are held, for
- * every commit together, so memory stays bounded however many NARs are committed at once. */
+ * handful of promises per 4 MiB on the main thread. At most COMPRESSING blocks are read and
+ * held at once, for every commit together, so memory stays bounded however many NARs are
+ * committed at once. */
 import { open, rm } from "node:fs/promises";
 import { writeAll } from "../streams.ts";
 
@@ -63,22 +64,27 @@ async function* blocks(input: ReadableStream<Uint8Array>, size: number): AsyncGe
 }
 
 /** Compress `input` into a new file at `path`, level `level`; its size, or null (and no file)
- * once the output reaches `giveUpAt` bytes (bytes that do not compress are kept as they are). */
+ * once the output reaches `giveUpAt` bytes (bytes that do not compress are kept as they are).
+ * A block is read only with a turn in hand, so no commit holds a block while it waits: a
+ * slow source (a staged upload on S3) holds its turn while it is read. */
 export async function compressToZstdFrames(input: ReadableStream<Uint8Array>, path: string, level: number, giveUpAt: number): Promise<number | null> {
   const out = await open(path, "wx");
+  const source = blocks(input, FRAME_BYTES);
   let size = 0;
   try {
-    for await (const block of blocks(input, FRAME_BYTES)) {
-      await turns.take();
+    for (;;) {
       let frame: Uint8Array;
+      await turns.take();
       try {
-        frame = await Bun.zstdCompress(block, { level });
+        const next = await source.next();
+        if (next.done) break;
+        frame = await Bun.zstdCompress(next.value, { level });
       } finally {
         turns.give();
       }
       size += frame.length;
       if (size >= giveUpAt) {
-        await out.close(); // leaving the loop cancels the input
+        await out.close();
         await rm(path, { force: true });
         return null;
       }
@@ -90,5 +96,7 @@ export async function compressToZstdFrames(input: ReadableStream<Uint8Array>, pa
     await out.close().catch(() => {});
     await rm(path, { force: true });
     throw err;
+  } finally {
+    await source.return(undefined); // an input left early is cancelled
   }
 }
