@@ -85,6 +85,10 @@ export function parseOtelGrpcUrl(text: string): { url: string; insecure: boolean
   return { url: url.origin, insecure: url.protocol === "http:" };
 }
 
+/** Longest --cache-advertise-url: it travels in the download claim's holder note, which other
+ * replicas read only up to 16 KiB (lock/redis.ts); a DNS name is at most 253 characters. */
+const MAX_ADVERTISE_URL = 1024;
+
 /** --cache-advertise-url: an http(s) origin (no path: the internal route's path is fixed, and
  * a proxy rewriting it would break the replicas' request proof), without credentials. */
 export function parseAdvertiseUrl(text: string): string {
@@ -98,6 +102,7 @@ export function parseAdvertiseUrl(text: string): string {
   if (url.protocol !== "http:" && url.protocol !== "https:") throw bad("not http or https");
   if (url.username !== "" || url.password !== "") throw bad("credentials are not allowed");
   if (url.pathname !== "/" || url.search !== "" || url.hash !== "") throw bad("a path, query or fragment is not allowed");
+  if (url.origin.length > MAX_ADVERTISE_URL) throw bad(`longer than ${MAX_ADVERTISE_URL} characters`);
   return url.origin;
 }
 

@@ -26,6 +26,8 @@ const badInputs: [string, Record<string, unknown>, Record<string, string>, strin
   ["advertise URL with credentials", {}, { CACHE_ADVERTISE_URL: "http://u:p@ncps-0:8501" }, "credentials are not allowed"],
   ["advertise URL of another scheme", { "cache-advertise-url": "ftp://ncps-0:21" }, {}, "not http or https"],
   ["advertise URL that is no URL", { "cache-advertise-url": "ncps-0:8501" }, {}, "invalid --cache-advertise-url"],
+  // other replicas read a holder note (this URL and a MAC) only up to 16 KiB
+  ["advertise URL too long to be followed", { "cache-advertise-url": `http://${"a".repeat(1100)}:8501` }, {}, "longer than 1024 characters"],
   ["negative priority", { "cache-priority": "-1" }, {}, "--cache-priority must be a whole number >= 0"],
   ["priority that is no number", {}, { CACHE_PRIORITY: "high" }, 'CACHE_PRIORITY: invalid integer "high"'],
   ["boolean that is no boolean", {}, { CACHE_SIGN_NARINFO: "maybe" }, 'CACHE_SIGN_NARINFO: invalid boolean "maybe"'],
