@@ -1,10 +1,14 @@
 /** Access times are collected in memory and written in one batch per interval: the narinfo
- * hit path must not write to the database. */
+ * hit path must not write to the database. Each is written as when the hit happened (to the
+ * second), not when the batch goes out: written at the flush, a narinfo served 9 s earlier
+ * looked newer than one recorded since, and an LRU pass then evicted the new one, whose NAR
+ * a client that had just been handed its narinfo then asked for in vain. */
 import type { MetadataStore } from "../db/metadata-store.ts";
 import type { Logger } from "../telemetry/logger.ts";
 
 export class AccessTimes {
-  private pending = new Set<string>();
+  /** hash -> when it was last served (ms) */
+  private pending = new Map<string, number>();
   private timer: ReturnType<typeof setInterval> | null = null;
 
   constructor(
@@ -17,17 +21,26 @@ export class AccessTimes {
   }
 
   record(hash: string) {
-    this.pending.add(hash);
+    this.pending.set(hash, Date.now());
   }
 
+  /** One write per second in which hits happened (at most one per second of the interval). */
   async flush(): Promise<void> {
     if (this.pending.size === 0) return;
-    const batch = [...this.pending];
-    this.pending = new Set();
-    try {
-      await this.db.touch(batch, Date.now());
-    } catch (err) {
-      this.logger.warn("recording access times failed", { count: batch.length, error: err });
+    const bySecond = new Map<number, string[]>();
+    for (const [hash, at] of this.pending) {
+      const second = at - (at % 1000);
+      const hashes = bySecond.get(second);
+      if (hashes) hashes.push(hash);
+      else bySecond.set(second, [hash]);
+    }
+    this.pending = new Map();
+    for (const [second, hashes] of [...bySecond].sort(([x], [y]) => x - y)) {
+      try {
+        await this.db.touch(hashes, second);
+      } catch (err) {
+        this.logger.warn("recording access times failed", { count: hashes.length, error: err });
+      }
     }
   }
 
