@@ -13,6 +13,11 @@ export class Refusal extends Error {
   }
 }
 
+/** Too much of one kind of work is under way: the same request can succeed shortly (503). */
+export class Busy extends Error {
+  override name = "Busy";
+}
+
 /** No upstream had what was asked for and at least one failed to answer (an error status, a
  * deadline passed, a body over its bound): not "absent" (it may be there), and no fault of
  * the client's. Its message names each failure, for the log (the client gets the status). */

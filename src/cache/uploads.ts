@@ -17,7 +17,7 @@ import type { BlobStore } from "../storage/blob-store.ts";
 import type { Logger } from "../telemetry/logger.ts";
 import type { UpstreamPool } from "../upstream/pool.ts";
 import { readLimited, TooLargeError, writeAll } from "../streams.ts";
-import { asBadRequest, Refusal, UpstreamsFailed } from "./errors.ts";
+import { asBadRequest, Busy, Refusal, UpstreamsFailed } from "./errors.ts";
 import { tempFileName } from "./temp-files.ts";
 import { narInfoRecord } from "./narinfo-record.ts";
 import type { StoredNars } from "./stored-nars.ts";
@@ -54,6 +54,10 @@ const MAX_UPSTREAM_REFERENCE_CHECKS = 1000;
 /** Upstream lookups one upload runs at once: hides the latency, leaves the upstreams and the
  * pool's connections to the clients that are substituting. */
 const REFERENCE_LOOKUP_CONCURRENCY = 8;
+/** Build logs fetched from upstreams at once: each is held whole in memory until relayed (up
+ * to 64 MiB), so many requests for logs, or one upstream answering each with 64 MiB, would
+ * otherwise hold that many times over. Past this a request is answered 503 at once. */
+const LOG_FETCHES_AT_ONCE = 2;
 
 export type WriteResult = "created" | "unchanged";
 
@@ -75,6 +79,7 @@ export async function receiveDocument(body: ReadableStream<Uint8Array> | null, d
 }
 
 export class Uploads {
+  private logFetches = 0;
   constructor(private readonly opts: UploadOptions) {}
 
   /** Stream a body to a temp file, hashing it; refuses more than `max` bytes. */
@@ -276,15 +281,21 @@ export class Uploads {
     const key = logKey(drv);
     const stored = await this.opts.store.get(key);
     if (stored || !askUpstreams) return stored;
-    const failures: string[] = [];
-    for (const upstream of this.opts.pool.upstreams) {
-      const lookup = await upstream.fetchLog(key, signal);
-      if (signal?.aborted) return null; // the client went away: nobody to answer, no upstream at fault
-      if (lookup.kind === "found") return { body: new Blob([lookup.value]), length: lookup.value.length };
-      if (lookup.kind === "error") failures.push(`${upstream.url}: ${lookup.detail ?? lookup.reason}`);
+    if (this.logFetches >= LOG_FETCHES_AT_ONCE) throw new Busy(`${key}: ${this.logFetches} build logs are being fetched from upstreams already`);
+    this.logFetches++;
+    try {
+      const failures: string[] = [];
+      for (const upstream of this.opts.pool.upstreams) {
+        const lookup = await upstream.fetchLog(key, signal);
+        if (signal?.aborted) return null; // the client went away: nobody to answer, no upstream at fault
+        if (lookup.kind === "found") return { body: new Blob([lookup.value]), length: lookup.value.length };
+        if (lookup.kind === "error") failures.push(`${upstream.url}: ${lookup.detail ?? lookup.reason}`);
+      }
+      if (failures.length > 0) throw new UpstreamsFailed(`${key}: no upstream answered: ${failures.join("; ")}`);
+      return null;
+    } finally {
+      this.logFetches--;
     }
-    if (failures.length > 0) throw new UpstreamsFailed(`${key}: no upstream answered: ${failures.join("; ")}`);
-    return null;
   }
 }
 

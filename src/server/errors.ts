@@ -2,7 +2,7 @@
  * a one-line reason, 5xx only for real faults (Nix retries those). One table names every error
  * type that reaches src/server; a 5xx body is only the status phrase, its detail goes to the log. */
 import { STATUS_CODES } from "node:http";
-import { Refusal, UpstreamsFailed, type RefusalKind } from "../cache/errors.ts";
+import { Busy, Refusal, UpstreamsFailed, type RefusalKind } from "../cache/errors.ts";
 import { LockerClosedError, LockTimeoutError } from "../lock/locker.ts";
 import { NixFormatError } from "../nix/errors.ts";
 import { BlobRangeError, InvalidBlobKeyError } from "../storage/blob-store.ts";
@@ -67,6 +67,7 @@ export type ServerErrorType =
   | "LockTimeoutError"
   | "LockerClosedError"
   | "DatabaseUnwritable"
+  | "Busy"
   | "UpstreamsFailed";
 
 /** Checked in this order; anything that matches none is a 500. */
@@ -81,6 +82,7 @@ const errorRules: Record<ServerErrorType, ErrorRule> = {
   LockTimeoutError: rule(instanceOf(LockTimeoutError), 503),
   LockerClosedError: rule(instanceOf(LockerClosedError), 503),
   DatabaseUnwritable: rule(isDatabaseUnwritable, 503),
+  Busy: rule(instanceOf(Busy), 503),
   // a gateway's failure to get an answer: the same request may succeed later
   UpstreamsFailed: rule(instanceOf(UpstreamsFailed), 502),
 };

@@ -107,8 +107,10 @@ function trickle(text: string): Response {
 function startEndlessLogs() {
   const sending = Promise.withResolvers<void>();
   const cancelled = Promise.withResolvers<"cancelled">();
+  const started = { count: 0 };
   const url = startServer(cache.dir, (path) => {
     if (!path.startsWith("/log/")) return undefined;
+    started.count++;
     sending.resolve();
     let timer: ReturnType<typeof setTimeout> | undefined;
     const body = new ReadableStream<Uint8Array>({
@@ -123,7 +125,7 @@ function startEndlessLogs() {
     });
     return new Response(body, { headers: { "content-type": "text/plain" } });
   });
-  return { url, sending: sending.promise, cancelled: cancelled.promise };
+  return { url, sending: sending.promise, cancelled: cancelled.promise, started };
 }
 
 /** `p`, or "still running" when it has not settled within `ms` (the bug: it never does). */
@@ -239,6 +241,21 @@ describe("deadlines", () => {
     expect(await within(endless.cancelled, 3000)).toBe("cancelled");
     // nobody to answer: not an upstream failure, nothing logged as an error
     expect(lines.filter((line) => JSON.parse(line).level === "error")).toEqual([]);
+  });
+
+  test("build logs held whole in memory are fetched two at a time: a third request meanwhile gets 503 at once", async () => {
+    const endless = startEndlessLogs();
+    const ncps = await start([endless.url], { "cache-upstream-response-header-timeout": "20s" });
+    const clients = [new AbortController(), new AbortController()];
+    const held = clients.map((c) => fetch(`${ncps.url}/log/${drvName()}`, { signal: c.signal }).catch(() => "aborted"));
+    const until = Date.now() + 3000;
+    while (endless.started.count < 2 && Date.now() < until) await Bun.sleep(20);
+    expect(endless.started.count).toBe(2);
+    const third = await within(fetch(`${ncps.url}/log/${drvName()}`).then((r) => r.status), 1000);
+    expect(third).toBe(503);
+    expect(endless.started.count).toBe(2); // the third never reached the upstream
+    for (const c of clients) c.abort();
+    await Promise.all(held);
   });
 
   test("a NAR body trickling just fast enough to dodge the stall timeout is abandoned below the minimum rate", async () => {

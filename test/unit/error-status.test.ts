@@ -5,7 +5,7 @@ import { describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Refusal, UpstreamsFailed, type RefusalKind } from "../../src/cache/errors.ts";
+import { Busy, Refusal, UpstreamsFailed, type RefusalKind } from "../../src/cache/errors.ts";
 import { LockerClosedError, LockTimeoutError } from "../../src/lock/locker.ts";
 import { NixFormatError } from "../../src/nix/errors.ts";
 import { errorResponse, errorStatus, type ServerErrorType } from "../../src/server/errors.ts";
@@ -45,6 +45,7 @@ const examples: Record<ServerErrorType, { err: unknown; status: number }> = {
   LockTimeoutError: { err: new LockTimeoutError("download:nar/x.nar", 30_000), status: 503 },
   LockerClosedError: { err: new LockerClosedError(), status: 503 },
   DatabaseUnwritable: { err: readOnlyDatabaseError(), status: 503 },
+  Busy: { err: new Busy("2 build logs are being fetched from upstreams already"), status: 503 },
   UpstreamsFailed: { err: new UpstreamsFailed("log/x.drv: no upstream answered: http://127.0.0.1:1: no answer within 500 ms"), status: 502 },
 };
 
