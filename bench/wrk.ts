@@ -1,7 +1,7 @@
 /** wrk as the benchmarks run it (keep-alive GETs of one URL, a Lua `done` hook printing one
  * JSON line), and the CPU time a server spent, read from /proc: on a shared machine
  * throughput swings with the neighbours' load, CPU per request much less. */
-import { writeFile } from "node:fs/promises";
+import { readdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 
 export interface WrkResult {
@@ -17,7 +17,7 @@ export interface WrkResult {
 export async function wrk(
   work: string,
   url: string,
-  opts: { connections: number; seconds: number; threads?: number; headers?: string[]; timeoutSeconds?: number },
+  opts: { connections: number; seconds: number; threads?: number; headers?: string[]; timeoutSeconds?: number; cpus?: string },
 ): Promise<WrkResult> {
   const script = join(work, "report.lua");
   await writeFile(
@@ -32,9 +32,23 @@ end
   const threads = Math.min(opts.threads ?? 2, opts.connections);
   const headers = (opts.headers ?? []).flatMap((h) => ["-H", h]);
   const timeout = opts.timeoutSeconds === undefined ? [] : ["--timeout", `${opts.timeoutSeconds}s`];
-  const out = await Bun.$`wrk -t ${threads} -c ${opts.connections} -d ${opts.seconds}s ${timeout} ${headers} -s ${script} ${url}`.text();
+  const pin = opts.cpus === undefined ? [] : ["taskset", "-c", opts.cpus];
+  const out = await Bun.$`${pin} wrk -t ${threads} -c ${opts.connections} -d ${opts.seconds}s ${timeout} ${headers} -s ${script} ${url}`.text();
   const j = JSON.parse(/^JSON (.*)$/m.exec(out)![1]!);
   return { rps: j.rps, mbps: j.mbps, p50ms: j.p50, p99ms: j.p99, errors: j.errors };
+}
+
+/** CPUs for a server and for its load: on a machine of at least two, the server gets the
+ * last CPU to itself and wrk (and any helper) the others, so the two do not take time slices
+ * from each other, which made identical runs differ by 15% on two cores. */
+export function splitCpus(): { server: string; load: string } | undefined {
+  const n = navigator.hardwareConcurrency;
+  return n >= 2 ? { server: String(n - 1), load: n === 2 ? "0" : `0-${n - 2}` } : undefined;
+}
+
+/** Pins every thread of each process to `cpus` (threads made later inherit it). */
+export async function pinProcesses(pids: number[], cpus: string): Promise<void> {
+  for (const pid of pids) await Bun.$`taskset -a -cp ${cpus} ${pid}`.quiet();
 }
 
 /** CPU seconds (user + system) used so far by processes, their threads and workers included. */
@@ -47,16 +61,43 @@ export async function cpuSeconds(pids: number[]): Promise<number> {
   return ticks / 100; // USER_HZ
 }
 
-/** wrk against `url`, with the CPU microseconds `pids` spent per request meanwhile. */
+/** CPU seconds so far of each thread of `pid`, summed by thread name (JavaScriptCore's GC
+ * helpers share one name, for one). Threads that ended are not counted. */
+export async function cpuSecondsByThread(pid: number): Promise<Map<string, number>> {
+  const byName = new Map<string, number>();
+  for (const tid of await readdir(`/proc/${pid}/task`).catch(() => [])) {
+    const stat = await Bun.file(`/proc/${pid}/task/${tid}/stat`).text().catch(() => "");
+    const open = stat.indexOf("(");
+    const close = stat.lastIndexOf(") ");
+    if (open < 0 || close < 0) continue;
+    const name = tid === String(pid) ? "main" : stat.slice(open + 1, close);
+    const fields = stat.slice(close + 2).split(" ");
+    byName.set(name, (byName.get(name) ?? 0) + (Number(fields[11]) + Number(fields[12])) / 100);
+  }
+  return byName;
+}
+
+/** µs per request, one decimal: /proc counts in 10 ms ticks, which over a run of 100k+
+ * requests is 0.1 µs or finer. */
+const usPerRequest = (seconds: number, requests: number) => Math.round((seconds * 1e7) / requests) / 10;
+
+/** wrk against `url`, with the CPU microseconds `pids` spent per request meanwhile, and for
+ * the first pid the same split by thread (where the time goes: JS, GC, workers). */
 export async function measureHits(
   work: string,
   url: string,
   pids: number[],
   opts: Parameters<typeof wrk>[2],
-): Promise<WrkResult & { cpuUsPerRequest: number }> {
+): Promise<WrkResult & { cpuUsPerRequest: number; cpuUsByThread: Record<string, number> }> {
   const before = await cpuSeconds(pids);
+  const threadsBefore = await cpuSecondsByThread(pids[0]!);
   const result = await wrk(work, url, opts);
-  // one decimal: /proc counts in 10 ms ticks, which over a run of 100k+ requests is 0.1 µs or finer
-  const cpuUsPerRequest = Math.round((((await cpuSeconds(pids)) - before) * 1e7) / (result.rps * opts.seconds)) / 10;
-  return { ...result, cpuUsPerRequest };
+  const requests = result.rps * opts.seconds;
+  const cpuUsPerRequest = usPerRequest((await cpuSeconds(pids)) - before, requests);
+  const cpuUsByThread: Record<string, number> = {};
+  for (const [name, seconds] of await cpuSecondsByThread(pids[0]!)) {
+    const us = usPerRequest(seconds - (threadsBefore.get(name) ?? 0), requests);
+    if (us > 0) cpuUsByThread[name] = us;
+  }
+  return { ...result, cpuUsPerRequest, cpuUsByThread };
 }

@@ -32,6 +32,9 @@ export async function startNcpsProcess(opts: {
   env?: Record<string, string>;
   dataDir?: string;
   timeoutMs?: number;
+  /** false: once started, its output is read and dropped, not kept (a benchmark's tens of
+   * thousands of access-log lines a second cost the reader a core's share and GC pauses) */
+  keepLogs?: boolean;
 }): Promise<NcpsProcess> {
   const dataDir = opts.dataDir ?? (await mkdtemp(join(tmpdir(), "ncps-data-")));
   const args = [
@@ -53,6 +56,7 @@ export async function startNcpsProcess(opts: {
     env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/root", ...opts.env },
   });
   const logs: string[] = [];
+  let listening = false;
   let resolveStart: (v: { url: string; publicKey: string }) => void;
   let rejectStart: (e: Error) => void;
   const started = new Promise<{ url: string; publicKey: string }>((res, rej) => {
@@ -63,6 +67,7 @@ export async function startNcpsProcess(opts: {
     const decoder = new TextDecoder();
     let buf = "";
     for await (const chunk of stream) {
+      if (listening && opts.keepLogs === false) continue;
       buf += decoder.decode(chunk, { stream: true });
       let nl: number;
       while ((nl = buf.indexOf("\n")) >= 0) {
@@ -72,7 +77,10 @@ export async function startNcpsProcess(opts: {
         if (process.env.NCPS_TEST_LOGS) console.error(`[ncps] ${line}`);
         try {
           const rec = JSON.parse(line);
-          if (rec.msg === "ncps listening") resolveStart({ url: rec.url, publicKey: rec.publicKey });
+          if (rec.msg === "ncps listening") {
+            listening = true;
+            resolveStart({ url: rec.url, publicKey: rec.publicKey });
+          }
         } catch {}
       }
     }
