@@ -171,6 +171,7 @@ async function compareTelemetry() {
   await warmup(traced.narinfoUrl);
   const rounds = Number(values.rounds);
   const ratios: { rps: number; cpu: number; p99: number }[] = [];
+  const threads = { off: [] as Record<string, number>[], on: [] as Record<string, number>[] };
   for (let round = 1; round <= rounds; round++) {
     const order = round % 2 ? [plain, traced] : [traced, plain];
     const result = new Map<typeof plain, Awaited<ReturnType<typeof measureHits>>>();
@@ -178,15 +179,23 @@ async function compareTelemetry() {
     const off = result.get(plain)!;
     const on = result.get(traced)!;
     ratios.push({ rps: on.rps / off.rps, cpu: on.cpuUsPerRequest / off.cpuUsPerRequest, p99: on.p99ms / off.p99ms });
+    threads.off.push(off.cpuUsByThread);
+    threads.on.push(on.cpuUsByThread);
     console.log(JSON.stringify({ case: "narinfo hit", round, off, on }));
   }
   const r = (x: number) => Math.round(x * 1000) / 1000;
+  // where the difference goes: each thread's median µs per request (0 in a turn it did not run)
+  const byThread = (turns: Record<string, number>[]) => {
+    const names = new Set(turns.flatMap((t) => Object.keys(t)));
+    return Object.fromEntries([...names].map((name) => [name, r(median(turns.map((t) => t[name] ?? 0)))]));
+  };
   console.log(
     JSON.stringify({
       case: "narinfo hit, traced against plain",
       traceRatio: values.control ? "control: both plain" : Number(values["trace-ratio"]),
       rounds,
       spansReceived: await collector!.spans(),
+      cpuUsByThread: { off: byThread(threads.off), on: byThread(threads.on) },
       medianRatio: { rps: r(median(ratios.map((x) => x.rps))), cpuUsPerRequest: r(median(ratios.map((x) => x.cpu))), p99ms: r(median(ratios.map((x) => x.p99))) },
     }),
   );
