@@ -148,9 +148,10 @@ in ${derivation("ncps-cdc-top", "mkdir $out; echo $v1 $v2 > $out/uses", "inherit
     expect(v1!.chunks.length).toBeGreaterThan(50);
     const inV1 = new Set(v1!.chunks);
     const shared = v2!.chunks.filter((c) => inV1.has(c)).length;
-    // the cuts resync within a few chunks after the 20 KB inserted in front (a run seen here:
-    // 5 of 173 differ), and the changed version file moves the last one or two
-    expect(shared).toBeGreaterThanOrEqual(v2!.chunks.length - 8);
+    // the cuts resync a few chunks after the 20 KB inserted in front, and the changed version
+    // file moves the last one or two: runs seen here had 5 and 9 of about 172 differ, varying
+    // with the random bytes. Cuts at fixed offsets would share next to none.
+    expect(shared).toBeGreaterThanOrEqual(Math.floor(v2!.chunks.length * 0.9));
 
     // storage holds each chunk once, and no whole NAR
     expect(await filesUnder(join(dataDir, "nar"))).toEqual([]);
