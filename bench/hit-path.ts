@@ -21,6 +21,7 @@ import { formatPublicKey, generateSecretKey, signNarInfo, toPublicKey } from "..
 import { startNcpsProcess, type NcpsProcess } from "../test/helpers/ncps.ts";
 import { startNginx } from "./nginx.ts";
 import { measureHits, pinProcesses, splitCpus, wrk } from "./wrk.ts";
+import { median } from "./stats.ts";
 
 const { values } = parseArgs({
   options: {
@@ -156,10 +157,6 @@ async function startWarmNcps(traced: boolean): Promise<{ ncps: NcpsProcess; nari
 }
 
 const warmup = (url: string) => (Number(values["warmup-seconds"]) > 0 ? wrk(work, url, { ...load, seconds: Number(values["warmup-seconds"]) }) : undefined);
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 
 /** Narinfo hits on two ncps at once, one plain and one traced, measured in turns (ABBA) of
  * --seconds each: the machine's drift over minutes then weighs on both alike, which separate
@@ -170,24 +167,21 @@ async function compareTelemetry() {
   await warmup(plain.narinfoUrl);
   await warmup(traced.narinfoUrl);
   const rounds = Number(values.rounds);
-  const ratios: { rps: number; cpu: number; p99: number }[] = [];
-  const threads = { off: [] as Record<string, number>[], on: [] as Record<string, number>[] };
+  const turns: { off: Awaited<ReturnType<typeof measureHits>>; on: Awaited<ReturnType<typeof measureHits>> }[] = [];
   for (let round = 1; round <= rounds; round++) {
     const order = round % 2 ? [plain, traced] : [traced, plain];
     const result = new Map<typeof plain, Awaited<ReturnType<typeof measureHits>>>();
     for (const server of order) result.set(server, await measureHits(work, server.narinfoUrl, [server.ncps.proc.pid], { ...load, seconds: Number(values.seconds) }));
-    const off = result.get(plain)!;
-    const on = result.get(traced)!;
-    ratios.push({ rps: on.rps / off.rps, cpu: on.cpuUsPerRequest / off.cpuUsPerRequest, p99: on.p99ms / off.p99ms });
-    threads.off.push(off.cpuUsByThread);
-    threads.on.push(on.cpuUsByThread);
-    console.log(JSON.stringify({ case: "narinfo hit", round, off, on }));
+    const turn = { off: result.get(plain)!, on: result.get(traced)! };
+    turns.push(turn);
+    console.log(JSON.stringify({ case: "narinfo hit", round, ...turn }));
   }
   const r = (x: number) => Math.round(x * 1000) / 1000;
+  const medianRatio = (figure: (m: (typeof turns)[number]["on"]) => number) => r(median(turns.map((t) => figure(t.on) / figure(t.off))));
   // where the difference goes: each thread's median µs per request (0 in a turn it did not run)
-  const byThread = (turns: Record<string, number>[]) => {
-    const names = new Set(turns.flatMap((t) => Object.keys(t)));
-    return Object.fromEntries([...names].map((name) => [name, r(median(turns.map((t) => t[name] ?? 0)))]));
+  const byThread = (side: "off" | "on") => {
+    const names = new Set(turns.flatMap((t) => Object.keys(t[side].cpuUsByThread)));
+    return Object.fromEntries([...names].map((name) => [name, r(median(turns.map((t) => t[side].cpuUsByThread[name] ?? 0)))]));
   };
   console.log(
     JSON.stringify({
@@ -195,8 +189,8 @@ async function compareTelemetry() {
       traceRatio: values.control ? "control: both plain" : Number(values["trace-ratio"]),
       rounds,
       spansReceived: await collector!.spans(),
-      cpuUsByThread: { off: byThread(threads.off), on: byThread(threads.on) },
-      medianRatio: { rps: r(median(ratios.map((x) => x.rps))), cpuUsPerRequest: r(median(ratios.map((x) => x.cpu))), p99ms: r(median(ratios.map((x) => x.p99))) },
+      cpuUsByThread: { off: byThread("off"), on: byThread("on") },
+      medianRatio: { rps: medianRatio((m) => m.rps), cpuUsPerRequest: medianRatio((m) => m.cpuUsPerRequest), p99ms: medianRatio((m) => m.p99ms) },
     }),
   );
 }

@@ -28,6 +28,7 @@ import { formatPublicKey, generateSecretKey, signNarInfo, toPublicKey } from "..
 import { startNcpsProcess, type NcpsProcess } from "../test/helpers/ncps.ts";
 import { startNginx } from "./nginx.ts";
 import { wrk } from "./wrk.ts";
+import { median } from "./stats.ts";
 
 const { values } = parseArgs({
   options: {
@@ -168,7 +169,6 @@ async function hitP99(url: string, seconds = 1): Promise<number> {
   return (await wrk(work, url, { connections: 4, seconds, threads: 1 })).p99ms;
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const summary: Record<string, number> = {};
 const record = (name: string, value: number) => {
   (summaryRuns[name] ??= []).push(value);

@@ -20,6 +20,7 @@ import { formatPublicKey, generateSecretKey, signNarInfo, toPublicKey } from "..
 import { startNcpsProcess, type NcpsProcess } from "../test/helpers/ncps.ts";
 import { startStoppedPort, startUpstream } from "../test/helpers/upstream-server.ts";
 import { sha256Nix32 } from "../test/helpers/synthetic-cache.ts";
+import { median } from "./stats.ts";
 
 const { values } = parseArgs({
   options: {
@@ -50,7 +51,6 @@ async function fetchTimed(url: string, expected: string): Promise<{ ttfbMs: numb
   return { ttfbMs, totalMs, ok: res.status === 200 && `sha256:${encodeNix32(h.digest())}` === expected };
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 const work = await mkdtemp(join(tmpdir(), "ncps-bench-replicas-"));
 const replicas: NcpsProcess[] = [];

@@ -51,14 +51,22 @@ export async function pinProcesses(pids: number[], cpus: string): Promise<void> 
   for (const pid of pids) await Bun.$`taskset -a -cp ${cpus} ${pid}`.quiet();
 }
 
+/** A /proc stat line's thread or process name and CPU seconds (user + system). The name is
+ * in parentheses and may hold spaces or parentheses itself, so the fields after it are found
+ * from the last ") ". */
+function parseStat(stat: string): { name: string; seconds: number } | null {
+  const open = stat.indexOf("(");
+  const close = stat.lastIndexOf(") ");
+  if (open < 0 || close < 0) return null;
+  const fields = stat.slice(close + 2).split(" ");
+  return { name: stat.slice(open + 1, close), seconds: (Number(fields[11]) + Number(fields[12])) / 100 }; // utime, stime in USER_HZ
+}
+
 /** CPU seconds (user + system) used so far by processes, their threads and workers included. */
 export async function cpuSeconds(pids: number[]): Promise<number> {
-  let ticks = 0;
-  for (const pid of pids) {
-    const fields = (await Bun.file(`/proc/${pid}/stat`).text()).split(") ")[1]!.split(" ");
-    ticks += Number(fields[11]) + Number(fields[12]); // utime, stime
-  }
-  return ticks / 100; // USER_HZ
+  let seconds = 0;
+  for (const pid of pids) seconds += parseStat(await Bun.file(`/proc/${pid}/stat`).text())?.seconds ?? 0;
+  return seconds;
 }
 
 /** CPU seconds so far of each thread of `pid`, summed by thread name (JavaScriptCore's GC
@@ -66,13 +74,10 @@ export async function cpuSeconds(pids: number[]): Promise<number> {
 export async function cpuSecondsByThread(pid: number): Promise<Map<string, number>> {
   const byName = new Map<string, number>();
   for (const tid of await readdir(`/proc/${pid}/task`).catch(() => [])) {
-    const stat = await Bun.file(`/proc/${pid}/task/${tid}/stat`).text().catch(() => "");
-    const open = stat.indexOf("(");
-    const close = stat.lastIndexOf(") ");
-    if (open < 0 || close < 0) continue;
-    const name = tid === String(pid) ? "main" : stat.slice(open + 1, close);
-    const fields = stat.slice(close + 2).split(" ");
-    byName.set(name, (byName.get(name) ?? 0) + (Number(fields[11]) + Number(fields[12])) / 100);
+    const stat = parseStat(await Bun.file(`/proc/${pid}/task/${tid}/stat`).text().catch(() => ""));
+    if (!stat) continue;
+    const name = tid === String(pid) ? "main" : stat.name;
+    byName.set(name, (byName.get(name) ?? 0) + stat.seconds);
   }
   return byName;
 }

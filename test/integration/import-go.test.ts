@@ -64,6 +64,16 @@ async function goPath(go: GoDeployment, name: string, opts: Parameters<Synthetic
   return path;
 }
 
+/** A Go deployment (SQLite) holding one zstd path, closed, ready to be imported. */
+async function goDeploymentWithOnePath(name: string, version: GoVersion, pathName: string): Promise<{ go: GoDeployment; path: SyntheticPath }> {
+  const go = await goDeployment(name, version, "sqlite");
+  try {
+    return { go, path: await goPath(go, pathName, { compression: "zstd" }) };
+  } finally {
+    await go.close();
+  }
+}
+
 /** This ncps's side: a data directory (storage, SQLite database, temp files). */
 function ours(name: string): { dataDir: string; args: string[] } {
   const dataDir = join(work, name, "ncps");
@@ -219,13 +229,7 @@ describe("import-go: a Go ncps deployment of each schema", () => {
 test(
   "--no-cache-database-auto-migrate, as for serve: an out-of-date schema is refused with one line and left as it is; once `ncps migrate up` ran, the import runs",
   async () => {
-    const go = await goDeployment("no-auto-migrate", "816f6378", "sqlite");
-    let path: SyntheticPath;
-    try {
-      path = await goPath(go, "one", { compression: "zstd" });
-    } finally {
-      await go.close();
-    }
+    const { go, path } = await goDeploymentWithOnePath("no-auto-migrate", "816f6378", "one");
     const side = ours("no-auto-migrate");
     const refused = await importGo(go, side, "--no-cache-database-auto-migrate");
     expect(refused.status).toBe(1);
@@ -433,13 +437,7 @@ describe("import-go: the signing key", () => {
   test(
     "an ncps that already has another key refuses and changes nothing; --keep-signing-key imports, signed with its own key",
     async () => {
-      const go = await goDeployment("other-key", "v0.9.4", "sqlite");
-      let path: SyntheticPath;
-      try {
-        path = await goPath(go, "only", { compression: "zstd" });
-      } finally {
-        await go.close();
-      }
+      const { go, path } = await goDeploymentWithOnePath("other-key", "v0.9.4", "only");
       const side = ours("other-key");
       // this ncps has run before: it generated a key of its own
       const ownKey = await withNcps(side, async (ncps) => ncps.publicKey);
