@@ -11,15 +11,14 @@
  * the server's CPU time per request (`cpuUsPerRequest`, from /proc): on a shared machine
  * throughput swings with the neighbours' load, CPU per request much less. With
  * --against-plain: tracing's cost, a traced and a plain ncps measured in turns. */
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { encodeNix32 } from "../src/nix/nix32.ts";
-import { serializeNarInfo } from "../src/nix/narinfo.ts";
-import { formatPublicKey, generateSecretKey, signNarInfo, toPublicKey } from "../src/nix/signature.ts";
 import { startNcpsProcess, type NcpsProcess } from "../test/helpers/ncps.ts";
+import { fixtureCache } from "./fixture-cache.ts";
 import { startNginx } from "./nginx.ts";
+import { startCollectorProcess, type CollectorProcess } from "./otlp-collector.ts";
 import { measureHits, pinProcesses, splitCpus, wrk } from "./wrk.ts";
 import { median } from "./stats.ts";
 
@@ -51,71 +50,9 @@ const { values } = parseArgs({
   },
 });
 
-interface CollectorProcess {
-  url: string;
-  spans(): Promise<number>;
-  stop(): Promise<void>;
-}
-
-/** The OTLP collector under SCHED_IDLE in a process of its own (bench/otlp-collector-process.ts). */
-async function startCollectorProcess(cpus: string | undefined): Promise<CollectorProcess> {
-  const pin = cpus === undefined ? [] : ["taskset", "-c", cpus];
-  const proc = Bun.spawn([...pin, "chrt", "--idle", "0", "bun", join(import.meta.dir, "otlp-collector-process.ts")], { stdin: "pipe", stdout: "pipe", stderr: "inherit" });
-  const lines = proc.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let buffered = "";
-  const nextLine = async (): Promise<string> => {
-    for (;;) {
-      const nl = buffered.indexOf("\n");
-      if (nl >= 0) {
-        const line = buffered.slice(0, nl);
-        buffered = buffered.slice(nl + 1);
-        return line;
-      }
-      const { done, value } = await lines.read();
-      if (done) throw new Error("the OTLP collector process ended");
-      buffered += value;
-    }
-  };
-  const url = await nextLine();
-  return {
-    url,
-    async spans() {
-      proc.stdin.write("spans\n");
-      await proc.stdin.flush();
-      return Number(await nextLine());
-    },
-    async stop() {
-      await proc.stdin.end();
-      await proc.exited;
-    },
-  };
-}
-
 const work = await mkdtemp(join(tmpdir(), "ncps-hitbench-"));
-const cacheDir = join(work, "cache");
-await Bun.$`mkdir -p ${cacheDir}/nar`.quiet();
-const nar = crypto.getRandomValues(new Uint8Array(Number(values["nar-kb"]) * 1024));
-const narHash = `sha256:${encodeNix32(new Bun.CryptoHasher("sha256").update(nar).digest())}`;
-const storeHash = encodeNix32(crypto.getRandomValues(new Uint8Array(20)));
-const key = generateSecretKey("bench-upstream-1");
-const narinfo = signNarInfo(
-  {
-    storePath: `/nix/store/${storeHash}-bench`,
-    url: `nar/${narHash.slice(7)}.nar`,
-    compression: "none",
-    fileHash: narHash,
-    fileSize: nar.length,
-    narHash,
-    narSize: nar.length,
-    references: [],
-    sigs: [],
-    extra: [],
-  },
-  key,
-);
-await Bun.write(join(cacheDir, narinfo.url), nar);
-await writeFile(join(cacheDir, `${storeHash}.narinfo`), serializeNarInfo(narinfo));
-await writeFile(join(cacheDir, "nix-cache-info"), "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n");
+const fixture = await fixtureCache(join(work, "cache"), Number(values["nar-kb"]) * 1024);
+const { cacheDir, storeHash } = fixture;
 
 // nginx as a static binary cache, a common "cache" setup and the speed to beat
 const cpus = values["no-pin"] ? undefined : splitCpus();
@@ -133,7 +70,7 @@ let collector: CollectorProcess | undefined;
 async function startWarmNcps(traced: boolean): Promise<{ ncps: NcpsProcess; narinfoUrl: string; narUrl: string }> {
   const ncps = await startNcpsProcess({
     args: [
-      ...["--cache-upstream-url", nginxUrl, "--cache-upstream-public-key", formatPublicKey(toPublicKey(key))],
+      ...["--cache-upstream-url", nginxUrl, "--cache-upstream-public-key", fixture.publicKey],
       ...(traced ? ["--prometheus-enabled", "--otel-enabled", "--otel-grpc-url", collector!.url] : []),
     ],
     env: traced
@@ -200,7 +137,7 @@ async function againstNginx() {
   const { ncps, narinfoUrl, narUrl } = await startWarmNcps(values.telemetry);
   const cases = [
     ["narinfo hit", narinfoUrl, `${nginxUrl}/${storeHash}.narinfo`],
-    [`NAR hit (${values["nar-kb"]} KiB)`, narUrl, `${nginxUrl}/${narinfo.url}`],
+    [`NAR hit (${values["nar-kb"]} KiB)`, narUrl, `${nginxUrl}/${fixture.narUrl}`],
   ] as const;
   for (const [name, ncpsUrl, nginxTarget] of cases) {
     for (const [server, url] of [["ncps", ncpsUrl], ["nginx", nginxTarget]] as const) {
