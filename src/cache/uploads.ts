@@ -277,7 +277,9 @@ export class Uploads {
   /** GET /log/<drv>: the stored log, else (with `upstream`, the default) the first
    * upstream's, read whole within the upstream's deadline; UpstreamsFailed when none has it
    * and one failed to answer. `signal` (the client's) ends the upstream request. */
-  async getLog(drv: string, { upstream: askUpstreams = true, signal }: { upstream?: boolean; signal?: AbortSignal } = {}): Promise<LogBody | null> {
+  /** A build log: stored, else from the first upstream that has it. With `head`, an
+   * upstream is only asked whether it has it (HEAD): no body, stored or fetched, is read. */
+  async getLog(drv: string, { upstream: askUpstreams = true, signal, head = false }: { upstream?: boolean; signal?: AbortSignal; head?: boolean } = {}): Promise<LogBody | null> {
     const key = logKey(drv);
     const stored = await this.opts.store.get(key);
     if (stored || !askUpstreams) return stored;
@@ -286,9 +288,12 @@ export class Uploads {
     try {
       const failures: string[] = [];
       for (const upstream of this.opts.pool.upstreams) {
-        const lookup = await upstream.fetchLog(key, signal);
+        const lookup = head ? await upstream.headLog(key, signal) : await upstream.fetchLog(key, signal);
         if (signal?.aborted) return null; // the client went away: nobody to answer, no upstream at fault
-        if (lookup.kind === "found") return { body: new Blob([lookup.value]), length: lookup.value.length };
+        if (lookup.kind === "found") {
+          const { value } = lookup;
+          return value instanceof Uint8Array ? { body: new Blob([value]), length: value.length } : { body: null, length: value };
+        }
         if (lookup.kind === "error") failures.push(`${upstream.url}: ${lookup.detail ?? lookup.reason}`);
       }
       if (failures.length > 0) throw new UpstreamsFailed(`${key}: no upstream answered: ${failures.join("; ")}`);
@@ -300,7 +305,8 @@ export class Uploads {
 }
 
 export interface LogBody {
-  body: Blob | ReadableStream<Uint8Array>;
+  /** null: an upstream's answer to HEAD */
+  body: Blob | ReadableStream<Uint8Array> | null;
   length: number | null;
 }
 

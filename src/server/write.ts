@@ -63,7 +63,7 @@ export const deleteNar = (uploads: Uploads, policy: WritePolicy) =>
   deleteWhenAllowed(policy, ({ params }) => uploads.deleteNar(parseNcpsNarRequest(`nar/${params.file}`).key));
 
 export const getLog = (uploads: Uploads) => async ({ req, params, head, upstream }: RequestContext): Promise<Response> => {
-  const log = await uploads.getLog(params.drv!, { upstream, signal: req.signal });
+  const log = await uploads.getLog(params.drv!, { upstream, signal: req.signal, head });
   if (!log) return notFound();
   const headers: Record<string, string> = { "content-type": "text/plain; charset=utf-8" };
   if (log.length !== null) headers["content-length"] = String(log.length);

@@ -99,11 +99,13 @@ export function displayProxy(proxy: URL): string {
 }
 
 export interface UpstreamRequest {
+  /** GET unless said */
+  method?: "GET" | "HEAD";
   headers: Record<string, string>;
   signal: AbortSignal;
 }
 
-/** GET `url` without following redirects; with a proxy, through it. A failure to reach or
+/** GET (or HEAD) `url` without following redirects; with a proxy, through it. A failure to reach or
  * use the proxy says which proxy. */
 export type Send = (url: string, init: UpstreamRequest) => Promise<Response>;
 
@@ -143,7 +145,8 @@ function nodeGet(url: string, init: UpstreamRequest, agent: SocksProxyAgent): Pr
   return new Promise((resolve, reject) => {
     if (init.signal.aborted) return reject(init.signal.reason);
     let res: IncomingMessage | null = null;
-    const req = request(target, { method: "GET", headers: init.headers, agent }, (answer) => {
+    const method = init.method ?? "GET";
+    const req = request(target, { method, headers: init.headers, agent }, (answer) => {
       res = answer;
       const headers = new Headers();
       for (const [name, value] of Object.entries(answer.headers)) {
@@ -152,9 +155,9 @@ function nodeGet(url: string, init: UpstreamRequest, agent: SocksProxyAgent): Pr
       const status = answer.statusCode ?? 0;
       if (status < 200 || status > 599) {
         answer.destroy();
-        return reject(new Error(`HTTP status ${status} is not an answer to a GET`));
+        return reject(new Error(`HTTP status ${status} is not an answer to a ${method}`));
       }
-      const empty = status === 204 || status === 304;
+      const empty = method === "HEAD" || status === 204 || status === 304;
       if (empty) answer.resume();
       resolve(new Response(empty ? null : (Readable.toWeb(answer) as ReadableStream<Uint8Array>), { status, headers }));
     });

@@ -14,6 +14,21 @@ import { parseUpstreamUrl, withoutCredentials } from "./upstream-url.ts";
 export type Lookup<T> = { kind: "found"; value: T } | { kind: "missing" } | { kind: "error"; reason: string; detail?: string };
 export type NarInfoLookup = Lookup<NarInfo>;
 
+type Method = "GET" | "HEAD";
+
+/** A document's answer: its body (empty for HEAD) and length (for HEAD the declared
+ * Content-Length, null when there is none). */
+interface DocumentAnswer {
+  status: number;
+  body: Uint8Array;
+  length: number | null;
+}
+
+function declaredLength(headers: Headers): number | null {
+  const header = headers.get("content-length");
+  return header !== null && /^\d{1,15}$/.test(header) ? Number(header) : null;
+}
+
 export interface UpstreamOptions {
   /** connect + response headers, in ms; for a document (narinfo, nix-cache-info, build log,
    * which a request waits for whole) also its whole body */
@@ -224,20 +239,20 @@ export class Upstream {
 
   /** One upstream request in its own client span, which the upstream sees as the parent of
    * its work (traceparent); the span ends with the response headers. */
-  private send(url: string, signal: AbortSignal | undefined, due: AbortSignal, countFailure = true): Promise<Response> {
+  private send(url: string, signal: AbortSignal | undefined, due: AbortSignal, countFailure = true, method: Method = "GET"): Promise<Response> {
     return inSpan(this.instruments, "ncps.upstream.request", { "url.full": url, "ncps.upstream": this.base.host }, async (span) => {
-      const res = await this.sendUntraced(url, signal, due, countFailure);
+      const res = await this.sendUntraced(url, signal, due, countFailure, method);
       span.setAttributes({ "http.response.status_code": res.status });
       return res;
     }, "client");
   }
 
-  /** GET `url`, aborted by `signal` (the caller's) or `due` (our deadline, which aborts the
-   * body too when it fires while the body is read). */
-  private async sendUntraced(url: string, signal: AbortSignal | undefined, due: AbortSignal, countFailure: boolean): Promise<Response> {
+  /** GET (or HEAD) `url`, aborted by `signal` (the caller's) or `due` (our deadline, which
+   * aborts the body too when it fires while the body is read). */
+  private async sendUntraced(url: string, signal: AbortSignal | undefined, due: AbortSignal, countFailure: boolean, method: Method): Promise<Response> {
     const combined = signal ? AbortSignal.any([signal, due]) : due;
     try {
-      const res = await this.followAllowedRedirects(url, combined);
+      const res = await this.followAllowedRedirects(url, combined, method);
       if (res.status < 500) this.noteSuccess();
       else if (countFailure) this.noteFailure(`HTTP ${res.status}`);
       return res;
@@ -252,11 +267,11 @@ export class Upstream {
 
   /** fetch() follows redirects anywhere: here each hop must stay within allows(), so an
    * upstream's redirect cannot make ncps relay another host's answer. */
-  private async followAllowedRedirects(url: string, signal: AbortSignal): Promise<Response> {
+  private async followAllowedRedirects(url: string, signal: AbortSignal, method: Method): Promise<Response> {
     let current = url;
     for (let hop = 0; ; hop++) {
       if (!this.allows(current)) throw new UpstreamError(`${this.url}: ${current} is not on the upstream's origin or an allowed NAR origin`);
-      const res = await this.sendOne(current, { headers: { ...this.headers(current), ...this.instruments.traceHeaders() }, signal });
+      const res = await this.sendOne(current, { method, headers: { ...this.headers(current), ...this.instruments.traceHeaders() }, signal });
       const location = res.headers.get("location");
       if (!REDIRECT_STATUSES.has(res.status) || location === null) return res;
       await res.body?.cancel().catch(() => {});
@@ -267,17 +282,18 @@ export class Upstream {
 
   /** A document (narinfo, nix-cache-info, build log): status and body, bounded in size
    * (`maxBytes`), and in time as a whole (headers and body) by aborting the request itself. */
-  private async getBounded(url: string, maxBytes: number, signal?: AbortSignal, countFailure = true): Promise<{ status: number; body: Uint8Array }> {
+  private async getBounded(url: string, maxBytes: number, signal?: AbortSignal, countFailure = true, method: Method = "GET"): Promise<DocumentAnswer> {
     const due = new AbortController();
     const timer = setTimeout(() => due.abort(), this.opts.headerTimeoutMs);
     try {
-      const res = await this.send(url, signal, due.signal, countFailure);
-      if (res.status !== 200 || !res.body) {
+      const res = await this.send(url, signal, due.signal, countFailure, method);
+      if (res.status !== 200 || !res.body || method === "HEAD") {
         await res.body?.cancel().catch(() => {});
-        return { status: res.status, body: new Uint8Array() };
+        return { status: res.status, body: new Uint8Array(), length: method === "HEAD" ? declaredLength(res.headers) : 0 };
       }
       try {
-        return { status: 200, body: await readBytesLimited(res.body, maxBytes) };
+        const body = await readBytesLimited(res.body, maxBytes);
+        return { status: 200, body, length: body.length };
       } catch (err) {
         if (signal?.aborted || err instanceof TooLargeError) throw err;
         const reason = due.signal.aborted ? `body not complete within ${this.opts.headerTimeoutMs} ms` : `reading body: ${(err as Error).message ?? err}`;
@@ -310,21 +326,29 @@ export class Upstream {
   async fetchLog(path: string, signal?: AbortSignal): Promise<Lookup<Uint8Array>> {
     const lookup = await this.lookUpDocument(path, MAX_LOG_BYTES, signal);
     if (lookup.kind === "error") this.instruments.noteError(`${this.url}: ${path}: ${lookup.reason}`);
-    return lookup;
+    return lookup.kind === "found" ? { kind: "found", value: lookup.value.body } : lookup;
+  }
+
+  /** Whether the upstream has a build log, and its declared length (null: none declared),
+   * asked with HEAD: a HEAD from a client costs no log download. */
+  async headLog(path: string, signal?: AbortSignal): Promise<Lookup<number | null>> {
+    const lookup = await this.lookUpDocument(path, 0, signal, "HEAD");
+    if (lookup.kind === "error") this.instruments.noteError(`${this.url}: ${path}: ${lookup.reason}`);
+    return lookup.kind === "found" ? { kind: "found", value: lookup.value.length } : lookup;
   }
 
   private async lookUpText(path: string, signal?: AbortSignal): Promise<Lookup<string>> {
     const lookup = await this.lookUpDocument(path, SMALL_DOCUMENT_BYTES, signal);
-    return lookup.kind === "found" ? { kind: "found", value: new TextDecoder().decode(lookup.value) } : lookup;
+    return lookup.kind === "found" ? { kind: "found", value: new TextDecoder().decode(lookup.value.body) } : lookup;
   }
 
-  private async lookUpDocument(path: string, maxBytes: number, signal?: AbortSignal): Promise<Lookup<Uint8Array>> {
-    let res: { status: number; body: Uint8Array };
+  private async lookUpDocument(path: string, maxBytes: number, signal?: AbortSignal, method: Method = "GET"): Promise<Lookup<DocumentAnswer>> {
+    let res: DocumentAnswer;
     for (let attempt = 0; ; attempt++) {
       const last = attempt >= TRANSIENT_RETRIES;
       try {
         // a failure that will be retried does not count towards marking the upstream down
-        res = await this.getBounded(this.resolve(path), maxBytes, signal, last);
+        res = await this.getBounded(this.resolve(path), maxBytes, signal, last, method);
       } catch (err) {
         if (!last && err instanceof UpstreamError && err.transient && !signal?.aborted) {
           await pause(RETRY_BACKOFF_MS * 2 ** attempt, signal);
@@ -343,7 +367,7 @@ export class Upstream {
     }
     if (res.status === 404 || res.status === 403 || res.status === 410) return { kind: "missing" };
     if (res.status !== 200) return { kind: "error", reason: `HTTP ${res.status}` };
-    return { kind: "found", value: res.body };
+    return { kind: "found", value: res };
   }
 
   /** The health check: ask for nix-cache-info. An answer below 500 is healthy (and a

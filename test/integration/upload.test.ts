@@ -75,6 +75,8 @@ const work = await mkdtemp(join(tmpdir(), "ncps-upload-it-"));
 const instances: Instance[] = [];
 let upstream: ReturnType<typeof Bun.serve>;
 let upstreamHits = 0;
+/** "METHOD /path" of each upstream request */
+const upstreamRequests: string[] = [];
 const upstreamLogs = new Map<string, string>();
 const FIXTURE = "n5glp21rsz314qssw9fbvfswgy3kc68f";
 
@@ -143,6 +145,7 @@ beforeAll(async () => {
     fetch(req) {
       upstreamHits++;
       const path = new URL(req.url).pathname;
+      upstreamRequests.push(`${req.method} ${path}`);
       const log = upstreamLogs.get(path);
       if (log !== undefined) return new Response(log);
       return path === `/${FIXTURE}.narinfo` ? new Response(readFixture(FIXTURE)) : new Response("not found", { status: 404 });
@@ -370,6 +373,21 @@ describe("build logs", () => {
     expect((await open.req(`log/${storeHash("nolog")}-nolog.drv`)).status).toBe(404);
     await expectRefused(open, 413, () => put(open, `log/${drv}`, new Uint8Array(70 * 1024)));
     await expectRefused(closed, 405, () => put(closed, `log/${drv}`, "log"));
+  });
+
+  test("HEAD /log asks the upstreams with HEAD: the log's length, and no log downloaded", async () => {
+    const drv = `${storeHash("headed")}-headed.drv`;
+    const log = "a log nobody downloads\n".repeat(1000);
+    upstreamLogs.set(`/log/${drv}`, log);
+    const res = await open.req(`log/${drv}`, { method: "HEAD" });
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-length")).toBe(String(log.length));
+    const missing = `${storeHash("headless")}-headless.drv`;
+    expect((await open.req(`log/${missing}`, { method: "HEAD" })).status).toBe(404);
+    const asked = upstreamRequests.filter((r) => r.endsWith(`/log/${drv}`) || r.endsWith(`/log/${missing}`));
+    expect(asked).toEqual([`HEAD /log/${drv}`, `HEAD /log/${missing}`]);
+    // and a GET still brings the log itself
+    expect(await (await open.req(`log/${drv}`)).text()).toBe(log);
   });
 });
 

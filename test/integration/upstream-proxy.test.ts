@@ -74,6 +74,18 @@ for (const kind of kinds) {
       expect(server.hits(`/${path.hash}.narinfo`)).toBe(1);
     });
 
+    testIf(kind.available, `${kind.scheme} proxy binary not installed`)("a build log asked with HEAD goes through the proxy as a HEAD: its length, no body", async () => {
+      const proxy = await kind.start(work);
+      cleanups.push(() => proxy.stop());
+      const { cache, server } = await upstreamWithPath();
+      const drv = "log/0123456789abcdfghijklmnpqrsvwxyz-proxied.drv";
+      await Bun.write(join(cache.dir, drv), "a build log\n".repeat(100));
+      const upstream = new Upstream(server.url, 0, { headerTimeoutMs: 2000, logger: silentLogger, proxy: parseProxyUrl(proxy.url) });
+      expect(await upstream.headLog(drv)).toEqual({ kind: "found", value: 1200 });
+      expect(await upstream.headLog("log/0123456789abcdfghijklmnpqrsvwxyz-absent.drv")).toEqual({ kind: "missing" });
+      expect(server.requests.filter((r) => r.path.startsWith("/log/")).map((r) => r.method)).toEqual(["HEAD", "HEAD"]);
+    });
+
     testIf(kind.available, `${kind.scheme} proxy binary not installed`)("a NAR URL on an origin that is not allowed is still refused, and never reaches the proxy", async () => {
       const proxy = await kind.start(work);
       cleanups.push(() => proxy.stop());
