@@ -23,6 +23,7 @@ import type { BlobStore } from "../storage/blob-store.ts";
 import { LocalBlobStore } from "../storage/local.ts";
 import { openBlobStore } from "../storage/open.ts";
 import { createLogger, type Logger } from "../telemetry/logger.ts";
+import { within } from "../within.ts";
 import { progressDisplay } from "./progress.ts";
 
 interface Flags {
@@ -112,10 +113,7 @@ export async function runImportGo(config: Config, values: Record<string, unknown
 const CLOSE_ON_EXIT_MS = 2_000;
 
 async function closeWithin(ms: number, databases: { close(): Promise<void> }[]): Promise<void> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const deadline = new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)));
-  await Promise.race([Promise.allSettled(databases.map((d) => d.close())), deadline]);
-  clearTimeout(timer);
+  await within(ms, Promise.allSettled(databases.map((d) => d.close())));
 }
 
 function parseFlags(values: Record<string, unknown>): Flags {

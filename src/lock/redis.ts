@@ -7,6 +7,7 @@ import { DEFAULT_WAIT_MS, LockerClosedError, type Locker } from "./locker.ts";
 import { withLockByTrying } from "./retry.ts";
 import { formatRedisAddr, parseRedisAddr } from "./redis-addr.ts";
 import type { Logger } from "../telemetry/logger.ts";
+import { TIMED_OUT, within } from "../within.ts";
 
 export interface RedisLockerOptions {
   /** "host:port" ("[v6addr]:port" for IPv6), read by parseRedisAddr as validation reads
@@ -112,17 +113,13 @@ export class RedisLocker implements Locker {
 
   /** PING within ~3 s; throws one line naming host:port (never the password). */
   async check(): Promise<void> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`no answer within ${CHECK_TIMEOUT_MS} ms`)), CHECK_TIMEOUT_MS);
-    });
+    let answer: unknown;
     try {
-      await Promise.race([this.connected().then(() => this.redis.ping()), timeout]);
+      answer = await within(CHECK_TIMEOUT_MS, this.connected().then(() => this.redis.ping()));
     } catch (err) {
       throw new Error(`cannot reach redis at ${this.address}: ${err instanceof LockerClosedError ? err.message : this.reason(err)}`);
-    } finally {
-      clearTimeout(timer);
     }
+    if (answer === TIMED_OUT) throw new Error(`cannot reach redis at ${this.address}: no answer within ${CHECK_TIMEOUT_MS} ms`);
   }
 
   withLock<T>(name: string, fn: () => Promise<T>, waitMs = DEFAULT_WAIT_MS): Promise<T> {

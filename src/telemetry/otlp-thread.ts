@@ -14,6 +14,7 @@ import type { Attributes } from "@opentelemetry/api";
 import { ExportResultCode, type ExportResult } from "@opentelemetry/core";
 import type { PushMetricExporter, ResourceMetrics } from "@opentelemetry/sdk-metrics";
 import type { ReadableSpan, SpanProcessor } from "@opentelemetry/sdk-trace-base";
+import { within } from "../within.ts";
 import { workerEntry } from "../worker-entry.ts";
 
 /** A span as a message carries it: plain data, its span context included. */
@@ -135,7 +136,7 @@ export function startOtlpThread(url: string, resource: Attributes): OtlpThread {
     (ended ??= (async () => {
       logLines.send();
       spanLines.send();
-      await Promise.race([call((id) => ({ type: "shutdown", id })), Bun.sleep(SHUTDOWN_MS)]);
+      await within(SHUTDOWN_MS, call((id) => ({ type: "shutdown", id })));
       worker.terminate();
     })());
 

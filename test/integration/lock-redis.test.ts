@@ -286,6 +286,19 @@ describe("RedisLocker without a server", () => {
     expect((lockErr as Error).message).not.toContain("hunter2");
   });
 
+  test("check() against a server that accepts and never answers gives up at its deadline, in one line", async () => {
+    const silent = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    try {
+      const locker = new RedisLocker({ addrs: [`127.0.0.1:${silent.port}`] });
+      opened.push(locker);
+      const started = performance.now();
+      await expect(locker.check()).rejects.toThrow(new RegExp(`^cannot reach redis at 127\\.0\\.0\\.1:${silent.port}: no answer within \\d+ ms$`));
+      expect(performance.now() - started).toBeLessThan(10_000);
+    } finally {
+      silent.stop(true);
+    }
+  });
+
   test("addresses: the first is used; a bad one is refused; the port is required, as in Go ncps", () => {
     expect(new RedisLocker({ addrs: ["[::1]:7000", "other:1"] }).address).toBe("[::1]:7000");
     expect(() => new RedisLocker({ addrs: ["redis.internal"] })).toThrow("invalid redis address");
