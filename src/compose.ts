@@ -24,7 +24,7 @@ import type { Locker } from "./lock/locker.ts";
 import { openMetadataStore, poolSettings, requireCurrentSchema } from "./db/open.ts";
 import { errnoReason } from "./errors.ts";
 import { instrumentedLocker } from "./lock/instrumented.ts";
-import { openBroadcast, openLocker } from "./lock/open.ts";
+import { openBroadcast, openLocker, redisChoice } from "./lock/open.ts";
 import type { Broadcast } from "./lock/broadcast.ts";
 import { StartupError, startupStep } from "./startup.ts";
 import { parsePublicKey } from "./nix/signature.ts";
@@ -87,19 +87,6 @@ export function storageChoice(config: Config): StorageChoice {
       forcePathStyle: config.cacheStorageS3ForcePathStyle,
       prefix: config.cacheStorageS3Prefix,
     },
-  };
-}
-
-/** With --cache-redis-addrs, replicas coordinate through Redis; else locks are in-process. */
-function redisChoice(config: Config) {
-  if (config.cacheRedisAddrs.length === 0) return null;
-  return {
-    addrs: config.cacheRedisAddrs,
-    username: config.cacheRedisUsername,
-    password: config.cacheRedisPassword,
-    db: config.cacheRedisDb,
-    tls: config.cacheRedisUseTls,
-    keyPrefix: config.cacheLockRedisKeyPrefix,
   };
 }
 

@@ -9,12 +9,15 @@ import { staleTempFiles } from "../cache/temp-files.ts";
 import { storageChoice } from "../compose.ts";
 import type { Config } from "../config/options.ts";
 import { openMetadataStore, poolSettings, requireCurrentSchema } from "../db/open.ts";
+import type { Broadcast } from "../lock/broadcast.ts";
+import { openBroadcast, redisChoice } from "../lock/open.ts";
 import { startupStep } from "../startup.ts";
 import type { BlobStore } from "../storage/blob-store.ts";
 import { LocalBlobStore } from "../storage/local.ts";
 import { openBlobStore } from "../storage/open.ts";
 import { createLogger } from "../telemetry/logger.ts";
 import { parseUpstreamUrl } from "../upstream/upstream-url.ts";
+import { within } from "../within.ts";
 import { progressDisplay } from "./progress.ts";
 
 export interface FsckFlags {
@@ -29,6 +32,9 @@ class ProblemsRemain extends Error {
   readonly userFacing = true;
 }
 
+/** How long --repair waits for Redis before repairing without telling the replicas. */
+const BROADCAST_CONNECT_MS = 5_000;
+
 /** How many problems of each check are listed before the summary. */
 const LISTED_PER_CHECK = 20;
 
@@ -37,14 +43,24 @@ export async function runFsck(config: Config, flags: FsckFlags, out: (text: stri
   const store = await startupStep("storage", () => openStoreAsItIs(config));
   const pool = poolSettings(config);
   const db = await startupStep("database", () => openMetadataStore(config.cacheDatabaseUrl, { migrate: false, pool }));
+  let broadcast: Broadcast | undefined;
   try {
     await requireCurrentSchema(db);
     const repair = flags.repair && !flags.dryRun;
+    // Replicas serve narinfos from memory for up to 30 s: what a repair removes, they are told
+    // to forget, as when a running replica removes one.
+    const hot = new HotNarInfos();
+    if (repair) {
+      broadcast = await openBroadcast(redisChoice(config), "narinfo-forget", logger);
+      hot.shareThrough(broadcast);
+      // Redis trouble is logged by the broadcast; the repair goes on without it.
+      await within(BROADCAST_CONNECT_MS, broadcast.connected());
+    }
     const progress = progressDisplay(process.stderr.isTTY === true, "fsck");
     const report = await fsck({
       db,
       store,
-      nars: new StoredNars({ db, store, hot: new HotNarInfos(), logger }),
+      nars: new StoredNars({ db, store, hot, logger }),
       upstreams: config.cacheUpstreamUrls.map((url) => parseUpstreamUrl(url).url),
       staleTempFiles: async () => [...(await staleTempFiles(config.cacheTempPath)), ...(store instanceof LocalBlobStore ? await store.staleTempFiles() : [])],
       strayGraceMs: config.fsckStrayGrace,
@@ -58,6 +74,7 @@ export async function runFsck(config: Config, flags: FsckFlags, out: (text: stri
       throw new ProblemsRemain(`${report.remaining} problem${report.remaining === 1 ? "" : "s"} found${repair ? " and not repaired" : flags.dryRun ? " (dry run: nothing changed)" : "; run with --repair to repair them"}`);
     }
   } finally {
+    await broadcast?.close();
     await db.close();
   }
 }

@@ -884,7 +884,8 @@ export function optionsFor(command: "serve" | "migrate" | "fsck"): OptionSpec[] 
 }
 
 /** `ncps fsck` offers, besides the shared options and its own: the storage it checks, the temp
- * directory, and the upstreams (a narinfo from one of them gets its NAR back on request). */
+ * directory, the upstreams (a narinfo from one of them gets its NAR back on request), and the
+ * replicas' Redis (narinfos --repair removes are forgotten by every replica at once). */
 const fsckAlso: ReadonlySet<keyof Config> = new Set<keyof Config>([
   "cacheStorageS3Bucket",
   "cacheStorageS3Endpoint",
@@ -895,6 +896,12 @@ const fsckAlso: ReadonlySet<keyof Config> = new Set<keyof Config>([
   "cacheStorageS3Prefix",
   "cacheTempPath",
   "cacheUpstreamUrls",
+  "cacheRedisAddrs",
+  "cacheRedisUsername",
+  "cacheRedisPassword",
+  "cacheRedisDb",
+  "cacheRedisUseTls",
+  "cacheLockRedisKeyPrefix",
 ]);
 
 /** Bytes as the largest whole binary unit ("64G", "512M"), for help text. */

@@ -1,12 +1,26 @@
 /** Which Locker a configuration names: Redis when replicas share the work (one server, or a
  * quorum of several), else in-process; with degraded mode allowed, in-process whenever Redis
  * cannot be reached. */
+import type { Config } from "../config/options.ts";
 import type { Logger } from "../telemetry/logger.ts";
 import { noBroadcast, type Broadcast } from "./broadcast.ts";
 import type { DegradableOptions } from "./degradable.ts";
 import type { Locker } from "./locker.ts";
 import { MemoryLocker } from "./memory.ts";
 import type { RedisLockerOptions } from "./redis.ts";
+
+/** With --cache-redis-addrs, replicas coordinate through Redis; else locks are in-process. */
+export function redisChoice(config: Config): Omit<RedisLockerOptions, "logger"> | null {
+  if (config.cacheRedisAddrs.length === 0) return null;
+  return {
+    addrs: config.cacheRedisAddrs,
+    username: config.cacheRedisUsername,
+    password: config.cacheRedisPassword,
+    db: config.cacheRedisDb,
+    tls: config.cacheRedisUseTls,
+    keyPrefix: config.cacheLockRedisKeyPrefix,
+  };
+}
 
 /** Messages to every replica: through Redis pub/sub on every server of `redis`, else to
  * nobody. Trouble (Redis down) is logged, never thrown: losing a message costs a narinfo

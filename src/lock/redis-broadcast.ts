@@ -53,6 +53,10 @@ export class RedisBroadcast implements Broadcast {
     this.listeners.push(listener);
   }
 
+  async connected(): Promise<void> {
+    await Promise.all(this.servers.map(({ pub }) => (pub.status === "ready" ? undefined : new Promise<void>((resolve) => pub.once("ready", () => resolve())))));
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;

@@ -21,6 +21,7 @@ import { makeSyntheticCache, type SyntheticCache, type SyntheticPath } from "../
 import { startUpstream, type Upstream } from "../helpers/upstream-server.ts";
 
 const T = 60_000;
+const redisUrl = process.env.NCPS_TEST_REDIS_URL;
 let work: string;
 let syn: SyntheticCache;
 let up: Upstream;
@@ -272,6 +273,34 @@ describe("ncps fsck on SQLite and local storage", () => {
     expect(await readdir(join(dataDir, "nar"))).toEqual([]);
     expect(sqlite(dataDir, "SELECT hash FROM narinfos")).toEqual([]);
   }, T);
+
+  testIf(redisUrl !== undefined, "NCPS_TEST_REDIS_URL is not set")(
+    "--repair tells the replicas through Redis: a running ncps stops serving its in-memory copy of a removed narinfo at once",
+    async () => {
+      const redis = { "cache-redis-addrs": [new URL(redisUrl!).host], "cache-lock-redis-key-prefix": `ncps-fsck-${crypto.randomUUID()}:` };
+      const { dataDir, args } = await localCache("broadcast", redis);
+      const upload = await syn.add("uploaded-then-lost");
+      await unlink(join(syn.dir, `${upload.hash}.narinfo`)); // only the upload has it, not the upstream
+      await withNcps(args, async (ncps) => {
+        expect((await fetch(`${ncps.url}/${upload.narinfo.url}`, { method: "PUT", body: upload.file })).status).toBeLessThan(300);
+        expect((await fetch(`${ncps.url}/${upload.hash}.narinfo`, { method: "PUT", body: upload.text })).status).toBeLessThan(300);
+        expect((await fetch(`${ncps.url}/${upload.hash}.narinfo`)).status).toBe(200); // now held in memory
+        // its NAR record lost behind ncps's back: fsck removes the narinfo that names it
+        sqlite(dataDir, "DELETE FROM nars WHERE key = ?", upload.narinfo.url);
+        const run = await runFsck(args, "--repair");
+        expect(run.row("narinfo-without-nar")).toEqual({ found: "1", repaired: "1" });
+        // pub/sub delivery takes a moment, far less than the 30 s the copy would live
+        const until = Date.now() + 5_000;
+        let status = 200;
+        while (status === 200 && Date.now() < until) {
+          status = (await fetch(`${ncps.url}/${upload.hash}.narinfo`)).status;
+          if (status === 200) await Bun.sleep(50);
+        }
+        expect(status).toBe(404);
+      });
+    },
+    T,
+  );
 
   test("a download in flight is not reported, even with no grace for strays", async () => {
     const { dataDir, args } = await localCache("in-flight", { "stray-grace": "0s" });
