@@ -74,7 +74,7 @@ async function compile(p: Platform, stamp: Stamp, outDir: string): Promise<strin
   const result = await Bun.build({
     // The verification and OTLP export threads are Workers: a compiled binary holds each
     // worker entrypoint beside the main one (src/worker-entry.ts finds it there).
-    entrypoints: [join(ROOT, "src/main.ts"), join(ROOT, "src/cache/verify-worker.ts"), join(ROOT, "src/telemetry/otlp-worker.ts")],
+    entrypoints: [join(ROOT, "src/main.ts"), join(ROOT, "src/cache/verify-worker.ts")],
     target: "bun",
     format: "esm",
     plugins: [grpcRequiredStatically],

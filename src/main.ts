@@ -1,7 +1,13 @@
 #!/usr/bin/env bun
-// The ncps binary: everything happens in src/cli/run.ts.
-import { runCli } from "./cli/run.ts";
+// The ncps binary: everything happens in src/cli/run.ts, except in the OTLP exporter process
+// that ncps starts of itself (telemetry/otlp-thread.ts), which loads only what it needs.
+import { EXPORTER_COMMAND } from "./telemetry/exporter-command.ts";
 
-const status = await runCli(process.argv.slice(2));
-// On success leave the process to end by itself: `serve` keeps it alive while it listens.
-if (status !== 0) process.exit(status);
+if (process.argv[2] === EXPORTER_COMMAND) {
+  await import("./telemetry/otlp-worker.ts");
+} else {
+  const { runCli } = await import("./cli/run.ts");
+  const status = await runCli(process.argv.slice(2));
+  // On success leave the process to end by itself: `serve` keeps it alive while it listens.
+  if (status !== 0) process.exit(status);
+}

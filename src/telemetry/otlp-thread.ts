@@ -1,4 +1,12 @@
-/** OTLP/gRPC export on a thread of its own (otlp-worker.ts). grpc-js and the protobuf
+/** OTLP/gRPC export in a process of its own (otlp-worker.ts, started as `ncps __otlp-exporter`).
+ *
+ * A process, not a Worker thread: with the exporter on a thread of ncps's process, 1% of
+ * requests traced cost the main thread 2-2.5 µs more CPU per narinfo hit (about -8% of hit
+ * throughput) while it ran the same instructions and system calls (bench/hit-instructions.ts,
+ * strace), even with every other thread moved to another CPU; in a child process the same
+ * exporter cost nothing measurable (bench/hit-path.ts --against-plain: 1.013 and 1.003).
+ *
+ * Off the main thread in the first place: grpc-js and the protobuf
  * encoding on the main thread cost a traced span 30-110 µs and paused the event loop for
  * up to a quarter of a second per batch (bench/hit-path.ts --telemetry: narinfo-hit p99 from
  * ~25 ms to 100-420 ms, CPU per hit up by half at 1% sampling). Here the main thread only
@@ -15,7 +23,8 @@ import { ExportResultCode, type ExportResult } from "@opentelemetry/core";
 import type { PushMetricExporter, ResourceMetrics } from "@opentelemetry/sdk-metrics";
 import type { ReadableSpan, SpanProcessor } from "@opentelemetry/sdk-trace-base";
 import { within } from "../within.ts";
-import { workerEntry } from "../worker-entry.ts";
+import { EXPORTER_COMMAND } from "./exporter-command.ts";
+
 
 /** A span as a message carries it: plain data, its span context included. */
 export interface SpanMessage {
@@ -42,7 +51,7 @@ export type ToOtlpThread =
   | { type: "logs"; lines: Uint8Array }
   | { type: "shutdown"; id: number };
 
-export type FromOtlpThread = { type: "done"; id: number; error?: string };
+export type FromOtlpThread = { type: "done"; id: number; error?: string } | { type: "ready" };
 
 export interface OtlpThread {
   /** Hands each recorded span to the thread as it ends (in place of a batch processor). */
@@ -55,6 +64,13 @@ export interface OtlpThread {
 }
 
 const SHUTDOWN_MS = 5_000;
+
+/** How to start this program again: the compiled binary itself, or bun with src/main.ts
+ * (not Bun.main, which in tests is the test runner's file). */
+function selfCommand(): string[] {
+  if (Bun.main.startsWith("/$bunfs/")) return [process.execPath];
+  return [process.execPath, new URL("../main.ts", import.meta.url).pathname];
+}
 const encoder = new TextEncoder();
 /** Lines (log records, spans) gathered for this long, or up to MAX_LINES_TEXT, per message. */
 const LINES_BATCH_MS = 200;
@@ -81,17 +97,17 @@ function spanMessage(span: ReadableSpan): SpanMessage {
 }
 
 /** Text gathered into one message of `type` per LINES_BATCH_MS (or MAX_LINES_TEXT). */
-function lineBatch(type: "logs" | "spans", worker: Worker) {
+function lineBatch(type: "logs" | "spans", post: (message: ToOtlpThread) => void) {
   let lines = "";
   let timer: ReturnType<typeof setTimeout> | undefined;
   const send = () => {
     clearTimeout(timer);
     timer = undefined;
     if (lines === "") return;
-    // UTF-8 bytes, handed over rather than copied: a long string cost more to post
+    // UTF-8 bytes: a long string cost more to post
     const bytes = encoder.encode(lines);
     lines = "";
-    worker.postMessage({ type, lines: bytes } satisfies ToOtlpThread, [bytes.buffer]);
+    post({ type, lines: bytes });
   };
   return {
     add(text: string) {
@@ -104,16 +120,27 @@ function lineBatch(type: "logs" | "spans", worker: Worker) {
 }
 
 export function startOtlpThread(url: string, resource: Attributes): OtlpThread {
-  const worker = new Worker(workerEntry("telemetry/otlp-worker.ts", new URL("./otlp-worker.ts", import.meta.url)));
-  worker.unref(); // telemetry never keeps the process alive
   const pending = new Map<number, (error?: string) => void>();
   let nextId = 1;
-  worker.onmessage = (event: MessageEvent<FromOtlpThread>) => {
-    const done = pending.get(event.data.id);
-    pending.delete(event.data.id);
-    done?.(event.data.error);
-  };
-  const post = (message: ToOtlpThread) => worker.postMessage(message);
+  // Messages wait until the process listens (it loads grpc-js first); after that, in order.
+  let waiting: ToOtlpThread[] | null = [];
+  const exporter = Bun.spawn([...selfCommand(), EXPORTER_COMMAND], {
+    stdio: ["ignore", "inherit", "inherit"],
+    serialization: "advanced",
+    ipc(message: FromOtlpThread) {
+      if (message.type === "ready") {
+        const held = waiting ?? [];
+        waiting = null;
+        for (const m of held) exporter.send(m);
+        return;
+      }
+      const done = pending.get(message.id);
+      pending.delete(message.id);
+      done?.(message.error);
+    },
+  });
+  exporter.unref(); // telemetry never keeps ncps alive
+  const post = (message: ToOtlpThread) => (waiting ? waiting.push(message) : exporter.send(message));
   const call = (make: (id: number) => ToOtlpThread): Promise<string | undefined> =>
     new Promise((resolve) => {
       const id = nextId++;
@@ -126,8 +153,8 @@ export function startOtlpThread(url: string, resource: Attributes): OtlpThread {
 
   // Lines go over gathered, a message per LINES_BATCH_MS: one per event-loop turn made
   // postMessage 9% of a narinfo hit's time.
-  const logLines = lineBatch("logs", worker);
-  const spanLines = lineBatch("spans", worker);
+  const logLines = lineBatch("logs", post);
+  const spanLines = lineBatch("spans", post);
 
   // Ends the thread once the providers have flushed into it (they shut down first); a
   // collector that does not answer holds the stop of ncps at most this long.
@@ -137,7 +164,7 @@ export function startOtlpThread(url: string, resource: Attributes): OtlpThread {
       logLines.send();
       spanLines.send();
       await within(SHUTDOWN_MS, call((id) => ({ type: "shutdown", id })));
-      worker.terminate();
+      exporter.kill();
     })());
 
   return {

@@ -13,8 +13,6 @@ import type { ReadableLogRecord } from "@opentelemetry/sdk-logs";
 import type { ReadableSpan } from "@opentelemetry/sdk-trace-base";
 import type { FromOtlpThread, SpanMessage, ToOtlpThread } from "./otlp-thread.ts";
 
-declare const self: Worker;
-
 /** Records waiting beyond this many are dropped (and counted): a collector that is down
  * must not grow this thread without bound. */
 const MAX_PENDING = 20_000;
@@ -27,7 +25,7 @@ const severity: Record<string, number> = { debug: 5, info: 9, warn: 13, error: 1
 let exporters: { traces: OTLPTraceExporter; metrics: OTLPMetricExporter; logs: OTLPLogExporter; resource: Resource } | null = null;
 const logScope = { name: "ncps" };
 
-const reply = (message: FromOtlpThread) => self.postMessage(message);
+const reply = (message: FromOtlpThread) => process.send!(message);
 
 function exported(exporter: { export(items: never, cb: (r: ExportResult) => void): void }, items: unknown): Promise<string | undefined> {
   return new Promise((resolve) =>
@@ -131,8 +129,16 @@ function* linesOf(bytes: Uint8Array): Generator<string> {
   for (const line of decoder.decode(bytes).split("\n")) if (line !== "") yield line;
 }
 
-self.onmessage = async (event: MessageEvent<ToOtlpThread>) => {
-  const m = event.data;
+/** The exporter process's work: messages from ncps over IPC. It ends when ncps does (the IPC
+ * channel closes), and says when it listens: ncps holds its messages until then. */
+process.on("disconnect", () => process.exit(0));
+// A killed ncps closes no channel in Bun: orphaned (another parent), the exporter ends too.
+const parent = process.ppid;
+setInterval(() => process.ppid !== parent && process.exit(0), 1_000).unref();
+process.on("message", (m: ToOtlpThread) => void handle(m));
+process.send!({ type: "ready" } satisfies FromOtlpThread);
+
+async function handle(m: ToOtlpThread) {
   if (m.type === "init") {
     // Credentials and metadata made here: the exporters would otherwise require() grpc-js at
     // run time, which a compiled binary cannot resolve (nothing sent, every export failing).
@@ -175,4 +181,4 @@ self.onmessage = async (event: MessageEvent<ToOtlpThread>) => {
       reply({ type: "done", id: m.id });
       break;
   }
-};
+}

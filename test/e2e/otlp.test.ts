@@ -21,10 +21,10 @@ afterAll(async () => {
   await collector?.stop();
 });
 
-async function until<T>(find: () => T | undefined, what: string, deadlineMs = 15_000): Promise<T> {
+async function until<T>(find: () => T | undefined | Promise<T | undefined>, what: string, deadlineMs = 15_000): Promise<T> {
   const end = Date.now() + deadlineMs;
   for (;;) {
-    const found = find();
+    const found = await find();
     if (found !== undefined) return found;
     if (Date.now() > end) throw new Error(`${what} did not arrive; ncps said:\n${ncps?.logs.slice(-20).join("\n")}`);
     await Bun.sleep(100);
@@ -43,4 +43,17 @@ test("a traced request arrives as a span of the client's trace and as an access-
   await ncps!.stop();
   ncps = null;
   expect(Buffer.concat(collector.metricBytes).toString("latin1")).toContain("http_server_request_duration_seconds");
+}, 60_000);
+
+test("the exporter is a process of ncps's own, and a killed ncps takes it along", async () => {
+  const killed = await startNcpsProcess({ args: ["--otel-enabled", "--otel-grpc-url", collector.url] });
+  const children = () => Bun.$`pgrep -P ${killed.proc.pid}`.nothrow().text().then((t) => t.trim().split("\n").filter(Boolean).map(Number));
+  const [exporter] = await until(async () => ((await children()).length === 1 ? await children() : undefined), "the exporter process");
+  expect((await Bun.file(`/proc/${exporter}/cmdline`).text()).split("\0")).toContain("__otlp-exporter");
+  killed.proc.kill("SIGKILL");
+  await killed.proc.exited;
+  const alive = () => Bun.file(`/proc/${exporter}/stat`).exists();
+  const end = Date.now() + 10_000;
+  while ((await alive()) && Date.now() < end) await Bun.sleep(100);
+  expect(await alive()).toBe(false);
 }, 60_000);
