@@ -72,8 +72,8 @@ const grpcRequiredStatically: import("bun").BunPlugin = {
 async function compile(p: Platform, stamp: Stamp, outDir: string): Promise<string> {
   const outfile = join(outDir, binaryName(p));
   const result = await Bun.build({
-    // The verification and OTLP export threads are Workers: a compiled binary holds each
-    // worker entrypoint beside the main one (src/worker-entry.ts finds it there).
+    // The verification thread is a Worker: a compiled binary holds its entrypoint beside the
+    // main one (src/worker-entry.ts finds it there). The OTLP exporter is `ncps __otlp-exporter`.
     entrypoints: [join(ROOT, "src/main.ts"), join(ROOT, "src/cache/verify-worker.ts")],
     target: "bun",
     format: "esm",

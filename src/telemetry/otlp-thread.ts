@@ -23,8 +23,8 @@ import { ExportResultCode, type ExportResult } from "@opentelemetry/core";
 import type { PushMetricExporter, ResourceMetrics } from "@opentelemetry/sdk-metrics";
 import type { ReadableSpan, SpanProcessor } from "@opentelemetry/sdk-trace-base";
 import { within } from "../within.ts";
+import { selfCommand } from "../worker-entry.ts";
 import { EXPORTER_COMMAND } from "./exporter-command.ts";
-
 
 /** A span as a message carries it: plain data, its span context included. */
 export interface SpanMessage {
@@ -54,7 +54,7 @@ export type ToOtlpThread =
 export type FromOtlpThread = { type: "done"; id: number; error?: string } | { type: "ready" };
 
 export interface OtlpThread {
-  /** Hands each recorded span to the thread as it ends (in place of a batch processor). */
+  /** Hands each recorded span to the exporter as it ends (in place of a batch processor). */
   spanProcessor: SpanProcessor;
   metricExporter: PushMetricExporter;
   /** One JSON log line (as the logger writes it), to go out as an OTLP log record. */
@@ -64,13 +64,8 @@ export interface OtlpThread {
 }
 
 const SHUTDOWN_MS = 5_000;
-
-/** How to start this program again: the compiled binary itself, or bun with src/main.ts
- * (not Bun.main, which in tests is the test runner's file). */
-function selfCommand(): string[] {
-  if (Bun.main.startsWith("/$bunfs/")) return [process.execPath];
-  return [process.execPath, new URL("../main.ts", import.meta.url).pathname];
-}
+/** Messages held while the exporter process starts (a batch each LINES_BATCH_MS at most). */
+const MAX_HELD = 1_000;
 const encoder = new TextEncoder();
 /** Lines (log records, spans) gathered for this long, or up to MAX_LINES_TEXT, per message. */
 const LINES_BATCH_MS = 200;
@@ -124,6 +119,7 @@ export function startOtlpThread(url: string, resource: Attributes): OtlpThread {
   let nextId = 1;
   // Messages wait until the process listens (it loads grpc-js first); after that, in order.
   let waiting: ToOtlpThread[] | null = [];
+  let gone = false;
   const exporter = Bun.spawn([...selfCommand(), EXPORTER_COMMAND], {
     stdio: ["ignore", "inherit", "inherit"],
     serialization: "advanced",
@@ -140,9 +136,29 @@ export function startOtlpThread(url: string, resource: Attributes): OtlpThread {
     },
   });
   exporter.unref(); // telemetry never keeps ncps alive
-  const post = (message: ToOtlpThread) => (waiting ? waiting.push(message) : exporter.send(message));
+  // An exporter that ended (killed, crashed) loses telemetry, never a request: what is sent
+  // to it from then on is dropped, and what waits for its answer is answered.
+  void exporter.exited.then((code) => {
+    gone = true;
+    waiting = null;
+    for (const done of pending.values()) done(`the OTLP exporter process ended (${code})`);
+    pending.clear();
+  });
+  const post = (message: ToOtlpThread) => {
+    if (gone) return;
+    if (waiting) {
+      if (waiting.length < MAX_HELD) waiting.push(message);
+      return;
+    }
+    try {
+      exporter.send(message);
+    } catch {
+      gone = true; // it ended before `exited` said so
+    }
+  };
   const call = (make: (id: number) => ToOtlpThread): Promise<string | undefined> =>
     new Promise((resolve) => {
+      if (gone) return resolve("the OTLP exporter process ended");
       const id = nextId++;
       pending.set(id, resolve);
       post(make(id));
@@ -156,7 +172,7 @@ export function startOtlpThread(url: string, resource: Attributes): OtlpThread {
   const logLines = lineBatch("logs", post);
   const spanLines = lineBatch("spans", post);
 
-  // Ends the thread once the providers have flushed into it (they shut down first); a
+  // Ends the exporter once the providers have flushed into it (they shut down first); a
   // collector that does not answer holds the stop of ncps at most this long.
   let ended: Promise<void> | null = null;
   const shutdown = () =>

@@ -1,5 +1,5 @@
-/** The OTLP export thread (see otlp-thread.ts): turns the messages of the main thread back
- * into what the SDK's OTLP/gRPC exporters take, and sends them. Log lines are the logger's
+/** The OTLP exporter process, `ncps __otlp-exporter` (see otlp-thread.ts): turns ncps's
+ * messages back into what the SDK's OTLP/gRPC exporters take, and sends them. Log lines are the logger's
  * JSON lines, spans one JSON line each; both go out in batches, at most one export of each
  * in flight, and wait in a bounded queue while the collector is slow or away. */
 import * as grpc from "@grpc/grpc-js";
@@ -131,6 +131,10 @@ function* linesOf(bytes: Uint8Array): Generator<string> {
 
 /** The exporter process's work: messages from ncps over IPC. It ends when ncps does (the IPC
  * channel closes), and says when it listens: ncps holds its messages until then. */
+if (!process.send) {
+  console.error(`ncps ${process.argv[2]}: started by ncps itself (the OTLP exporter), not by hand`);
+  process.exit(2);
+}
 process.on("disconnect", () => process.exit(0));
 // A killed ncps closes no channel in Bun: orphaned (another parent), the exporter ends too.
 const parent = process.ppid;

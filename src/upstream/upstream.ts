@@ -16,12 +16,11 @@ export type NarInfoLookup = Lookup<NarInfo>;
 
 type Method = "GET" | "HEAD";
 
-/** A document's answer: its body (empty for HEAD) and length (for HEAD the declared
- * Content-Length, null when there is none). */
+/** A document's answer: its status, headers and body (empty for HEAD). */
 interface DocumentAnswer {
   status: number;
+  headers: Headers;
   body: Uint8Array;
-  length: number | null;
 }
 
 function declaredLength(headers: Headers): number | null {
@@ -289,11 +288,10 @@ export class Upstream {
       const res = await this.send(url, signal, due.signal, countFailure, method);
       if (res.status !== 200 || !res.body || method === "HEAD") {
         await res.body?.cancel().catch(() => {});
-        return { status: res.status, body: new Uint8Array(), length: method === "HEAD" ? declaredLength(res.headers) : 0 };
+        return { status: res.status, headers: res.headers, body: new Uint8Array() };
       }
       try {
-        const body = await readBytesLimited(res.body, maxBytes);
-        return { status: 200, body, length: body.length };
+        return { status: 200, headers: res.headers, body: await readBytesLimited(res.body, maxBytes) };
       } catch (err) {
         if (signal?.aborted || err instanceof TooLargeError) throw err;
         const reason = due.signal.aborted ? `body not complete within ${this.opts.headerTimeoutMs} ms` : `reading body: ${(err as Error).message ?? err}`;
@@ -334,7 +332,7 @@ export class Upstream {
   async headLog(path: string, signal?: AbortSignal): Promise<Lookup<number | null>> {
     const lookup = await this.lookUpDocument(path, 0, signal, "HEAD");
     if (lookup.kind === "error") this.instruments.noteError(`${this.url}: ${path}: ${lookup.reason}`);
-    return lookup.kind === "found" ? { kind: "found", value: lookup.value.length } : lookup;
+    return lookup.kind === "found" ? { kind: "found", value: declaredLength(lookup.value.headers) } : lookup;
   }
 
   private async lookUpText(path: string, signal?: AbortSignal): Promise<Lookup<string>> {
