@@ -125,6 +125,7 @@ function startEviction(
     db: parts.db,
     nars: parts.nars,
     isDownloading: (key) => parts.cache.isDownloading(key),
+    writeAccessTimes: () => parts.cache.writeAccessTimes(),
     maxBytes: config.cacheMaxSize,
     locker: parts.locker,
     lockTtlMs: config.cacheLockLruTtl,

@@ -1,10 +1,16 @@
 /** Access times are collected in memory and written in one batch per interval: the narinfo
- * hit path must not write to the database. Each is written as when the hit happened (to the
- * second), not when the batch goes out: written at the flush, a narinfo served 9 s earlier
- * looked newer than one recorded since, and an LRU pass then evicted the new one, whose NAR
- * a client that had just been handed its narinfo then asked for in vain. */
+ * hit path must not write to the database. Each is written as when the hit happened (to
+ * WRITE_RESOLUTION_MS), not when the batch goes out: written at the flush, a narinfo served
+ * 9 s earlier looked newer than one recorded since, and an LRU pass then evicted the new one,
+ * whose NAR a client that had just been handed its narinfo then asked for in vain. An
+ * eviction pass has the batch written first (Eviction's writeAccessTimes), for the same reason. */
 import type { MetadataStore } from "../db/metadata-store.ts";
 import type { Logger } from "../telemetry/logger.ts";
+
+/** Hits are written rounded down to this: one write per such slice of the interval that had
+ * hits (100 at most per 10 s). Whole seconds were too coarse: a narinfo served 0.9 s after
+ * another was stored looked older than it, and went first. */
+const WRITE_RESOLUTION_MS = 100;
 
 export class AccessTimes {
   /** hash -> when it was last served (ms) */
@@ -24,20 +30,20 @@ export class AccessTimes {
     this.pending.set(hash, Date.now());
   }
 
-  /** One write per second in which hits happened (at most one per second of the interval). */
+  /** One write per WRITE_RESOLUTION_MS slice in which hits happened. */
   async flush(): Promise<void> {
     if (this.pending.size === 0) return;
-    const bySecond = new Map<number, string[]>();
+    const bySlice = new Map<number, string[]>();
     for (const [hash, at] of this.pending) {
-      const second = at - (at % 1000);
-      const hashes = bySecond.get(second);
+      const slice = at - (at % WRITE_RESOLUTION_MS);
+      const hashes = bySlice.get(slice);
       if (hashes) hashes.push(hash);
-      else bySecond.set(second, [hash]);
+      else bySlice.set(slice, [hash]);
     }
     this.pending = new Map();
-    for (const [second, hashes] of [...bySecond].sort(([x], [y]) => x - y)) {
+    for (const [slice, hashes] of [...bySlice].sort(([x], [y]) => x - y)) {
       try {
-        await this.db.touch(hashes, second);
+        await this.db.touch(hashes, slice);
       } catch (err) {
         this.logger.warn("recording access times failed", { count: hashes.length, error: err });
       }

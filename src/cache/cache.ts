@@ -526,6 +526,11 @@ export class Cache {
     return download !== undefined && !download.failed;
   }
 
+  /** Writes the access times of the narinfos served here that are still held in memory. */
+  writeAccessTimes(): Promise<void> {
+    return this.accessTimes.flush();
+  }
+
   /** Wait for every in-flight download (tests and graceful shutdown). */
   async drain(): Promise<void> {
     await Promise.all([...this.downloads.values()].map((d) => d.done));

@@ -25,6 +25,10 @@ export interface EvictionOptions {
   nars: StoredNars;
   /** a download of this NAR is running (its narinfo must stay for it to be recorded) */
   isDownloading(narKey: string): boolean;
+  /** Writes the access times held in memory (AccessTimes): a pass ordering by the written
+   * ones only would take a narinfo just handed to a client for unused, and evict the NAR
+   * that client asks for next. */
+  writeAccessTimes?(): Promise<void>;
   /** the cap, in bytes (> 0) */
   maxBytes: number;
   /** one pass across replicas; a MemoryLocker of its own when absent */
@@ -192,6 +196,7 @@ export class Eviction {
     }
     const target = Math.floor(maxBytes * LOW_WATER);
     const pinned = await pinnedClosure(db); // once per pass: a pin added meanwhile waits for the next
+    await this.opts.writeAccessTimes?.();
     let stored = before;
     let cursor: NarInfoAge | undefined;
     walk: for (;;) {

@@ -69,6 +69,7 @@ describeIf(nixAvailable)("e2e: a capped cache keeps serving closures larger than
   async function fetchInto(storeName: string, closure: { paths: string[] }) {
     const store = nix.store(storeName);
     const r = await substitute(nix, { from: ncps.url, paths: [closure.paths.at(-1)!], trustedKeys: [ncps.publicKey], store, timeoutMs: 60_000 });
+    if (r.code !== 0 || r.stderr.includes("error:")) console.error(`ncps's log:\n${ncps.logs.join("\n")}`);
     expect(r.stderr).not.toContain("error:");
     expect(r.code).toBe(0);
     await verifyStore(nix, store, closure.paths, [ncps.publicKey]);
