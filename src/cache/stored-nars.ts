@@ -25,7 +25,7 @@ import { Refusal } from "./errors.ts";
 import type { HotNarInfos } from "./hot-narinfos.ts";
 import { verificationThread } from "./verification.ts";
 import { tempFileName } from "./temp-files.ts";
-import { compressToZstdFrames } from "./zstd-frames.ts";
+import { compressToZstdFrames, type FrameInput } from "./zstd-frames.ts";
 import { verifyStoredNar, verifyStream } from "./verify-stored.ts";
 import { sliceStream, webStream } from "../streams.ts";
 import { ChunkMissingError, ChunkStore } from "./chunk-store.ts";
@@ -97,7 +97,7 @@ export class StoredNars {
    * crash in between leaves bytes without a record, which fsck removes, never a record
    * without bytes). The temp file is consumed. An uncompressed NAR is compressed first. */
   async commitFile(key: string, tempPath: string, digest: NarDigest): Promise<void> {
-    const compressed = uncompressedKey(key) ? await this.compress(Bun.file(tempPath).stream(), digest) : null;
+    const compressed = uncompressedKey(key) ? await this.compress({ path: tempPath }, digest) : null;
     if (!compressed) return this.putAndRecord(key, tempPath, digest);
     await rm(tempPath, { force: true });
     await this.putAndRecord(key, compressed.path, compressed.digest);
@@ -155,7 +155,7 @@ export class StoredNars {
   /** An uncompressed NAR (verified as `nar`) compressed into a temp file, and verified again
    * there: what is recorded is checked bytes, not trust in the compressor. Null when that is
    * no smaller (random bytes): the NAR is then stored as it is. */
-  private async compress(input: ReadableStream<Uint8Array>, nar: NarDigest): Promise<{ path: string; digest: NarDigest } | null> {
+  private async compress(input: FrameInput, nar: NarDigest): Promise<{ path: string; digest: NarDigest } | null> {
     const path = join(this.opts.tempDir ?? tmpdir(), tempFileName("download", "zstd"));
     const size = await compressToZstdFrames(input, path, ZSTD_LEVEL, nar.narSize);
     if (size === null) return null;
