@@ -1,0 +1,113 @@
+#!/usr/bin/env bun
+/** The least a Bun relay does on a cold miss, measured beside the direct download: what
+ * bench/miss-path.ts's eight-miss ratio can reach on this machine at best.
+ *
+ *   bun bench/miss-floor.ts [--runs 3] [--small-mb 64]
+ *
+ * The same nginx upstream as miss-path.ts (1 Gbit/s per connection), the same eight 64 MiB
+ * NARs, eight curl clients at once. Three relays, each a bare Bun.serve in its own process
+ * with none of ncps's code: `pass` streams the upstream body to the client as it arrives;
+ * `file` also writes it to a temp file (in order, as ncps's download does); `hash` also
+ * SHA-256es it on the main thread. ncps does all of that and more (the hash on its own thread,
+ * clients served from the file or from the recent chunks, its last byte held for NarHash,
+ * the commit), so a relay's ratio is a ceiling for ncps's. Prints one JSON line per run and
+ * the medians. Needs nginx and curl. */
+import { mkdir, mkdtemp, open, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { startNginx } from "./nginx.ts";
+import { median } from "./stats.ts";
+
+type Relay = "pass" | "file" | "hash";
+
+if (process.argv[2] === "--relay") {
+  // the relay process: argv upstream-url relay-kind temp-dir; prints its URL
+  const [, , , upstream, kind, tempDir] = process.argv as [string, string, string, string, Relay, string];
+  let n = 0;
+  const server = Bun.serve({
+    port: 0,
+    hostname: "127.0.0.1",
+    async fetch(req) {
+      const res = await fetch(upstream + new URL(req.url).pathname);
+      const body = res.body!.getReader();
+      const file = kind === "pass" ? null : await open(join(tempDir, `t${n++}`), "w");
+      const hasher = kind === "hash" ? new Bun.CryptoHasher("sha256") : null;
+      return new Response(
+        new ReadableStream({
+          async pull(controller) {
+            const { done, value } = await body.read();
+            if (done) {
+              await file?.close();
+              hasher?.digest();
+              controller.close();
+              return;
+            }
+            hasher?.update(value);
+            if (file) await file.write(value); // in order, paced by the disk as ncps's download is
+            controller.enqueue(value);
+          },
+        }),
+        { headers: { "content-length": res.headers.get("content-length")! } },
+      );
+    },
+  });
+  console.log(server.url.href.replace(/\/$/, ""));
+} else {
+  const { values } = parseArgs({ options: { runs: { type: "string", default: "3" }, "small-mb": { type: "string", default: "64" } } });
+  const runs = Number(values.runs);
+  const smallMb = Number(values["small-mb"]);
+  const MiB = 1024 * 1024;
+  const dataDir = join(tmpdir(), "ncps-miss-bench-data"); // shared with miss-path.ts
+  const work = await mkdtemp(join(tmpdir(), "ncps-missfloor-"));
+  const root = join(work, "cache");
+  await mkdir(root, { recursive: true });
+  await writeFile(join(root, "nix-cache-info"), "StoreDir: /nix/store\n");
+  for (let i = 0; i < 8; i++) {
+    const path = join(dataDir, `small-${smallMb}-${i}.nar`);
+    if (!(await Bun.file(path).exists())) {
+      await mkdir(dataDir, { recursive: true });
+      await Bun.$`tar cf - /usr/lib /usr/bin /usr/share 2>/dev/null | tail -c +${(i + 1) * smallMb * MiB + 1} | head -c ${smallMb * MiB} > ${path}.tmp && mv ${path}.tmp ${path}`.quiet();
+    }
+    await Bun.$`ln -f ${path} ${join(root, `n${i}.nar`)} 2>/dev/null || cp ${path} ${join(root, `n${i}.nar`)}`.quiet();
+  }
+  const nginx = await startNginx(work, root, [{ extra: "limit_rate 125m;" }]);
+  const upstream = nginx.urls[0]!;
+
+  const curlAll = async (base: string): Promise<number> => {
+    const started = performance.now();
+    await Promise.all(
+      Array.from({ length: 8 }, async (_, i) => {
+        const p = Bun.spawn(["curl", "-sf", "-o", "/dev/null", `${base}/n${i}.nar`]);
+        if ((await p.exited) !== 0) throw new Error(`curl ${base}/n${i}.nar failed`);
+      }),
+    );
+    return (performance.now() - started) / 1000;
+  };
+
+  const ratios: Record<Relay, number[]> = { pass: [], file: [], hash: [] };
+  try {
+    for (let run = 1; run <= runs; run++) {
+      for (const kind of ["pass", "file", "hash"] as Relay[]) {
+        const direct = await curlAll(upstream);
+        const temp = await mkdtemp(join(work, "relay-"));
+        const relay = Bun.spawn(["bun", import.meta.path, "--relay", upstream, kind, temp], { stdout: "pipe" });
+        const reader = relay.stdout.getReader();
+        const url = new TextDecoder().decode((await reader.read()).value).trim();
+        try {
+          const through = await curlAll(url);
+          console.log(JSON.stringify({ run, relay: kind, direct, through, ratio: direct / through }));
+          ratios[kind].push(direct / through);
+        } finally {
+          relay.kill();
+          await relay.exited;
+          await rm(temp, { recursive: true, force: true });
+        }
+      }
+    }
+    console.log(JSON.stringify({ summary: "medians", runs, ...Object.fromEntries(Object.entries(ratios).map(([k, xs]) => [`${k}.ratio`, Number(median(xs).toFixed(3))])) }));
+  } finally {
+    await nginx.stop();
+    await rm(work, { recursive: true, force: true });
+  }
+}
