@@ -105,7 +105,14 @@ const RECENT_BYTES = 4 * 1024 * 1024;
  * with the download (the usual case: clients stream at the upstream's speed) is handed these
  * chunks themselves, shared by every such reader, instead of reading each back from the file
  * into a buffer of its own: no read, no copy, no allocation per reader. Chunks are never
- * changed once received, so sharing them is safe. */
+ * changed once received, so sharing them is safe.
+ *
+ * A chunk every reader has passed is dropped at once (`dropBefore`), not when RECENT_BYTES
+ * push it out: buffers held that long outlive the young generation's collections and come
+ * back to the allocator only at a full one, so every new chunk lands on fresh pages. Held to
+ * the cap, eight 64 MiB misses cost the main thread 1.4-2 s of CPU where a bare relay spends
+ * 0.45-0.7 s, and a bare relay made to hold its last 64 chunks just as much (bench/miss-floor.ts
+ * and perf: the extra was memmove and page faults). */
 class RecentChunks {
   private chunks: { start: number; bytes: Uint8Array }[] = [];
   private held = 0;
@@ -118,6 +125,11 @@ class RecentChunks {
       this.held += bytes.length;
     }
     while (this.held > RECENT_BYTES && this.chunks.length > 1) this.held -= this.chunks.shift()!.bytes.length;
+  }
+
+  /** Drops the chunks that end at or before `pos`. */
+  dropBefore(pos: number) {
+    while (this.chunks.length > 0 && this.chunks[0]!.start + this.chunks[0]!.bytes.length <= pos) this.held -= this.chunks.shift()!.bytes.length;
   }
 
   /** The bytes from `pos` to the end of the chunk holding it (not past `end`), or null when
@@ -149,6 +161,8 @@ export class NarDownload {
   private readFd: FileHandle | null = null;
   /** The last chunks written, as received: readers keeping up are served these very buffers. */
   private readonly recent = new RecentChunks();
+  /** Where each open reader is: the recent chunks all of them have passed are dropped. */
+  private readonly readers = new Set<{ pos: number }>();
   private holders = 1; // the download itself, plus one per reader
   private wakeups: (() => void)[] = [];
   private readonly abort = new AbortController();
@@ -180,6 +194,14 @@ export class NarDownload {
    * the transfer broke): the narinfo, or its upstream, is not to be trusted for this NAR. */
   get failedVerification(): boolean {
     return this.error instanceof NarVerifyError;
+  }
+
+  /** Drops the recent chunks every reader has passed: all of them while no one reads (a
+   * reader that comes later starts from the file). */
+  private dropPassedChunks() {
+    let slowest = this.written;
+    for (const r of this.readers) slowest = Math.min(slowest, r.pos);
+    this.recent.dropBefore(slowest);
   }
 
   private notify() {
@@ -242,6 +264,7 @@ export class NarDownload {
         this.recent.add(this.written, batch);
         this.written = written;
         this.released = this.size === null ? written : Math.min(written, this.size - 1);
+        this.dropPassedChunks();
         toVerify.written(written);
         this.notify();
       });
@@ -306,12 +329,15 @@ export class NarDownload {
       return new ReadableStream({ start: (c) => c.error(this.abortReason()) });
     }
     this.holders++;
-    let pos = start;
+    const reader = { pos: start };
+    this.readers.add(reader);
     const limit = end === undefined ? Infinity : end + 1;
     let open = true;
     const finish = () => {
       if (open) {
         open = false;
+        this.readers.delete(reader);
+        this.dropPassedChunks();
         this.release();
       }
     };
@@ -328,28 +354,29 @@ export class NarDownload {
             // A range's own last byte also waits for verification: no ranged read may end
             // cleanly on bytes that could still turn out wrong.
             const available = this.state === "verified" ? Math.min(this.written, limit) : Math.min(this.released, limit - 1);
-            const kept = pos < available ? this.recent.at(pos, available) : null;
+            const kept = reader.pos < available ? this.recent.at(reader.pos, available) : null;
             if (kept) {
-              pos += kept.length;
+              reader.pos += kept.length;
+              this.dropPassedChunks();
               controller.enqueue(kept);
-              if (pos >= limit) {
+              if (reader.pos >= limit) {
                 finish();
                 controller.close();
               }
               return;
             }
-            if (fd && pos < available) {
-              const buf = new Uint8Array(Math.min(READ_CHUNK, available - pos));
-              const { bytesRead } = await fd.read(buf, 0, buf.length, pos);
-              pos += bytesRead;
+            if (fd && reader.pos < available) {
+              const buf = new Uint8Array(Math.min(READ_CHUNK, available - reader.pos));
+              const { bytesRead } = await fd.read(buf, 0, buf.length, reader.pos);
+              reader.pos += bytesRead;
               controller.enqueue(bytesRead === buf.length ? buf : buf.subarray(0, bytesRead));
-              if (pos >= limit) {
+              if (reader.pos >= limit) {
                 finish();
                 controller.close();
               }
               return;
             }
-            if (this.state === "verified" && pos >= Math.min(this.written, limit)) {
+            if (this.state === "verified" && reader.pos >= Math.min(this.written, limit)) {
               finish();
               controller.close();
               return;
