@@ -276,9 +276,9 @@ export class Uploads {
 
   /** GET /log/<drv>: the stored log, else (with `upstream`, the default) the first
    * upstream's, read whole within the upstream's deadline; UpstreamsFailed when none has it
-   * and one failed to answer. `signal` (the client's) ends the upstream request. */
-  /** A build log: stored, else from the first upstream that has it. With `head`, an
-   * upstream is only asked whether it has it (HEAD): no body, stored or fetched, is read. */
+   * and one failed to answer. `signal` (the client's) ends the upstream request. With
+   * `head`, an upstream is only asked whether it has it (HEAD): no body, stored or fetched,
+   * is read. */
   async getLog(drv: string, { upstream: askUpstreams = true, signal, head = false }: { upstream?: boolean; signal?: AbortSignal; head?: boolean } = {}): Promise<LogBody | null> {
     const key = logKey(drv);
     const stored = await this.opts.store.get(key);

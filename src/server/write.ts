@@ -1,5 +1,6 @@
 /** PUT and DELETE (`nix copy --to`, `nix store copy-log --to`, realisations), at the root and under the Go
  * ncps prefix /upload/, plus GET /log/<drv>. Bodies are streamed, never buffered whole. */
+import { declaredLength } from "../content-length.ts";
 import { Refusal } from "../cache/errors.ts";
 import type { Realisations } from "../cache/realisations.ts";
 import type { Uploads, WriteResult } from "../cache/uploads.ts";
@@ -18,11 +19,6 @@ const notAllowed = (verb: string) => textResponse(405, `${verb} is not enabled o
 
 const written = (result: WriteResult) => (result === "created" ? textResponse(201, "created") : textResponse(200, "unchanged"));
 
-function declaredLength(req: Request): number | null {
-  const header = req.headers.get("content-length");
-  return header === null ? null : Number(header);
-}
-
 type Handler = (ctx: RequestContext) => Promise<Response>;
 
 /** Checked before the body is read: a disabled verb costs nothing. */
@@ -39,17 +35,17 @@ export const putNarInfo = (uploads: Uploads, policy: WritePolicy) =>
     const hash = narInfoHashOf(params.name!);
     // e.g. <hash>.ls from `nix copy --to '...?write-nar-listing=1'`
     if (hash === null) throw new Refusal("bad-request", "only narinfos, NARs and build logs can be uploaded");
-    return uploads.putNarInfo(hash, req.body, declaredLength(req));
+    return uploads.putNarInfo(hash, req.body, declaredLength(req.headers));
   });
 
 export const putNar = (uploads: Uploads, policy: WritePolicy) =>
-  putWhenAllowed(policy, ({ req, params }) => uploads.putNar(parseNcpsNarRequest(`nar/${params.file}`), req.body, declaredLength(req)));
+  putWhenAllowed(policy, ({ req, params }) => uploads.putNar(parseNcpsNarRequest(`nar/${params.file}`), req.body, declaredLength(req.headers)));
 
 export const putLog = (uploads: Uploads, policy: WritePolicy) =>
-  putWhenAllowed(policy, ({ req, params }) => uploads.putLog(params.drv!, req.body, declaredLength(req)));
+  putWhenAllowed(policy, ({ req, params }) => uploads.putLog(params.drv!, req.body, declaredLength(req.headers)));
 
 export const putRealisation = (realisations: Realisations, policy: WritePolicy, idOf: DrvOutputOf) =>
-  putWhenAllowed(policy, ({ req, params }) => realisations.put(idOf(params), req.body, declaredLength(req)));
+  putWhenAllowed(policy, ({ req, params }) => realisations.put(idOf(params), req.body, declaredLength(req.headers)));
 
 export const putCacheInfo = () => async () => textResponse(405, "nix-cache-info belongs to ncps", { allow: "GET, HEAD" });
 

@@ -1,4 +1,5 @@
 /** One upstream binary cache: where it is, how to reach it, and whether it is answering. */
+import { declaredLength } from "../content-length.ts";
 import { parseCacheInfo } from "../nix/cache-info.ts";
 import { NixFormatError } from "../nix/errors.ts";
 import { parseNarInfo, type NarInfo } from "../nix/narinfo.ts";
@@ -21,11 +22,6 @@ interface DocumentAnswer {
   status: number;
   headers: Headers;
   body: Uint8Array;
-}
-
-function declaredLength(headers: Headers): number | null {
-  const header = headers.get("content-length");
-  return header !== null && /^\d{1,15}$/.test(header) ? Number(header) : null;
 }
 
 export interface UpstreamOptions {
@@ -328,11 +324,19 @@ export class Upstream {
   }
 
   /** Whether the upstream has a build log, and its declared length (null: none declared),
-   * asked with HEAD: a HEAD from a client costs no log download. */
+   * asked with HEAD: a HEAD from a client costs no log download. A log declared longer than
+   * fetchLog takes is the same error as fetchLog's, so HEAD and GET agree. */
   async headLog(path: string, signal?: AbortSignal): Promise<Lookup<number | null>> {
-    const lookup = await this.lookUpDocument(path, 0, signal, "HEAD");
+    const answer = await this.lookUpDocument(path, 0, signal, "HEAD");
+    const length = answer.kind === "found" ? declaredLength(answer.value.headers) : null;
+    const lookup: Lookup<number | null> =
+      answer.kind !== "found"
+        ? answer
+        : length !== null && length > MAX_LOG_BYTES
+          ? { kind: "error", reason: "document too large", detail: `${path}: ${length} bytes declared, more than ${MAX_LOG_BYTES}` }
+          : { kind: "found", value: length };
     if (lookup.kind === "error") this.instruments.noteError(`${this.url}: ${path}: ${lookup.reason}`);
-    return lookup.kind === "found" ? { kind: "found", value: declaredLength(lookup.value.headers) } : lookup;
+    return lookup;
   }
 
   private async lookUpText(path: string, signal?: AbortSignal): Promise<Lookup<string>> {

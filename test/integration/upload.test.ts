@@ -389,6 +389,21 @@ describe("build logs", () => {
     // and a GET still brings the log itself
     expect(await (await open.req(`log/${drv}`)).text()).toBe(log);
   });
+
+  test("HEAD /log of an upstream log over the 64 MiB a GET would take is refused as the GET is", async () => {
+    const drv = `${storeHash("huge")}-huge.drv`;
+    upstreamLogs.set(`/log/${drv}`, "x".repeat(64 * 1024 * 1024 + 1));
+    try {
+      const head = await open.req(`log/${drv}`, { method: "HEAD" });
+      const get = await open.req(`log/${drv}`);
+      await get.body?.cancel();
+      expect(get.status).toBe(502);
+      expect(head.status).toBe(get.status);
+      expect(head.headers.get("content-length")).not.toBe(String(64 * 1024 * 1024 + 1));
+    } finally {
+      upstreamLogs.delete(`/log/${drv}`);
+    }
+  });
 });
 
 describe("deletes", () => {
