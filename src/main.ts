@@ -1,10 +1,10 @@
 #!/usr/bin/env bun
 // The ncps binary: everything happens in src/cli/run.ts, except in the OTLP exporter process
-// that ncps starts of itself (telemetry/otlp-thread.ts), which loads only what it needs.
+// that ncps starts of itself (telemetry/otlp-exporter.ts), which loads only what it needs.
 import { EXPORTER_COMMAND } from "./telemetry/exporter-command.ts";
 
 if (process.argv[2] === EXPORTER_COMMAND) {
-  await import("./telemetry/otlp-worker.ts");
+  await import("./telemetry/otlp-exporter-process.ts");
 } else {
   const { runCli } = await import("./cli/run.ts");
   const status = await runCli(process.argv.slice(2));

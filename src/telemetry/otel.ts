@@ -2,7 +2,7 @@
  * Prometheus exporter (for /metrics) and, with --otel-enabled, an OTLP/gRPC exporter (or
  * stdout without --otel-grpc-url, as the Go ncps does); and with --otel-enabled a tracer
  * provider exporting spans the same way, and the log lines too when a collector is named.
- * OTLP/gRPC runs on a thread of its own (otlp-thread.ts). Each running ncps has its own providers (nothing
+ * OTLP/gRPC runs in a process of its own (otlp-exporter.ts). Each running ncps has its own providers (nothing
  * global but the async context manager, which carries no state of its own). */
 import { context, createNoopMeter } from "@opentelemetry/api";
 import { AsyncLocalStorageContextManager } from "@opentelemetry/context-async-hooks";
@@ -12,7 +12,7 @@ import { ConsoleMetricExporter, MeterProvider, PeriodicExportingMetricReader, ty
 import { BasicTracerProvider, BatchSpanProcessor, ConsoleSpanExporter } from "@opentelemetry/sdk-trace-base";
 import { histogramProducer } from "./histograms.ts";
 import { Telemetry } from "./metrics.ts";
-import { startOtlpThread } from "./otlp-thread.ts";
+import { startOtlpExporter } from "./otlp-exporter.ts";
 import { sdkSampler, traceSamplingFromEnv, type TraceSampling } from "./sampling.ts";
 
 export interface TelemetryOptions {
@@ -48,8 +48,8 @@ function installContextManager() {
 export function createTelemetry(opts: TelemetryOptions): TelemetrySetup {
   const resourceAttributes = { "service.name": "ncps", "service.version": opts.version };
   const resource = resourceFromAttributes(resourceAttributes);
-  // To a collector over gRPC from a thread of its own; without one, to stdout as Go does.
-  const otlp = opts.otel && opts.otelGrpcUrl ? startOtlpThread(opts.otelGrpcUrl, resourceAttributes) : null;
+  // To a collector over gRPC from a process of its own; without one, to stdout as Go does.
+  const otlp = opts.otel && opts.otelGrpcUrl ? startOtlpExporter(opts.otelGrpcUrl, resourceAttributes) : null;
   // The histograms live in `telemetry`, made below once the meter exists.
   let telemetry: Telemetry | null = null;
   const histograms = histogramProducer(() => telemetry?.histograms ?? [], { name: "ncps", version: opts.version });

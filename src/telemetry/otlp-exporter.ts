@@ -1,4 +1,4 @@
-/** OTLP/gRPC export in a process of its own (otlp-worker.ts, started as `ncps __otlp-exporter`).
+/** OTLP/gRPC export in a process of its own (otlp-exporter-process.ts, started as `ncps __otlp-exporter`).
  *
  * A process, not a Worker thread: with the exporter on a thread of ncps's process, 1% of
  * requests traced cost the main thread 2-2.5 µs more CPU per narinfo hit (about -8% of hit
@@ -44,22 +44,22 @@ export interface SpanMessage {
   scope: { name: string; version?: string };
 }
 
-export type ToOtlpThread =
+export type ToOtlpExporter =
   | { type: "init"; url: string; resource: Attributes }
   | { type: "spans"; lines: Uint8Array }
   | { type: "metrics"; id: number; scopeMetrics: ResourceMetrics["scopeMetrics"] }
   | { type: "logs"; lines: Uint8Array }
   | { type: "shutdown"; id: number };
 
-export type FromOtlpThread = { type: "done"; id: number; error?: string } | { type: "ready" };
+export type FromOtlpExporter = { type: "done"; id: number; error?: string } | { type: "ready" };
 
-export interface OtlpThread {
+export interface OtlpExporter {
   /** Hands each recorded span to the exporter as it ends (in place of a batch processor). */
   spanProcessor: SpanProcessor;
   metricExporter: PushMetricExporter;
   /** One JSON log line (as the logger writes it), to go out as an OTLP log record. */
   logLine(line: string): void;
-  /** Sends what is pending and ends the thread: after the providers' own shutdown. */
+  /** Sends what is pending and ends the exporter process: after the providers' own shutdown. */
   shutdown(): Promise<void>;
 }
 
@@ -92,7 +92,7 @@ function spanMessage(span: ReadableSpan): SpanMessage {
 }
 
 /** Text gathered into one message of `type` per LINES_BATCH_MS (or MAX_LINES_TEXT). */
-function lineBatch(type: "logs" | "spans", post: (message: ToOtlpThread) => void) {
+function lineBatch(type: "logs" | "spans", post: (message: ToOtlpExporter) => void) {
   let lines = "";
   let timer: ReturnType<typeof setTimeout> | undefined;
   const send = () => {
@@ -114,16 +114,16 @@ function lineBatch(type: "logs" | "spans", post: (message: ToOtlpThread) => void
   };
 }
 
-export function startOtlpThread(url: string, resource: Attributes): OtlpThread {
+export function startOtlpExporter(url: string, resource: Attributes): OtlpExporter {
   const pending = new Map<number, (error?: string) => void>();
   let nextId = 1;
   // Messages wait until the process listens (it loads grpc-js first); after that, in order.
-  let waiting: ToOtlpThread[] | null = [];
+  let waiting: ToOtlpExporter[] | null = [];
   let gone = false;
   const exporter = Bun.spawn([...selfCommand(), EXPORTER_COMMAND], {
     stdio: ["ignore", "inherit", "inherit"],
     serialization: "advanced",
-    ipc(message: FromOtlpThread) {
+    ipc(message: FromOtlpExporter) {
       if (message.type === "ready") {
         const held = waiting ?? [];
         waiting = null;
@@ -144,7 +144,7 @@ export function startOtlpThread(url: string, resource: Attributes): OtlpThread {
     for (const done of pending.values()) done(`the OTLP exporter process ended (${code})`);
     pending.clear();
   });
-  const post = (message: ToOtlpThread) => {
+  const post = (message: ToOtlpExporter) => {
     if (gone) return;
     if (waiting) {
       if (waiting.length < MAX_HELD) waiting.push(message);
@@ -156,7 +156,7 @@ export function startOtlpThread(url: string, resource: Attributes): OtlpThread {
       gone = true; // it ended before `exited` said so
     }
   };
-  const call = (make: (id: number) => ToOtlpThread): Promise<string | undefined> =>
+  const call = (make: (id: number) => ToOtlpExporter): Promise<string | undefined> =>
     new Promise((resolve) => {
       if (gone) return resolve("the OTLP exporter process ended");
       const id = nextId++;

@@ -1,4 +1,4 @@
-/** The OTLP exporter process, `ncps __otlp-exporter` (see otlp-thread.ts): turns ncps's
+/** The OTLP exporter process, `ncps __otlp-exporter` (see otlp-exporter.ts): turns ncps's
  * messages back into what the SDK's OTLP/gRPC exporters take, and sends them. Log lines are the logger's
  * JSON lines, spans one JSON line each; both go out in batches, at most one export of each
  * in flight, and wait in a bounded queue while the collector is slow or away. */
@@ -11,10 +11,10 @@ import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-grpc";
 import { resourceFromAttributes, type Resource } from "@opentelemetry/resources";
 import type { ReadableLogRecord } from "@opentelemetry/sdk-logs";
 import type { ReadableSpan } from "@opentelemetry/sdk-trace-base";
-import type { FromOtlpThread, SpanMessage, ToOtlpThread } from "./otlp-thread.ts";
+import type { FromOtlpExporter, SpanMessage, ToOtlpExporter } from "./otlp-exporter.ts";
 
 /** Records waiting beyond this many are dropped (and counted): a collector that is down
- * must not grow this thread without bound. */
+ * must not grow this process without bound. */
 const MAX_PENDING = 20_000;
 const BATCH = 1_000;
 const EXPORT_INTERVAL_MS = 1_000;
@@ -25,7 +25,7 @@ const severity: Record<string, number> = { debug: 5, info: 9, warn: 13, error: 1
 let exporters: { traces: OTLPTraceExporter; metrics: OTLPMetricExporter; logs: OTLPLogExporter; resource: Resource } | null = null;
 const logScope = { name: "ncps" };
 
-const reply = (message: FromOtlpThread) => process.send!(message);
+const reply = (message: FromOtlpExporter) => process.send!(message);
 
 function exported(exporter: { export(items: never, cb: (r: ExportResult) => void): void }, items: unknown): Promise<string | undefined> {
   return new Promise((resolve) =>
@@ -139,10 +139,10 @@ process.on("disconnect", () => process.exit(0));
 // A killed ncps closes no channel in Bun: orphaned (another parent), the exporter ends too.
 const parent = process.ppid;
 setInterval(() => process.ppid !== parent && process.exit(0), 1_000).unref();
-process.on("message", (m: ToOtlpThread) => void handle(m));
-process.send!({ type: "ready" } satisfies FromOtlpThread);
+process.on("message", (m: ToOtlpExporter) => void handle(m));
+process.send!({ type: "ready" } satisfies FromOtlpExporter);
 
-async function handle(m: ToOtlpThread) {
+async function handle(m: ToOtlpExporter) {
   if (m.type === "init") {
     // Credentials and metadata made here: the exporters would otherwise require() grpc-js at
     // run time, which a compiled binary cannot resolve (nothing sent, every export failing).
