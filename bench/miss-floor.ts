@@ -5,13 +5,14 @@
  *   bun bench/miss-floor.ts [--runs 3] [--small-mb 64]
  *
  * The same nginx upstream as miss-path.ts (1 Gbit/s per connection), the same eight 64 MiB
- * NARs, eight curl clients at once. Three relays, each a bare Bun.serve in its own process
+ * NARs, eight curl clients at once. Four relays, each a bare Bun.serve in its own process
  * with none of ncps's code: `pass` streams the upstream body to the client as it arrives;
  * `file` also writes it to a temp file (in order, as ncps's download does); `hash` also
- * SHA-256es it on the main thread; `native` stores it through Bun.write and serves the
- * client from the growing file (nativeRelay). ncps does all of that and more (the hash on its own thread,
- * clients served from the file or from the recent chunks, its last byte held for NarHash,
- * the commit), so a relay's ratio is a ceiling for ncps's. Prints one JSON line per run and
+ * SHA-256es it on the main thread. ncps does all of that and more (the hash on its own
+ * thread, its last byte held for NarHash, the commit), so `hash` is a ceiling for ncps as it
+ * is built. `native` stores the body through Bun.write and serves the client from the
+ * growing file (nativeRelay): a ceiling for a download built that way. Prints one JSON line
+ * per run and
  * the medians. Needs nginx and curl. */
 import { mkdir, mkdtemp, open, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
