@@ -12,8 +12,7 @@
  * thread, its last byte held for NarHash, the commit), so `hash` is a ceiling for ncps as it
  * is built. `native` stores the body through Bun.write and serves the client from the
  * growing file (nativeRelay): a ceiling for a download built that way. Prints one JSON line
- * per run and
- * the medians. Needs nginx and curl. */
+ * per run and the medians. Needs nginx and curl. */
 import { mkdir, mkdtemp, open, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
