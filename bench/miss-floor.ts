@@ -17,6 +17,7 @@ import { mkdir, mkdtemp, open, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { curlAll, rawNar } from "./miss-data.ts";
 import { startNginx } from "./nginx.ts";
 import { median } from "./stats.ts";
 
@@ -94,45 +95,30 @@ if (process.argv[2] === "--relay") {
   const { values } = parseArgs({ options: { runs: { type: "string", default: "3" }, "small-mb": { type: "string", default: "64" } } });
   const runs = Number(values.runs);
   const smallMb = Number(values["small-mb"]);
-  const MiB = 1024 * 1024;
-  const dataDir = join(tmpdir(), "ncps-miss-bench-data"); // shared with miss-path.ts
   const work = await mkdtemp(join(tmpdir(), "ncps-missfloor-"));
   const root = join(work, "cache");
   await mkdir(root, { recursive: true });
   await writeFile(join(root, "nix-cache-info"), "StoreDir: /nix/store\n");
   for (let i = 0; i < 8; i++) {
-    const path = join(dataDir, `small-${smallMb}-${i}.nar`);
-    if (!(await Bun.file(path).exists())) {
-      await mkdir(dataDir, { recursive: true });
-      await Bun.$`tar cf - /usr/lib /usr/bin /usr/share 2>/dev/null | tail -c +${(i + 1) * smallMb * MiB + 1} | head -c ${smallMb * MiB} > ${path}.tmp && mv ${path}.tmp ${path}`.quiet();
-    }
+    const path = await rawNar(`small-${smallMb}-${i}`, smallMb, (i + 1) * smallMb); // the NARs miss-path.ts uses
     await Bun.$`ln -f ${path} ${join(root, `n${i}.nar`)} 2>/dev/null || cp ${path} ${join(root, `n${i}.nar`)}`.quiet();
   }
   const nginx = await startNginx(work, root, [{ extra: "limit_rate 125m;" }]);
   const upstream = nginx.urls[0]!;
 
-  const curlAll = async (base: string): Promise<number> => {
-    const started = performance.now();
-    await Promise.all(
-      Array.from({ length: 8 }, async (_, i) => {
-        const p = Bun.spawn(["curl", "-sf", "-o", "/dev/null", `${base}/n${i}.nar`]);
-        if ((await p.exited) !== 0) throw new Error(`curl ${base}/n${i}.nar failed`);
-      }),
-    );
-    return (performance.now() - started) / 1000;
-  };
+  const eightFrom = (base: string) => Array.from({ length: 8 }, (_, i) => `${base}/n${i}.nar`);
 
   const ratios: Record<Relay, number[]> = { pass: [], file: [], hash: [], native: [] };
   try {
     for (let run = 1; run <= runs; run++) {
       for (const kind of ["pass", "file", "hash", "native"] as Relay[]) {
-        const direct = await curlAll(upstream);
+        const direct = await curlAll(eightFrom(upstream));
         const temp = await mkdtemp(join(work, "relay-"));
         const relay = Bun.spawn(["bun", import.meta.path, "--relay", upstream, kind, temp], { stdout: "pipe" });
         const reader = relay.stdout.getReader();
         const url = new TextDecoder().decode((await reader.read()).value).trim();
         try {
-          const through = await curlAll(url);
+          const through = await curlAll(eightFrom(url));
           console.log(JSON.stringify({ run, relay: kind, direct, through, ratio: direct / through }));
           ratios[kind].push(direct / through);
         } finally {

@@ -26,6 +26,7 @@ import { encodeNix32 } from "../src/nix/nix32.ts";
 import { serializeNarInfo } from "../src/nix/narinfo.ts";
 import { formatPublicKey, generateSecretKey, signNarInfo, toPublicKey } from "../src/nix/signature.ts";
 import { startNcpsProcess, type NcpsProcess } from "../test/helpers/ncps.ts";
+import { curlAll, dataDir, rawNar } from "./miss-data.ts";
 import { startNginx } from "./nginx.ts";
 import { pacedLatency } from "./paced-latency.ts";
 import { median } from "./stats.ts";
@@ -42,28 +43,15 @@ const runs = Number(values.runs);
 const sizeMb = Number(values["size-mb"]);
 const smallMb = Number(values["small-mb"]);
 const only = new Set(values.only.split(","));
-const MiB = 1024 * 1024;
-const HIT_PROBE_RATE = Number(process.env.PROBE_RATE ?? 200);
+const HIT_PROBE_RATE = 200;
 
 type Compression = "none" | "zstd" | "xz";
 const EXT: Record<Compression, string> = { none: "", zstd: ".zst", xz: ".xz" };
-
-const dataDir = join(tmpdir(), "ncps-miss-bench-data");
-await mkdir(dataDir, { recursive: true });
 
 async function sha256File(path: string): Promise<{ nix32: string; size: number }> {
   const hasher = new Bun.CryptoHasher("sha256");
   for await (const chunk of Bun.file(path).stream()) hasher.update(chunk);
   return { nix32: encodeNix32(hasher.digest()), size: Bun.file(path).size };
-}
-
-/** A NAR-sized slice of real files: `tar` of /usr, cut to size. */
-async function rawNar(name: string, mb: number, offsetMb: number): Promise<string> {
-  const path = join(dataDir, `${name}.nar`);
-  if (!existsSync(path)) {
-    await Bun.$`tar cf - /usr/lib /usr/bin /usr/share 2>/dev/null | tail -c +${offsetMb * MiB + 1} | head -c ${mb * MiB} > ${path}.tmp && mv ${path}.tmp ${path}`.quiet();
-  }
-  return path;
 }
 
 async function compressed(raw: string, c: Compression): Promise<string> {
@@ -129,22 +117,6 @@ for (let i = 0; i < 8; i++) {
 const probe = await publish(await rawNar("probe", 1, 0), await rawNar("probe", 1, 0), "none");
 const nginx = await startNginx(work, cacheDir, [{}, { extra: "limit_rate 125m;" }]);
 const upstream = { unlimited: nginx.urls[0]!, limited: nginx.urls[1]! };
-
-/** Seconds for curl to fetch every URL, all at once. */
-async function curlAll(urls: string[]): Promise<number> {
-  const started = performance.now();
-  const results = await Promise.all(
-    urls.map(async (url) => {
-      const p = Bun.spawn(["curl", "-sf", "-o", "/dev/null", "-w", "%{http_code} %{size_download}", url], { stdout: "pipe" });
-      const out = await new Response(p.stdout).text();
-      if ((await p.exited) !== 0) throw new Error(`curl ${url} failed: ${out}`);
-      return out;
-    }),
-  );
-  const seconds = (performance.now() - started) / 1000;
-  for (const r of results) if (!r.startsWith("200 ")) throw new Error(`unexpected answer ${r}`);
-  return seconds;
-}
 
 async function freshNcps(upstreamUrl: string): Promise<NcpsProcess> {
   return startNcpsProcess({

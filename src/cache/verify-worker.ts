@@ -41,15 +41,18 @@ async function run(id: number, path: string, expect: NarExpectation, chunking: C
   const job: Job = { verifier: new NarVerifier(expect, onNar), fd: null, read: 0, written: 0, ended: false, aborted: false, wake: null };
   jobs.set(id, job);
   // An uncompressed NAR's bytes are hashed (and chunked) before write() returns, so one
-  // buffer serves every read; a decompressor may still hold a chunk it was handed.
-  const spare = expect.compression === "none" ? new Uint8Array(READ_BYTES) : null;
+  // buffer, grown to the largest read so far, serves every read (a small NAR's stays small);
+  // a decompressor may still hold a chunk it was handed.
+  const reuse = expect.compression === "none";
+  let spare = new Uint8Array(0);
   try {
     job.fd = await open(path, "r");
     for (;;) {
       if (job.aborted) throw new Error("aborted");
       if (job.read < job.written) {
         const want = Math.min(READ_BYTES, job.written - job.read);
-        const buf = spare ? spare.subarray(0, want) : new Uint8Array(want);
+        if (reuse && spare.length < want) spare = new Uint8Array(want);
+        const buf = reuse ? spare.subarray(0, want) : new Uint8Array(want);
         const { bytesRead } = await job.fd.read(buf, 0, buf.length, job.read);
         if (bytesRead === 0) throw new Error(`temp file ends at ${job.read}, ${job.written} bytes were written`);
         job.read += bytesRead;

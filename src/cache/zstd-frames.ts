@@ -69,7 +69,9 @@ function fileBlocks(path: string): BlockReader {
       }
       return filled;
     },
-    close: async () => void (await file?.close()),
+    close: async () => {
+      await file?.close();
+    },
   };
 }
 
@@ -107,11 +109,10 @@ const spareBlocks: Uint8Array[] = [];
  * A block is read only with a turn in hand, so no commit holds a block while it waits: a
  * slow source (a staged upload on S3) holds its turn while it is read. */
 export async function compressToZstdFrames(input: FrameInput, path: string, level: number, giveUpAt: number): Promise<number | null> {
+  const out = await open(path, "wx");
   const source = input instanceof ReadableStream ? streamBlocks(input) : fileBlocks(input.path);
-  let out: FileHandle | null = null;
   let size = 0;
   try {
-    out = await open(path, "wx");
     for (;;) {
       let frame: Uint8Array;
       await turns.take();
@@ -127,17 +128,15 @@ export async function compressToZstdFrames(input: FrameInput, path: string, leve
       size += frame.length;
       if (size >= giveUpAt) {
         await out.close();
-        out = null;
         await rm(path, { force: true });
         return null;
       }
       await writeAll(out, frame);
     }
     await out.close();
-    out = null;
     return size;
   } catch (err) {
-    await out?.close().catch(() => {});
+    await out.close().catch(() => {});
     await rm(path, { force: true });
     throw err;
   } finally {

@@ -328,13 +328,10 @@ export class Upstream {
    * fetchLog takes is the same error as fetchLog's, so HEAD and GET agree. */
   async headLog(path: string, signal?: AbortSignal): Promise<Lookup<number | null>> {
     const answer = await this.lookUpDocument(path, 0, signal, "HEAD");
-    const length = answer.kind === "found" ? declaredLength(answer.value.headers) : null;
-    const lookup: Lookup<number | null> =
-      answer.kind !== "found"
-        ? answer
-        : length !== null && length > MAX_LOG_BYTES
-          ? { kind: "error", reason: "document too large", detail: `${path}: ${length} bytes declared, more than ${MAX_LOG_BYTES}` }
-          : { kind: "found", value: length };
+    let lookup: Lookup<number | null> = answer.kind === "found" ? { kind: "found", value: declaredLength(answer.value.headers) } : answer;
+    if (lookup.kind === "found" && lookup.value !== null && lookup.value > MAX_LOG_BYTES) {
+      lookup = { kind: "error", reason: "document too large", detail: `${path}: ${lookup.value} bytes declared, more than ${MAX_LOG_BYTES}` };
+    }
     if (lookup.kind === "error") this.instruments.noteError(`${this.url}: ${path}: ${lookup.reason}`);
     return lookup;
   }
