@@ -64,8 +64,11 @@ export interface OtlpExporter {
 }
 
 const SHUTDOWN_MS = 5_000;
-/** Messages held while the exporter process starts (a batch each LINES_BATCH_MS at most). */
+/** Messages held while the exporter process starts (a batch each LINES_BATCH_MS at most),
+ * and their lines' bytes: a process that never says it listens must not hold 1,000 batches
+ * of up to MAX_LINES_TEXT each. */
 const MAX_HELD = 1_000;
+const MAX_HELD_BYTES = 16 << 20;
 const encoder = new TextEncoder();
 /** Lines (log records, spans) gathered for this long, or up to MAX_LINES_TEXT, per message. */
 const LINES_BATCH_MS = 200;
@@ -119,6 +122,7 @@ export function startOtlpExporter(url: string, resource: Attributes): OtlpExport
   let nextId = 1;
   // Messages wait until the process listens (it loads grpc-js first); after that, in order.
   let waiting: ToOtlpExporter[] | null = [];
+  let heldBytes = 0;
   let gone = false;
   const exporter = Bun.spawn([...selfCommand(), EXPORTER_COMMAND], {
     stdio: ["ignore", "inherit", "inherit"],
@@ -147,7 +151,11 @@ export function startOtlpExporter(url: string, resource: Attributes): OtlpExport
   const post = (message: ToOtlpExporter) => {
     if (gone) return;
     if (waiting) {
-      if (waiting.length < MAX_HELD) waiting.push(message);
+      const bytes = "lines" in message ? message.lines.length : 0;
+      if (waiting.length < MAX_HELD && heldBytes + bytes <= MAX_HELD_BYTES) {
+        waiting.push(message);
+        heldBytes += bytes;
+      }
       return;
     }
     try {
