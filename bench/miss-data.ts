@@ -1,5 +1,6 @@
 /** What the miss benchmarks (miss-path.ts, miss-floor.ts) share: NAR-sized files of real
- * bytes, made once and kept between runs, and curl clients timed together. */
+ * bytes and their compressed forms, made once and kept between runs, and curl clients timed
+ * together. */
 import { existsSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -15,6 +16,20 @@ export async function rawNar(name: string, mb: number, offsetMb: number): Promis
   const path = join(dataDir, `${name}.nar`);
   if (!existsSync(path)) {
     await Bun.$`tar cf - /usr/lib /usr/bin /usr/share 2>/dev/null | tail -c +${offsetMb * MiB + 1} | head -c ${mb * MiB} > ${path}.tmp && mv ${path}.tmp ${path}`.quiet();
+  }
+  return path;
+}
+
+export type Compression = "none" | "zstd" | "xz";
+export const EXT: Record<Compression, string> = { none: "", zstd: ".zst", xz: ".xz" };
+
+/** The NAR at `raw` as an upstream would serve it in compression `c` (made once, beside it). */
+export async function compressed(raw: string, c: Compression): Promise<string> {
+  if (c === "none") return raw;
+  const path = raw + EXT[c];
+  if (!existsSync(path)) {
+    if (c === "zstd") await Bun.$`zstd -q -3 -T2 -f ${raw} -o ${path}.tmp && mv ${path}.tmp ${path}`.quiet();
+    else await Bun.$`xz -3 -T2 -c ${raw} > ${path}.tmp && mv ${path}.tmp ${path}`.quiet();
   }
   return path;
 }

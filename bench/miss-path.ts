@@ -17,7 +17,6 @@
  * NAR contents are real files (the system's /usr, tarred), so zstd and xz compress and
  * decompress as they would on a real cache; they are made once and kept in
  * $TMPDIR/ncps-miss-bench-data between invocations. */
-import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -26,7 +25,7 @@ import { encodeNix32 } from "../src/nix/nix32.ts";
 import { serializeNarInfo } from "../src/nix/narinfo.ts";
 import { formatPublicKey, generateSecretKey, signNarInfo, toPublicKey } from "../src/nix/signature.ts";
 import { startNcpsProcess, type NcpsProcess } from "../test/helpers/ncps.ts";
-import { curlAll, dataDir, rawNar } from "./miss-data.ts";
+import { compressed, curlAll, dataDir, EXT, rawNar, type Compression } from "./miss-data.ts";
 import { startNginx } from "./nginx.ts";
 import { pacedLatency } from "./paced-latency.ts";
 import { median } from "./stats.ts";
@@ -45,23 +44,10 @@ const smallMb = Number(values["small-mb"]);
 const only = new Set(values.only.split(","));
 const HIT_PROBE_RATE = 200;
 
-type Compression = "none" | "zstd" | "xz";
-const EXT: Record<Compression, string> = { none: "", zstd: ".zst", xz: ".xz" };
-
 async function sha256File(path: string): Promise<{ nix32: string; size: number }> {
   const hasher = new Bun.CryptoHasher("sha256");
   for await (const chunk of Bun.file(path).stream()) hasher.update(chunk);
   return { nix32: encodeNix32(hasher.digest()), size: Bun.file(path).size };
-}
-
-async function compressed(raw: string, c: Compression): Promise<string> {
-  if (c === "none") return raw;
-  const path = raw + EXT[c];
-  if (!existsSync(path)) {
-    if (c === "zstd") await Bun.$`zstd -q -3 -T2 -f ${raw} -o ${path}.tmp && mv ${path}.tmp ${path}`.quiet();
-    else await Bun.$`xz -3 -T2 -c ${raw} > ${path}.tmp && mv ${path}.tmp ${path}`.quiet();
-  }
-  return path;
 }
 
 const key = generateSecretKey("bench-upstream-1");
