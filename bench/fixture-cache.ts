@@ -1,10 +1,6 @@
 /** A static binary cache on disk holding one signed narinfo and its uncompressed NAR of
  * random bytes: what the hit benchmarks put nginx (and behind it ncps) in front of. */
-import { mkdir, writeFile } from "node:fs/promises";
-import { join } from "node:path";
-import { encodeNix32 } from "../src/nix/nix32.ts";
-import { serializeNarInfo } from "../src/nix/narinfo.ts";
-import { formatPublicKey, generateSecretKey, signNarInfo, toPublicKey } from "../src/nix/signature.ts";
+import { publishNar, upstreamPublicKey } from "./publish-nar.ts";
 
 export interface FixtureCache {
   cacheDir: string;
@@ -17,28 +13,6 @@ export interface FixtureCache {
 }
 
 export async function fixtureCache(cacheDir: string, narBytes: number): Promise<FixtureCache> {
-  await mkdir(join(cacheDir, "nar"), { recursive: true });
-  const nar = crypto.getRandomValues(new Uint8Array(narBytes));
-  const narHash = `sha256:${encodeNix32(new Bun.CryptoHasher("sha256").update(nar).digest())}`;
-  const storeHash = encodeNix32(crypto.getRandomValues(new Uint8Array(20)));
-  const key = generateSecretKey("bench-upstream-1");
-  const narinfo = signNarInfo(
-    {
-      storePath: `/nix/store/${storeHash}-bench`,
-      url: `nar/${narHash.slice(7)}.nar`,
-      compression: "none",
-      fileHash: narHash,
-      fileSize: nar.length,
-      narHash,
-      narSize: nar.length,
-      references: [],
-      sigs: [],
-      extra: [],
-    },
-    key,
-  );
-  await Bun.write(join(cacheDir, narinfo.url), nar);
-  await writeFile(join(cacheDir, `${storeHash}.narinfo`), serializeNarInfo(narinfo));
-  await writeFile(join(cacheDir, "nix-cache-info"), "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n");
-  return { cacheDir, storeHash, narUrl: narinfo.url, publicKey: formatPublicKey(toPublicKey(key)) };
+  const { storeHash, narUrl } = await publishNar(cacheDir, { name: "bench", bytes: crypto.getRandomValues(new Uint8Array(narBytes)) });
+  return { cacheDir, storeHash, narUrl, publicKey: upstreamPublicKey };
 }

@@ -17,17 +17,15 @@
  * NAR contents are real files (the system's /usr, tarred), so zstd and xz compress and
  * decompress as they would on a real cache; they are made once and kept in
  * $TMPDIR/ncps-miss-bench-data between invocations. */
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { encodeNix32 } from "../src/nix/nix32.ts";
-import { serializeNarInfo } from "../src/nix/narinfo.ts";
-import { formatPublicKey, generateSecretKey, signNarInfo, toPublicKey } from "../src/nix/signature.ts";
 import { startNcpsProcess, type NcpsProcess } from "../test/helpers/ncps.ts";
-import { compressed, curlAll, dataDir, EXT, rawNar, type Compression } from "./miss-data.ts";
+import { compressed, curlAll, dataDir, rawNar, type Compression } from "./miss-data.ts";
 import { startNginx } from "./nginx.ts";
 import { pacedLatency } from "./paced-latency.ts";
+import { publishNar, upstreamPublicKey, type PublishedNar } from "./publish-nar.ts";
 import { median } from "./stats.ts";
 
 const { values } = parseArgs({
@@ -44,77 +42,35 @@ const smallMb = Number(values["small-mb"]);
 const only = new Set(values.only.split(","));
 const HIT_PROBE_RATE = 200;
 
-async function sha256File(path: string): Promise<{ nix32: string; size: number }> {
-  const hasher = new Bun.CryptoHasher("sha256");
-  for await (const chunk of Bun.file(path).stream()) hasher.update(chunk);
-  return { nix32: encodeNix32(hasher.digest()), size: Bun.file(path).size };
-}
-
-const key = generateSecretKey("bench-upstream-1");
 const work = await mkdtemp(join(tmpdir(), "ncps-missbench-"));
 const cacheDir = join(work, "cache");
-await mkdir(join(cacheDir, "nar"), { recursive: true });
-await writeFile(join(cacheDir, "nix-cache-info"), "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n");
-
-interface Published {
-  hash: string;
-  narUrl: string;
-  fileSize: number;
-}
-
-let counter = 0;
-/** Publishes a NAR file in the upstream directory (hard link or copy) with a signed narinfo. */
-async function publish(raw: string, file: string, c: Compression): Promise<Published> {
-  const narHash = await sha256File(raw);
-  const fileHash = await sha256File(file);
-  const hash = encodeNix32(new Bun.CryptoHasher("sha256").update(`bench-${counter++}-${raw}-${c}`).digest().subarray(0, 20));
-  const url = `nar/${fileHash.nix32}.nar${EXT[c]}`;
-  await Bun.$`ln -f ${file} ${join(cacheDir, url)} 2>/dev/null || cp ${file} ${join(cacheDir, url)}`.quiet();
-  const narinfo = signNarInfo(
-    {
-      storePath: `/nix/store/${hash}-bench-${c}`,
-      url,
-      compression: c,
-      fileHash: `sha256:${fileHash.nix32}`,
-      fileSize: fileHash.size,
-      narHash: `sha256:${narHash.nix32}`,
-      narSize: narHash.size,
-      references: [],
-      sigs: [],
-      extra: [],
-    },
-    key,
-  );
-  await writeFile(join(cacheDir, `${hash}.narinfo`), serializeNarInfo(narinfo));
-  return { hash, narUrl: url, fileSize: fileHash.size };
-}
 
 console.error(`preparing NARs in ${dataDir} (made once)...`);
-const big: Record<Compression, Published> = {} as Record<Compression, Published>;
+const big = {} as Record<Compression, PublishedNar>;
 for (const c of ["none", "zstd", "xz"] as Compression[]) {
   const raw = await rawNar(`big-${sizeMb}`, sizeMb, 0);
-  big[c] = await publish(raw, await compressed(raw, c), c);
+  big[c] = await publishNar(cacheDir, { name: `bench-${c}`, path: raw, file: await compressed(raw, c), compression: c });
 }
-const small: Published[] = [];
+const small: PublishedNar[] = [];
 for (let i = 0; i < 8; i++) {
   const raw = await rawNar(`small-${smallMb}-${i}`, smallMb, (i + 1) * smallMb);
-  small.push(await publish(raw, raw, "none"));
+  small.push(await publishNar(cacheDir, { name: `bench-${i}`, path: raw }));
 }
-const probe = await publish(await rawNar("probe", 1, 0), await rawNar("probe", 1, 0), "none");
+const probe = await publishNar(cacheDir, { name: "probe", path: await rawNar("probe", 1, 0) });
 const nginx = await startNginx(work, cacheDir, [{}, { extra: "limit_rate 125m;" }]);
 const upstream = { unlimited: nginx.urls[0]!, limited: nginx.urls[1]! };
 
 async function freshNcps(upstreamUrl: string): Promise<NcpsProcess> {
   return startNcpsProcess({
-    args: ["--cache-upstream-url", upstreamUrl, "--cache-upstream-public-key", formatPublicKey(toPublicKey(key))],
+    args: ["--cache-upstream-url", upstreamUrl, "--cache-upstream-public-key", upstreamPublicKey],
   });
 }
 
 /** The NAR URL ncps serves for a published path (its narinfo fetched, not timed). */
-async function ncpsNarUrl(ncps: NcpsProcess, p: Published): Promise<string> {
-  const text = await (await fetch(`${ncps.url}/${p.hash}.narinfo`)).text();
+async function ncpsNarUrl(ncps: NcpsProcess, p: PublishedNar): Promise<string> {
+  const text = await (await fetch(`${ncps.url}/${p.storeHash}.narinfo`)).text();
   const m = /^URL: (.*)$/m.exec(text);
-  if (!m) throw new Error(`no narinfo from ncps for ${p.hash}: ${text}`);
+  if (!m) throw new Error(`no narinfo from ncps for ${p.storeHash}: ${text}`);
   return `${ncps.url}/${m[1]}`;
 }
 
@@ -141,7 +97,7 @@ try {
       const direct = await curlAll(small.map((p) => `${upstream.limited}/${p.narUrl}`));
       const ncps = await freshNcps(upstream.limited);
       try {
-        const hitUrl = `${ncps.url}/${probe.hash}.narinfo`;
+        const hitUrl = `${ncps.url}/${probe.storeHash}.narinfo`;
         await fetch(hitUrl);
         const idle = (await hitLatency(hitUrl, 2)).p99ms;
         const urls = await Promise.all(small.map((p) => ncpsNarUrl(ncps, p)));

@@ -7,16 +7,13 @@
  * signs a narinfo for it, serves both from a loopback upstream, starts ncps on loopback with
  * that upstream, has every client fetch the narinfo and then the NAR at once, checks each
  * client got the verified bytes, and prints ncps's VmHWM (peak RSS) from /proc. */
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { sha256 } from "../src/nix/hash.ts";
-import { encodeNix32 } from "../src/nix/nix32.ts";
-import { serializeNarInfo } from "../src/nix/narinfo.ts";
-import { formatPublicKey, generateSecretKey, signNarInfo, toPublicKey } from "../src/nix/signature.ts";
 import { startNcpsProcess } from "../test/helpers/ncps.ts";
 import { readDigest } from "../test/helpers/synthetic-cache.ts";
+import { publishNar, upstreamPublicKey } from "./publish-nar.ts";
 
 const { values } = parseArgs({
   options: { "size-mb": { type: "string", default: "200" }, clients: { type: "string", default: "8" } },
@@ -31,31 +28,8 @@ try {
   await Bun.$`mkdir -p ${content} && head -c ${sizeMb * 1024 * 1024} /dev/urandom > ${content}/blob`.quiet();
   const narPath = join(work, "blob.nar");
   await Bun.$`nix-store --dump ${content} > ${narPath}`.quiet();
-  const hasher = new Bun.CryptoHasher("sha256");
-  for await (const chunk of Bun.file(narPath).stream()) hasher.update(chunk);
-  const narHash = `sha256:${encodeNix32(hasher.digest())}`;
-  const narSize = Bun.file(narPath).size;
-
-  const storeHash = encodeNix32(sha256(String(Date.now())).digest.subarray(0, 20));
-  const key = generateSecretKey("bench-upstream-1");
-  const narinfo = signNarInfo(
-    {
-      storePath: `/nix/store/${storeHash}-bench-blob`,
-      url: `nar/${narHash.slice(7)}.nar`,
-      compression: "none",
-      fileHash: narHash,
-      fileSize: narSize,
-      narHash,
-      narSize,
-      references: [],
-      sigs: [],
-      extra: [],
-    },
-    key,
-  );
   const upstreamDir = join(work, "upstream");
-  await Bun.$`mkdir -p ${upstreamDir}/nar && mv ${narPath} ${upstreamDir}/${narinfo.url}`.quiet();
-  await writeFile(join(upstreamDir, `${storeHash}.narinfo`), serializeNarInfo(narinfo));
+  const { storeHash, narHash, narSize } = await publishNar(upstreamDir, { name: "bench-blob", path: narPath });
   const upstream = Bun.serve({
     hostname: "127.0.0.1",
     port: 0,
@@ -70,7 +44,7 @@ try {
       "--cache-upstream-url",
       `http://127.0.0.1:${upstream.port}`,
       "--cache-upstream-public-key",
-      formatPublicKey(toPublicKey(key)),
+      upstreamPublicKey,
     ],
   });
   const pid = ncps.proc.pid;

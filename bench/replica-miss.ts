@@ -10,16 +10,14 @@
  * as before replicas streamed from each other: both advertise a URL where nothing listens,
  * so streaming from the holder fails and the waiter falls back to polling storage.
  * Needs Redis at NCPS_TEST_REDIS_URL (default redis://127.0.0.1:6379). */
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { encodeNix32 } from "../src/nix/nix32.ts";
-import { serializeNarInfo } from "../src/nix/narinfo.ts";
-import { formatPublicKey, generateSecretKey, signNarInfo, toPublicKey } from "../src/nix/signature.ts";
 import { startNcpsProcess, type NcpsProcess } from "../test/helpers/ncps.ts";
 import { startStoppedPort, startUpstream } from "../test/helpers/upstream-server.ts";
-import { sha256Nix32 } from "../test/helpers/synthetic-cache.ts";
+import { publishNar, upstreamPublicKey } from "./publish-nar.ts";
 import { median } from "./stats.ts";
 
 const { values } = parseArgs({
@@ -56,22 +54,11 @@ const work = await mkdtemp(join(tmpdir(), "ncps-bench-replicas-"));
 const replicas: NcpsProcess[] = [];
 try {
   const upstreamDir = join(work, "upstream");
-  await mkdir(join(upstreamDir, "nar"), { recursive: true });
   const narFile = join(work, "blob");
   await Bun.$`head -c ${size} /dev/urandom > ${narFile}`.quiet();
-  const hasher = new Bun.CryptoHasher("sha256");
-  for await (const chunk of Bun.file(narFile).stream()) hasher.update(chunk);
-  const fileHash = `sha256:${encodeNix32(hasher.digest())}`;
-  const storeHash = sha256Nix32(crypto.getRandomValues(new Uint8Array(16))).slice(7, 39);
-  const key = generateSecretKey("bench-upstream-1");
-  const narinfo = signNarInfo(
-    { storePath: `/nix/store/${storeHash}-bench-blob`, url: `nar/${fileHash.slice(7)}.nar`, compression: "none", fileHash, fileSize: size, narHash: fileHash, narSize: size, references: [], sigs: [], extra: [] },
-    key,
-  );
-  await Bun.$`mv ${narFile} ${join(upstreamDir, narinfo.url)}`.quiet();
-  await writeFile(join(upstreamDir, `${storeHash}.narinfo`), serializeNarInfo(narinfo));
+  const { storeHash, narUrl, narHash } = await publishNar(upstreamDir, { name: "bench-blob", path: narFile });
   const upstream = await startUpstream(upstreamDir);
-  if (rate > 0) upstream.fault(`/${narinfo.url}`, { kind: "slow", bytesPerSecond: rate });
+  if (rate > 0) upstream.fault(`/${narUrl}`, { kind: "slow", bytesPerSecond: rate });
 
   const shared = join(work, "shared");
   await mkdir(shared);
@@ -83,7 +70,7 @@ try {
         dataDir: join(work, name),
         args: [
           "--cache-upstream-url", upstream.url,
-          "--cache-upstream-public-key", formatPublicKey(toPublicKey(key)),
+          "--cache-upstream-public-key", upstreamPublicKey,
           "--cache-storage-local", shared,
           "--cache-database-url", `sqlite:${join(shared, "db.sqlite")}`,
           "--cache-redis-addrs", `${redis.hostname}:${redis.port || "6379"}`,
@@ -99,7 +86,7 @@ try {
 
   const startedAt = performance.now();
   const results = await Promise.all(
-    replicas.flatMap((r) => Array.from({ length: clients }, () => fetchTimed(`${r.url}/${url}`, fileHash))),
+    replicas.flatMap((r) => Array.from({ length: clients }, () => fetchTimed(`${r.url}/${url}`, narHash))),
   );
   const wallMs = performance.now() - startedAt;
   const perReplica = replicas.map((r, i) => {
@@ -119,7 +106,7 @@ try {
       upstreamMiBps: rate / 1048576 || "loopback",
       clientsPerReplica: clients,
       allVerified: ok,
-      upstreamDownloads: upstream.hits(`/${narinfo.url}`),
+      upstreamDownloads: upstream.hits(`/${narUrl}`),
       wallMs: Math.round(wallMs),
       perReplica,
     }),
