@@ -64,16 +64,20 @@ export class DegradableLocker implements Locker {
   async withLock<T>(name: string, fn: () => Promise<T>, waitMs = this.defaultWaitMs): Promise<T> {
     // one deadline for both locks, degraded or not
     const deadline = Date.now() + waitMs;
-    return this.local.withLock(name, () => this.sharedWithLock(name, fn, deadline), waitMs);
+    return this.local.withLock(name, () => this.sharedWithLock(name, fn, deadline, waitMs), waitMs);
   }
 
-  private async sharedWithLock<T>(name: string, fn: () => Promise<T>, deadline: number): Promise<T> {
+  private async sharedWithLock<T>(name: string, fn: () => Promise<T>, deadline: number, waitMs: number): Promise<T> {
     if (this.degraded) return fn();
     let ran = false;
     try {
       return await this.redis.withLock(name, () => ((ran = true), fn()), Math.max(0, deadline - Date.now()));
     } catch (err) {
-      if (ran || !backendFault(err) || this.closed) throw err;
+      if (ran) throw err;
+      // Redis was given only what the in-process wait left (down to 0 ms): the caller waited
+      // the whole of waitMs, and that is what logs and 503s should say.
+      if (err instanceof LockTimeoutError) throw new LockTimeoutError(name, waitMs);
+      if (!backendFault(err) || this.closed) throw err;
       this.degrade((err as Error).message);
       return fn();
     }
