@@ -17,7 +17,6 @@ import { LocalBlobStore } from "../storage/local.ts";
 import { openBlobStore } from "../storage/open.ts";
 import { createLogger } from "../telemetry/logger.ts";
 import { parseUpstreamUrl } from "../upstream/upstream-url.ts";
-import { within } from "../within.ts";
 import { progressDisplay } from "./progress.ts";
 
 export interface FsckFlags {
@@ -54,7 +53,7 @@ export async function runFsck(config: Config, flags: FsckFlags, out: (text: stri
       broadcast = await openBroadcast(redisChoice(config), "narinfo-forget", logger);
       hot.shareThrough(broadcast);
       // Redis trouble is logged by the broadcast; the repair goes on without it.
-      await within(BROADCAST_CONNECT_MS, broadcast.connected());
+      await broadcast.connected(BROADCAST_CONNECT_MS);
     }
     const progress = progressDisplay(process.stderr.isTTY === true, "fsck");
     const report = await fsck({

@@ -11,15 +11,16 @@ export interface Broadcast {
   publish(message: string): void;
   /** `listener` hears every message other replicas publish (not this replica's own). */
   listen(listener: (message: string) => void): void;
-  /** Resolves once messages can be sent (a publish before that is lost): for a short-lived
-   * process, such as fsck, whose messages are few and all matter. Bound it with a deadline. */
-  connected(): Promise<void>;
+  /** True once messages can be sent (a publish before that is lost), false when that has not
+   * happened within `waitMs`; either way nothing of the wait is left behind. For a
+   * short-lived process, such as fsck, whose messages are few and all matter. */
+  connected(waitMs: number): Promise<boolean>;
   close(): Promise<void>;
 }
 
 export const noBroadcast: Broadcast = {
   publish() {},
   listen() {},
-  connected: async () => {},
+  connected: async () => true,
   close: async () => {},
 };

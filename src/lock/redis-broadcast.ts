@@ -7,6 +7,7 @@ import { Redis } from "ioredis";
 import type { Broadcast } from "./broadcast.ts";
 import { formatRedisAddr, parseRedisAddr } from "./redis-addr.ts";
 import { DEFAULT_KEY_PREFIX, redisConnection, type RedisLockerOptions } from "./redis.ts";
+import { TIMED_OUT, within } from "../within.ts";
 
 /** Bounds a publish, so a stalled server is given up instead of piling up commands. */
 const COMMAND_TIMEOUT_MS = 5_000;
@@ -53,8 +54,20 @@ export class RedisBroadcast implements Broadcast {
     this.listeners.push(listener);
   }
 
-  async connected(): Promise<void> {
-    await Promise.all(this.servers.map(({ pub }) => (pub.status === "ready" ? undefined : new Promise<void>((resolve) => pub.once("ready", () => resolve())))));
+  async connected(waitMs: number): Promise<boolean> {
+    const stopWaiting: (() => void)[] = [];
+    const ready = (pub: Redis) =>
+      new Promise<void>((resolve) => {
+        pub.once("ready", resolve);
+        stopWaiting.push(() => pub.off("ready", resolve));
+      });
+    try {
+      const all = Promise.all(this.servers.map(({ pub }) => (pub.status === "ready" ? undefined : ready(pub))));
+      return (await within(waitMs, all)) !== TIMED_OUT;
+    } finally {
+      // a server that never came up would otherwise keep a listener per wait
+      for (const stop of stopWaiting) stop();
+    }
   }
 
   async close(): Promise<void> {

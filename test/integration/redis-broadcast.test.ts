@@ -1,9 +1,11 @@
 /** Forgets shared through Redis pub/sub: what one replica's HotNarInfos forgets, another's
- * forgets; its own messages are not heard back; what is not a store path hash is ignored. */
-import { afterEach, expect } from "bun:test";
+ * forgets; its own messages are not heard back; what is not a store path hash is ignored.
+ * A wait for a Redis that never answers gives up and leaves nothing behind. */
+import { afterEach, test as anyway, expect } from "bun:test";
 import { Redis } from "ioredis";
 import { HotNarInfos } from "../../src/cache/hot-narinfos.ts";
 import { RedisBroadcast } from "../../src/lock/redis-broadcast.ts";
+import { startStoppedPort } from "../helpers/ports.ts";
 import { testIf } from "../helpers/prereq.ts";
 
 const redisUrl = process.env.NCPS_TEST_REDIS_URL;
@@ -49,4 +51,14 @@ test("a forget on one replica reaches the other's copy; its own is not heard bac
   expect(hots[1].get(other)).not.toBeNull();
   expect(heard[0]).toEqual(["../../etc/passwd", "e".repeat(32)]);
   expect(heard[1]).toEqual(["../../etc/passwd", "e".repeat(32), hash]);
+});
+
+anyway("a wait for a Redis that never answers gives up at its deadline, and each leaves no listener behind", async () => {
+  const nobody = await startStoppedPort();
+  const broadcast = new RedisBroadcast({ addrs: [`127.0.0.1:${nobody.port}`], channel: "narinfo-forget" });
+  opened.push(broadcast);
+  const readyListeners = () => broadcast["servers"].map(({ pub }) => pub.listenerCount("ready"));
+  const before = readyListeners();
+  for (let i = 0; i < 5; i++) expect(await broadcast.connected(20)).toBe(false);
+  expect(readyListeners()).toEqual(before);
 });
