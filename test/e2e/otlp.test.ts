@@ -1,10 +1,16 @@
 /** OTLP from ncps as users run it (the compiled binary in CI, NCPS_BIN): a request carrying
  * a traceparent reaches a real gRPC collector as a span of that trace, its access-log line as
- * a log record, and a stopping ncps pushes its metrics. The exporters run on a thread of their
- * own, a second entrypoint of the binary, and need grpc-js bundled where they look for it. */
+ * a log record, and a stopping ncps pushes its metrics. The exporters run in a process of their
+ * own, a second entrypoint of the binary, and need grpc-js bundled where they look for it.
+ * When that process dies, ncps loses telemetry, never a request, and waits for nothing. */
 import { afterAll, beforeAll, expect, test } from "bun:test";
+import { ExportResultCode, type ExportResult } from "@opentelemetry/core";
+import { resourceFromAttributes } from "@opentelemetry/resources";
+import { BasicTracerProvider } from "@opentelemetry/sdk-trace-base";
+import { startOtlpExporter } from "../../src/telemetry/otlp-exporter.ts";
 import { startNcpsProcess, type NcpsProcess } from "../helpers/ncps.ts";
 import { startCollector, type Collector } from "../helpers/otlp-collector.ts";
+import { startSilentPort } from "../helpers/ports.ts";
 
 const TRACE_ID = "0af7651916cd43dd8448eb211c80319c";
 
@@ -45,15 +51,99 @@ test("a traced request arrives as a span of the client's trace and as an access-
   expect(Buffer.concat(collector.metricBytes).toString("latin1")).toContain("http_server_request_duration_seconds");
 }, 60_000);
 
+/** The pids of `pid`'s child processes. */
+const childrenOf = (pid: number) => Bun.$`pgrep -P ${pid}`.nothrow().text().then((t) => t.trim().split("\n").filter(Boolean).map(Number));
+
+/** The exporter process started by process `parent`, once it runs. */
+function exporterOf(parent: number): Promise<number> {
+  const isExporter = (pid: number) =>
+    Bun.file(`/proc/${pid}/cmdline`)
+      .text()
+      .then((cmdline) => cmdline.split("\0").includes("__otlp-exporter"))
+      .catch(() => false); // ended in between
+  return until(async () => {
+    for (const pid of await childrenOf(parent)) if (await isExporter(pid)) return pid;
+  }, "the exporter process");
+}
+
 test("the exporter is a process of ncps's own, and a killed ncps takes it along", async () => {
   const killed = await startNcpsProcess({ args: ["--otel-enabled", "--otel-grpc-url", collector.url] });
-  const children = () => Bun.$`pgrep -P ${killed.proc.pid}`.nothrow().text().then((t) => t.trim().split("\n").filter(Boolean).map(Number));
-  const [exporter] = await until(async () => ((await children()).length === 1 ? await children() : undefined), "the exporter process");
-  expect((await Bun.file(`/proc/${exporter}/cmdline`).text()).split("\0")).toContain("__otlp-exporter");
+  const exporter = await exporterOf(killed.proc.pid);
   killed.proc.kill("SIGKILL");
   await killed.proc.exited;
   const alive = () => Bun.file(`/proc/${exporter}/stat`).exists();
   const end = Date.now() + 10_000;
   while ((await alive()) && Date.now() < end) await Bun.sleep(100);
   expect(await alive()).toBe(false);
+}, 60_000);
+
+test("a killed exporter loses telemetry, never a request: ncps serves traced requests on and stops cleanly", async () => {
+  const served = await startNcpsProcess({ args: ["--otel-enabled", "--otel-grpc-url", collector.url] });
+  try {
+    const traced = async (traceId: string) => {
+      const res = await fetch(`${served.url}/nix-cache-info`, { headers: { traceparent: `00-${traceId}-b7ad6b7169203331-01` } });
+      await res.text();
+      return res.status;
+    };
+    const before = crypto.randomUUID().replaceAll("-", "");
+    expect(await traced(before)).toBe(200);
+    await until(() => collector.spans.find((s) => s.traceId === before), "a span from before the kill");
+    const exporter = await exporterOf(served.proc.pid);
+    process.kill(exporter, "SIGKILL");
+    // gone from the process table once ncps has seen it end (and reaped it)
+    await until(async () => ((await Bun.file(`/proc/${exporter}/stat`).exists()) ? undefined : true), "the exporter's end");
+
+    // spans and access-log lines go on being made, and are dropped: as their batches fall
+    // due, and at the latest when the stop sends what is left
+    const after = crypto.randomUUID().replaceAll("-", "");
+    const statuses: number[] = [];
+    for (let round = 0; round < 10; round++) statuses.push(...(await Promise.all(Array.from({ length: 20 }, () => traced(after)))));
+    expect(statuses.every((s) => s === 200)).toBe(true);
+    expect(served.proc.exitCode).toBeNull();
+    expect(await childrenOf(served.proc.pid)).toEqual([]); // not started again: telemetry is lost
+    expect(collector.spans.some((s) => s.traceId === after)).toBe(false);
+
+    served.proc.kill("SIGTERM");
+    expect(await served.proc.exited).toBe(0);
+    const records = served.logs.flatMap((line) => {
+      try {
+        return [JSON.parse(line) as { level?: string; msg?: string }];
+      } catch {
+        return [{ msg: line }];
+      }
+    });
+    expect(records.at(-1)?.msg).toBe("stopped");
+    expect(records.filter((r) => r.level === "error" || r.level === undefined)).toEqual([]);
+  } finally {
+    await served.stop();
+  }
+}, 60_000);
+
+test("an export in flight when the exporter dies is answered, as are later ones; the stop does not wait for it", async () => {
+  const silent = await startSilentPort(); // a collector that never answers: an export stays in flight
+  const otlp = startOtlpExporter(silent.url, { "service.name": "ncps-test" });
+  try {
+    const metrics = { resource: resourceFromAttributes({}), scopeMetrics: [] };
+    const exported = () => new Promise<ExportResult>((resolve) => otlp.metricExporter.export(metrics, resolve));
+    const inFlight = exported();
+    await until(() => (silent.accepted() > 0 ? true : undefined), "the exporter's connection to the collector");
+    process.kill(await exporterOf(process.pid), "SIGKILL");
+
+    const failed = { code: ExportResultCode.FAILED, error: { message: expect.stringContaining("the OTLP exporter process ended") } };
+    expect(await inFlight).toMatchObject(failed);
+    expect(await exported()).toMatchObject(failed);
+    // spans and log lines are dropped without a word
+    const tracer = new BasicTracerProvider({ spanProcessors: [otlp.spanProcessor] }).getTracer("test");
+    for (let i = 0; i < 1_000; i++) {
+      tracer.startSpan("after the exporter died").end();
+      otlp.logLine(`{"level":"info","msg":"after the exporter died","i":${i}}\n`);
+    }
+    await otlp.spanProcessor.forceFlush();
+    const stopping = performance.now();
+    await otlp.shutdown();
+    expect(performance.now() - stopping).toBeLessThan(5_000); // SHUTDOWN_MS: nothing waits for a dead process
+  } finally {
+    await otlp.shutdown();
+    await silent.stop();
+  }
 }, 60_000);
