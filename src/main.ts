@@ -4,6 +4,10 @@
 import { EXPORTER_COMMAND } from "./telemetry/exporter-command.ts";
 
 if (process.argv[2] === EXPORTER_COMMAND) {
+  // A stop signalled to ncps's whole process group (systemd signals the unit's cgroup, Ctrl-C
+  // the terminal's foreground group) reaches the exporter too: it stays, so ncps can flush
+  // what is pending through it and then end it. Set before the exporter's modules load.
+  for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"] as const) process.on(signal, () => {});
   await import("./telemetry/otlp-exporter-process.ts");
 } else {
   const { runCli } = await import("./cli/run.ts");

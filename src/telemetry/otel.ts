@@ -33,6 +33,8 @@ export interface TelemetrySetup {
   logLine: ((line: string) => void) | null;
   /** Flush what is pending (spans, a last metrics push) and stop. */
   shutdown(): Promise<void>;
+  /** Settles with why, if the OTLP exporter process ends while ncps runs; null without one. */
+  exporterLost: Promise<string> | null;
 }
 
 let contextManagerInstalled = false;
@@ -89,6 +91,7 @@ export function createTelemetry(opts: TelemetryOptions): TelemetrySetup {
     metricsText,
     // OTEL_LOGS_EXPORTER=none, the SDKs' standard switch, keeps log lines off OTLP.
     logLine: otlp && process.env.OTEL_LOGS_EXPORTER !== "none" ? (line) => otlp.logLine(line) : null,
+    exporterLost: otlp?.lost ?? null,
     shutdown: async () => {
       await tracerProvider?.shutdown().catch(() => {});
       await meterProvider?.shutdown().catch(() => {});

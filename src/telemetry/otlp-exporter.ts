@@ -61,6 +61,9 @@ export interface OtlpExporter {
   logLine(line: string): void;
   /** Sends what is pending and ends the exporter process: after the providers' own shutdown. */
   shutdown(): Promise<void>;
+  /** Settles with why, if the exporter process ends before shutdown (killed, crashed): from
+   * then on telemetry to the collector is dropped until ncps restarts. */
+  readonly lost: Promise<string>;
 }
 
 const SHUTDOWN_MS = 5_000;
@@ -142,11 +145,14 @@ export function startOtlpExporter(url: string, resource: Attributes): OtlpExport
   exporter.unref(); // telemetry never keeps ncps alive
   // An exporter that ended (killed, crashed) loses telemetry, never a request: what is sent
   // to it from then on is dropped, and what waits for its answer is answered.
+  const lost = Promise.withResolvers<string>();
   void exporter.exited.then((code) => {
     gone = true;
     waiting = null;
-    for (const done of pending.values()) done(`the OTLP exporter process ended (${code})`);
+    const why = `the OTLP exporter process ended (${exporter.signalCode ?? `exit code ${code}`})`;
+    for (const done of pending.values()) done(why);
     pending.clear();
+    if (!ended) lost.resolve(why);
   });
   const post = (message: ToOtlpExporter) => {
     if (gone) return;
@@ -188,14 +194,14 @@ export function startOtlpExporter(url: string, resource: Attributes): OtlpExport
       logLines.send();
       spanLines.send();
       await within(SHUTDOWN_MS, call((id) => ({ type: "shutdown", id })));
-      exporter.kill();
+      exporter.kill("SIGKILL"); // it ignores the stop signals ncps's process group gets
     })());
 
   return {
     spanProcessor: {
       onStart() {},
       onEnd(span) {
-        if (!ended) spanLines.add(`${JSON.stringify(spanMessage(span))}\n`);
+        if (!ended && !gone) spanLines.add(`${JSON.stringify(spanMessage(span))}\n`);
       },
       forceFlush: async () => spanLines.send(),
       shutdown: async () => spanLines.send(),
@@ -206,8 +212,9 @@ export function startOtlpExporter(url: string, resource: Attributes): OtlpExport
       shutdown: async () => {},
     },
     logLine(line) {
-      if (!ended) logLines.add(line);
+      if (!ended && !gone) logLines.add(line);
     },
     shutdown,
+    lost: lost.promise,
   };
 }

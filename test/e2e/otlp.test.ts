@@ -8,7 +8,10 @@ import { ExportResultCode, type ExportResult } from "@opentelemetry/core";
 import { resourceFromAttributes } from "@opentelemetry/resources";
 import { BasicTracerProvider } from "@opentelemetry/sdk-trace-base";
 import { startOtlpExporter } from "../../src/telemetry/otlp-exporter.ts";
-import { startNcpsProcess, type NcpsProcess } from "../helpers/ncps.ts";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { ncpsCommand, startNcpsProcess, type NcpsProcess } from "../helpers/ncps.ts";
 import { startCollector, type Collector } from "../helpers/otlp-collector.ts";
 import { startSilentPort } from "../helpers/ports.ts";
 
@@ -77,7 +80,7 @@ test("the exporter is a process of ncps's own, and a killed ncps takes it along"
   expect(await alive()).toBe(false);
 }, 60_000);
 
-test("a killed exporter loses telemetry, never a request: ncps serves traced requests on and stops cleanly", async () => {
+test("a killed exporter loses telemetry, never a request: ncps says so once, serves traced requests on and stops cleanly", async () => {
   const served = await startNcpsProcess({ args: ["--otel-enabled", "--otel-grpc-url", collector.url] });
   try {
     const traced = async (traceId: string) => {
@@ -113,9 +116,42 @@ test("a killed exporter loses telemetry, never a request: ncps serves traced req
       }
     });
     expect(records.at(-1)?.msg).toBe("stopped");
-    expect(records.filter((r) => r.level === "error" || r.level === undefined)).toEqual([]);
+    // one error, naming what ended it; nothing else went wrong
+    expect(records.filter((r) => r.level === "error" || r.level === undefined)).toEqual([
+      expect.objectContaining({ level: "error", msg: expect.stringContaining("OTLP export stopped"), reason: expect.stringContaining("SIGKILL") }),
+    ]);
   } finally {
     await served.stop();
+  }
+}, 60_000);
+
+test("a stop signalled to ncps's whole process group, as systemd and Ctrl-C send it, still exports what is pending and reports no loss", async () => {
+  // ncps leading a process group of its own, as under systemd (which signals the unit's
+  // whole cgroup) or in a terminal (Ctrl-C goes to the foreground group): the exporter gets
+  // the signal too
+  const work = await mkdtemp(join(tmpdir(), "ncps-otlp-group-"));
+  const wrapper = join(work, "ncps-in-own-group");
+  await writeFile(wrapper, `#!/bin/sh\nexec setsid ${ncpsCommand().map((a) => `'${a}'`).join(" ")} "$@"\n`, { mode: 0o755 });
+  const served = await startNcpsProcess({ command: wrapper, args: ["--otel-enabled", "--otel-grpc-url", collector.url] });
+  try {
+    const traced = async (traceId: string) => {
+      const res = await fetch(`${served.url}/nix-cache-info`, { headers: { traceparent: `00-${traceId}-b7ad6b7169203331-01` } });
+      await res.text();
+    };
+    const first = crypto.randomUUID().replaceAll("-", "");
+    await traced(first);
+    await until(() => collector.spans.find((s) => s.traceId === first), "a span from the running exporter");
+    const traceId = crypto.randomUUID().replaceAll("-", "");
+    await traced(traceId);
+    process.kill(-served.proc.pid, "SIGTERM"); // the group: ncps and its exporter
+    expect(await served.proc.exited).toBe(0);
+    // the span was still pending in ncps or the exporter: only a stop that flushes sends it
+    await until(() => collector.spans.find((s) => s.traceId === traceId), "the span pending at the stop");
+    const errors = served.logs.filter((line) => !line.startsWith("{") || (JSON.parse(line) as { level?: string }).level === "error");
+    expect(errors).toEqual([]);
+  } finally {
+    await served.stop();
+    await rm(work, { recursive: true, force: true });
   }
 }, 60_000);
 
@@ -128,6 +164,7 @@ test("an export in flight when the exporter dies is answered, as are later ones;
     const inFlight = exported();
     await until(() => (silent.accepted() > 0 ? true : undefined), "the exporter's connection to the collector");
     process.kill(await exporterOf(process.pid), "SIGKILL");
+    expect(await otlp.lost).toContain("SIGKILL");
 
     const failed = { code: ExportResultCode.FAILED, error: { message: expect.stringContaining("the OTLP exporter process ended") } };
     expect(await inFlight).toMatchObject(failed);
