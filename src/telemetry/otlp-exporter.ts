@@ -134,7 +134,7 @@ export function startOtlpExporter(url: string, resource: Attributes): OtlpExport
       if (message.type === "ready") {
         const held = waiting ?? [];
         waiting = null;
-        for (const m of held) exporter.send(m);
+        for (const m of held) post(m);
         return;
       }
       const done = pending.get(message.id);
@@ -154,28 +154,33 @@ export function startOtlpExporter(url: string, resource: Attributes): OtlpExport
     pending.clear();
     if (!ended) lost.resolve(why);
   });
-  const post = (message: ToOtlpExporter) => {
-    if (gone) return;
+  /** Sends `message`, or holds it until the process listens; false when it is dropped. */
+  const post = (message: ToOtlpExporter): boolean => {
+    if (gone) return false;
     if (waiting) {
       const bytes = "lines" in message ? message.lines.length : 0;
-      if (waiting.length < MAX_HELD && heldBytes + bytes <= MAX_HELD_BYTES) {
-        waiting.push(message);
-        heldBytes += bytes;
-      }
-      return;
+      if (waiting.length >= MAX_HELD || heldBytes + bytes > MAX_HELD_BYTES) return false;
+      waiting.push(message);
+      heldBytes += bytes;
+      return true;
     }
     try {
       exporter.send(message);
+      return true;
     } catch {
       gone = true; // it ended before `exited` said so
+      return false;
     }
   };
+  /** A message the process answers; answered here at once when it cannot be sent. */
   const call = (make: (id: number) => ToOtlpExporter): Promise<string | undefined> =>
     new Promise((resolve) => {
       if (gone) return resolve("the OTLP exporter process ended");
       const id = nextId++;
       pending.set(id, resolve);
-      post(make(id));
+      if (post(make(id))) return;
+      pending.delete(id);
+      resolve(gone ? "the OTLP exporter process ended" : "dropped: too much held while the OTLP exporter process starts");
     });
   const reportTo = (callback: (result: ExportResult) => void) => (error?: string) =>
     callback(error === undefined ? { code: ExportResultCode.SUCCESS } : { code: ExportResultCode.FAILED, error: new Error(error) });

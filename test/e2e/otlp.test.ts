@@ -184,3 +184,22 @@ test("an export in flight when the exporter dies is answered, as are later ones;
     await silent.stop();
   }
 }, 60_000);
+
+test("an export that cannot be held while the exporter process starts is answered at once, not left waiting", async () => {
+  const otlp = startOtlpExporter(collector.url, { "service.name": "ncps-test" });
+  try {
+    // all before the process can say it listens (this is one synchronous run): as many
+    // messages as may be held meanwhile (1,000), a flushed span each
+    const tracer = new BasicTracerProvider({ spanProcessors: [otlp.spanProcessor] }).getTracer("test");
+    for (let i = 0; i < 1_000; i++) {
+      tracer.startSpan("while the exporter starts").end();
+      void otlp.spanProcessor.forceFlush();
+    }
+    const metrics = { resource: resourceFromAttributes({}), scopeMetrics: [] };
+    const answered = new Promise<ExportResult>((resolve) => otlp.metricExporter.export(metrics, resolve));
+    const result = await Promise.race([answered, Bun.sleep(5_000).then(() => "unanswered after 5 s")]);
+    expect(result).toMatchObject({ code: ExportResultCode.FAILED, error: { message: expect.stringContaining("dropped") } });
+  } finally {
+    await otlp.shutdown();
+  }
+}, 60_000);
