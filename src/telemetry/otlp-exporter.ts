@@ -127,6 +127,8 @@ export function startOtlpExporter(url: string, resource: Attributes): OtlpExport
   let waiting: ToOtlpExporter[] | null = [];
   let heldBytes = 0;
   let gone = false;
+  /** Set once shutdown begins: the exporter ending after that is no loss. */
+  let ended: Promise<void> | null = null;
   const exporter = Bun.spawn([...selfCommand(), EXPORTER_COMMAND], {
     stdio: ["ignore", "inherit", "inherit"],
     serialization: "advanced",
@@ -193,7 +195,6 @@ export function startOtlpExporter(url: string, resource: Attributes): OtlpExport
 
   // Ends the exporter once the providers have flushed into it (they shut down first); a
   // collector that does not answer holds the stop of ncps at most this long.
-  let ended: Promise<void> | null = null;
   const shutdown = () =>
     (ended ??= (async () => {
       logLines.send();
