@@ -10,6 +10,7 @@ import { Database } from "bun:sqlite";
 import { mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { eventually } from "../helpers/eventually.ts";
 import { startNcpsProcess, type NcpsProcess } from "../helpers/ncps.ts";
 import { createNixEnv, makeKeyPair, nixAvailable, publishCache, substitute, verifyStore, type NixEnv } from "../helpers/nix.ts";
 import { describeIf, testIf } from "../helpers/prereq.ts";
@@ -136,12 +137,7 @@ in ${derivation("ncps-cdc-top", "mkdir $out; echo $v1 $v2 > $out/uses", "inherit
     for (const file of await readdir(join(work, "xz", "nar"))) expect(upstream.hits(`/nar/${file}`)).toBe(1);
 
     // the NARs are recorded once verified, which may be just after Nix has them
-    let recorded = recordedChunks();
-    for (let waited = 0; recorded === null; waited += 100) {
-      if (waited > 15_000) throw new Error("ncps did not record every NAR of the closure");
-      await Bun.sleep(100);
-      recorded = recordedChunks();
-    }
+    const recorded = await eventually("ncps recording every NAR of the closure", recordedChunks, { deadlineMs: 15_000, everyMs: 100 });
     const [v1, v2] = ["lib-1.0", "lib-1.1"].map((name) => recorded.get(paths.find((p) => p.endsWith(name))!));
     for (const nar of recorded.values()) expect(nar.chunked).toBe(1);
     // many chunks each, and 1.1 holds nearly all of 1.0's

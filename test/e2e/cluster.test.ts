@@ -9,6 +9,7 @@ import { afterAll, beforeAll, expect } from "bun:test";
 import { mkdir, mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { eventually } from "../helpers/eventually.ts";
 import { buildClosure, createNixEnv, makeKeyPair, nixAvailable, publishCache, storePathHash, substitute, verifyStore, type NixEnv } from "../helpers/nix.ts";
 import { ncpsCommand, startNcpsProcess, type NcpsProcess } from "../helpers/ncps.ts";
 import { freePort } from "../helpers/ports.ts";
@@ -36,15 +37,6 @@ interface Replica {
   name: string;
   port: number;
   proc: NcpsProcess;
-}
-
-/** Resolves once `check` holds; fails after `ms`. */
-async function within(ms: number, what: string, check: () => boolean | Promise<boolean>): Promise<void> {
-  const until = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > until) throw new Error(`${what}: not within ${ms} ms`);
-    await Bun.sleep(25);
-  }
 }
 
 describeIf(missing.length === 0)("a cluster: two replicas behind haproxy on PostgreSQL, S3 and Redis", () => {
@@ -138,7 +130,7 @@ ${replicas.map((r) => `  server ${r.name} 127.0.0.1:${r.port} check`).join("\n")
 `;
     await writeFile(join(work, "haproxy.cfg"), config);
     haproxy = Bun.spawn([HAPROXY, "-db", "-f", join(work, "haproxy.cfg")], { stdout: "ignore", stderr: "pipe" });
-    await within(10_000, "haproxy serving", async () => (await fetch(`${lbUrl}/healthz`).then((r) => r.status, () => 0)) === 200);
+    await eventually("haproxy serving", async () => (await fetch(`${lbUrl}/healthz`).then((r) => r.status, () => 0)) === 200, { deadlineMs: 10_000, everyMs: 25 });
   }, T);
 
   afterAll(async () => {
@@ -172,20 +164,23 @@ ${replicas.map((r) => `  server ${r.name} 127.0.0.1:${r.port} check`).join("\n")
     const store = nix.store("client-killed");
     const client = substitute(nix, { from: lbUrl, paths: [second.paths.at(-1)!], trustedKeys: [replicas[0]!.proc.publicKey], store });
     // the holder: the replica that started the download, once it has the bytes the upstream sent
-    let holder: Replica | undefined;
-    await within(60_000, "a replica downloading the large NAR", () => {
-      holder = replicas.find((r) => r.proc.logs.some((l) => l.includes('"NAR download started"') && l.includes(narFile)));
-      return holder !== undefined;
-    });
-    const tempDir = join(work, holder!.name, "tmp");
-    await within(30_000, "8 MiB in the holder's temp file", async () => {
-      for (const name of await readdir(tempDir).catch(() => [] as string[])) {
-        if ((await stat(join(tempDir, name)).catch(() => null))?.size === 8 * 1024 * 1024) return true;
-      }
-      return false;
-    });
-    holder!.proc.proc.kill("SIGKILL");
-    await holder!.proc.proc.exited;
+    const holder = await eventually(
+      "a replica downloading the large NAR",
+      () => replicas.find((r) => r.proc.logs.some((l) => l.includes('"NAR download started"') && l.includes(narFile))),
+      { deadlineMs: 60_000, everyMs: 25 },
+    );
+    const tempDir = join(work, holder.name, "tmp");
+    await eventually(
+      "8 MiB in the holder's temp file",
+      async () => {
+        for (const name of await readdir(tempDir).catch(() => [] as string[])) {
+          if ((await stat(join(tempDir, name)).catch(() => null))?.size === 8 * 1024 * 1024) return true;
+        }
+      },
+      { deadlineMs: 30_000, everyMs: 25 },
+    );
+    holder.proc.proc.kill("SIGKILL");
+    await holder.proc.proc.exited;
     release.resolve();
     const r = await client;
     if (process.env.NCPS_TEST_LOGS) console.error(r.stderr);
@@ -198,9 +193,9 @@ ${replicas.map((r) => `  server ${r.name} 127.0.0.1:${r.port} check`).join("\n")
     // The client has its last byte once the NAR is verified, before it is committed: fsck must
     // not run until then (a CI run under load found the narinfo "without its NAR" in between).
     const survivor = replicas.find((r) => r !== holder)!;
-    await within(60_000, "the other replica storing the NAR", () => survivor.proc.logs.some((l) => l.includes('"NAR stored"') && l.includes(narFile)));
+    await eventually("the other replica storing the NAR", () => survivor.proc.logs.some((l) => l.includes('"NAR stored"') && l.includes(narFile)), { deadlineMs: 60_000, everyMs: 25 });
 
-    holder!.proc = await startReplica(holder!.name, holder!.port);
+    holder.proc = await startReplica(holder.name, holder.port);
     const fsck = Bun.spawn([...ncpsCommand(), "fsck", "--verify-content", "--stray-grace", "0s", ...storeArgs], {
       stdout: "pipe",
       stderr: "pipe",
@@ -226,11 +221,15 @@ ${replicas.map((r) => `  server ${r.name} 127.0.0.1:${r.port} check`).join("\n")
     for (const r of replicas) {
       await r.proc.stop(); // SIGTERM: stops listening, finishes what it serves
       r.proc = await startReplica(r.name, r.port);
-      await within(10_000, `haproxy sees ${r.name} again`, async () => {
-        const logs = r.proc.logs.length;
-        for (let i = 0; i < 4; i++) await fetch(`${lbUrl}/nix-cache-info`);
-        return r.proc.logs.length > logs;
-      });
+      await eventually(
+        `haproxy sees ${r.name} again`,
+        async () => {
+          const logs = r.proc.logs.length;
+          for (let i = 0; i < 4; i++) await fetch(`${lbUrl}/nix-cache-info`);
+          return r.proc.logs.length > logs;
+        },
+        { deadlineMs: 10_000, everyMs: 25 },
+      );
     }
     restarting = false;
     await Promise.all(clients);

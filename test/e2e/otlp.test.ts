@@ -11,6 +11,7 @@ import { startOtlpExporter } from "../../src/telemetry/otlp-exporter.ts";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { eventually } from "../helpers/eventually.ts";
 import { ncpsCommand, startNcpsProcess, type NcpsProcess } from "../helpers/ncps.ts";
 import { startCollector, type Collector } from "../helpers/otlp-collector.ts";
 import { startSilentPort } from "../helpers/ports.ts";
@@ -30,24 +31,17 @@ afterAll(async () => {
   await collector?.stop();
 });
 
-async function until<T>(find: () => T | undefined | Promise<T | undefined>, what: string, deadlineMs = 15_000): Promise<T> {
-  const end = Date.now() + deadlineMs;
-  for (;;) {
-    const found = await find();
-    if (found !== undefined) return found;
-    if (Date.now() > end) throw new Error(`${what} did not arrive; ncps said:\n${ncps?.logs.slice(-20).join("\n")}`);
-    await Bun.sleep(100);
-  }
-}
+/** How long telemetry may take to arrive, and what `from` said meanwhile when it does not. */
+const arriving = (from = ncps) => ({ deadlineMs: 15_000, everyMs: 100, explain: from ? () => `ncps said:\n${from.logs.slice(-20).join("\n")}` : undefined });
 
 test("a traced request arrives as a span of the client's trace and as an access-log record; a stop pushes the metrics", async () => {
   const res = await fetch(`${ncps!.url}/nix-cache-info`, { headers: { traceparent: `00-${TRACE_ID}-b7ad6b7169203331-01` } });
   expect(res.status).toBe(200);
   await res.text();
-  const span = await until(() => collector.spans.find((s) => s.traceId === TRACE_ID), "the request's span");
+  const span = await eventually("the request's span", () => collector.spans.find((s) => s.traceId === TRACE_ID), arriving());
   expect(span.parentSpanId).toBe("b7ad6b7169203331");
   expect(span.attributes["http.route"]).toBe("cache-info");
-  const record = await until(() => collector.logs.find((l) => l.body === "request" && l.attributes.route === "cache-info"), "the access-log record");
+  const record = await eventually("the access-log record", () => collector.logs.find((l) => l.body === "request" && l.attributes.route === "cache-info"), arriving());
   expect(record.severityText).toBe("info");
   await ncps!.stop();
   ncps = null;
@@ -64,9 +58,13 @@ function exporterOf(parent: number): Promise<number> {
       .text()
       .then((cmdline) => cmdline.split("\0").includes("__otlp-exporter"))
       .catch(() => false); // ended in between
-  return until(async () => {
-    for (const pid of await childrenOf(parent)) if (await isExporter(pid)) return pid;
-  }, "the exporter process");
+  return eventually(
+    "the exporter process",
+    async () => {
+      for (const pid of await childrenOf(parent)) if (await isExporter(pid)) return pid;
+    },
+    arriving(),
+  );
 }
 
 test("the exporter is a process of ncps's own, and a killed ncps takes it along", async () => {
@@ -75,9 +73,7 @@ test("the exporter is a process of ncps's own, and a killed ncps takes it along"
   killed.proc.kill("SIGKILL");
   await killed.proc.exited;
   const alive = () => Bun.file(`/proc/${exporter}/stat`).exists();
-  const end = Date.now() + 10_000;
-  while ((await alive()) && Date.now() < end) await Bun.sleep(100);
-  expect(await alive()).toBe(false);
+  await eventually("the exporter ending with ncps", async () => !(await alive()), { deadlineMs: 10_000, everyMs: 100 });
 }, 60_000);
 
 test("a killed exporter loses telemetry, never a request: ncps says so once, serves traced requests on and stops cleanly", async () => {
@@ -90,11 +86,11 @@ test("a killed exporter loses telemetry, never a request: ncps says so once, ser
     };
     const before = crypto.randomUUID().replaceAll("-", "");
     expect(await traced(before)).toBe(200);
-    await until(() => collector.spans.find((s) => s.traceId === before), "a span from before the kill");
+    await eventually("a span from before the kill", () => collector.spans.find((s) => s.traceId === before), arriving(served));
     const exporter = await exporterOf(served.proc.pid);
     process.kill(exporter, "SIGKILL");
     // gone from the process table once ncps has seen it end (and reaped it)
-    await until(async () => ((await Bun.file(`/proc/${exporter}/stat`).exists()) ? undefined : true), "the exporter's end");
+    await eventually("the exporter's end", async () => !(await Bun.file(`/proc/${exporter}/stat`).exists()), arriving(served));
 
     // spans and access-log lines go on being made, and are dropped: as their batches fall
     // due, and at the latest when the stop sends what is left
@@ -140,13 +136,13 @@ test("a stop signalled to ncps's whole process group, as systemd and Ctrl-C send
     };
     const first = crypto.randomUUID().replaceAll("-", "");
     await traced(first);
-    await until(() => collector.spans.find((s) => s.traceId === first), "a span from the running exporter");
+    await eventually("a span from the running exporter", () => collector.spans.find((s) => s.traceId === first), arriving(served));
     const traceId = crypto.randomUUID().replaceAll("-", "");
     await traced(traceId);
     process.kill(-served.proc.pid, "SIGTERM"); // the group: ncps and its exporter
     expect(await served.proc.exited).toBe(0);
     // the span was still pending in ncps or the exporter: only a stop that flushes sends it
-    await until(() => collector.spans.find((s) => s.traceId === traceId), "the span pending at the stop");
+    await eventually("the span pending at the stop", () => collector.spans.find((s) => s.traceId === traceId), arriving(served));
     const errors = served.logs.filter((line) => !line.startsWith("{") || (JSON.parse(line) as { level?: string }).level === "error");
     expect(errors).toEqual([]);
   } finally {
@@ -162,7 +158,7 @@ test("an export in flight when the exporter dies is answered, as are later ones;
     const metrics = { resource: resourceFromAttributes({}), scopeMetrics: [] };
     const exported = () => new Promise<ExportResult>((resolve) => otlp.metricExporter.export(metrics, resolve));
     const inFlight = exported();
-    await until(() => (silent.accepted() > 0 ? true : undefined), "the exporter's connection to the collector");
+    await eventually("the exporter's connection to the collector", () => silent.accepted() > 0, arriving(null)); // no ncps process to quote
     process.kill(await exporterOf(process.pid), "SIGKILL");
     expect(await otlp.lost).toContain("SIGKILL");
 

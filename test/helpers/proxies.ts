@@ -4,6 +4,7 @@
 import { writeFile } from "node:fs/promises";
 import { connect } from "node:net";
 import { join } from "node:path";
+import { eventually } from "./eventually.ts";
 import { freePort } from "./ports.ts";
 import { hasCommand } from "./prereq.ts";
 
@@ -20,17 +21,17 @@ export const haveDante = hasCommand("danted") || Bun.which("danted", { PATH: "/u
 
 /** Resolves once `port` accepts a connection; throws after `ms`. */
 async function listening(port: number, proc: Bun.Subprocess, ms = 10_000): Promise<void> {
-  const until = Date.now() + ms;
-  while (Date.now() < until) {
-    if (proc.exitCode !== null) throw new Error(`proxy exited with ${proc.exitCode} before listening`);
-    const ok = await new Promise<boolean>((resolve) => {
-      const socket = connect(port, "127.0.0.1", () => (socket.destroy(), resolve(true)));
-      socket.on("error", () => resolve(false));
-    });
-    if (ok) return;
-    await Bun.sleep(50);
-  }
-  throw new Error(`proxy not listening on ${port} within ${ms} ms`);
+  await eventually(
+    `proxy listening on ${port}`,
+    () => {
+      if (proc.exitCode !== null) throw new Error(`proxy exited with ${proc.exitCode} before listening`);
+      return new Promise<boolean>((resolve) => {
+        const socket = connect(port, "127.0.0.1", () => (socket.destroy(), resolve(true)));
+        socket.on("error", () => resolve(false));
+      });
+    },
+    { deadlineMs: ms, everyMs: 50 },
+  );
 }
 
 async function run(cmd: string[], port: number, url: string, logFile: string, stderrFile: string): Promise<RunningProxy> {

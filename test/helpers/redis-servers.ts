@@ -2,6 +2,7 @@
  * saved to disk; kill() is an outage (SIGKILL), start() brings the server back on the same
  * port, empty, as a restarted Redis without persistence is. */
 import { Redis } from "ioredis";
+import { eventually } from "./eventually.ts";
 import { freePort } from "./ports.ts";
 import { hasCommand } from "./prereq.ts";
 
@@ -31,17 +32,19 @@ export async function startRedisServer(): Promise<RedisServer> {
       proc = Bun.spawn(["redis-server", "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdout: "ignore", stderr: "ignore" });
       const probe = new Redis({ port, host: "127.0.0.1", lazyConnect: true, retryStrategy: () => 50, maxRetriesPerRequest: 0 });
       probe.on("error", () => {});
-      const until = Date.now() + 10_000;
       try {
-        for (;;) {
-          try {
-            if (probe.status === "wait") await probe.connect();
-            if ((await probe.ping()) === "PONG") return;
-          } catch {
-            if (Date.now() > until) throw new Error(`redis-server on ${port} did not answer within 10 s`);
-            await Bun.sleep(50);
-          }
-        }
+        await eventually(
+          `redis-server on ${port} answering`,
+          async () => {
+            try {
+              if (probe.status === "wait") await probe.connect();
+              return (await probe.ping()) === "PONG";
+            } catch {
+              return false; // not listening yet
+            }
+          },
+          { deadlineMs: 10_000, everyMs: 50 },
+        );
       } finally {
         probe.disconnect();
       }

@@ -7,6 +7,7 @@ import { S3Client } from "@aws-sdk/client-s3";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { eventually } from "./eventually.ts";
 import { hasCommand } from "./prereq.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
@@ -121,10 +122,7 @@ export async function startS3rver(opts: { bucket?: string } = {}): Promise<S3rve
     async settle() {
       const marker = `/__ncps_settle__/${crypto.randomUUID()}`;
       await fetch(`http://127.0.0.1:${port}${marker}`).then((r) => r.arrayBuffer(), () => undefined);
-      for (let waited = 0; !requests.some((r) => r.url === marker); waited += 5) {
-        if (waited > 10_000) throw new Error("s3rver's request log did not catch up within 10 s");
-        await Bun.sleep(5);
-      }
+      await eventually("s3rver's request log catching up", () => requests.some((r) => r.url === marker), { deadlineMs: 10_000, everyMs: 5 });
     },
     openMultipartUploads(inBucket?: string) {
       const created = requests.flatMap((r) =>

@@ -17,6 +17,7 @@ import { MemoryLocker } from "../../src/lock/memory.ts";
 import { parseNarInfo } from "../../src/nix/narinfo.ts";
 import { LocalBlobStore } from "../../src/storage/local.ts";
 import { silentLogger, type Logger } from "../../src/telemetry/logger.ts";
+import { eventually } from "../helpers/eventually.ts";
 import { startInProcess } from "../helpers/ncps.ts";
 import { testIf } from "../helpers/prereq.ts";
 import { s3rverAvailable, startS3rver, type S3rver } from "../helpers/s3rver.ts";
@@ -140,11 +141,7 @@ async function fetchNar(f: Fixture, path: SyntheticPath, narUrl: string): Promis
   expect<Uint8Array>(new Uint8Array(await res.arrayBuffer())).toEqual(path.file);
   // the client has every byte just before the NAR is recorded
   const key = new URL(narUrl).pathname.slice(1);
-  const deadline = Date.now() + 10_000;
-  while ((await f.db.getNar(key)) === null && f.ncps.cache.isDownloading(key)) {
-    if (Date.now() > deadline) throw new Error(`${key} was not recorded within 10 s`);
-    await Bun.sleep(5);
-  }
+  await eventually(`${key} recorded`, async () => (await f.db.getNar(key)) !== null || !f.ncps.cache.isDownloading(key), { everyMs: 5 });
   await f.eviction.trigger("manual"); // the pass the commit started, or none if under the cap
 }
 

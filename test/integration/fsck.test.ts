@@ -13,6 +13,7 @@ import { startNcps, type RunningNcps } from "../../src/compose.ts";
 import { loadConfig } from "../../src/config/load.ts";
 import { S3BlobStore } from "../../src/storage/s3.ts";
 import { silentLogger } from "../../src/telemetry/logger.ts";
+import { eventually } from "../helpers/eventually.ts";
 import { ncpsCommand, startNcpsProcess } from "../helpers/ncps.ts";
 import { testIf } from "../helpers/prereq.ts";
 import { s3rverAvailable, startS3rver, type S3rver } from "../helpers/s3rver.ts";
@@ -342,14 +343,15 @@ describe("ncps fsck on SQLite and local storage", () => {
       const key = /^URL: (.*)$/m.exec(await narinfo.text())![1]!;
       const download = fetch(`${proc.url}/${key}`).then((r) => r.arrayBuffer()).catch(() => null);
       // in flight once its temp file holds the bytes the upstream sent before holding
-      const deadline = Date.now() + 20_000;
-      for (;;) {
-        const files = await readdir(join(dataDir, "tmp")).catch(() => [] as string[]);
-        const sizes = await Promise.all(files.map((f) => stat(join(dataDir, "tmp", f)).then((s) => s.size, () => 0)));
-        if (sizes.some((s) => s >= 64 * 1024)) break;
-        if (Date.now() > deadline) throw new Error("the download never started");
-        await Bun.sleep(20);
-      }
+      await eventually(
+        "the download starting",
+        async () => {
+          const files = await readdir(join(dataDir, "tmp")).catch(() => [] as string[]);
+          const sizes = await Promise.all(files.map((f) => stat(join(dataDir, "tmp", f)).then((s) => s.size, () => 0)));
+          return sizes.some((s) => s >= 64 * 1024);
+        },
+        { deadlineMs: 20_000 },
+      );
       proc.proc.kill("SIGKILL");
       await proc.proc.exited;
       await download;

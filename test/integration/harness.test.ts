@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtemp, readdir, readFile, rm, stat, writeFile, mkdir } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { eventually } from "../helpers/eventually.ts";
 import {
   buildClosure,
   createNixEnv,
@@ -70,14 +71,6 @@ function splitResponse(raw: Buffer): { head: string; body: Buffer } {
   const end = raw.indexOf("\r\n\r\n");
   if (end < 0) throw new Error(`no complete response head in ${raw.length} bytes`);
   return { head: raw.subarray(0, end).toString("latin1"), body: raw.subarray(end + 4) };
-}
-
-async function until(condition: () => boolean, what: string): Promise<void> {
-  for (let i = 0; i < 500; i++) {
-    if (condition()) return;
-    await Bun.sleep(10);
-  }
-  throw new Error(`timed out waiting for ${what}`);
 }
 
 async function narinfoFiles(dir: string): Promise<string[]> {
@@ -399,7 +392,7 @@ describe("test upstream: serving and faults, seen by fetch", () => {
       (res) => `answered ${res.status}`,
       (err: unknown) => `failed ${String(err)}`,
     );
-    await until(() => hanging.requests.length === 2, "the second request to arrive");
+    await eventually("the second request arriving", () => hanging.requests.length === 2, { deadlineMs: 5_000, everyMs: 10 });
     await hanging.stop();
     expect(await pending).toMatch(/^failed/);
   }, TEST_TIMEOUT_MS);

@@ -11,6 +11,7 @@ import { LockTimeoutError, type Locker } from "../../src/lock/locker.ts";
 import { openLocker } from "../../src/lock/open.ts";
 import { QuorumLocker } from "../../src/lock/quorum.ts";
 import { createLogger } from "../../src/telemetry/logger.ts";
+import { eventually } from "../helpers/eventually.ts";
 import { scrape } from "../helpers/metrics.ts";
 import { startInProcess } from "../helpers/ncps.ts";
 import { testIf } from "../helpers/prereq.ts";
@@ -43,15 +44,6 @@ function logLines() {
 /** The lock key on each server: which of them hold `name`. */
 async function holders(all: RedisServer[], keyPrefix: string, name: string): Promise<boolean[]> {
   return Promise.all(all.map(async (s) => (s.running ? (await s.client().exists(keyPrefix + name)) === 1 : false)));
-}
-
-/** Resolves when `check` holds; fails after `ms`. Polls: the probe runs on its own timer. */
-async function eventually(check: () => boolean | Promise<boolean>, ms = 10_000): Promise<void> {
-  const until = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > until) throw new Error(`not within ${ms} ms`);
-    await Bun.sleep(20);
-  }
 }
 
 describe("several --cache-redis-addrs: a lock is held on a majority", () => {
@@ -88,7 +80,7 @@ describe("several --cache-redis-addrs: a lock is held on a majority", () => {
     expect((err as Error).message.split("\n")).toHaveLength(1);
 
     await all[1]!.start();
-    await eventually(() => a.check().then(() => true, () => false)); // its connection comes back
+    await eventually("a quorum answering a's check again", () => a.check().then(() => true, () => false)); // its connection comes back
     const back = await a.tryLock("download:y", 10_000);
     expect(back).not.toBeNull();
     expect(await holders(all, keyPrefix, "download:y")).toEqual([false, true, true]);
@@ -177,7 +169,7 @@ describe("--cache-lock-allow-degraded-mode", () => {
     expect(lines.filter((l) => l.includes("taking locks in this process only"))).toHaveLength(1);
 
     await server!.start();
-    await eventually(() => !locker.degraded);
+    await eventually("the locker no longer degraded", () => !locker.degraded); // the probe runs on its own timer
     expect(events).toEqual([true, false]);
     expect(lines.some((l) => l.includes("redis answers again"))).toBe(true);
     const shared = await locker.tryLock("download:c");
@@ -197,7 +189,7 @@ describe("--cache-lock-allow-degraded-mode", () => {
     const local = await locker.tryLock("upload:k");
     expect(local).not.toBeNull();
     await server!.start();
-    await eventually(() => !locker.degraded);
+    await eventually("the locker no longer degraded", () => !locker.degraded); // the probe runs on its own timer
     expect(await locker.tryLock("upload:k")).toBeNull();
     await expect(locker.withLock("upload:k", async () => "ran", 200)).rejects.toBeInstanceOf(LockTimeoutError);
     await local!();
@@ -225,7 +217,7 @@ describe("--cache-lock-allow-degraded-mode", () => {
     expect(await locker.tryLock("download:a")).not.toBeNull();
 
     await all[2]!.start();
-    await eventually(() => !locker.degraded);
+    await eventually("the locker no longer degraded", () => !locker.degraded); // the probe runs on its own timer
     const shared = await locker.tryLock("download:b");
     expect(await holders(all, keyPrefix, "download:b")).toEqual([true, false, true]);
     await shared!();

@@ -8,6 +8,7 @@ import { NarDownload } from "../../src/cache/nar-download.ts";
 import { encodeNix32 } from "../../src/nix/nix32.ts";
 import { silentLogger } from "../../src/telemetry/logger.ts";
 import { Upstream } from "../../src/upstream/upstream.ts";
+import { eventually } from "../helpers/eventually.ts";
 
 const SIZE = 64 * 1024;
 const HEADER_TIMEOUT_MS = 300;
@@ -104,16 +105,6 @@ async function readToEnd(stream: ReadableStream<Uint8Array> | { read(): Promise<
   }
 }
 
-/** Resolves when `condition` holds, checking on every turn of the event loop; fails at the
- * deadline (a guard against hanging, not a measurement). */
-async function until(condition: () => boolean, what: string, deadlineMs = 5000) {
-  const giveUp = Date.now() + deadlineMs;
-  while (!condition()) {
-    if (Date.now() > giveUp) throw new Error(`still waiting for ${what} after ${deadlineMs} ms`);
-    await new Promise((resolve) => setImmediate(resolve));
-  }
-}
-
 /** Whether a read settles while the event loop runs everything already due. */
 async function settlesNow(read: Promise<unknown>): Promise<boolean> {
   let settled = false;
@@ -131,7 +122,7 @@ describe("NarDownload", () => {
     const download = start();
     const whole = await readUntil(download.reader(), SIZE - 1);
     expect(whole.got).toBe(SIZE - 1);
-    await until(() => download.written === SIZE, "every byte to arrive");
+    await eventually("every byte arriving", () => download.written === SIZE, { deadlineMs: 5000, everyMs: 0 });
     const wholeLast = whole.reader.read();
     expect(await settlesNow(wholeLast)).toBe(false);
     const range = await readUntil(download.reader(0, 99), 99);

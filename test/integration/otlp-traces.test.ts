@@ -8,6 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { RunningNcps } from "../../src/compose.ts";
 import { createLogger } from "../../src/telemetry/logger.ts";
+import { eventually } from "../helpers/eventually.ts";
 import { startInProcess } from "../helpers/ncps.ts";
 import { startCollector, type Collector, type ReceivedSpan } from "../helpers/otlp-collector.ts";
 import { makeSyntheticCache, type SyntheticPath } from "../helpers/synthetic-cache.ts";
@@ -55,14 +56,15 @@ afterAll(async () => {
 });
 
 /** Waits until `names` have all arrived (the batch processor sends about every second). */
-async function spansNamed(names: string[], deadlineMs = 15_000): Promise<ReceivedSpan[]> {
-  const until = Date.now() + deadlineMs;
-  while (Date.now() < until) {
-    const mine = collector.spans.filter((s) => s.traceId === TRACE_ID);
-    if (names.every((n) => mine.some((s) => s.name === n))) return mine;
-    await Bun.sleep(100);
-  }
-  throw new Error(`spans not received: ${names.join(", ")}; got ${collector.spans.map((s) => s.name).join(", ")}`);
+function spansNamed(names: string[], deadlineMs = 15_000): Promise<ReceivedSpan[]> {
+  return eventually(
+    `spans ${names.join(", ")}`,
+    () => {
+      const mine = collector.spans.filter((s) => s.traceId === TRACE_ID);
+      return names.every((n) => mine.some((s) => s.name === n)) && mine;
+    },
+    { deadlineMs, everyMs: 100, explain: () => `got ${collector.spans.map((s) => s.name).join(", ")}` },
+  );
 }
 
 test("the spans of a narinfo miss and a NAR miss continue the client's trace, nested as the work was", async () => {
@@ -113,25 +115,25 @@ test("the spans of a narinfo miss and a NAR miss continue the client's trace, ne
 test("without a traceparent a request starts a trace of its own", async () => {
   const before = new Set(collector.spans.map((s) => s.spanId));
   expect((await fetch(`${ncps!.url}/nix-cache-info`)).status).toBe(200);
-  const until = Date.now() + 15_000;
-  let fresh: ReceivedSpan | undefined;
-  while (!fresh && Date.now() < until) {
-    fresh = collector.spans.find((s) => !before.has(s.spanId) && s.attributes["http.route"] === "cache-info");
-    if (!fresh) await Bun.sleep(100);
-  }
-  expect(fresh?.parentSpanId).toBe("");
-  expect(fresh?.traceId).not.toBe(TRACE_ID);
+  const fresh = await eventually(
+    "a new cache-info span",
+    () => collector.spans.find((s) => !before.has(s.spanId) && s.attributes["http.route"] === "cache-info"),
+    { deadlineMs: 15_000, everyMs: 100 },
+  );
+  expect(fresh.parentSpanId).toBe("");
+  expect(fresh.traceId).not.toBe(TRACE_ID);
 });
 
 test("log lines go out as OTLP log records: the access log of the traced requests, at info", async () => {
-  const until = Date.now() + 15_000;
-  const accessLine = () => collector.logs.find((l) => l.body === "request" && l.attributes.route === "narinfo" && l.attributes.status === 200);
-  while (!accessLine() && Date.now() < until) await Bun.sleep(100);
-  const line = accessLine();
-  expect(line?.severityText).toBe("info");
-  expect(line?.severityNumber).toBe("SEVERITY_NUMBER_INFO");
-  expect(line?.attributes.method).toBe("GET");
-  expect(line?.attributes.path).toBe(`/${path.hash}.narinfo`);
+  const line = await eventually(
+    "the narinfo request's access-log record",
+    () => collector.logs.find((l) => l.body === "request" && l.attributes.route === "narinfo" && l.attributes.status === 200),
+    { deadlineMs: 15_000, everyMs: 100 },
+  );
+  expect(line.severityText).toBe("info");
+  expect(line.severityNumber).toBe("SEVERITY_NUMBER_INFO");
+  expect(line.attributes.method).toBe("GET");
+  expect(line.attributes.path).toBe(`/${path.hash}.narinfo`);
   expect(collector.logs.some((l) => l.body === "ncps listening" && typeof l.attributes.publicKey === "string")).toBe(true);
 }, 20_000);
 

@@ -20,6 +20,7 @@ import {
 } from "../../src/nix/realisation.ts";
 import { encodeNix32 } from "../../src/nix/nix32.ts";
 import { formatPublicKey, generateSecretKey, parsePublicKey, toPublicKey, type SecretKey } from "../../src/nix/signature.ts";
+import { eventually } from "../helpers/eventually.ts";
 import { startInProcess } from "../helpers/ncps.ts";
 import { makeSyntheticCache, type SyntheticCache, type SyntheticPath } from "../helpers/synthetic-cache.ts";
 import { startUpstream, type Upstream } from "../helpers/upstream-server.ts";
@@ -263,8 +264,7 @@ describe("uploads", () => {
       const narinfo = await get(small, `${p.hash}.narinfo`);
       const url = /^URL: (.*)$/m.exec(await narinfo.text())![1]!;
       expect((await get(small, url)).status).toBe(200);
-      const deadline = Date.now() + 10_000;
-      while (small.cache.isDownloading(url) && Date.now() < deadline) await Bun.sleep(5);
+      await eventually(`${url} downloaded`, () => !small.cache.isDownloading(url), { everyMs: 5 });
       await small.eviction!.trigger("manual");
     };
     await fetchPath(first);

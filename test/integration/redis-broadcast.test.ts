@@ -5,6 +5,7 @@ import { afterEach, test as anyway, expect } from "bun:test";
 import { Redis } from "ioredis";
 import { HotNarInfos } from "../../src/cache/hot-narinfos.ts";
 import { RedisBroadcast } from "../../src/lock/redis-broadcast.ts";
+import { eventually } from "../helpers/eventually.ts";
 import { startStoppedPort } from "../helpers/ports.ts";
 import { testIf } from "../helpers/prereq.ts";
 
@@ -14,14 +15,6 @@ const opened: { close(): Promise<unknown> }[] = [];
 afterEach(async () => {
   await Promise.all(opened.splice(0).map((c) => c.close()));
 });
-
-async function within(ms: number, check: () => boolean): Promise<void> {
-  const until = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > until) throw new Error(`not within ${ms} ms`);
-    await Bun.sleep(10);
-  }
-}
 
 test("a forget on one replica reaches the other's copy; its own is not heard back; junk is ignored", async () => {
   const r = new URL(redisUrl!);
@@ -41,13 +34,12 @@ test("a forget on one replica reaches the other's copy; its own is not heard bac
   const hash = "0".repeat(32);
   const other = "1".repeat(32);
   for (const hot of hots) for (const h of [hash, other]) hot.set(h, new Uint8Array(8));
-  let subscribers = 0;
-  while (subscribers < 2) subscribers = Number((await raw.pubsub("NUMSUB", `${keyPrefix}narinfo-forget`))[1]);
+  await eventually("both replicas subscribed", async () => Number((await raw.pubsub("NUMSUB", `${keyPrefix}narinfo-forget`))[1]) >= 2);
 
   await raw.publish(`${keyPrefix}narinfo-forget`, `someone ../../etc/passwd`);
   await raw.publish(`${keyPrefix}narinfo-forget`, `someone ${"e".repeat(32)}`);
   hots[0].forget(hash);
-  await within(2_000, () => hots[1].get(hash) === null);
+  await eventually("the other replica forgetting it", () => hots[1].get(hash) === null, { deadlineMs: 2_000, everyMs: 10 });
   expect(hots[1].get(other)).not.toBeNull();
   expect(heard[0]).toEqual(["../../etc/passwd", "e".repeat(32)]);
   expect(heard[1]).toEqual(["../../etc/passwd", "e".repeat(32), hash]);
