@@ -39,7 +39,7 @@ import { netrcAuthorization, parseNetrc, type Netrc } from "./upstream/netrc.ts"
 import { UpstreamPool } from "./upstream/pool.ts";
 import { upstreamProxies } from "./upstream/proxy.ts";
 import { parseOrigin, Upstream } from "./upstream/upstream.ts";
-import { parseUpstreamUrl, withoutCredentials } from "./upstream/upstream-url.ts";
+import { upstreamIdentity, withoutCredentials } from "./upstream/upstream-url.ts";
 import { version } from "./version.ts";
 
 export interface RunningNcps {
@@ -176,13 +176,13 @@ export async function startNcps(config: Config, consoleLogger: Logger = createLo
     db = await startupStep("database", () => openMetadataStore(config.cacheDatabaseUrl, { migrate: config.cacheDatabaseAutoMigrate, pool: dbPool }));
     await requireCurrentSchema(db);
     const headerTimeoutMs = config.cacheUpstreamDialerTimeout + config.cacheUpstreamResponseHeaderTimeout;
-    const unsigned = new Set(config.cacheUpstreamAcceptUnsigned.map((url) => parseUpstreamUrl(url).url));
+    const unsigned = new Set(config.cacheUpstreamAcceptUnsigned.map(upstreamIdentity));
     const proxies = await startupStep("upstream proxy", () => upstreamProxies(config.cacheUpstreamUrls, config.cacheUpstreamProxies, process.env));
     const upstreams = config.cacheUpstreamUrls.map(
       (url, i) =>
         new Upstream(url, i, {
           headerTimeoutMs,
-          acceptUnsigned: unsigned.has(parseUpstreamUrl(url).url),
+          acceptUnsigned: unsigned.has(upstreamIdentity(url)),
           proxy: proxies.get(url),
           authorization: netrcAuthorization(netrc, new URL(url)),
           extraOrigins: narOrigins,

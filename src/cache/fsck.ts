@@ -18,7 +18,7 @@ import type { ChunkRecord, MetadataStore, NarInfoRecord, NarRecord } from "../db
 import { parseCompression } from "../nix/compression.ts";
 import { NarVerifyError } from "../nix/nar-verifier.ts";
 import type { BlobStore } from "../storage/blob-store.ts";
-import { withoutCredentials } from "../upstream/upstream-url.ts";
+import { sameUpstream } from "../upstream/upstream-url.ts";
 import type { StoredNars } from "./stored-nars.ts";
 import { chunkKey } from "./chunk-writer.ts";
 import { GRACE_MS } from "./chunk-store.ts";
@@ -59,8 +59,9 @@ export interface FsckOptions {
   db: MetadataStore;
   store: BlobStore;
   nars: StoredNars;
-  /** Upstream URLs configured now: a narinfo from one of them without its NAR is normal (the
-   * NAR is fetched on request); one from elsewhere, or uploaded, cannot get its NAR back. */
+  /** Upstream URLs configured now, as Upstream.url gives them (upstreamIdentity): a narinfo
+   * from one of them without its NAR is normal (the NAR is fetched on request); one from
+   * elsewhere, or uploaded, cannot get its NAR back. */
   upstreams: readonly string[];
   /** Paths of temp files no running ncps uses (the temp directory's, local storage's own). */
   staleTempFiles: () => Promise<string[]>;
@@ -108,19 +109,12 @@ interface Suspect {
   repair(): Promise<void>;
 }
 
-/** As Upstream.url: no trailing slash, no user or password (rows written before the URL
- * lost them still hold them, the configured URL may). */
-function upstreamId(url: string): string {
-  return withoutCredentials(new URL(url.endsWith("/") ? url : `${url}/`).href.replace(/\/$/, ""));
-}
-
 export async function fsck(opts: FsckOptions): Promise<FsckReport> {
   const { db, store, nars } = opts;
   const now = opts.now ?? Date.now;
   const pageSize = opts.pageSize ?? 1000;
   const progress = opts.progress ?? (() => {});
-  const configured = new Set(opts.upstreams.map(upstreamId));
-  const refetchable = (n: Pick<NarInfoRecord, "upstream">) => n.upstream !== null && configured.has(upstreamId(n.upstream));
+  const refetchable = (n: Pick<NarInfoRecord, "upstream">) => opts.upstreams.some((url) => sameUpstream(n.upstream, url));
   const suspects: Suspect[] = [];
 
   // --- phase 1: scan ---------------------------------------------------------------------

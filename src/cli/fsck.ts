@@ -16,7 +16,7 @@ import type { BlobStore } from "../storage/blob-store.ts";
 import { LocalBlobStore } from "../storage/local.ts";
 import { openBlobStore } from "../storage/open.ts";
 import { createLogger } from "../telemetry/logger.ts";
-import { parseUpstreamUrl } from "../upstream/upstream-url.ts";
+import { upstreamIdentity } from "../upstream/upstream-url.ts";
 import { progressDisplay } from "./progress.ts";
 
 export interface FsckFlags {
@@ -60,7 +60,7 @@ export async function runFsck(config: Config, flags: FsckFlags, out: (text: stri
       db,
       store,
       nars: new StoredNars({ db, store, hot, logger }),
-      upstreams: config.cacheUpstreamUrls.map((url) => parseUpstreamUrl(url).url),
+      upstreams: config.cacheUpstreamUrls.map(upstreamIdentity),
       staleTempFiles: async () => [...(await staleTempFiles(config.cacheTempPath)), ...(store instanceof LocalBlobStore ? await store.staleTempFiles() : [])],
       strayGraceMs: config.fsckStrayGrace,
       verifyContent: flags.verifyContent,

@@ -41,3 +41,15 @@ export function parseUpstreamUrl(text: string): UpstreamUrl {
 export function withoutCredentials(url: string): string {
   return url.replace(/^([a-z][a-z\d+.-]*:\/\/)[^/?#]*@/i, "$1");
 }
+
+/** How ncps names a configured upstream (Upstream.url, and what narinfo rows record): its
+ * URL without the priority parameter, user, password or trailing slash. */
+export function upstreamIdentity(text: string): string {
+  return withoutCredentials(parseUpstreamUrl(text).url);
+}
+
+/** Whether `recorded` (a narinfo row's upstream) names the upstream whose identity is `url`:
+ * rows written before the URL lost its user and password still hold them. */
+export function sameUpstream(recorded: string | null, url: string): boolean {
+  return recorded !== null && withoutCredentials(recorded) === url;
+}

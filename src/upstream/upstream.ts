@@ -8,7 +8,7 @@ import { inSpan, noInstruments, type Instruments } from "../telemetry/instrument
 import type { Logger } from "../telemetry/logger.ts";
 import { basicAuthorization } from "./netrc.ts";
 import { displayProxy, sender, type Send } from "./proxy.ts";
-import { parseUpstreamUrl, withoutCredentials } from "./upstream-url.ts";
+import { parseUpstreamUrl, sameUpstream, upstreamIdentity } from "./upstream-url.ts";
 
 /** An error lookup names its `reason` from a small fixed set (the pool logs each upstream and
  * reason at most once a minute); `detail` says what exactly happened. */
@@ -122,6 +122,8 @@ export class Upstream {
   /** Without the user and password the configured URL may hold: `url`, made from it, is in
    * logs, errors, the status page and the database. */
   readonly base: URL;
+  /** Its name in logs and in the narinfo rows it fills (upstreamIdentity). */
+  readonly url: string;
   private readonly authorization: string | undefined;
   /** Lower is preferred, as in nix-cache-info; ties keep the configured order. */
   priority: number;
@@ -143,6 +145,7 @@ export class Upstream {
     private readonly opts: UpstreamOptions,
   ) {
     const parsed = parseUpstreamUrl(url);
+    this.url = upstreamIdentity(url);
     this.base = new URL(`${parsed.url}/`);
     // sent as HTTP Basic, as fetch would send them from the URL (to this origin only)
     const fromUrl = this.base.username || this.base.password ? basicAuthorization(decodeURIComponent(this.base.username), decodeURIComponent(this.base.password)) : undefined;
@@ -162,14 +165,9 @@ export class Upstream {
     return this.opts.proxy ? displayProxy(this.opts.proxy) : null;
   }
 
-  get url(): string {
-    return this.base.href.replace(/\/$/, "");
-  }
-
-  /** Whether `recorded` (a database row's upstream) is this upstream; rows written before
-   * the URL lost its user and password still hold them. */
+  /** Whether `recorded` (a database row's upstream) is this upstream. */
   is(recorded: string | null): boolean {
-    return recorded !== null && withoutCredentials(recorded) === this.url;
+    return sameUpstream(recorded, this.url);
   }
 
   /** Healthy, and not down after failed requests (or down long enough that the next
