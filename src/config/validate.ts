@@ -11,7 +11,7 @@ import { parseSchedule, ScheduleError } from "./schedule.ts";
 import { logLevels } from "./options.ts";
 import type { Config, LogLevel } from "./options.ts";
 import { parseUpstreamProxy, ProxyError } from "../upstream/proxy.ts";
-import { parseUpstreamUrl, UpstreamUrlError, withoutCredentials } from "../upstream/upstream-url.ts";
+import { parseUpstreamUrl, upstreamIdentity, UpstreamUrlError, withoutCredentials } from "../upstream/upstream-url.ts";
 
 export function validateConfig(config: Config): void {
   if (!logLevels.includes(config.logLevel as LogLevel)) {
@@ -26,9 +26,11 @@ export function validateConfig(config: Config): void {
   if (config.cacheUpstreamUrls.length === 0) throw new ConfigError("at least one --cache-upstream-url is required");
   for (const url of config.cacheUpstreamUrls) checkUpstreamUrl(url);
   const upstreams = new Set(config.cacheUpstreamUrls.map((url) => parseUpstreamUrl(url).url));
+  // named as ncps names upstreams: the URL's user and password need not be repeated
+  const identities = new Set(config.cacheUpstreamUrls.map(upstreamIdentity));
   for (const url of config.cacheUpstreamAcceptUnsigned ?? []) {
     checkUpstreamUrl(url);
-    if (!upstreams.has(parseUpstreamUrl(url).url)) {
+    if (!identities.has(upstreamIdentity(url))) {
       throw new ConfigError(`--cache-upstream-accept-unsigned ${withoutCredentials(url)} is not one of the --cache-upstream-url upstreams`);
     }
   }

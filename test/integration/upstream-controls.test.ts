@@ -176,6 +176,14 @@ describe("--cache-upstream-accept-unsigned", () => {
     expect(body === null || !body.equals(Buffer.from(bad.file))).toBe(true);
   });
 
+  test("an upstream with a user and password in its URL is named without them", async () => {
+    const config = await loadConfig(
+      { "cache-upstream-url": ["https://user:s3cret@a.example/sub?priority=5"], "cache-upstream-accept-unsigned": ["https://a.example/sub/"], "cache-storage-local": join(work, "cfg") },
+      { HOME: work },
+    );
+    expect(config.cacheUpstreamAcceptUnsigned).toEqual(["https://a.example/sub/"]);
+  });
+
   test("naming a URL that is not a configured upstream is a config error", async () => {
     const err = await loadConfig(
       { "cache-upstream-url": ["https://a.example"], "cache-upstream-accept-unsigned": ["https://b.example"], "cache-storage-local": join(work, "cfg") },
