@@ -624,7 +624,7 @@ const table = [
     configKey: "cache.upstream.accept-unsigned",
     type: "string[]",
     default: [],
-    help: "An upstream URL (one of --cache-upstream-url) whose narinfos are used without a trusted signature: its NARs are still checked against the narinfo's hashes, but ncps then signs what it serves with its own key (see Unsigned upstreams); repeat for several",
+    help: "An upstream URL (one of --cache-upstream-url; its user and password need not be repeated) whose narinfos are used without a trusted signature: its NARs are still checked against the narinfo's hashes, but ncps then signs what it serves with its own key (see Unsigned upstreams); repeat for several",
     group: "upstream",
   },
   {
