@@ -156,8 +156,8 @@ export async function startNcps(config: Config, consoleLogger: Logger = createLo
   });
   const { telemetry } = observability;
   const logger = observability.logLine ? consoleLogger.tee(observability.logLine) : consoleLogger;
-  // Otherwise spans, metrics and OTLP log records would stop without a word.
-  void observability.exporterLost?.then((reason) => logger.error("OTLP export stopped: telemetry to the collector is dropped until ncps restarts", { reason }));
+  // Otherwise spans, metrics and OTLP log records would go missing without a word.
+  observability.onExporterEnded((reason, restartInMs) => logger.error("OTLP exporter process ended: telemetry to the collector is dropped until it is started again", { reason, restartInMs }));
   let db: MetadataStore | null = null;
   let locker: Locker | null = null;
   let broadcast: Broadcast | null = null;

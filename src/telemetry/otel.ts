@@ -33,8 +33,9 @@ export interface TelemetrySetup {
   logLine: ((line: string) => void) | null;
   /** Flush what is pending (spans, a last metrics push) and stop. */
   shutdown(): Promise<void>;
-  /** Settles with why, if the OTLP exporter process ends while ncps runs; null without one. */
-  exporterLost: Promise<string> | null;
+  /** Hears why, each time the OTLP exporter process ends while ncps runs, and when the next
+   * one starts (a no-op without one). */
+  onExporterEnded(listener: (why: string, restartInMs: number) => void): void;
 }
 
 let contextManagerInstalled = false;
@@ -91,7 +92,7 @@ export function createTelemetry(opts: TelemetryOptions): TelemetrySetup {
     metricsText,
     // OTEL_LOGS_EXPORTER=none, the SDKs' standard switch, keeps log lines off OTLP.
     logLine: otlp && process.env.OTEL_LOGS_EXPORTER !== "none" ? (line) => otlp.logLine(line) : null,
-    exporterLost: otlp?.lost ?? null,
+    onExporterEnded: (listener) => otlp?.onEnded(listener),
     shutdown: async () => {
       await tracerProvider?.shutdown().catch(() => {});
       await meterProvider?.shutdown().catch(() => {});

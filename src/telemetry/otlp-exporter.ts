@@ -61,10 +61,20 @@ export interface OtlpExporter {
   logLine(line: string): void;
   /** Sends what is pending and ends the exporter process: after the providers' own shutdown. */
   shutdown(): Promise<void>;
-  /** Settles with why, if the exporter process ends before shutdown (killed, crashed): from
-   * then on telemetry to the collector is dropped until ncps restarts. */
-  readonly lost: Promise<string>;
+  /** `listener` hears why, each time the exporter process ends before shutdown (killed,
+   * crashed), and in how many ms a new one is started: telemetry until then is dropped. */
+  onEnded(listener: (why: string, restartInMs: number) => void): void;
 }
+
+/** After an exporter process ends, the next is started after a delay that doubles, from the
+ * first to the second, while they keep ending; one that ran for the longest delay starts the
+ * count again. So a crash loses a second of telemetry, and a crash loop costs a start a minute. */
+export interface RestartDelays {
+  firstMs: number;
+  maxMs: number;
+}
+
+const defaultRestartDelays: RestartDelays = { firstMs: 1_000, maxMs: 60_000 };
 
 const SHUTDOWN_MS = 5_000;
 /** Messages held while the exporter process starts (a batch each LINES_BATCH_MS at most),
@@ -120,42 +130,63 @@ function lineBatch(type: "logs" | "spans", post: (message: ToOtlpExporter) => vo
   };
 }
 
-export function startOtlpExporter(url: string, resource: Attributes): OtlpExporter {
+export function startOtlpExporter(url: string, resource: Attributes, restarts: RestartDelays = defaultRestartDelays): OtlpExporter {
   const pending = new Map<number, (error?: string) => void>();
   let nextId = 1;
   // Messages wait until the process listens (it loads grpc-js first); after that, in order.
   let waiting: ToOtlpExporter[] | null = [];
   let heldBytes = 0;
+  /** The current process has ended and the next is not started yet. */
   let gone = false;
   /** Set once shutdown begins: the exporter ending after that is no loss. */
   let ended: Promise<void> | null = null;
-  const exporter = Bun.spawn([...selfCommand(), EXPORTER_COMMAND], {
-    stdio: ["ignore", "inherit", "inherit"],
-    serialization: "advanced",
-    ipc(message: FromOtlpExporter) {
-      if (message.type === "ready") {
-        const held = waiting ?? [];
-        waiting = null;
-        for (const m of held) post(m);
-        return;
-      }
-      const done = pending.get(message.id);
-      pending.delete(message.id);
-      done?.(message.error);
-    },
-  });
-  exporter.unref(); // telemetry never keeps ncps alive
-  // An exporter that ended (killed, crashed) loses telemetry, never a request: what is sent
-  // to it from then on is dropped, and what waits for its answer is answered.
-  const lost = Promise.withResolvers<string>();
-  void exporter.exited.then((code) => {
-    gone = true;
-    waiting = null;
-    const why = `the OTLP exporter process ended (${exporter.signalCode ?? `exit code ${code}`})`;
-    for (const done of pending.values()) done(why);
-    pending.clear();
-    if (!ended) lost.resolve(why);
-  });
+  const endedListeners: ((why: string, restartInMs: number) => void)[] = [];
+  let restartInMs = restarts.firstMs;
+  let restartTimer: ReturnType<typeof setTimeout> | undefined;
+  let exporter: ReturnType<typeof Bun.spawn>;
+
+  const start = () => {
+    waiting = [];
+    heldBytes = 0;
+    gone = false;
+    const startedAt = Date.now();
+    const proc = Bun.spawn([...selfCommand(), EXPORTER_COMMAND], {
+      stdio: ["ignore", "inherit", "inherit"],
+      serialization: "advanced",
+      ipc(message: FromOtlpExporter) {
+        if (proc !== exporter) return; // a message from a process already given up
+        if (message.type === "ready") {
+          const held = waiting ?? [];
+          waiting = null;
+          for (const m of held) post(m);
+          return;
+        }
+        const done = pending.get(message.id);
+        pending.delete(message.id);
+        done?.(message.error);
+      },
+    });
+    proc.unref(); // telemetry never keeps ncps alive
+    // An exporter that ended (killed, crashed) loses telemetry, never a request: what is sent
+    // to it from then on is dropped, what waits for its answer is answered, and a new one is
+    // started after a delay.
+    void proc.exited.then((code) => {
+      gone = true;
+      waiting = null;
+      const why = `the OTLP exporter process ended (${proc.signalCode ?? `exit code ${code}`})`;
+      for (const done of pending.values()) done(why);
+      pending.clear();
+      if (ended) return;
+      if (Date.now() - startedAt >= restarts.maxMs) restartInMs = restarts.firstMs;
+      const delay = restartInMs;
+      restartInMs = Math.min(restartInMs * 2, restarts.maxMs);
+      for (const listener of endedListeners) listener(why, delay);
+      restartTimer = setTimeout(() => !ended && start(), delay);
+      restartTimer.unref();
+    });
+    exporter = proc;
+    post({ type: "init", url, resource });
+  };
   /** Sends `message`, or holds it until the process listens; false when it is dropped. */
   const post = (message: ToOtlpExporter): boolean => {
     if (gone) return false;
@@ -186,7 +217,7 @@ export function startOtlpExporter(url: string, resource: Attributes): OtlpExport
     });
   const reportTo = (callback: (result: ExportResult) => void) => (error?: string) =>
     callback(error === undefined ? { code: ExportResultCode.SUCCESS } : { code: ExportResultCode.FAILED, error: new Error(error) });
-  post({ type: "init", url, resource });
+  start();
 
   // Lines go over gathered, a message per LINES_BATCH_MS: one per event-loop turn made
   // postMessage 9% of a narinfo hit's time.
@@ -197,6 +228,7 @@ export function startOtlpExporter(url: string, resource: Attributes): OtlpExport
   // collector that does not answer holds the stop of ncps at most this long.
   const shutdown = () =>
     (ended ??= (async () => {
+      clearTimeout(restartTimer);
       logLines.send();
       spanLines.send();
       await within(SHUTDOWN_MS, call((id) => ({ type: "shutdown", id })));
@@ -221,6 +253,6 @@ export function startOtlpExporter(url: string, resource: Attributes): OtlpExport
       if (!ended && !gone) logLines.add(line);
     },
     shutdown,
-    lost: lost.promise,
+    onEnded: (listener) => void endedListeners.push(listener),
   };
 }

@@ -51,13 +51,15 @@ test("a traced request arrives as a span of the client's trace and as an access-
 /** The pids of `pid`'s child processes. */
 const childrenOf = (pid: number) => Bun.$`pgrep -P ${pid}`.nothrow().text().then((t) => t.trim().split("\n").filter(Boolean).map(Number));
 
+/** Whether process `pid` is an OTLP exporter. */
+const isExporter = (pid: number) =>
+  Bun.file(`/proc/${pid}/cmdline`)
+    .text()
+    .then((cmdline) => cmdline.split("\0").includes("__otlp-exporter"))
+    .catch(() => false); // ended in between
+
 /** The exporter process started by process `parent`, once it runs. */
 function exporterOf(parent: number): Promise<number> {
-  const isExporter = (pid: number) =>
-    Bun.file(`/proc/${pid}/cmdline`)
-      .text()
-      .then((cmdline) => cmdline.split("\0").includes("__otlp-exporter"))
-      .catch(() => false); // ended in between
   return eventually(
     "the exporter process",
     async () => {
@@ -76,7 +78,7 @@ test("the exporter is a process of ncps's own, and a killed ncps takes it along"
   await eventually("the exporter ending with ncps", async () => !(await alive()), { deadlineMs: 10_000, everyMs: 100 });
 }, 60_000);
 
-test("a killed exporter loses telemetry, never a request: ncps says so once, serves traced requests on and stops cleanly", async () => {
+test("a killed exporter loses telemetry for a second, never a request: ncps says so, starts another and stops cleanly", async () => {
   const served = await startNcpsProcess({ args: ["--otel-enabled", "--otel-grpc-url", collector.url] });
   try {
     const traced = async (traceId: string) => {
@@ -92,15 +94,18 @@ test("a killed exporter loses telemetry, never a request: ncps says so once, ser
     // gone from the process table once ncps has seen it end (and reaped it)
     await eventually("the exporter's end", async () => !(await Bun.file(`/proc/${exporter}/stat`).exists()), arriving(served));
 
-    // spans and access-log lines go on being made, and are dropped: as their batches fall
-    // due, and at the latest when the stop sends what is left
-    const after = crypto.randomUUID().replaceAll("-", "");
+    // requests go on being answered while no exporter runs; their spans are dropped
+    const during = crypto.randomUUID().replaceAll("-", "");
     const statuses: number[] = [];
-    for (let round = 0; round < 10; round++) statuses.push(...(await Promise.all(Array.from({ length: 20 }, () => traced(after)))));
+    for (let round = 0; round < 10; round++) statuses.push(...(await Promise.all(Array.from({ length: 20 }, () => traced(during)))));
     expect(statuses.every((s) => s === 200)).toBe(true);
     expect(served.proc.exitCode).toBeNull();
-    expect(await childrenOf(served.proc.pid)).toEqual([]); // not started again: telemetry is lost
-    expect(collector.spans.some((s) => s.traceId === after)).toBe(false);
+
+    // a second later another exporter runs, and spans reach the collector again
+    const next = await eventually("a new exporter", async () => (await childrenOf(served.proc.pid)).find((pid) => pid !== exporter), arriving(served));
+    const after = crypto.randomUUID().replaceAll("-", "");
+    await eventually("a span through the new exporter", async () => (await traced(after), collector.spans.find((s) => s.traceId === after)), arriving(served));
+    expect(await exporterOf(served.proc.pid)).toBe(next);
 
     served.proc.kill("SIGTERM");
     expect(await served.proc.exited).toBe(0);
@@ -112,9 +117,9 @@ test("a killed exporter loses telemetry, never a request: ncps says so once, ser
       }
     });
     expect(records.at(-1)?.msg).toBe("stopped");
-    // one error, naming what ended it; nothing else went wrong
+    // one error, naming what ended it and when the next starts; nothing else went wrong
     expect(records.filter((r) => r.level === "error" || r.level === undefined)).toEqual([
-      expect.objectContaining({ level: "error", msg: expect.stringContaining("OTLP export stopped"), reason: expect.stringContaining("SIGKILL") }),
+      expect.objectContaining({ level: "error", msg: expect.stringContaining("OTLP exporter process ended"), reason: expect.stringContaining("SIGKILL"), restartInMs: 1000 }),
     ]);
   } finally {
     await served.stop();
@@ -154,13 +159,16 @@ test("a stop signalled to ncps's whole process group, as systemd and Ctrl-C send
 test("an export in flight when the exporter dies is answered, as are later ones; the stop does not wait for it", async () => {
   const silent = await startSilentPort(); // a collector that never answers: an export stays in flight
   const otlp = startOtlpExporter(silent.url, { "service.name": "ncps-test" });
+  const ends: string[] = [];
+  otlp.onEnded((why) => ends.push(why));
   try {
     const metrics = { resource: resourceFromAttributes({}), scopeMetrics: [] };
     const exported = () => new Promise<ExportResult>((resolve) => otlp.metricExporter.export(metrics, resolve));
     const inFlight = exported();
     await eventually("the exporter's connection to the collector", () => silent.accepted() > 0, arriving(null)); // no ncps process to quote
     process.kill(await exporterOf(process.pid), "SIGKILL");
-    expect(await otlp.lost).toContain("SIGKILL");
+    await eventually("the exporter's end, heard", () => ends.length > 0, arriving(null));
+    expect(ends).toEqual([expect.stringContaining("SIGKILL")]);
 
     const failed = { code: ExportResultCode.FAILED, error: { message: expect.stringContaining("the OTLP exporter process ended") } };
     expect(await inFlight).toMatchObject(failed);
@@ -175,9 +183,38 @@ test("an export in flight when the exporter dies is answered, as are later ones;
     const stopping = performance.now();
     await otlp.shutdown();
     expect(performance.now() - stopping).toBeLessThan(5_000); // SHUTDOWN_MS: nothing waits for a dead process
+    await Bun.sleep(1_500); // past the restart delay: a stopped exporter is not started again
+    expect(await childrenOf(process.pid).then((pids) => Promise.all(pids.map(isExporter)))).not.toContain(true);
   } finally {
     await otlp.shutdown();
     await silent.stop();
+  }
+}, 60_000);
+
+test("an exporter that keeps ending is started again after a delay that doubles up to the longest, and after one that lasted, the first again", async () => {
+  const otlp = startOtlpExporter(collector.url, { "service.name": "ncps-test" }, { firstMs: 100, maxMs: 400 });
+  const delays: number[] = [];
+  otlp.onEnded((_why, restartInMs) => delays.push(restartInMs));
+  let previous: number | null = null;
+  const nextExporter = () =>
+    eventually("the next exporter", async () => {
+      for (const pid of await childrenOf(process.pid)) if (pid !== previous && (await isExporter(pid))) return pid;
+    }, arriving(null));
+  const kill = async (pid: number) => {
+    const heard = delays.length;
+    process.kill(pid, "SIGKILL");
+    await eventually("its end, heard", () => delays.length > heard, arriving(null));
+    previous = pid;
+  };
+  try {
+    for (let i = 0; i < 4; i++) await kill(await nextExporter());
+    expect(delays).toEqual([100, 200, 400, 400]);
+    const lasting = await nextExporter();
+    await Bun.sleep(500); // it runs longer than the longest delay
+    await kill(lasting);
+    expect(delays.at(-1)).toBe(100);
+  } finally {
+    await otlp.shutdown();
   }
 }, 60_000);
 
