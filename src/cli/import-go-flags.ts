@@ -9,7 +9,7 @@ export const importGoFlags: FlagSpec[] = [
   { name: "from-cache-storage-s3-bucket", type: "string", valueHint: "bucket", help: "The Go ncps's --cache-storage-s3-bucket; only read" },
   { name: "from-cache-storage-s3-endpoint", type: "string", valueHint: "url", help: "The Go ncps's --cache-storage-s3-endpoint (without a scheme, --from-cache-storage-s3-use-ssl decides it)" },
   { name: "from-cache-storage-s3-region", type: "string", valueHint: "region", help: "The Go ncps's --cache-storage-s3-region" },
-  { name: "from-cache-storage-s3-access-key-id", type: "string", valueHint: "id", help: "The Go ncps's --cache-storage-s3-access-key-id" },
+  { name: "from-cache-storage-s3-access-key-id", type: "string", valueHint: "id", help: "The Go ncps's --cache-storage-s3-access-key-id (with neither key, the AWS chain's credentials: environment, profile, role)" },
   { name: "from-cache-storage-s3-secret-access-key", type: "string", valueHint: "key", help: "The Go ncps's --cache-storage-s3-secret-access-key" },
   { name: "from-cache-storage-s3-force-path-style", type: "boolean", help: "The Go ncps's --cache-storage-s3-force-path-style" },
   { name: "from-cache-storage-s3-use-ssl", type: "boolean", help: "The Go ncps's --cache-storage-s3-use-ssl, for an endpoint without a scheme (default true)" },

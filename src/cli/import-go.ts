@@ -28,7 +28,7 @@ import { progressDisplay } from "./progress.ts";
 
 interface Flags {
   databaseUrl: string;
-  store: { local: string } | { s3: { bucket: string; endpoint: string; region?: string; accessKeyId: string; secretAccessKey: string; forcePathStyle?: boolean } };
+  store: { local: string } | { s3: { bucket: string; endpoint: string; region?: string; accessKeyId?: string; secretAccessKey?: string; forcePathStyle?: boolean } };
   secretKeyPath?: string;
   keepSigningKey: boolean;
 }
@@ -126,9 +126,15 @@ function parseFlags(values: Record<string, unknown>): Flags {
   if (!local && !bucket) throw new ConfigError("import-go needs the Go ncps's storage: --from-cache-storage-local or --from-cache-storage-s3-bucket");
   const base = { secretKeyPath: str("from-cache-secret-key-path"), keepSigningKey: values["keep-signing-key"] === true };
   if (local) return { databaseUrl, store: { local }, ...base };
-  const missing = ["endpoint", "access-key-id", "secret-access-key"].filter((n) => !str(`from-cache-storage-s3-${n}`));
-  if (missing.length > 0) throw new ConfigError(`the Go ncps's S3 storage needs ${missing.map((n) => `--from-cache-storage-s3-${n}`).join(", ")}`);
-  let endpoint = str("from-cache-storage-s3-endpoint")!;
+  let endpoint = str("from-cache-storage-s3-endpoint");
+  if (!endpoint) throw new ConfigError("the Go ncps's S3 storage needs --from-cache-storage-s3-endpoint");
+  // both keys, or neither: then the AWS chain's, as serve takes them
+  const accessKeyId = str("from-cache-storage-s3-access-key-id");
+  const secretAccessKey = str("from-cache-storage-s3-secret-access-key");
+  if ((accessKeyId === undefined) !== (secretAccessKey === undefined)) {
+    const missing = accessKeyId === undefined ? "access-key-id" : "secret-access-key";
+    throw new ConfigError(`the Go ncps's S3 storage needs --from-cache-storage-s3-${missing} too (or neither key, to take credentials from the AWS chain: environment, profile, role)`);
+  }
   // the Go ncps takes a bare host and --cache-storage-s3-use-ssl (default true)
   if (!/^https?:\/\//i.test(endpoint)) endpoint = `${values["from-cache-storage-s3-use-ssl"] === false ? "http" : "https"}://${endpoint}`;
   const region = str("from-cache-storage-s3-region");
@@ -139,8 +145,7 @@ function parseFlags(values: Record<string, unknown>): Flags {
         bucket: bucket!,
         endpoint,
         ...(region ? { region } : {}),
-        accessKeyId: str("from-cache-storage-s3-access-key-id")!,
-        secretAccessKey: str("from-cache-storage-s3-secret-access-key")!,
+        ...(accessKeyId && secretAccessKey ? { accessKeyId, secretAccessKey } : {}),
         forcePathStyle: values["from-cache-storage-s3-force-path-style"] === true,
       },
     },

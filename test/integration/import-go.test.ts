@@ -92,10 +92,14 @@ interface Run {
 }
 
 function cli(...args: string[]): ReturnType<typeof Bun.spawn> {
+  return cliWithEnv({}, ...args);
+}
+
+function cliWithEnv(env: Record<string, string>, ...args: string[]): ReturnType<typeof Bun.spawn> {
   return Bun.spawn([...ncpsCommand(), ...args], {
     stdout: "pipe",
     stderr: "pipe",
-    env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/root" },
+    env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/root", ...env },
   });
 }
 
@@ -530,7 +534,7 @@ describe("a Go ncps database given to ncps as its own", () => {
 
 describe("import-go: a Go ncps on S3", () => {
   testIf(s3rverAvailable, "s3rver (node and node_modules/s3rver) is needed")(
-    "Go v0.5.0 with its narinfo texts and key in an S3 bucket (an endpoint without a scheme, use-ssl off, as the Go flags give it)",
+    "Go v0.5.0 with its narinfo texts and key in an S3 bucket (an endpoint without a scheme, use-ssl off, as the Go flags give it; credentials from the AWS environment)",
     async () => {
       const s3 = await startS3rver({ bucket: "go-ncps" });
       try {
@@ -548,15 +552,16 @@ describe("import-go: a Go ncps on S3", () => {
         const files = (await readdir(go.storageDir, { recursive: true, withFileTypes: true })).filter((e) => e.isFile());
         for (const f of files) await bucket.putFile(join(f.parentPath, f.name).slice(go.storageDir.length + 1), join(f.parentPath, f.name));
         const side = ours("s3");
+        // no keys given: the AWS chain's, here its environment variables (the keys flags are
+        // the other way, as for serve)
         const run = await finished(
-          cli(
+          cliWithEnv(
+            { AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey },
             "import-go",
             "--from-cache-database-url", go.databaseUrl,
             "--from-cache-storage-s3-bucket", s3.bucket,
             "--from-cache-storage-s3-endpoint", s3.endpoint.replace("http://", ""),
             "--from-cache-storage-s3-use-ssl=false",
-            "--from-cache-storage-s3-access-key-id", s3.accessKeyId,
-            "--from-cache-storage-s3-secret-access-key", s3.secretAccessKey,
             "--from-cache-storage-s3-force-path-style",
             ...side.args,
           ),
@@ -579,4 +584,13 @@ describe("import-go: a Go ncps on S3", () => {
     },
     T,
   );
+});
+
+test("import-go: half of an S3 key pair for the Go storage is refused before anything is read", async () => {
+  const side = ours("s3-half-key");
+  const run = await finished(
+    cli("import-go", "--from-cache-database-url", "sqlite:/nonexistent/db.sqlite", "--from-cache-storage-s3-bucket", "b", "--from-cache-storage-s3-endpoint", "s3.example.org", "--from-cache-storage-s3-access-key-id", "AKIA", ...side.args),
+  );
+  expect(run.status).not.toBe(0);
+  expect(run.stderr).toContain("the Go ncps's S3 storage needs --from-cache-storage-s3-secret-access-key too (or neither key, to take credentials from the AWS chain: environment, profile, role)");
 });
