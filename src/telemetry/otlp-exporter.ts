@@ -76,6 +76,9 @@ export interface RestartDelays {
 
 const defaultRestartDelays: RestartDelays = { firstMs: 1_000, maxMs: 60_000 };
 
+/** What an export or stop waiting on an exporter that is gone is answered with. */
+const ENDED = "the OTLP exporter process ended";
+
 const SHUTDOWN_MS = 5_000;
 /** Messages held while the exporter process starts (a batch each LINES_BATCH_MS at most),
  * and their lines' bytes: a process that never says it listens must not hold 1,000 batches
@@ -173,7 +176,7 @@ export function startOtlpExporter(url: string, resource: Attributes, restarts: R
     void proc.exited.then((code) => {
       gone = true;
       waiting = null;
-      const why = `the OTLP exporter process ended (${proc.signalCode ?? `exit code ${code}`})`;
+      const why = `${ENDED} (${proc.signalCode ?? `exit code ${code}`})`;
       for (const done of pending.values()) done(why);
       pending.clear();
       if (ended) return;
@@ -208,12 +211,12 @@ export function startOtlpExporter(url: string, resource: Attributes, restarts: R
   /** A message the process answers; answered here at once when it cannot be sent. */
   const call = (make: (id: number) => ToOtlpExporter): Promise<string | undefined> =>
     new Promise((resolve) => {
-      if (gone) return resolve("the OTLP exporter process ended");
+      if (gone) return resolve(ENDED);
       const id = nextId++;
       pending.set(id, resolve);
       if (post(make(id))) return;
       pending.delete(id);
-      resolve(gone ? "the OTLP exporter process ended" : "dropped: too much held while the OTLP exporter process starts");
+      resolve(gone ? ENDED : "dropped: too much held while the OTLP exporter process starts");
     });
   const reportTo = (callback: (result: ExportResult) => void) => (error?: string) =>
     callback(error === undefined ? { code: ExportResultCode.SUCCESS } : { code: ExportResultCode.FAILED, error: new Error(error) });
