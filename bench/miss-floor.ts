@@ -4,8 +4,8 @@
  *
  *   bun bench/miss-floor.ts [--runs 3] [--small-mb 64] [--size-mb 200] [--only eight,one,decode]
  *
- * The same nginx upstream and NARs as miss-path.ts (run that once first to make the
- * compressed ones), clients are curl. Each relay is a bare Bun.serve in its own process with
+ * The same nginx upstream and NARs as miss-path.ts (made once, shared through
+ * miss-data.ts), clients are curl. Each relay is a bare Bun.serve in its own process with
  * none of ncps's code: `pass` streams the upstream body to the client as it arrives; `file`
  * also writes it to a temp file (in order, as ncps's download does); `hash` also SHA-256es it
  * on the main thread. ncps does all of that and more (the hash on its own thread, its last
@@ -29,7 +29,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { compressed, curlAll, rawNar, type Compression } from "./miss-data.ts";
-import { pacedLatency } from "./paced-latency.ts";
+import { HIT_PROBE_RATE, pacedLatency } from "./paced-latency.ts";
 import { startNginx } from "./nginx.ts";
 import { median } from "./stats.ts";
 
@@ -37,7 +37,6 @@ type Relay = "pass" | "file" | "hash" | "native";
 const RELAYS: Relay[] = ["pass", "file", "hash", "native"];
 /** What the relay's /probe answers: about a narinfo's size, from memory. */
 const PROBE_BODY = "StorePath: /nix/store/".padEnd(600, "x");
-const HIT_PROBE_RATE = 200; // as miss-path.ts
 
 /** The `native` relay: the upstream body goes to the temp file through Bun.write (no chunk
  * of it in JavaScript) and the client reads the growing file, 256 KiB at a time, polling its

@@ -1,7 +1,7 @@
 #!/usr/bin/env bun
 /** Cold NAR misses side by side with direct downloads from the same nginx upstream.
  *
- *   bun bench/miss-path.ts [--runs 3] [--size-mb 200] [--small-mb 64] [--only none,zstd,xz,eight,rss]
+ *   bun bench/miss-path.ts [--runs 3] [--size-mb 200] [--small-mb 64] [--only eight,one,rss]
  *
  * nginx serves a static binary cache twice: unlimited, and at 1 Gbit/s per connection
  * (`limit_rate 125m`). Each measurement starts a fresh ncps (empty storage) in front of one of
@@ -24,7 +24,7 @@ import { parseArgs } from "node:util";
 import { startNcpsProcess, type NcpsProcess } from "../test/helpers/ncps.ts";
 import { compressed, curlAll, dataDir, rawNar, type Compression } from "./miss-data.ts";
 import { startNginx } from "./nginx.ts";
-import { pacedLatency } from "./paced-latency.ts";
+import { HIT_PROBE_RATE, pacedLatency } from "./paced-latency.ts";
 import { publishNar, upstreamPublicKey, type PublishedNar } from "./publish-nar.ts";
 import { median } from "./stats.ts";
 
@@ -40,16 +40,15 @@ const runs = Number(values.runs);
 const sizeMb = Number(values["size-mb"]);
 const smallMb = Number(values["small-mb"]);
 const only = new Set(values.only.split(","));
-const HIT_PROBE_RATE = 200;
 
 const work = await mkdtemp(join(tmpdir(), "ncps-missbench-"));
 const cacheDir = join(work, "cache");
 
 console.error(`preparing NARs in ${dataDir} (made once)...`);
 const big = {} as Record<Compression, PublishedNar>;
+const bigRaw = await rawNar(`big-${sizeMb}`, sizeMb, 0);
 for (const c of ["none", "zstd", "xz"] as Compression[]) {
-  const raw = await rawNar(`big-${sizeMb}`, sizeMb, 0);
-  big[c] = await publishNar(cacheDir, { name: `bench-${c}`, path: raw, file: await compressed(raw, c), compression: c });
+  big[c] = await publishNar(cacheDir, { name: `bench-${c}`, path: bigRaw, file: await compressed(bigRaw, c), compression: c });
 }
 const small: PublishedNar[] = [];
 for (let i = 0; i < 8; i++) {

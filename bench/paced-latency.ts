@@ -6,6 +6,9 @@
  * next request (no coordinated omission). */
 import { median } from "./stats.ts";
 
+/** The rate the miss benchmarks probe hit latency at, beside their misses. */
+export const HIT_PROBE_RATE = 200;
+
 export interface PacedLatency {
   count: number;
   p50ms: number;
