@@ -2,15 +2,16 @@
  * a traceparent reaches a real gRPC collector as a span of that trace, its access-log line as
  * a log record, and a stopping ncps pushes its metrics. The exporters run in a process of their
  * own, a second entrypoint of the binary, and need grpc-js bundled where they look for it.
- * When that process dies, ncps loses telemetry, never a request, and waits for nothing. */
+ * When that process dies, ncps loses telemetry, never a request, waits for nothing, and
+ * starts another. */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { ExportResultCode, type ExportResult } from "@opentelemetry/core";
 import { resourceFromAttributes } from "@opentelemetry/resources";
 import { BasicTracerProvider } from "@opentelemetry/sdk-trace-base";
-import { startOtlpExporter } from "../../src/telemetry/otlp-exporter.ts";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { startOtlpExporter } from "../../src/telemetry/otlp-exporter.ts";
 import { eventually } from "../helpers/eventually.ts";
 import { ncpsCommand, startNcpsProcess, type NcpsProcess } from "../helpers/ncps.ts";
 import { startCollector, type Collector } from "../helpers/otlp-collector.ts";
@@ -30,6 +31,16 @@ afterAll(async () => {
   await ncps?.stop();
   await collector?.stop();
 });
+
+/** A GET of nix-cache-info from `served` in trace `traceId` (sampled); its status. */
+async function traced(served: NcpsProcess, traceId: string): Promise<number> {
+  const res = await fetch(`${served.url}/nix-cache-info`, { headers: { traceparent: `00-${traceId}-b7ad6b7169203331-01` } });
+  await res.text();
+  return res.status;
+}
+
+/** A new trace id. */
+const newTraceId = () => crypto.randomUUID().replaceAll("-", "");
 
 /** How long telemetry may take to arrive, and what `from` said meanwhile when it does not. */
 const arriving = (from = ncps) => ({ deadlineMs: 15_000, everyMs: 100, explain: from ? () => `ncps said:\n${from.logs.slice(-20).join("\n")}` : undefined });
@@ -58,12 +69,13 @@ const isExporter = (pid: number) =>
     .then((cmdline) => cmdline.split("\0").includes("__otlp-exporter"))
     .catch(() => false); // ended in between
 
-/** The exporter process started by process `parent`, once it runs. */
-function exporterOf(parent: number): Promise<number> {
+/** The exporter process started by process `parent`, once it runs (one other than
+ * `except`, an exporter that ended). */
+function exporterOf(parent: number, except: number | null = null): Promise<number> {
   return eventually(
     "the exporter process",
     async () => {
-      for (const pid of await childrenOf(parent)) if (await isExporter(pid)) return pid;
+      for (const pid of await childrenOf(parent)) if (pid !== except && (await isExporter(pid))) return pid;
     },
     arriving(),
   );
@@ -81,13 +93,8 @@ test("the exporter is a process of ncps's own, and a killed ncps takes it along"
 test("a killed exporter loses telemetry for a second, never a request: ncps says so, starts another and stops cleanly", async () => {
   const served = await startNcpsProcess({ args: ["--otel-enabled", "--otel-grpc-url", collector.url] });
   try {
-    const traced = async (traceId: string) => {
-      const res = await fetch(`${served.url}/nix-cache-info`, { headers: { traceparent: `00-${traceId}-b7ad6b7169203331-01` } });
-      await res.text();
-      return res.status;
-    };
-    const before = crypto.randomUUID().replaceAll("-", "");
-    expect(await traced(before)).toBe(200);
+    const before = newTraceId();
+    expect(await traced(served, before)).toBe(200);
     await eventually("a span from before the kill", () => collector.spans.find((s) => s.traceId === before), arriving(served));
     const exporter = await exporterOf(served.proc.pid);
     process.kill(exporter, "SIGKILL");
@@ -95,16 +102,21 @@ test("a killed exporter loses telemetry for a second, never a request: ncps says
     await eventually("the exporter's end", async () => !(await Bun.file(`/proc/${exporter}/stat`).exists()), arriving(served));
 
     // requests go on being answered while no exporter runs; their spans are dropped
-    const during = crypto.randomUUID().replaceAll("-", "");
+    const during = newTraceId();
     const statuses: number[] = [];
-    for (let round = 0; round < 10; round++) statuses.push(...(await Promise.all(Array.from({ length: 20 }, () => traced(during)))));
+    for (let round = 0; round < 10; round++) statuses.push(...(await Promise.all(Array.from({ length: 20 }, () => traced(served, during)))));
     expect(statuses.every((s) => s === 200)).toBe(true);
     expect(served.proc.exitCode).toBeNull();
 
     // a second later another exporter runs, and spans reach the collector again
-    const next = await eventually("a new exporter", async () => (await childrenOf(served.proc.pid)).find((pid) => pid !== exporter), arriving(served));
-    const after = crypto.randomUUID().replaceAll("-", "");
-    await eventually("a span through the new exporter", async () => (await traced(after), collector.spans.find((s) => s.traceId === after)), arriving(served));
+    const next = await exporterOf(served.proc.pid, exporter);
+    const after = newTraceId();
+    // asked again until one of them is exported: the new exporter may still be starting
+    const throughNext = async () => {
+      await traced(served, after);
+      return collector.spans.find((s) => s.traceId === after);
+    };
+    await eventually("a span through the new exporter", throughNext, arriving(served));
     expect(await exporterOf(served.proc.pid)).toBe(next);
 
     served.proc.kill("SIGTERM");
@@ -135,15 +147,11 @@ test("a stop signalled to ncps's whole process group, as systemd and Ctrl-C send
   await writeFile(wrapper, `#!/bin/sh\nexec setsid ${ncpsCommand().map((a) => `'${a}'`).join(" ")} "$@"\n`, { mode: 0o755 });
   const served = await startNcpsProcess({ command: wrapper, args: ["--otel-enabled", "--otel-grpc-url", collector.url] });
   try {
-    const traced = async (traceId: string) => {
-      const res = await fetch(`${served.url}/nix-cache-info`, { headers: { traceparent: `00-${traceId}-b7ad6b7169203331-01` } });
-      await res.text();
-    };
-    const first = crypto.randomUUID().replaceAll("-", "");
-    await traced(first);
+    const first = newTraceId();
+    await traced(served, first);
     await eventually("a span from the running exporter", () => collector.spans.find((s) => s.traceId === first), arriving(served));
-    const traceId = crypto.randomUUID().replaceAll("-", "");
-    await traced(traceId);
+    const traceId = newTraceId();
+    await traced(served, traceId);
     process.kill(-served.proc.pid, "SIGTERM"); // the group: ncps and its exporter
     expect(await served.proc.exited).toBe(0);
     // the span was still pending in ncps or the exporter: only a stop that flushes sends it
@@ -196,10 +204,7 @@ test("an exporter that keeps ending is started again after a delay that doubles 
   const delays: number[] = [];
   otlp.onEnded((_why, restartInMs) => delays.push(restartInMs));
   let previous: number | null = null;
-  const nextExporter = () =>
-    eventually("the next exporter", async () => {
-      for (const pid of await childrenOf(process.pid)) if (pid !== previous && (await isExporter(pid))) return pid;
-    }, arriving(null));
+  const nextExporter = () => exporterOf(process.pid, previous);
   const kill = async (pid: number) => {
     const heard = delays.length;
     process.kill(pid, "SIGKILL");

@@ -208,7 +208,7 @@ function describeOn(storage: Storage) {
       const f = await capped(storage, 1000 * KiB);
       const [a, b, c, d] = await Promise.all(["a", "b", "c", "d"].map((n) => syn.add(`recent-${storage}-${n}`, { size: 256 * KiB })));
       for (const p of [a!, b!, c!]) await fetchPath(f, p);
-      await Bun.sleep(1_100); // access times are written to the second
+      await Bun.sleep(1_100); // a's hit clearly after b's and c's were stored
       await narInfoUrl(f.ncps, a!); // a client is handed a's narinfo: its NAR must stay
       await fetchPath(f, d!); // 4 x 256K > 1000K: one NAR goes, b's (a's time is not written yet)
       expect(await held(f.db, [a!, b!, c!, d!])).toEqual([a!.hash, c!.hash, d!.hash]);

@@ -1,7 +1,7 @@
 /** Forgets shared through Redis pub/sub: what one replica's HotNarInfos forgets, another's
  * forgets; its own messages are not heard back; what is not a store path hash is ignored.
  * A wait for a Redis that never answers gives up and leaves nothing behind. */
-import { afterEach, test as anyway, expect } from "bun:test";
+import { afterEach, test as testWithoutRedis, expect } from "bun:test";
 import { Redis } from "ioredis";
 import { HotNarInfos } from "../../src/cache/hot-narinfos.ts";
 import { RedisBroadcast } from "../../src/lock/redis-broadcast.ts";
@@ -45,7 +45,7 @@ test("a forget on one replica reaches the other's copy; its own is not heard bac
   expect(heard[1]).toEqual(["../../etc/passwd", "e".repeat(32), hash]);
 });
 
-anyway("a wait for a Redis that never answers gives up at its deadline, and each leaves no listener behind", async () => {
+testWithoutRedis("a wait for a Redis that never answers gives up at its deadline, and each leaves no listener behind", async () => {
   const nobody = await startStoppedPort();
   const broadcast = new RedisBroadcast({ addrs: [`127.0.0.1:${nobody.port}`], channel: "narinfo-forget" });
   opened.push(broadcast);
