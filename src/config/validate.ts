@@ -25,7 +25,6 @@ export function validateConfig(config: Config): void {
   }
   if (config.cacheUpstreamUrls.length === 0) throw new ConfigError("at least one --cache-upstream-url is required");
   for (const url of config.cacheUpstreamUrls) checkUpstreamUrl(url);
-  const upstreams = new Set(config.cacheUpstreamUrls.map((url) => parseUpstreamUrl(url).url));
   // named as ncps names upstreams: the URL's user and password need not be repeated
   const identities = new Set(config.cacheUpstreamUrls.map(upstreamIdentity));
   for (const url of config.cacheUpstreamAcceptUnsigned ?? []) {
@@ -37,9 +36,8 @@ export function validateConfig(config: Config): void {
   const proxied = new Set<string>();
   for (const text of config.cacheUpstreamProxies ?? []) {
     const upstream = checkUpstreamProxy(text);
-    const shown = withoutCredentials(upstream);
-    if (!upstreams.has(upstream)) throw new ConfigError(`--cache-upstream-proxy: ${shown} is not one of the --cache-upstream-url upstreams`);
-    if (proxied.has(upstream)) throw new ConfigError(`--cache-upstream-proxy: ${shown} is given more than one proxy`);
+    if (!identities.has(upstream)) throw new ConfigError(`--cache-upstream-proxy: ${upstream} is not one of the --cache-upstream-url upstreams`);
+    if (proxied.has(upstream)) throw new ConfigError(`--cache-upstream-proxy: ${upstream} is given more than one proxy`);
     proxied.add(upstream);
   }
   for (const key of config.cacheUpstreamPublicKeys) checkPublicKey(key);

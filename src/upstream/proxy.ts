@@ -8,7 +8,7 @@ import { request as httpRequest, type IncomingMessage } from "node:http";
 import { request as httpsRequest } from "node:https";
 import { Readable } from "node:stream";
 import { SocksProxyAgent } from "socks-proxy-agent";
-import { parseUpstreamUrl } from "./upstream-url.ts";
+import { upstreamIdentity } from "./upstream-url.ts";
 
 export class ProxyError extends Error {
   override name = "ProxyError";
@@ -36,11 +36,12 @@ export function parseProxyUrl(text: string): URL {
 }
 
 /** `UPSTREAM_URL=PROXY_URL`, split at the last "=" that a proxy scheme follows (an upstream
- * URL may hold "=" in its query, as in ?priority=10). */
+ * URL may hold "=" in its query, as in ?priority=10). The upstream is named as ncps names
+ * upstreams (upstreamIdentity): its user and password need not be repeated here. */
 export function parseUpstreamProxy(text: string): { upstream: string; proxy: URL } {
   const match = /^(.+)=((?:https?|socks5h?):\/\/[^=]*)$/i.exec(text);
   if (!match) throw new ProxyError("expected UPSTREAM_URL=PROXY_URL (proxy: http, https, socks5 or socks5h)");
-  return { upstream: parseUpstreamUrl(match[1]!).url, proxy: parseProxyUrl(match[2]!) };
+  return { upstream: upstreamIdentity(match[1]!), proxy: parseProxyUrl(match[2]!) };
 }
 
 /** The proxy of each configured upstream URL that has one: its --cache-upstream-proxy, else
@@ -53,7 +54,7 @@ export function upstreamProxies(upstreamUrls: string[], configured: string[], en
   }
   const proxies = new Map<string, URL>();
   for (const url of upstreamUrls) {
-    const proxy = given.get(parseUpstreamUrl(url).url) ?? environmentSocksProxy(url, env);
+    const proxy = given.get(upstreamIdentity(url)) ?? environmentSocksProxy(url, env);
     if (proxy) proxies.set(url, proxy);
   }
   return proxies;

@@ -203,6 +203,18 @@ describe("configuration", () => {
     expect(fromEnv.cacheUpstreamProxies).toHaveLength(2);
   });
 
+  test("an upstream with a user and password in its URL is named without them, as --cache-upstream-accept-unsigned names it", async () => {
+    const upstream = "https://u:secret@cache.example.org";
+    const proxied = (proxy: string) => [...upstreamProxies([upstream], [proxy], {})].map(([u, p]) => [u, p.href]);
+    expect(proxied("https://cache.example.org=http://p.lan:3128")).toEqual([[upstream, "http://p.lan:3128/"]]);
+    expect(proxied("https://other:creds@cache.example.org=http://p.lan:3128")).toEqual([[upstream, "http://p.lan:3128/"]]);
+    expect((await load(["https://cache.example.org=http://p.lan:3128"], [upstream])).cacheUpstreamProxies).toHaveLength(1);
+    // one upstream, named twice: with and without the password
+    await expect(load(["https://cache.example.org=http://p.lan:1", `${upstream}=http://p.lan:2`], [upstream])).rejects.toThrow(
+      "--cache-upstream-proxy: https://cache.example.org is given more than one proxy",
+    );
+  });
+
   test("the environment's SOCKS proxy: by the upstream's scheme, lower case too, NO_PROXY hosts and domains; an HTTP one is left to fetch", () => {
     const urls = ["http://a.example", "https://b.example:8443?priority=5", "http://c.sub.example.org"];
     const shown = (env: Record<string, string>) => Object.fromEntries([...upstreamProxies(urls, [], env)].map(([u, p]) => [u, p.href]));

@@ -51,7 +51,7 @@ test("an upstream URL's password appears in no configuration error", async () =>
     [{ "cache-upstream-url": ["https://alice:s3cret@cache.example.org?priority=x"] }, "priority must be a whole number"],
     [{ "cache-upstream-url": ["https://alice:s3cret@"] }, "invalid upstream URL"],
     [{ "cache-upstream-url": ["https://other.example.org"], "cache-upstream-accept-unsigned": [up] }, "is not one of the --cache-upstream-url upstreams"],
-    [{ "cache-upstream-url": ["https://cache.example.org"], "cache-upstream-proxy": [`${up}=http://p:3128`] }, "is not one of the --cache-upstream-url upstreams"],
+    [{ "cache-upstream-url": ["https://other.example.org"], "cache-upstream-proxy": [`${up}=http://p:3128`] }, "is not one of the --cache-upstream-url upstreams"],
     [{ "cache-upstream-url": [up], "cache-upstream-proxy": [`${up}=http://p:3128`, `${up}=http://q:3128`] }, "more than one proxy"],
   ] as const) {
     const err = await loadError(args, {});
