@@ -340,6 +340,8 @@ export class Cache {
     this.downloads.set(record.narKey, relay);
     void relay.done.finally(() => {
       if (this.downloads.get(record.narKey) === relay) this.downloads.delete(record.narKey);
+      this.instruments.replicaRelay(relay.written, relay.failed ? "failed" : "verified");
+      this.noteFailure(relay, `replica ${holder}`);
     });
     this.opts.logger.info("NAR streaming from the replica downloading it", { key: record.narKey, holder });
     return relay;
@@ -506,18 +508,22 @@ export class Cache {
     this.instruments.upstreamNarFetch(host, seconds, download.written, failed ? "failed" : "verified");
     this.instruments.downloadEnded(download.key);
     span.setAttributes({ "ncps.nar.bytes": download.written, "ncps.nar.verified": !failed });
-    if (failed) {
-      const error = download.failure;
-      if (download.failedVerification) {
-        const reason = verificationReason(error?.message ?? "");
-        this.instruments.verificationFailed(reason);
-        this.instruments.noteError(`NAR ${download.key} from ${host} failed verification (${reason})`);
-      } else {
-        this.instruments.noteError(`NAR ${download.key} from ${host}: ${error?.message ?? "download failed"}`);
-      }
-      span.fail(error ?? "download failed");
-    }
+    this.noteFailure(download, host);
+    if (failed) span.fail(download.failure ?? "download failed");
     span.end();
+  }
+
+  /** A download that failed, for the metrics and the status page: bytes that were not the NAR
+   * are counted by reason. `from`: the upstream's host, or the replica streamed from. */
+  private noteFailure(download: NarDownload, from: string) {
+    if (!download.failed) return;
+    if (download.failedVerification) {
+      const reason = verificationReason(download.failure?.message ?? "");
+      this.instruments.verificationFailed(reason);
+      this.instruments.noteError(`NAR ${download.key} from ${from} failed verification (${reason})`);
+    } else {
+      this.instruments.noteError(`NAR ${download.key} from ${from}: ${download.failure?.message ?? "download failed"}`);
+    }
   }
 
   /** A download of this NAR is running here (eviction leaves it alone). */

@@ -29,6 +29,8 @@ export interface Instruments {
   upstreamNarFetch(upstream: string, seconds: number, bytes: number, result: "verified" | "failed"): void;
   /** A NAR whose bytes were not what its narinfo said; `reason` is a fixed word. */
   verificationFailed(reason: string): void;
+  /** A NAR streamed from the replica downloading it, ended: the bytes received, how it ended. */
+  replicaRelay(bytes: number, result: "verified" | "failed"): void;
   /** A narinfo lookup answered from the memory of an upstream's recent 404. */
   negativeCacheHit(): void;
   /** A NAR download started, or ended (however). */
@@ -69,6 +71,7 @@ export const noInstruments: Instruments & LockInstruments & EvictionInstruments 
   upstreamNarInfoFetch() {},
   upstreamNarFetch() {},
   verificationFailed() {},
+  replicaRelay() {},
   negativeCacheHit() {},
   downloadStarted() {},
   downloadEnded() {},

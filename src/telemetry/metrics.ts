@@ -92,6 +92,8 @@ export class Telemetry implements Instruments, LockInstruments, EvictionInstrume
   readonly bytesServed = new Tally();
   readonly bytesFetched = new Tally();
   readonly verificationFailures = new Tally();
+  readonly replicaRelays = new Tally();
+  readonly replicaBytes = new Tally();
   readonly negativeHits = new Tally();
   readonly writes = new Tally();
   readonly lockAcquisitions = new Tally();
@@ -133,6 +135,8 @@ export class Telemetry implements Instruments, LockInstruments, EvictionInstrume
     counter("ncps_bytes_served", "Response body bytes sent to clients, by route", this.bytesServed, "By");
     counter("ncps_upstream_bytes_fetched", "NAR bytes received from each upstream", this.bytesFetched, "By");
     counter("ncps_nar_verification_failures", "NARs whose bytes were not what their narinfo said, by reason", this.verificationFailures);
+    counter("ncps_replica_relays", "NARs streamed from the replica downloading them, by result (verified, failed)", this.replicaRelays);
+    counter("ncps_replica_bytes_fetched", "NAR bytes received from other replicas", this.replicaBytes, "By");
     counter("ncps_upstream_negative_cache_hits", "narinfo lookups answered from the memory of a recent upstream 404", this.negativeHits);
     counter("ncps_writes", "Uploads and deletes accepted, by operation (upload, delete) and kind (narinfo, nar, log)", this.writes);
     gauge("ncps_downloads_in_flight", "NAR downloads running", (r) => r.observe(this.downloads.size));
@@ -249,6 +253,11 @@ export class Telemetry implements Instruments, LockInstruments, EvictionInstrume
 
   verificationFailed(reason: string) {
     this.verificationFailures.add(reason, () => ({ reason }));
+  }
+
+  replicaRelay(bytes: number, result: "verified" | "failed") {
+    this.replicaRelays.add(result, () => ({ result }));
+    this.replicaBytes.add("", () => ({}), bytes);
   }
 
   negativeCacheHit() {

@@ -19,6 +19,7 @@ import { formatPublicKey, formatSecretKey, generateSecretKey, signNarInfo, toPub
 import { createLogger, silentLogger } from "../../src/telemetry/logger.ts";
 import { eventually } from "../helpers/eventually.ts";
 import { testIf } from "../helpers/prereq.ts";
+import { scrape } from "../helpers/metrics.ts";
 import { readDigest, sha256Nix32 } from "../helpers/synthetic-cache.ts";
 import { startUpstream, type Upstream } from "../helpers/upstream-server.ts";
 
@@ -91,6 +92,7 @@ describe("replicas sharing database and storage, coordinated through Redis", () 
           "cache-lock-download-ttl": "2s",
           "cache-allow-delete-verb": true,
           "cache-allow-put-verb": true,
+          "prometheus-enabled": true,
         },
         {},
       );
@@ -126,6 +128,9 @@ describe("replicas sharing database and storage, coordinated through Redis", () 
     const release = Promise.withResolvers<void>();
     upstream.fault(nar.upstreamPath, { kind: "hold", afterBytes: 1024 * 1024, until: release.promise });
     const [a, b] = replicas as [RunningNcps, RunningNcps];
+    const before = await scrape(b.url);
+    const relaysBefore = { verified: before.value("ncps_replica_relays_total", { result: "verified" }), bytes: before.value("ncps_replica_bytes_fetched_total") };
+    const relaysOnHolder = (await scrape(a.url)).value("ncps_replica_relays_total");
     const onHolder = fetch(`${a.url}/${nar.key}`);
     const holderRes = await onHolder;
     expect(holderRes.status).toBe(200);
@@ -154,6 +159,13 @@ describe("replicas sharing database and storage, coordinated through Redis", () 
     expect({ n, hash: `sha256:${encodeNix32(h.digest())}` }).toEqual({ n: SIZE, hash: nar.fileHash });
     expect(await holderDigest).toEqual({ status: 200, n: SIZE, hash: nar.fileHash });
     expect(upstream.hits(nar.upstreamPath)).toBe(1);
+    // the relay is counted once it has ended, the holder's record seen
+    const relayed = await eventually("the relay counted", async () => {
+      const m = await scrape(b.url);
+      return m.value("ncps_replica_relays_total", { result: "verified" }) > relaysBefore.verified ? m : null;
+    });
+    expect(relayed.value("ncps_replica_bytes_fetched_total") - relaysBefore.bytes).toBe(SIZE);
+    expect((await scrape(a.url)).value("ncps_replica_relays_total")).toBe(relaysOnHolder);
   }, 60_000);
 
   test("a claim in Redis that no replica wrote is never followed: the waiting replica takes the download over when it lapses", async () => {
@@ -197,10 +209,16 @@ describe("replicas sharing database and storage, coordinated through Redis", () 
       const peers = new ReplicaPeers(cacheKey, () => `http://127.0.0.1:${liar.port}`);
       const claim = `${crypto.randomUUID()} ${peers.claimNote(nar.key)}`;
       expect(await redis.set(`${prefix}download:${nar.key}`, claim, "PX", 1500, "NX")).toBe("OK");
+      const failedBefore = (await scrape(replicas[1]!.url)).value("ncps_replica_relays_total", { result: "failed" });
       const res = await fetch(`${replicas[1]!.url}/${nar.key}`);
       expect(res.status).toBe(200);
       await expect(readDigest(res)).rejects.toThrow();
       expect(asked).toBeGreaterThan(0);
+      const counted = await eventually("the failed relay counted", async () => {
+        const m = await scrape(replicas[1]!.url);
+        return m.value("ncps_replica_relays_total", { result: "failed" }) > failedBefore ? m : null;
+      });
+      expect(counted.value("ncps_nar_verification_failures_total")).toBeGreaterThan(0);
       expect(await replicas[1]!.cache.nar(parseNcpsNarRequest(nar.key), { startDownload: false, upstream: false })).toBeNull();
     } finally {
       await liar.stop(true);
