@@ -224,7 +224,8 @@ export async function startNcps(config: Config, consoleLogger: Logger = createLo
     const nars = new StoredNars({ db, store, hot, logger, tempDir: config.cacheTempPath });
     const shared = { db, nars, pool, signingKey, signNarInfo: config.cacheSignNarinfo, tempDir: config.cacheTempPath, hot, logger };
     const downloadLimits = { ...defaultDownloadLimits, minBytesPerSecond: config.cacheUpstreamNarMinRate };
-    const cache = new Cache({ ...shared, priority: config.cachePriority, downloadLock, peers, downloadLimits, instruments: telemetry, chunking });
+    // replicas ask each other to write held access times before an eviction pass; one instance has no one to ask
+    const cache = new Cache({ ...shared, priority: config.cachePriority, downloadLock, peers, broadcast: peers ? broadcast : undefined, downloadLimits, instruments: telemetry, chunking });
     telemetry.setSources({
       upstreams: () => upstreams.map((u) => ({ url: u.url, healthy: u.available })),
       storedBytes: () => db!.storedBytes(),

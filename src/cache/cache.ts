@@ -11,6 +11,7 @@ import type { NarInfo } from "../nix/narinfo.ts";
 import { formatPublicKey, toPublicKey, type SecretKey } from "../nix/signature.ts";
 import type { BlobBody, BlobStore, ByteRange } from "../storage/blob-store.ts";
 import { inSpan, noInstruments, upstreamHostname, type Instruments, type SpanHandle } from "../telemetry/instruments.ts";
+import type { Broadcast } from "../lock/broadcast.ts";
 import type { Logger } from "../telemetry/logger.ts";
 import type { UpstreamPool } from "../upstream/pool.ts";
 import type { Upstream } from "../upstream/upstream.ts";
@@ -49,6 +50,9 @@ export interface CacheOptions {
   downloadLock: { locker: Locker; ttlMs: number };
   /** Replicas streaming in-flight NARs from each other (replica-peers.ts); none for one instance. */
   peers?: ReplicaPeers;
+  /** What replicas tell each other (Redis pub/sub): here, to write held access times before
+   * an eviction pass; none for one instance. */
+  broadcast?: Broadcast;
   /** when an upstream NAR download is given up (stalled, too slow) */
   downloadLimits?: DownloadLimits;
   logger: Logger;
@@ -110,6 +114,7 @@ export class Cache {
 
   constructor(private readonly opts: CacheOptions) {
     this.accessTimes = new AccessTimes(opts.db, opts.logger);
+    if (opts.broadcast) this.accessTimes.shareThrough(opts.broadcast);
     this.instruments = opts.instruments ?? noInstruments;
     this.publicKey = formatPublicKey(toPublicKey(opts.signingKey));
     this.cacheInfo = serializeCacheInfo({ storeDir: "/nix/store", wantMassQuery: true, priority: opts.priority, extra: [] });
@@ -532,9 +537,10 @@ export class Cache {
     return download !== undefined && !download.failed;
   }
 
-  /** Writes the access times of the narinfos served here that are still held in memory. */
+  /** Writes the access times of the narinfos served here that are still held in memory, and
+   * has the other replicas write theirs (an eviction pass reads them next). */
   writeAccessTimes(): Promise<void> {
-    return this.accessTimes.flush();
+    return this.accessTimes.writeEverywhere();
   }
 
   /** Wait for every in-flight download (tests and graceful shutdown). */

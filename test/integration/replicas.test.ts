@@ -12,6 +12,7 @@ import { join } from "node:path";
 import { ReplicaPeers, REPLICA_PREFIX } from "../../src/cache/replica-peers.ts";
 import { startNcps, type RunningNcps } from "../../src/compose.ts";
 import { loadConfig } from "../../src/config/load.ts";
+import { openMetadataStore } from "../../src/db/open.ts";
 import { parseNcpsNarRequest } from "../../src/nix/nar-url.ts";
 import { encodeNix32 } from "../../src/nix/nix32.ts";
 import { serializeNarInfo } from "../../src/nix/narinfo.ts";
@@ -45,6 +46,7 @@ describe("replicas sharing database and storage, coordinated through Redis", () 
   let replicas: RunningNcps[] = [];
   let redis: Redis;
   let prefix: string;
+  let sharedDbUrl: string;
 
   /** A fresh NAR on the upstream, its narinfo fetched through replica 0. */
   async function addNar(size = SIZE): Promise<Nar> {
@@ -75,6 +77,7 @@ describe("replicas sharing database and storage, coordinated through Redis", () 
     const r = new URL(redisUrl);
     redis = new Redis({ host: r.hostname, port: Number(r.port || "6379") });
     const shared = join(work, "shared");
+    sharedDbUrl = `sqlite:${join(shared, "db.sqlite")}`;
     prefix = `ncps-test-${crypto.randomUUID()}:`;
     for (const name of ["a", "b"]) {
       const config = await loadConfig(
@@ -83,7 +86,7 @@ describe("replicas sharing database and storage, coordinated through Redis", () 
           "cache-hostname": "ncps-ha",
           "cache-secret-key-path": keyFile,
           "cache-storage-local": shared,
-          "cache-database-url": `sqlite:${join(shared, "db.sqlite")}`,
+          "cache-database-url": sharedDbUrl,
           "cache-temp-path": join(work, `tmp-${name}`),
           "cache-upstream-url": [upstream.url],
           "cache-upstream-public-key": [formatPublicKey(toPublicKey(upstreamKey))],
@@ -222,6 +225,23 @@ describe("replicas sharing database and storage, coordinated through Redis", () 
       expect(await replicas[1]!.cache.nar(parseNcpsNarRequest(nar.key), { startDownload: false, upstream: false })).toBeNull();
     } finally {
       await liar.stop(true);
+    }
+  }, 60_000);
+
+  test("an eviction pass on one replica first has the other write the access times it holds", async () => {
+    const [a, b] = replicas as [RunningNcps, RunningNcps];
+    const nar = await addNar(64 * 1024); // its narinfo a miss on a
+    await a.cache.writeAccessTimes();
+    const db = await openMetadataStore(sharedDbUrl, { migrate: false });
+    try {
+      const accessedAt = async () => (await db.narInfosByAge(100_000)).find((n) => n.hash === nar.storeHash)!.lastAccessedAt;
+      const missed = await accessedAt();
+      await Bun.sleep(250); // past the 100 ms to which access times are written
+      expect((await fetch(`${b.url}/${nar.storeHash}.narinfo`)).status).toBe(200); // a hit, held in b's memory
+      await a.cache.writeAccessTimes(); // what a pass on a does first
+      expect(await accessedAt()).toBeGreaterThan(missed);
+    } finally {
+      await db.close();
     }
   }, 60_000);
 
