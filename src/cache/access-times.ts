@@ -4,8 +4,8 @@
  * 9 s earlier looked newer than one recorded since, and an LRU pass then evicted the new one,
  * whose NAR a client that had just been handed its narinfo then asked for in vain. An
  * eviction pass has the batch written first (Eviction's writeAccessTimes), for the same reason. */
-import type { Broadcast } from "../lock/broadcast.ts";
 import type { MetadataStore } from "../db/metadata-store.ts";
+import type { Broadcast } from "../lock/broadcast.ts";
 import type { Logger } from "../telemetry/logger.ts";
 
 /** Hits are written rounded down to this: one write per such slice of the interval that had
@@ -19,7 +19,7 @@ const WRITE_NOW = "access-times:write";
 
 /** How long an eviction pass gives the other replicas to write theirs once asked: a batch
  * is one statement per 100 ms slice, written within milliseconds of the message. */
-export const OTHERS_WRITE_MS = 500;
+const OTHERS_WRITE_MS = 500;
 
 export class AccessTimes {
   /** hash -> when it was last served (ms) */

@@ -2,6 +2,7 @@
  * Knows nothing about HTTP frameworks; src/server turns its answers into responses. */
 import { join } from "node:path";
 import type { MetadataStore, NarInfoRecord, NarRecord } from "../db/metadata-store.ts";
+import type { Broadcast } from "../lock/broadcast.ts";
 import type { Locker } from "../lock/locker.ts";
 import { serializeCacheInfo } from "../nix/cache-info.ts";
 import { canDecompress, decompressStream, parseCompression, type Compression } from "../nix/compression.ts";
@@ -11,7 +12,6 @@ import type { NarInfo } from "../nix/narinfo.ts";
 import { formatPublicKey, toPublicKey, type SecretKey } from "../nix/signature.ts";
 import type { BlobBody, BlobStore, ByteRange } from "../storage/blob-store.ts";
 import { inSpan, noInstruments, upstreamHostname, type Instruments, type SpanHandle } from "../telemetry/instruments.ts";
-import type { Broadcast } from "../lock/broadcast.ts";
 import type { Logger } from "../telemetry/logger.ts";
 import type { UpstreamPool } from "../upstream/pool.ts";
 import type { Upstream } from "../upstream/upstream.ts";

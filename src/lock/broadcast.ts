@@ -1,7 +1,8 @@
 /** Short messages every replica hears: what one replica forgets (a narinfo deleted, evicted or
  * replaced), the others forget at once instead of serving their in-memory copy until it
- * expires; and, before an eviction pass, a request to write held access times now. Through Redis pub/sub (redis-broadcast.ts) when replicas share Redis; with one
- * instance there is nobody to tell (`noBroadcast`).
+ * expires; and, before an eviction pass, a request to write held access times now. Through
+ * Redis pub/sub (redis-broadcast.ts) when replicas share Redis; with one instance there is
+ * nobody to tell (`noBroadcast`).
  *
  * Delivery is best effort (pub/sub keeps nothing for a subscriber that is disconnected), so
  * what listeners keep must still expire on its own; and anyone who can publish to Redis can
