@@ -159,8 +159,9 @@ export class Telemetry implements Instruments, LockInstruments, EvictionInstrume
     counter("ncps_lru_nar_files_evicted", "NARs removed by LRU eviction", this.lru.nars);
     // Series of rare events exist from the start (at 0), so dashboards and rate() see them
     // before the first one.
-    for (const t of [this.lru.runs, this.lru.bytes, this.lru.narInfos, this.lru.nars, this.negativeHits]) t.add("", () => ({}), 0);
+    for (const t of [this.lru.runs, this.lru.bytes, this.lru.narInfos, this.lru.nars, this.negativeHits, this.replicaBytes]) t.add("", () => ({}), 0);
     this.lockFailures.add("download exclusive", () => ({ type: "download", mode: "exclusive" }), 0);
+    for (const result of ["verified", "failed"]) this.replicaRelays.add(result, () => ({ result }), 0);
   }
 
   setSources(sources: GaugeSources) {
