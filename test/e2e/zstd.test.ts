@@ -5,6 +5,7 @@ import { afterAll, beforeAll, expect } from "bun:test";
 import { mkdtemp, readdir, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { eventually } from "../helpers/eventually.ts";
 import { startNcpsProcess, type NcpsProcess } from "../helpers/ncps.ts";
 import { buildClosure, createNixEnv, makeKeyPair, nixAvailable, publishCache, substitute, verifyStore, type BuiltClosure, type KeyPair, type NixEnv } from "../helpers/nix.ts";
 import { describeIf, testIf } from "../helpers/prereq.ts";
@@ -65,7 +66,8 @@ describeIf(nixAvailable)("e2e: uncompressed NARs are stored zstd-compressed", ()
     const cold = await substitute(nix, { from: ncps.url, paths: [built.top], trustedKeys: [ncps.publicKey], store: nix.store("cold") });
     expect(cold.code).toBe(0);
     // Nix has every byte before ncps has compressed and stored the NARs
-    while (ncps.logs.filter((l) => l.includes('"NAR stored"')).length < built.paths.length) await Bun.sleep(20);
+    const stored = () => ncps.logs.filter((l) => l.includes('"NAR stored"')).length;
+    await eventually("every NAR stored", () => stored() === built.paths.length, { deadlineMs: 120_000, explain: () => `${stored()} of ${built.paths.length}` });
     const narBytes = (await readdir(join(work, "plain", "nar"))).length;
     expect(narBytes).toBe(built.paths.length);
     const plainBytes = await storedBytes(join(work, "plain"));

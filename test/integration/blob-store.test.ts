@@ -12,6 +12,7 @@ import { LocalBlobStore } from "../../src/storage/local.ts";
 import { TooLargeError } from "../../src/streams.ts";
 import { describeIf, testIf } from "../helpers/prereq.ts";
 import { S3BlobStore } from "../../src/storage/s3.ts";
+import { eventually } from "../helpers/eventually.ts";
 import { freePort } from "../helpers/ports.ts";
 import { s3Client, s3rverAvailable, startS3rver, type S3rver } from "../helpers/s3rver.ts";
 
@@ -576,7 +577,7 @@ describeIf(s3rverAvailable)("S3 storage on s3rver", () => {
       const put = h.store.putStream("nar/multi.nar", held);
       await atPause;
       // wait until part 1 is stored (the upload of part 1 runs while part 2 is read)
-      while (!(await requestsSince(before)).some((r) => r.method === "PUT" && r.url.includes("partNumber=1"))) await Bun.sleep(10);
+      await eventually("part 1 stored", async () => (await requestsSince(before)).some((r) => r.method === "PUT" && r.url.includes("partNumber=1")), { deadlineMs: 30_000, everyMs: 10 });
       expect(await h.store.stat("nar/multi.nar")).toBeNull();
       expect(await bucketKeys(h.bucket)).toEqual([]);
       release();

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { eventually } from "../helpers/eventually.ts";
 import { ncpsCommand, startNcpsProcess, type NcpsProcess } from "../helpers/ncps.ts";
 import { makeSyntheticCache, sha256Nix32, type SyntheticCache, type SyntheticPath } from "../helpers/synthetic-cache.ts";
 import { startUpstream, type Upstream } from "../helpers/upstream-server.ts";
@@ -72,10 +73,15 @@ async function startReading(url: string, atLeast: number) {
 }
 
 async function waitForLog(ncps: NcpsProcess, text: string) {
-  while (!ncps.logs.some((l) => l.includes(text))) {
-    if (ncps.proc.exitCode !== null) throw new Error(`ncps exited before logging ${text}:\n${ncps.logs.join("\n")}`);
-    await Bun.sleep(10);
-  }
+  await eventually(
+    `ncps logging ${text}`,
+    () => {
+      if (ncps.logs.some((l) => l.includes(text))) return true;
+      if (ncps.proc.exitCode !== null) throw new Error(`ncps exited before logging ${text}:\n${ncps.logs.join("\n")}`);
+      return false;
+    },
+    { everyMs: 10, explain: () => ncps.logs.join("\n") },
+  );
 }
 
 async function tempFiles(dataDir: string): Promise<string[]> {
