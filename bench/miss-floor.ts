@@ -30,6 +30,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { compressed, curlAll, rawNar, type Compression } from "./miss-data.ts";
 import { HIT_PROBE_RATE, pacedLatency } from "./paced-latency.ts";
+import { linkOrCopy } from "./publish-nar.ts";
 import { startNginx } from "./nginx.ts";
 import { median } from "./stats.ts";
 
@@ -125,11 +126,10 @@ if (process.argv[2] === "--relay") {
   const root = join(work, "cache");
   await mkdir(root, { recursive: true });
   await writeFile(join(root, "nix-cache-info"), "StoreDir: /nix/store\n");
-  const link = (path: string, name: string) => Bun.$`ln -f ${path} ${join(root, name)} 2>/dev/null || cp ${path} ${join(root, name)}`.quiet();
-  for (let i = 0; i < 8; i++) await link(await rawNar(`small-${smallMb}-${i}`, smallMb, (i + 1) * smallMb), `n${i}.nar`); // the NARs miss-path.ts uses
+  for (let i = 0; i < 8; i++) await linkOrCopy(await rawNar(`small-${smallMb}-${i}`, smallMb, (i + 1) * smallMb), join(root, `n${i}.nar`)); // the NARs miss-path.ts uses
   const bigRaw = await rawNar(`big-${sizeMb}`, sizeMb, 0);
   const big: Record<Compression, string> = { none: bigRaw, zstd: await compressed(bigRaw, "zstd"), xz: await compressed(bigRaw, "xz") };
-  for (const [c, path] of Object.entries(big)) await link(path, `big.nar.${c}`);
+  for (const [c, path] of Object.entries(big)) await linkOrCopy(path, join(root, `big.nar.${c}`));
   const nginx = await startNginx(work, root, [{}, { extra: "limit_rate 125m;" }]);
   const [unlimited, limited] = nginx.urls as [string, string];
   const eightFrom = (base: string) => Array.from({ length: 8 }, (_, i) => `${base}/n${i}.nar`);

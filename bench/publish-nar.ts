@@ -24,11 +24,22 @@ export interface PublishedNar {
   narSize: number;
 }
 
+/** A file's facts, by path: a bench publishes one raw NAR several times (once per
+ * compression), and the files do not change while it runs. */
+const factsOfFile = new Map<string, Promise<{ hash: string; size: number }>>();
+
 /** "sha256:<nix32>" and the length of `bytes`, or of the file at that path. */
-export async function sha256Of(bytes: Uint8Array | string): Promise<{ hash: string; size: number }> {
+export function sha256Of(bytes: Uint8Array | string): Promise<{ hash: string; size: number }> {
+  if (typeof bytes !== "string") return hashChunks([bytes]);
+  let facts = factsOfFile.get(bytes);
+  if (!facts) factsOfFile.set(bytes, (facts = hashChunks(Bun.file(bytes).stream())));
+  return facts;
+}
+
+async function hashChunks(chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): Promise<{ hash: string; size: number }> {
   const hasher = new Bun.CryptoHasher("sha256");
   let size = 0;
-  for await (const chunk of typeof bytes === "string" ? Bun.file(bytes).stream() : [bytes]) {
+  for await (const chunk of chunks) {
     hasher.update(chunk);
     size += chunk.length;
   }
@@ -49,8 +60,7 @@ export async function publishNar(
   await mkdir(join(cacheDir, "nar"), { recursive: true });
   if ("bytes" in nar) await Bun.write(join(cacheDir, narUrl), nar.bytes);
   else {
-    const source = nar.file ?? nar.path;
-    await link(source, join(cacheDir, narUrl)).catch((err: NodeJS.ErrnoException) => (err.code === "EEXIST" ? undefined : copyFile(source, join(cacheDir, narUrl))));
+    await linkOrCopy(nar.file ?? nar.path, join(cacheDir, narUrl));
   }
   const narinfo = signNarInfo(
     {
@@ -70,4 +80,11 @@ export async function publishNar(
   await writeFile(join(cacheDir, `${storeHash}.narinfo`), serializeNarInfo(narinfo));
   await writeFile(join(cacheDir, "nix-cache-info"), "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n");
   return { storeHash, narUrl, fileSize: fileFacts.size, narHash: narFacts.hash, narSize: narFacts.size };
+}
+
+/** `dest` as a hard link to `source` (the bench's NARs are hundreds of MiB), a copy where
+ * the two are on different file systems; one already there is kept (the benches' cache
+ * directories are fresh, or name NARs by their contents). */
+export async function linkOrCopy(source: string, dest: string): Promise<void> {
+  await link(source, dest).catch((err: NodeJS.ErrnoException) => (err.code === "EEXIST" ? undefined : copyFile(source, dest)));
 }
